@@ -1,0 +1,369 @@
+/* The bridge to the Lua hook runtime: the "hookd.core" module of C helpers
+ * and the calls into lua/hookd/router.lua, each under pcall with a
+ * traceback so a broken script never takes the router down. */
+#include "bridge.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lua5.1/lua-cjson.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "buf.h"
+#include "datetime.h"
+#include "log.h"
+#include "lua_json.h"
+
+struct hk_bridge {
+  lua_State *L;
+  hk_bridge_callbacks cbs;
+  hk_buf scratch;   /* one encoded message at a time */
+  int router_ref;   /* registry reference to the router module table */
+};
+
+/* ---- random bytes for UUIDs, drawn from the kernel in blocks ---- */
+
+static unsigned char rand_pool[4096];
+static size_t rand_left;
+
+static int random_fill(unsigned char *out, size_t n) {
+  while (n > 0) {
+    size_t take;
+
+    if (rand_left == 0) {
+      ssize_t got = getrandom(rand_pool, sizeof rand_pool, 0);
+      if (got <= 0) return -1;
+      rand_left = (size_t)got;
+    }
+    take = n < rand_left ? n : rand_left;
+    memcpy(out, rand_pool + sizeof rand_pool - rand_left, take);
+    rand_left -= take;
+    out += take;
+    n -= take;
+  }
+  return 0;
+}
+
+/* core.uuid4() -> "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx" */
+static int core_uuid4(lua_State *L) {
+  static const char hex[] = "0123456789abcdef";
+  unsigned char b[16];
+  char out[36];
+  int j = 0;
+
+  if (random_fill(b, sizeof b) != 0) return luaL_error(L, "getrandom failed");
+  b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+  b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+  for (int i = 0; i < 16; i++) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) out[j++] = '-';
+    out[j++] = hex[b[i] >> 4];
+    out[j++] = hex[b[i] & 15];
+  }
+  lua_pushlstring(L, out, sizeof out);
+  return 1;
+}
+
+/* core.parse_time(s) -> sec, nsec | nil, message */
+static int core_parse_time(lua_State *L) {
+  size_t len;
+  const char *s = lua_tolstring(L, 1, &len);
+  int64_t sec;
+  int32_t nsec;
+
+  if (s == NULL || lua_type(L, 1) != LUA_TSTRING ||
+      hk_datetime_parse(s, len, &sec, &nsec) != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "not an RFC 3339 time");
+    return 2;
+  }
+  lua_pushnumber(L, (lua_Number)sec);
+  lua_pushnumber(L, (lua_Number)nsec);
+  return 2;
+}
+
+/* core.log(level, component, message) */
+static int core_log(lua_State *L) {
+  int level = hk_log_level_parse(luaL_checkstring(L, 1));
+  const char *component = luaL_checkstring(L, 2);
+  const char *msg = luaL_checkstring(L, 3);
+
+  if (level < 0) return luaL_error(L, "unknown log level");
+  hk_log(level, component, "%s", msg);
+  return 0;
+}
+
+/* core.now() -> wall clock seconds as a float */
+static int core_now(lua_State *L) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + ts.tv_nsec / 1e9);
+  return 1;
+}
+
+/* core.read_file(path) -> text | nil, message. The runtime uses it for
+ * plugins/lib modules and the catalog; hooks never see it. */
+static int core_read_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  FILE *f = fopen(path, "rb");
+  hk_buf b = HK_BUF_INIT;
+  char chunk[65536];
+  size_t n;
+
+  if (f == NULL) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    return 2;
+  }
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) hk_buf_append(&b, chunk, n);
+  fclose(f);
+  lua_pushlstring(L, b.data ? b.data : "", b.len);
+  hk_buf_free(&b);
+  return 1;
+}
+
+static hk_bridge *bridge_upvalue(lua_State *L) {
+  hk_bridge *b = lua_touserdata(L, lua_upvalueindex(1));
+
+  if (b == NULL) luaL_error(L, "not available outside the router");
+  return b;
+}
+
+/* core.emit(slot, message) -> true | nil, reason. Encodes the message once
+ * and hands the bytes to the dispatcher. */
+static int core_emit(lua_State *L) {
+  hk_bridge *b = bridge_upvalue(L);
+  int slot = (int)luaL_checkinteger(L, 1);
+  char err[256];
+
+  hk_buf_reset(&b->scratch);
+  if (hk_json_encode_append(L, 2, &b->scratch, err, sizeof err) != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  if (b->cbs.emit_cb)
+    b->cbs.emit_cb(b->cbs.ctx, slot, b->scratch.data, b->scratch.len);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.matched(slot, count) */
+static int core_matched(lua_State *L) {
+  hk_bridge *b = bridge_upvalue(L);
+
+  if (b->cbs.matched_cb)
+    b->cbs.matched_cb(b->cbs.ctx, (int)luaL_checkinteger(L, 1),
+                      (long)luaL_checkinteger(L, 2));
+  return 0;
+}
+
+/* core.failed(slot, reason) */
+static int core_failed(lua_State *L) {
+  hk_bridge *b = bridge_upvalue(L);
+
+  if (b->cbs.failed_cb)
+    b->cbs.failed_cb(b->cbs.ctx, (int)luaL_checkinteger(L, 1),
+                     luaL_checkstring(L, 2));
+  return 0;
+}
+
+static const luaL_Reg core_funcs[] = {
+    {"uuid4", core_uuid4},     {"parse_time", core_parse_time},
+    {"log", core_log},         {"now", core_now},
+    {"read_file", core_read_file}, {"emit", core_emit},
+    {"matched", core_matched}, {"failed", core_failed},
+    {NULL, NULL}};
+
+/* package.preload["hookd.core"]; upvalue 1 is the bridge or NULL. */
+static int open_core(lua_State *L) {
+  lua_newtable(L);
+  for (const luaL_Reg *f = core_funcs; f->name; f++) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushcclosure(L, f->func, 1);
+    lua_setfield(L, -2, f->name);
+  }
+  lua_pushstring(L, HOOKD_VERSION);
+  lua_setfield(L, -2, "version");
+  return 1;
+}
+
+static void preload(lua_State *L, const char *name, lua_CFunction fn,
+                    void *upvalue) {
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "preload");
+  lua_pushlightuserdata(L, upvalue);
+  lua_pushcclosure(L, fn, 1);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 2);
+}
+
+static int open_runtime(lua_State *L, const char *lua_dir, void *bridge,
+                        char *err, size_t errlen) {
+  luaL_openlibs(L);
+  preload(L, "hookd.json", luaopen_hookd_json, NULL);
+  preload(L, "hookd.core", open_core, bridge);
+  preload(L, "cjson", luaopen_cjson, NULL);
+
+  /* Only the runtime's own folder: no ./?.lua, no system paths. */
+  lua_getglobal(L, "package");
+  lua_pushfstring(L, "%s/?.lua", lua_dir);
+  lua_setfield(L, -2, "path");
+  lua_pushliteral(L, "");
+  lua_setfield(L, -2, "cpath");
+  lua_pop(L, 1);
+  lua_pushstring(L, lua_dir);
+  lua_setfield(L, LUA_REGISTRYINDEX, "hookd.lua_dir");
+  (void)err;
+  (void)errlen;
+  return 0;
+}
+
+int hk_lua_open_runtime(lua_State *L, const char *lua_dir, char *err,
+                        size_t errlen) {
+  return open_runtime(L, lua_dir, NULL, err, errlen);
+}
+
+/* Message handler for lua_pcall: adds a traceback to string errors.
+ * Stack: [msg] -> [msg with traceback]. */
+static int traceback_cb(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+
+  if (msg == NULL) msg = "(error object is not a string)";
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* Calls router[fname] with nargs arguments already pushed above it.
+ * Stack: [args...] -> [results...] (nresults) on success, [] on failure
+ * with err filled from the error message (its first line only when
+ * short_error is set, so "file:line: message" stays readable). */
+static int call_router(hk_bridge *b, const char *fname, int nargs,
+                       int nresults, char *err, size_t errlen) {
+  lua_State *L = b->L;
+  int base = lua_gettop(L) - nargs;
+
+  lua_pushcfunction(L, traceback_cb);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, b->router_ref);
+  lua_getfield(L, -1, fname);
+  lua_remove(L, -2);
+  lua_insert(L, base + 1);
+  lua_insert(L, base + 1);
+  if (lua_pcall(L, nargs, nresults, base + 1) != 0) {
+    snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    lua_settop(L, base);
+    return -1;
+  }
+  lua_remove(L, base + 1);
+  return 0;
+}
+
+hk_bridge *hk_bridge_create(const char *lua_dir, char *err, size_t errlen) {
+  hk_bridge *b = calloc(1, sizeof *b);
+
+  if (b == NULL) goto fail;
+  b->L = luaL_newstate();
+  if (b->L == NULL) goto fail;
+  open_runtime(b->L, lua_dir, b, err, errlen);
+  lua_getglobal(b->L, "require");
+  lua_pushliteral(b->L, "hookd.router");
+  if (lua_pcall(b->L, 1, 1, 0) != 0) {
+    snprintf(err, errlen, "cannot load the Lua runtime from %s: %s", lua_dir,
+             lua_tostring(b->L, -1));
+    goto fail;
+  }
+  b->router_ref = luaL_ref(b->L, LUA_REGISTRYINDEX);
+  return b;
+
+fail:
+  if (b && !b->L) snprintf(err, errlen, "out of memory");
+  hk_bridge_destroy(b);
+  return NULL;
+}
+
+void hk_bridge_destroy(hk_bridge *b) {
+  if (b == NULL) return;
+  if (b->L) lua_close(b->L);
+  hk_buf_free(&b->scratch);
+  free(b);
+}
+
+lua_State *hk_bridge_state(hk_bridge *b) { return b->L; }
+
+void hk_bridge_set_callbacks(hk_bridge *b, const hk_bridge_callbacks *cbs) {
+  b->cbs = *cbs;
+}
+
+int hk_bridge_load_config(hk_bridge *b, const char *text, size_t len,
+                          const char *config_dir, char *err, size_t errlen) {
+  lua_pushlstring(b->L, text, len);
+  lua_pushstring(b->L, config_dir);
+  if (call_router(b, "configure", 2, 2, err, errlen) != 0) return -1;
+  if (lua_isnil(b->L, -2)) {
+    snprintf(err, errlen, "%s", lua_tostring(b->L, -1));
+    lua_pop(b->L, 2);
+    return -1;
+  }
+  lua_pop(b->L, 1);
+  return 0;
+}
+
+int hk_bridge_load_hook(hk_bridge *b, const char *id, int slot,
+                        const char *chunkname, const char *src, size_t len,
+                        char *err, size_t errlen) {
+  lua_pushstring(b->L, id);
+  lua_pushinteger(b->L, slot);
+  lua_pushstring(b->L, chunkname);
+  lua_pushlstring(b->L, src, len);
+  if (call_router(b, "load", 4, 2, err, errlen) != 0) return -1;
+  if (lua_isnil(b->L, -2)) {
+    snprintf(err, errlen, "%s", lua_tostring(b->L, -1));
+    lua_pop(b->L, 2);
+    return -1;
+  }
+  lua_pop(b->L, 1);
+  return 0;
+}
+
+void hk_bridge_unload_hook(hk_bridge *b, const char *id) {
+  char err[512];
+
+  lua_pushstring(b->L, id);
+  if (call_router(b, "unload", 1, 0, err, sizeof err) != 0)
+    hk_error("lua", "hook=%s unload failed: %s", id, err);
+}
+
+int hk_bridge_route(hk_bridge *b, const char *const *events,
+                    const size_t *lens, size_t n) {
+  lua_State *L = b->L;
+  char err[1024];
+
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushlstring(L, events[i], lens[i]);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  if (call_router(b, "route", 1, 0, err, sizeof err) != 0) {
+    hk_error("lua", "routing failed events=%zu error=%s", n, err);
+    return -1;
+  }
+  return 0;
+}
+
+int hk_bridge_set_catalog(hk_bridge *b, const char *text, size_t len,
+                          char *err, size_t errlen) {
+  lua_pushlstring(b->L, text, len);
+  if (call_router(b, "set_catalog", 1, 2, err, errlen) != 0) return -1;
+  if (lua_isnil(b->L, -2)) {
+    snprintf(err, errlen, "%s", lua_tostring(b->L, -1));
+    lua_pop(b->L, 2);
+    return -1;
+  }
+  lua_pop(b->L, 2);
+  return 0;
+}

@@ -1,0 +1,63 @@
+/* The bridge between the C core and the Lua hook runtime in lua/. It owns
+ * the router's lua_State, exposes the C functions the runtime may call
+ * (module "hookd.core") and calls the runtime's documented entry points.
+ * Everything here runs on the loop thread. */
+#ifndef HOOKD_BRIDGE_H
+#define HOOKD_BRIDGE_H
+
+#include <lua.h>
+#include <stddef.h>
+
+typedef struct hk_bridge hk_bridge;
+
+/* What the runtime reports back while routing. slot is the number the
+ * core gave the hook when it was loaded. json is one encoded message, owned
+ * by the bridge and valid only during the call. */
+typedef struct hk_bridge_callbacks {
+  void (*emit_cb)(void *ctx, int slot, const char *json, size_t len);
+  void (*matched_cb)(void *ctx, int slot, long count);
+  void (*failed_cb)(void *ctx, int slot, const char *reason);
+  void *ctx;
+} hk_bridge_callbacks;
+
+/* Opens the standard libraries and registers the runtime's modules in L:
+ * "hookd.json", "hookd.core", "cjson", and package.path for lua_dir.
+ * Returns 0, or -1 with a message in err. */
+int hk_lua_open_runtime(lua_State *L, const char *lua_dir, char *err,
+                        size_t errlen);
+
+/* Creates a state with the runtime and requires "hookd.router". Returns
+ * NULL with a message in err when lua_dir is unusable. */
+hk_bridge *hk_bridge_create(const char *lua_dir, char *err, size_t errlen);
+void hk_bridge_destroy(hk_bridge *b);
+lua_State *hk_bridge_state(hk_bridge *b);
+void hk_bridge_set_callbacks(hk_bridge *b, const hk_bridge_callbacks *cbs);
+
+/* Validates main.json (its text) with the runtime and leaves the normalized
+ * configuration table in the registry for the router. On success pushes
+ * the table and returns 0 (caller pops); on failure returns -1 with the
+ * reason, which names the offending key, in err. */
+int hk_bridge_load_config(hk_bridge *b, const char *text, size_t len,
+                          const char *config_dir, char *err, size_t errlen);
+
+/* Compiles and validates a hook from its source. On success the runtime
+ * replaces the hook's previous version and pushes a table describing it
+ * (name, active, send, settings_json); returns 0 and the caller pops it.
+ * On failure the previous version stays, err gets "file:line: message",
+ * and -1 is returned. */
+int hk_bridge_load_hook(hk_bridge *b, const char *id, int slot,
+                        const char *chunkname, const char *src, size_t len,
+                        char *err, size_t errlen);
+void hk_bridge_unload_hook(hk_bridge *b, const char *id);
+
+/* Routes a batch of events (each one valid JSON object text) through every
+ * loaded hook, in one call into Lua. Results arrive through the callbacks.
+ * Returns 0, or -1 when the runtime itself failed (logged). */
+int hk_bridge_route(hk_bridge *b, const char *const *events,
+                    const size_t *lens, size_t n);
+
+/* Sets a named catalog table from decoded JSON text. Returns 0 or -1. */
+int hk_bridge_set_catalog(hk_bridge *b, const char *text, size_t len,
+                          char *err, size_t errlen);
+
+#endif

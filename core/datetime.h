@@ -1,0 +1,20 @@
+/* RFC 3339 timestamps, parsed and formatted with UTC calendar arithmetic
+ * only (never the host's time zone). */
+#ifndef HOOKD_DATETIME_H
+#define HOOKD_DATETIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Parses "YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|+hh:mm|-hh:mm)" ('t'/'z' and a
+ * space for 'T' accepted). On success stores unix seconds (UTC, after the
+ * offset is applied) and nanoseconds in [0, 1e9) and returns 0; returns -1
+ * on any malformed or out-of-range value (month 13, Feb 30, hour 24,
+ * second 60 is refused, more than 9 fraction digits). */
+int hk_datetime_parse(const char *s, size_t len, int64_t *sec, int32_t *nsec);
+
+/* Days since 1970-01-01 for a proleptic Gregorian date, and back. */
+int64_t hk_days_from_civil(int64_t y, unsigned m, unsigned d);
+void hk_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d);
+
+#endif

@@ -1,0 +1,55 @@
+/* A small HTTP/1.1 server on the libuv loop, built on http-parser. It owns
+ * connections and parsing; what a request means is up to the handler. */
+#ifndef HOOKD_HTTP_SERVER_H
+#define HOOKD_HTTP_SERVER_H
+
+#include <stddef.h>
+#include <uv.h>
+
+typedef struct hk_http_server hk_http_server;
+
+/* One request. The server owns it; the handler must answer it exactly once
+ * with hk_http_respond, at once or later from the loop thread. Until then
+ * every pointer below stays valid, even if the client has gone away (the
+ * answer is then dropped). Header values are NUL-terminated; missing
+ * headers are NULL. */
+typedef struct hk_http_request {
+  int method;               /* enum http_method from http_parser.h */
+  const char *path;         /* decoded path, NUL-terminated, no query */
+  const char *query;        /* raw query string without '?', or "" */
+  const char *body;         /* NUL-terminated for convenience */
+  size_t body_len;
+  const char *content_type; /* as sent */
+  const char *authorization;
+  void *user;               /* free for the handler */
+} hk_http_request;
+
+typedef void (*hk_http_handler_cb)(hk_http_request *req, void *data);
+
+typedef struct hk_http_server_options {
+  size_t max_body_bytes;   /* larger bodies get 413 before the handler */
+  size_t max_header_bytes; /* 0 = 64 KiB */
+} hk_http_server_options;
+
+/* Binds and listens on addr ("127.0.0.1:8765", "[::1]:8765", ":0" etc.).
+ * Returns NULL and fills err on failure. */
+hk_http_server *hk_http_server_start(uv_loop_t *loop, const char *addr,
+                                     const hk_http_server_options *opts,
+                                     hk_http_handler_cb handler, void *data,
+                                     char *err, size_t errlen);
+
+/* The port actually bound (useful with port 0). */
+int hk_http_server_port(const hk_http_server *s);
+
+/* Answers a request. body is copied; content_type NULL means
+ * application/json. extra_headers is NULL or "Name: value\r\n" lines. */
+void hk_http_respond(hk_http_request *req, int status,
+                     const char *content_type, const char *extra_headers,
+                     const char *body, size_t body_len);
+
+/* Stops listening and closes all connections. Requests still waiting for
+ * an answer are answered by nobody: their hk_http_respond calls become
+ * no-ops that only free. The server is freed once every handle closed. */
+void hk_http_server_close(hk_http_server *s);
+
+#endif

@@ -1,0 +1,39 @@
+/* Validation and splitting of ingest bodies: one JSON object, a JSON array
+ * of objects, or NDJSON. Nothing is allocated per value; the result points
+ * into the caller's body. */
+#ifndef HOOKD_JSON_SCAN_H
+#define HOOKD_JSON_SCAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* One accepted event: its JSON text inside the body, and the two envelope
+ * fields every event must have, already checked. */
+typedef struct hk_event_span {
+  const char *json;
+  size_t json_len;
+  const char *type; /* event_type value, without quotes */
+  size_t type_len;
+  int64_t date_sec; /* event_date as UTC unix seconds and nanoseconds */
+  int32_t date_nsec;
+} hk_event_span;
+
+typedef struct hk_scan_error {
+  long index;        /* the bad event's position, or -1 when none applies */
+  int http_status;   /* 400 or 413 */
+  char message[256]; /* for the client, e.g. "event_date is not RFC 3339" */
+} hk_scan_error;
+
+typedef struct hk_scan_options {
+  int ndjson;            /* 1: the content type said NDJSON */
+  int max_depth;         /* nesting limit, 0 = 64 */
+  size_t max_events;     /* 0 = no limit */
+} hk_scan_options;
+
+/* Validates the whole body and fills *spans (malloc'd, caller frees) with
+ * *count events. A leading UTF-8 BOM is skipped. Returns 0, or -1 with err
+ * filled; on failure *spans is NULL: a request is refused whole. */
+int hk_scan_events(const char *body, size_t len, const hk_scan_options *opt,
+                   hk_event_span **spans, size_t *count, hk_scan_error *err);
+
+#endif

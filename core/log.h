@@ -1,0 +1,35 @@
+/* Logging for operators: one line per fact, level first, then the
+ * component, then key=value pairs, e.g.
+ *   warn http hook=crm dest=https://crm.example/hook status=503 attempt=2
+ * The level check happens before any argument is formatted. */
+#ifndef HOOKD_LOG_H
+#define HOOKD_LOG_H
+
+enum hk_log_level {
+  HK_LOG_DEBUG = 0,
+  HK_LOG_INFO = 1,
+  HK_LOG_WARN = 2,
+  HK_LOG_ERROR = 3
+};
+
+extern int hk_log_min_level;
+
+/* Returns the level for a name ("debug", "info", "warn", "error") or -1. */
+int hk_log_level_parse(const char *name);
+
+/* Writes one line to stderr. Use the macros below, not this directly. */
+void hk_log_write(int level, const char *component, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define hk_log(level, component, ...)                                        \
+  do {                                                                       \
+    if ((level) >= hk_log_min_level)                                         \
+      hk_log_write((level), (component), __VA_ARGS__);                       \
+  } while (0)
+
+#define hk_debug(component, ...) hk_log(HK_LOG_DEBUG, component, __VA_ARGS__)
+#define hk_info(component, ...) hk_log(HK_LOG_INFO, component, __VA_ARGS__)
+#define hk_warn(component, ...) hk_log(HK_LOG_WARN, component, __VA_ARGS__)
+#define hk_error(component, ...) hk_log(HK_LOG_ERROR, component, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,28 @@
+/* The JSON codec the hook runtime uses, faithful to what came in: empty
+ * arrays stay [], empty objects {}, null stays null (also inside arrays),
+ * integers stay integers up to 19 digits, '/' is not escaped, strings stay
+ * valid UTF-8. Registered in Lua as the module "hookd.json". */
+#ifndef HOOKD_LUA_JSON_H
+#define HOOKD_LUA_JSON_H
+
+#include <lua.h>
+#include <stddef.h>
+
+#include "buf.h"
+
+/* Opens the module: pushes its table (decode, encode, null, array, object,
+ * is_array, array_mt, object_mt). */
+int luaopen_hookd_json(lua_State *L);
+
+/* Decodes len bytes of JSON and pushes the value. Returns 0; on error
+ * pushes nothing, writes a message into err and returns -1. */
+int hk_json_decode_push(lua_State *L, const char *s, size_t len, char *err,
+                        size_t errlen);
+
+/* Encodes the value at idx and appends it to out. Returns 0; on a value
+ * JSON cannot hold (NaN, infinity, function, sparse or mixed table, cycle,
+ * invalid UTF-8) appends nothing, writes the reason and returns -1. */
+int hk_json_encode_append(lua_State *L, int idx, hk_buf *out, char *err,
+                          size_t errlen);
+
+#endif
