@@ -16,6 +16,7 @@
 
 #include "buf.h"
 #include "datetime.h"
+#include "json_scan.h"
 #include "log.h"
 #include "lua_json.h"
 
@@ -330,6 +331,15 @@ int hk_bridge_load_hook(hk_bridge *b, const char *id, int slot,
   return 0;
 }
 
+void hk_bridge_commit_hook(hk_bridge *b, const char *id, int keep_new) {
+  char err[512];
+
+  lua_pushstring(b->L, id);
+  lua_pushboolean(b->L, keep_new);
+  if (call_router(b, "commit", 2, 0, err, sizeof err) != 0)
+    hk_error("lua", "hook=%s commit failed: %s", id, err);
+}
+
 void hk_bridge_unload_hook(hk_bridge *b, const char *id) {
   char err[512];
 
@@ -365,5 +375,34 @@ int hk_bridge_set_catalog(hk_bridge *b, const char *text, size_t len,
     return -1;
   }
   lua_pop(b->L, 2);
+  return 0;
+}
+
+int hk_bridge_try(hk_bridge *b, const char *chunkname, const char *src,
+                  size_t len, const hk_event_span *events, size_t n,
+                  char *err, size_t errlen) {
+  lua_State *L = b->L;
+  size_t lines;
+
+  lua_pushstring(L, chunkname);
+  lua_pushlstring(L, src, len);
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushlstring(L, events[i].json, events[i].json_len);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  if (call_router(b, "try", 3, 2, err, errlen) != 0) return -1;
+  if (lua_isnil(L, -2)) {
+    snprintf(err, errlen, "%s", lua_tostring(L, -1));
+    lua_pop(L, 2);
+    return -1;
+  }
+  lines = lua_objlen(L, -2);
+  for (size_t i = 1; i <= lines; i++) {
+    lua_rawgeti(L, -2, (int)i);
+    puts(lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
   return 0;
 }

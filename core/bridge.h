@@ -40,14 +40,15 @@ void hk_bridge_set_callbacks(hk_bridge *b, const hk_bridge_callbacks *cbs);
 int hk_bridge_load_config(hk_bridge *b, const char *text, size_t len,
                           const char *config_dir, char *err, size_t errlen);
 
-/* Compiles and validates a hook from its source. On success the runtime
- * replaces the hook's previous version and pushes a table describing it
- * (name, active, send, settings_json); returns 0 and the caller pops it.
- * On failure the previous version stays, err gets "file:line: message",
- * and -1 is returned. */
+/* Compiles and validates a hook from its source. On success pushes a
+ * table describing the new version (name, active, send, settings_json) and
+ * returns 0; the caller pops it and then either commits the new version
+ * (it replaces the running one) or discards it. On failure the previous
+ * version stays, err gets "file:line: message", and -1 is returned. */
 int hk_bridge_load_hook(hk_bridge *b, const char *id, int slot,
                         const char *chunkname, const char *src, size_t len,
                         char *err, size_t errlen);
+void hk_bridge_commit_hook(hk_bridge *b, const char *id, int keep_new);
 void hk_bridge_unload_hook(hk_bridge *b, const char *id);
 
 /* Routes a batch of events (each one valid JSON object text) through every
@@ -55,6 +56,14 @@ void hk_bridge_unload_hook(hk_bridge *b, const char *id);
  * Returns 0, or -1 when the runtime itself failed (logged). */
 int hk_bridge_route(hk_bridge *b, const char *const *events,
                     const size_t *lens, size_t n);
+
+/* Runs the hook in src over n events without sending anything and prints
+ * one line per event to stdout: the message, or why there is none.
+ * Returns 0, or -1 with err when the hook does not load. */
+struct hk_event_span;
+int hk_bridge_try(hk_bridge *b, const char *chunkname, const char *src,
+                  size_t len, const struct hk_event_span *events, size_t n,
+                  char *err, size_t errlen);
 
 /* Sets a named catalog table from decoded JSON text. Returns 0 or -1. */
 int hk_bridge_set_catalog(hk_bridge *b, const char *text, size_t len,

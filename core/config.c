@@ -1,0 +1,149 @@
+/* Loading main.json: the file is validated by the Lua runtime (one place
+ * for key names, types and defaults) and copied here into a C struct. */
+#include "config.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+char *hk_read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  char *data = NULL;
+  long size;
+
+  if (f == NULL) return NULL;
+  if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 ||
+      fseek(f, 0, SEEK_SET) != 0)
+    goto done;
+  data = malloc((size_t)size + 1);
+  if (data == NULL) goto done;
+  if (fread(data, 1, (size_t)size, f) != (size_t)size) {
+    free(data);
+    data = NULL;
+    errno = EIO;
+    goto done;
+  }
+  data[size] = '\0';
+  if (len) *len = (size_t)size;
+done:
+  fclose(f);
+  return data;
+}
+
+/* Copies table field name (a string) or NULL when absent.
+ * Stack: [cfg] -> [cfg]. */
+static char *get_string(lua_State *L, const char *name) {
+  char *out = NULL;
+
+  lua_getfield(L, -1, name);
+  if (lua_type(L, -1) == LUA_TSTRING) out = strdup(lua_tostring(L, -1));
+  lua_pop(L, 1);
+  return out;
+}
+
+static double get_number(lua_State *L, const char *name) {
+  double v;
+
+  lua_getfield(L, -1, name);
+  v = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static char *config_dir_of(const char *path) {
+  char *copy = strdup(path);
+  char *dir = strdup(dirname(copy));
+
+  free(copy);
+  return dir;
+}
+
+int hk_config_load(hk_bridge *b, const char *path, hk_config *cfg, char *err,
+                   size_t errlen) {
+  lua_State *L = hk_bridge_state(b);
+  char reason[512];
+  char *text = NULL;
+  char *dir = NULL;
+  size_t len = 0;
+  int rc = -1;
+
+  memset(cfg, 0, sizeof *cfg);
+  if (path == NULL) { /* no file: every default */
+    path = "(defaults)";
+    text = strdup("{}");
+    len = 2;
+  } else {
+    text = hk_read_file(path, &len);
+  }
+  if (text == NULL) {
+    snprintf(err, errlen, "cannot read config %s: %s", path, strerror(errno));
+    goto done;
+  }
+  dir = config_dir_of(path);
+  if (hk_bridge_load_config(b, text, len, dir, reason, sizeof reason) != 0) {
+    snprintf(err, errlen, "config %s: %s", path, reason);
+    goto done;
+  }
+  cfg->path = strdup(path);
+  cfg->listen = get_string(L, "listen");
+  cfg->data_dir = get_string(L, "data_dir");
+  cfg->plugins_dir = get_string(L, "plugins_dir");
+  cfg->catalog = get_string(L, "catalog");
+  cfg->lua_dir = get_string(L, "lua_dir");
+  cfg->log_level = get_string(L, "log_level");
+  cfg->api_token = get_string(L, "api_token");
+  cfg->ingest_token = get_string(L, "ingest_token");
+  cfg->metrics_token = get_string(L, "metrics_token");
+  cfg->max_body_bytes = (size_t)get_number(L, "max_body_bytes");
+  cfg->max_nesting_depth = (int)get_number(L, "max_nesting_depth");
+  cfg->retry_times = (int)get_number(L, "HOOK_RETRY_TIMES");
+  cfg->retry_period_sec = get_number(L, "HOOK_RETRY_PERIOD_SEC");
+  cfg->content_cleanup_hours = get_number(L, "HOOK_CONTENT_CLEANUP_HOURS");
+  lua_pop(L, 1);
+  rc = 0;
+done:
+  free(text);
+  free(dir);
+  return rc;
+}
+
+char *hk_config_peek_lua_dir(const char *path) {
+  /* The runtime parses the file properly later; here a missing or odd
+   * value simply means the default folder. */
+  size_t len;
+  char *text = hk_read_file(path, &len);
+  char *out = NULL;
+  char *p, *q, *dir;
+
+  if (text == NULL) return NULL;
+  p = strstr(text, "\"lua_dir\"");
+  if (p && (p = strchr(p + 9, '"')) && (q = strchr(p + 1, '"'))) {
+    *q = '\0';
+    if (p[1] == '/') {
+      out = strdup(p + 1);
+    } else {
+      dir = config_dir_of(path);
+      if (asprintf(&out, "%s/%s", dir, p + 1) < 0) out = NULL;
+      free(dir);
+    }
+  }
+  free(text);
+  return out;
+}
+
+void hk_config_free(hk_config *cfg) {
+  free(cfg->path);
+  free(cfg->listen);
+  free(cfg->data_dir);
+  free(cfg->plugins_dir);
+  free(cfg->catalog);
+  free(cfg->lua_dir);
+  free(cfg->log_level);
+  free(cfg->api_token);
+  free(cfg->ingest_token);
+  free(cfg->metrics_token);
+  memset(cfg, 0, sizeof *cfg);
+}

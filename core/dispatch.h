@@ -1,0 +1,63 @@
+/* Delivery of one hook's messages: a queue, batching by size, bytes and
+ * time, one request in flight, retries on a timer, and dead letters when
+ * the retries run out. Runs on the loop thread. */
+#ifndef HOOKD_DISPATCH_H
+#define HOOKD_DISPATCH_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "transport/http.h"
+
+typedef struct hk_dispatch hk_dispatch;
+
+/* Counters shown by the admin API, in messages. The hook owns them; the
+ * dispatcher updates sent, retried, dead, failed and queued. */
+typedef struct hk_counters {
+  long matched; /* passed the hook's match and filter */
+  long sent;    /* acknowledged by the destination */
+  long failed;  /* failed in the script, in encoding, or in a delivery
+                   attempt (each failed attempt counts its messages) */
+  long retried; /* messages sent again after a failed attempt */
+  long dead;    /* set aside as dead letters */
+  long queued;  /* accepted for the hook, not yet acknowledged or dead */
+} hk_counters;
+
+typedef struct hk_retry_policy {
+  int times;         /* repeats after the first attempt */
+  double period_sec; /* wait between attempts */
+} hk_retry_policy;
+
+typedef struct hk_delivery_settings {
+  size_t batch_size;
+  double timeout_sec;    /* a partial batch leaves this long after its
+                            first message arrived */
+  size_t max_body_bytes; /* 0 = no limit */
+  hk_http_settings http;
+} hk_delivery_settings;
+
+/* hook_id and counters must outlive the dispatcher (the hook owns both). */
+hk_dispatch *hk_dispatch_create(uv_loop_t *loop, hk_http_client *client,
+                                const char *hook_id,
+                                const hk_retry_policy *policy,
+                                hk_counters *counters);
+
+/* Applies new settings; messages already queued or in flight are kept.
+ * Returns 0, or -1 with the reason in err (the old settings then stay). */
+int hk_dispatch_configure(hk_dispatch *d, const hk_delivery_settings *s,
+                          char *err, size_t errlen);
+
+/* Copies one encoded message into the queue. Returns 0 or -1 (memory). */
+int hk_dispatch_enqueue(hk_dispatch *d, const char *json, size_t len);
+
+/* Sends partial batches now instead of waiting for their timeout. */
+void hk_dispatch_flush(hk_dispatch *d);
+
+/* Nonzero when nothing is queued, in flight or waiting for a retry. */
+int hk_dispatch_idle(const hk_dispatch *d);
+
+/* Frees the dispatcher. Unsent messages are dropped (logged with their
+ * count); a request in flight finishes first, then memory is released. */
+void hk_dispatch_destroy(hk_dispatch *d);
+
+#endif

@@ -1,0 +1,247 @@
+/* hookd's command line: run the router, check hooks, try a hook on
+ * events, print the version. */
+#include <lua.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "api.h"
+#include "bridge.h"
+#include "config.h"
+#include "http_server.h"
+#include "json_scan.h"
+#include "log.h"
+#include "plugins.h"
+#include "router.h"
+
+#define SHUTDOWN_GRACE_MS 10000
+
+static const char usage[] =
+    "usage: hookd run --config FILE       start the router\n"
+    "       hookd check [--config FILE]   load every hook, report problems\n"
+    "       hookd try [--config FILE] HOOK.lua EVENTS.ndjson\n"
+    "                                     print what the hook would send\n"
+    "       hookd --version | --help\n";
+
+typedef struct app {
+  uv_loop_t *loop;
+  hk_config cfg;
+  hk_bridge *bridge;
+  hk_http_client *http;
+  hk_router *router;
+  hk_plugins *plugins;
+  hk_http_server *server;
+  hk_api api;
+  uv_signal_t sigterm, sigint;
+  uv_timer_t drain;
+  uint64_t drain_started;
+  int stopping;
+} app;
+
+/* Starts the runtime with the right lua_dir and loads the configuration
+ * and catalog. Returns 0, or -1 after printing the reason. */
+static int app_configure(app *a, const char *config_path) {
+  char err[1024];
+  char *lua_dir = config_path ? hk_config_peek_lua_dir(config_path) : NULL;
+  size_t len;
+  char *text;
+
+  a->bridge = hk_bridge_create(lua_dir ? lua_dir : HOOKD_DEFAULT_LUA_DIR, err,
+                               sizeof err);
+  free(lua_dir);
+  if (a->bridge == NULL) goto fail;
+  if (hk_config_load(a->bridge, config_path, &a->cfg, err, sizeof err) != 0)
+    goto fail;
+  hk_log_min_level = hk_log_level_parse(a->cfg.log_level);
+  if (a->cfg.catalog == NULL) return 0;
+  text = hk_read_file(a->cfg.catalog, &len);
+  if (text == NULL) {
+    snprintf(err, sizeof err, "config %s: catalog: cannot read %s",
+             a->cfg.path, a->cfg.catalog);
+    goto fail;
+  }
+  if (hk_bridge_set_catalog(a->bridge, text, len, err, sizeof err) != 0) {
+    free(text);
+    goto fail;
+  }
+  free(text);
+  return 0;
+fail:
+  fprintf(stderr, "hookd: %s\n", err);
+  return -1;
+}
+
+static hk_router *make_router(app *a) {
+  hk_retry_policy policy = {a->cfg.retry_times, a->cfg.retry_period_sec};
+
+  return hk_router_create(a->loop, a->bridge, a->http, &policy);
+}
+
+static void drain_cb(uv_timer_t *t) {
+  app *a = t->data;
+  uint64_t waited = uv_now(a->loop) - a->drain_started;
+
+  if (hk_router_idle(a->router) || waited >= SHUTDOWN_GRACE_MS) {
+    if (!hk_router_idle(a->router))
+      hk_warn("main", "shutdown=1 grace_ms=%d undelivered=1", SHUTDOWN_GRACE_MS);
+    uv_stop(a->loop);
+  }
+}
+
+/* SIGTERM or SIGINT: stop accepting, send what is queued, and exit when
+ * it is delivered or the grace period ends. A second signal exits now. */
+static void signal_cb(uv_signal_t *s, int signum) {
+  app *a = s->data;
+
+  if (a->stopping) {
+    uv_stop(a->loop);
+    return;
+  }
+  a->stopping = 1;
+  hk_info("main", "signal=%d shutting_down=1", signum);
+  hk_http_server_close(a->server);
+  hk_plugins_stop(a->plugins);
+  hk_router_flush(a->router);
+  a->drain_started = uv_now(a->loop);
+  uv_timer_init(a->loop, &a->drain);
+  a->drain.data = a;
+  uv_timer_start(&a->drain, drain_cb, 0, 50);
+}
+
+static int cmd_run(const char *config_path) {
+  hk_http_server_options sopt = {0};
+  char err[1024];
+  app a;
+
+  memset(&a, 0, sizeof a);
+  if (app_configure(&a, config_path) != 0) return 2;
+  a.loop = uv_default_loop();
+  a.http = hk_http_client_create(a.loop);
+  a.router = make_router(&a);
+  a.plugins = hk_plugins_start(a.loop, a.router, a.cfg.plugins_dir, err,
+                               sizeof err);
+  if (a.plugins == NULL) goto fail;
+  a.api.config = &a.cfg;
+  a.api.router = a.router;
+  sopt.max_body_bytes = a.cfg.max_body_bytes;
+  a.server = hk_http_server_start(a.loop, a.cfg.listen, &sopt,
+                                  hk_api_handle_cb, &a.api, err, sizeof err);
+  if (a.server == NULL) goto fail;
+  hk_info("main", "version=%s listen=%s port=%d plugins_dir=%s", HOOKD_VERSION,
+          a.cfg.listen, hk_http_server_port(a.server), a.cfg.plugins_dir);
+  uv_signal_init(a.loop, &a.sigterm);
+  uv_signal_init(a.loop, &a.sigint);
+  a.sigterm.data = a.sigint.data = &a;
+  uv_signal_start(&a.sigterm, signal_cb, SIGTERM);
+  uv_signal_start(&a.sigint, signal_cb, SIGINT);
+  uv_run(a.loop, UV_RUN_DEFAULT);
+  hk_info("main", "stopped=1");
+  return 0;
+fail:
+  fprintf(stderr, "hookd: %s\n", err);
+  return 2;
+}
+
+/* Loads every hook of plugins_dir and reports each problem; the exit
+ * status is 1 when any hook is broken. */
+static int cmd_check(const char *config_path) {
+  char err[1024];
+  app a;
+  int n;
+
+  memset(&a, 0, sizeof a);
+  if (app_configure(&a, config_path) != 0) return 2;
+  a.loop = uv_default_loop();
+  a.http = hk_http_client_create(a.loop);
+  a.router = make_router(&a);
+  n = hk_plugins_load_all(a.router, a.cfg.plugins_dir, err, sizeof err);
+  if (n < 0) {
+    fprintf(stderr, "hookd: %s\n", err);
+    return 2;
+  }
+  n = hk_router_broken_count(a.router);
+  printf("%s\n", n ? "problems found" : "all hooks ok");
+  return n ? 1 : 0;
+}
+
+/* Runs one hook file over NDJSON events and prints, per event, the
+ * message it would send or why it sends nothing. Sends nothing. */
+static int cmd_try(const char *config_path, const char *hook_path,
+                   const char *events_path) {
+  hk_scan_options opt = {1, 0, 0};
+  hk_event_span *spans = NULL;
+  hk_scan_error serr;
+  char err[1024];
+  size_t n = 0, hook_len, events_len;
+  char *hook_src = NULL, *events = NULL;
+  app a;
+  int rc = 2;
+
+  memset(&a, 0, sizeof a);
+  if (app_configure(&a, config_path) != 0) return 2;
+  hook_src = hk_read_file(hook_path, &hook_len);
+  events = hk_read_file(events_path, &events_len);
+  if (hook_src == NULL || events == NULL) {
+    fprintf(stderr, "hookd: cannot read %s\n", hook_src ? events_path : hook_path);
+    goto done;
+  }
+  if (hk_scan_events(events, events_len, &opt, &spans, &n, &serr) != 0) {
+    fprintf(stderr, "hookd: %s: event %ld: %s\n", events_path, serr.index,
+            serr.message);
+    goto done;
+  }
+  if (hk_bridge_try(a.bridge, hook_path, hook_src, hook_len, spans, n, err,
+                    sizeof err) != 0) {
+    fprintf(stderr, "%s\n", err);
+    rc = 1;
+    goto done;
+  }
+  rc = 0;
+done:
+  free(spans);
+  free(hook_src);
+  free(events);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  const char *config = NULL;
+  const char *args[4];
+  int nargs = 0;
+
+  signal(SIGPIPE, SIG_IGN);
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--version") == 0) {
+      printf("hookd %s\n", HOOKD_VERSION);
+      return 0;
+    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      fputs(usage, stdout);
+      return 0;
+    } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+      config = argv[++i];
+    } else if (argv[i][0] == '-' || nargs == 4) {
+      fprintf(stderr, "hookd: unknown option %s\n%s", argv[i], usage);
+      return 2;
+    } else {
+      args[nargs++] = argv[i];
+    }
+  }
+  /* run needs a configuration; check and try fall back to main.json in
+   * the working directory, then to the defaults. */
+  if (nargs == 1 && strcmp(args[0], "run") == 0) {
+    if (config == NULL) {
+      fprintf(stderr, "hookd: run needs --config FILE\n");
+      return 2;
+    }
+    return cmd_run(config);
+  }
+  if (config == NULL && access("main.json", R_OK) == 0) config = "main.json";
+  if (nargs == 1 && strcmp(args[0], "check") == 0) return cmd_check(config);
+  if (nargs == 3 && strcmp(args[0], "try") == 0)
+    return cmd_try(config, args[1], args[2]);
+  fputs(usage, stderr);
+  return 2;
+}

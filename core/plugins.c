@@ -1,0 +1,235 @@
+/* The plugins folder watcher. A change notification (inotify through
+ * uv_fs_event) schedules a rescan; a slow timer rescans anyway in case a
+ * notification is missed. A file is loaded only once it has stopped
+ * changing for SETTLE_MS, so an editor that saves in two steps never has
+ * its half-written file loaded. */
+#include "plugins.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "log.h"
+
+#define SETTLE_MS 150
+#define RESCAN_DELAY_MS 50
+#define POLL_MS 1000
+#define MAX_FILES 1024
+
+typedef struct file_stamp {
+  char id[128];
+  dev_t dev;
+  ino_t ino;
+  off_t size;
+  struct timespec mtime;
+  int seen; /* found by the current scan */
+} file_stamp;
+
+struct hk_plugins {
+  uv_loop_t *loop;
+  hk_router *router;
+  char *dir;
+  uv_fs_event_t watch;
+  uv_timer_t rescan; /* debounced rescan after a notification */
+  uv_timer_t poll;   /* periodic rescan */
+  file_stamp files[MAX_FILES];
+  size_t n_files;
+  int watching;
+};
+
+/* A hook id is the file name without ".lua": letters, digits, '_' and '-'.
+ * Editor leftovers (".#x.lua", "x.lua~", ".x.lua.swp") never match. */
+static int hook_id_from_name(const char *name, char *id, size_t idlen) {
+  size_t len = strlen(name);
+
+  if (len < 5 || len - 4 >= idlen || strcmp(name + len - 4, ".lua") != 0)
+    return -1;
+  for (size_t i = 0; i < len - 4; i++) {
+    char c = name[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '_' || c == '-'))
+      return -1;
+  }
+  memcpy(id, name, len - 4);
+  id[len - 4] = '\0';
+  return 0;
+}
+
+static file_stamp *stamp_find(hk_plugins *p, const char *id) {
+  for (size_t i = 0; i < p->n_files; i++)
+    if (strcmp(p->files[i].id, id) == 0) return &p->files[i];
+  return NULL;
+}
+
+static int stamp_same(const file_stamp *f, const struct stat *st) {
+  return f->dev == st->st_dev && f->ino == st->st_ino &&
+         f->size == st->st_size && f->mtime.tv_sec == st->st_mtim.tv_sec &&
+         f->mtime.tv_nsec == st->st_mtim.tv_nsec;
+}
+
+static void stamp_set(file_stamp *f, const struct stat *st) {
+  f->dev = st->st_dev;
+  f->ino = st->st_ino;
+  f->size = st->st_size;
+  f->mtime = st->st_mtim;
+}
+
+static double ms_since(const struct timespec *t) {
+  struct timespec now;
+
+  clock_gettime(CLOCK_REALTIME, &now);
+  return (double)(now.tv_sec - t->tv_sec) * 1e3 +
+         (double)(now.tv_nsec - t->tv_nsec) / 1e6;
+}
+
+/* Looks at one directory entry. Returns 1 when it changed too recently to
+ * load (the caller rescans soon), else 0. */
+static int scan_entry(hk_plugins *p, const char *name, int settle) {
+  char id[128], path[4096];
+  struct stat st;
+  file_stamp *f;
+
+  if (hook_id_from_name(name, id, sizeof id) != 0) return 0;
+  snprintf(path, sizeof path, "%s/%s", p->dir, name);
+  if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+  f = stamp_find(p, id);
+  if (f && stamp_same(f, &st)) {
+    f->seen = 1;
+    return 0;
+  }
+  if (settle && ms_since(&st.st_mtim) < SETTLE_MS) {
+    if (f) f->seen = 1; /* changing, not gone */
+    return 1;
+  }
+  if (f == NULL) {
+    if (p->n_files == MAX_FILES) return 0;
+    f = &p->files[p->n_files++];
+    snprintf(f->id, sizeof f->id, "%s", id);
+  }
+  stamp_set(f, &st);
+  f->seen = 1;
+  hk_router_load_file(p->router, id, path);
+  return 0;
+}
+
+/* Stops the hooks whose files were not seen by this scan. */
+static void drop_missing(hk_plugins *p) {
+  size_t i = 0;
+
+  while (i < p->n_files) {
+    if (p->files[i].seen) {
+      i++;
+      continue;
+    }
+    hk_router_remove(p->router, p->files[i].id);
+    p->files[i] = p->files[--p->n_files];
+  }
+}
+
+/* Returns 1 when some file is still settling, 0 when done, -1 on error. */
+static int scan(hk_plugins *p, int settle) {
+  DIR *d = opendir(p->dir);
+  struct dirent *e;
+  int unsettled = 0;
+
+  if (d == NULL) {
+    hk_error("plugins", "dir=%s error=\"%s\"", p->dir, strerror(errno));
+    return -1;
+  }
+  for (size_t i = 0; i < p->n_files; i++) p->files[i].seen = 0;
+  while ((e = readdir(d)) != NULL) unsettled |= scan_entry(p, e->d_name, settle);
+  closedir(d);
+  drop_missing(p);
+  return unsettled;
+}
+
+static void rescan_cb(uv_timer_t *t) {
+  hk_plugins *p = t->data;
+
+  if (scan(p, 1) == 1) uv_timer_start(&p->rescan, rescan_cb, SETTLE_MS, 0);
+}
+
+static void poll_cb(uv_timer_t *t) { rescan_cb(&((hk_plugins *)t->data)->rescan); }
+
+static void fs_event_cb(uv_fs_event_t *h, const char *name, int events,
+                        int status) {
+  hk_plugins *p = h->data;
+
+  if (!uv_is_active((uv_handle_t *)&p->rescan))
+    uv_timer_start(&p->rescan, rescan_cb, RESCAN_DELAY_MS, 0);
+}
+
+static hk_plugins *plugins_new(hk_router *router, const char *dir) {
+  hk_plugins *p = calloc(1, sizeof *p);
+
+  if (p == NULL) return NULL;
+  p->router = router;
+  p->dir = strdup(dir);
+  return p;
+}
+
+int hk_plugins_load_all(hk_router *router, const char *dir, char *err,
+                        size_t errlen) {
+  hk_plugins *p = plugins_new(router, dir);
+  int n;
+
+  if (p == NULL) return -1;
+  if (scan(p, 0) < 0) {
+    snprintf(err, errlen, "cannot read plugins_dir %s: %s", dir,
+             strerror(errno));
+    n = -1;
+  } else {
+    n = (int)p->n_files;
+  }
+  free(p->dir);
+  free(p);
+  return n;
+}
+
+hk_plugins *hk_plugins_start(uv_loop_t *loop, hk_router *router,
+                             const char *dir, char *err, size_t errlen) {
+  hk_plugins *p = plugins_new(router, dir);
+  int rc;
+
+  if (p == NULL) return NULL;
+  p->loop = loop;
+  if (scan(p, 0) < 0) {
+    snprintf(err, errlen, "cannot read plugins_dir %s: %s", dir,
+             strerror(errno));
+    free(p->dir);
+    free(p);
+    return NULL;
+  }
+  uv_timer_init(loop, &p->rescan);
+  uv_timer_init(loop, &p->poll);
+  p->rescan.data = p->poll.data = p;
+  uv_timer_start(&p->poll, poll_cb, POLL_MS, POLL_MS);
+  uv_fs_event_init(loop, &p->watch);
+  p->watch.data = p;
+  rc = uv_fs_event_start(&p->watch, fs_event_cb, dir, 0);
+  if (rc != 0)
+    hk_warn("plugins", "dir=%s watch=off reason=\"%s\" fallback=poll", dir,
+            uv_strerror(rc));
+  p->watching = rc == 0;
+  hk_info("plugins", "dir=%s hooks=%zu watching=%d", dir, p->n_files,
+          p->watching);
+  return p;
+}
+
+static void free_plugins_cb(uv_handle_t *h) {
+  hk_plugins *p = h->data;
+
+  free(p->dir);
+  free(p);
+}
+
+void hk_plugins_stop(hk_plugins *p) {
+  if (p == NULL) return;
+  uv_close((uv_handle_t *)&p->rescan, NULL);
+  uv_close((uv_handle_t *)&p->poll, NULL);
+  uv_close((uv_handle_t *)&p->watch, free_plugins_cb);
+}

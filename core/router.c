@@ -1,0 +1,427 @@
+/* The core's view of hooks: a slot per hook id, its loaded version, its
+ * state and counters, and its dispatcher. Scripts are compiled and run by
+ * the Lua runtime; this file turns their results into delivery. */
+#include "router.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "json_write.h"
+#include "log.h"
+
+typedef struct hk_hook {
+  char *id;
+  int slot;
+  char *name;
+  char *file;
+  int loaded;  /* a version runs in the runtime */
+  int active;
+  int removed; /* the file is gone */
+  long version;
+  double loaded_at;
+  char *error; /* the last load error, or NULL */
+  char *settings_json;
+  char *destination;
+  hk_counters counters;
+  hk_dispatch *dispatch;
+  double fail_log_at; /* rate limit for per-event failure logs */
+  long fail_suppressed;
+} hk_hook;
+
+struct hk_router {
+  uv_loop_t *loop;
+  hk_bridge *bridge;
+  hk_http_client *http;
+  hk_retry_policy policy;
+  hk_hook **hooks; /* index = slot */
+  size_t n_hooks;
+};
+
+static double wall_now(void) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void set_str(char **dst, const char *src) {
+  free(*dst);
+  *dst = src ? strdup(src) : NULL;
+}
+
+static hk_hook *hook_find(hk_router *r, const char *id) {
+  for (size_t i = 0; i < r->n_hooks; i++)
+    if (strcmp(r->hooks[i]->id, id) == 0) return r->hooks[i];
+  return NULL;
+}
+
+static hk_hook *hook_slot(hk_router *r, int slot) {
+  if (slot < 0 || (size_t)slot >= r->n_hooks) return NULL;
+  return r->hooks[slot];
+}
+
+static hk_hook *hook_get_or_add(hk_router *r, const char *id) {
+  hk_hook *h = hook_find(r, id);
+  hk_hook **grown;
+
+  if (h) return h;
+  grown = realloc(r->hooks, (r->n_hooks + 1) * sizeof *grown);
+  if (grown == NULL) return NULL;
+  r->hooks = grown;
+  h = calloc(1, sizeof *h);
+  if (h == NULL) return NULL;
+  h->id = strdup(id);
+  h->slot = (int)r->n_hooks;
+  h->dispatch = hk_dispatch_create(r->loop, r->http, h->id, &r->policy,
+                                   &h->counters);
+  r->hooks[r->n_hooks++] = h;
+  return h;
+}
+
+/* ---- callbacks from the runtime while routing ---- */
+
+static void emit_cb(void *ctx, int slot, const char *json, size_t len) {
+  hk_hook *h = hook_slot(ctx, slot);
+
+  if (h && hk_dispatch_enqueue(h->dispatch, json, len) != 0)
+    hk_error("router", "hook=%s error=\"out of memory queueing message\"",
+             h->id);
+}
+
+static void matched_cb(void *ctx, int slot, long count) {
+  hk_hook *h = hook_slot(ctx, slot);
+
+  if (h) h->counters.matched += count;
+}
+
+/* One line per failure, but at most one a second per hook; the lines in
+ * between are counted and the count is reported with the next one. */
+static void failed_cb(void *ctx, int slot, const char *reason) {
+  hk_hook *h = hook_slot(ctx, slot);
+  double now = wall_now();
+
+  if (h == NULL) return;
+  h->counters.failed++;
+  if (now - h->fail_log_at < 1.0) {
+    h->fail_suppressed++;
+    return;
+  }
+  hk_error("hook", "hook=%s event_failed=1 suppressed=%ld reason=\"%s\"",
+           h->id, h->fail_suppressed, reason);
+  h->fail_log_at = now;
+  h->fail_suppressed = 0;
+}
+
+hk_router *hk_router_create(uv_loop_t *loop, hk_bridge *bridge,
+                            hk_http_client *http,
+                            const hk_retry_policy *policy) {
+  hk_router *r = calloc(1, sizeof *r);
+  hk_bridge_callbacks cbs = {emit_cb, matched_cb, failed_cb, NULL};
+
+  if (r == NULL) return NULL;
+  r->loop = loop;
+  r->bridge = bridge;
+  r->http = http;
+  r->policy = *policy;
+  cbs.ctx = r;
+  hk_bridge_set_callbacks(bridge, &cbs);
+  return r;
+}
+
+/* ---- reading the validated send settings from the runtime ---- */
+
+/* Strings the settings point to, kept until the dispatcher copied them. */
+typedef struct send_strings {
+  char *headers[64];
+  size_t n_headers;
+  long statuses[32];
+} send_strings;
+
+/* Stack: [send] -> [send]. */
+static const char *field_str(lua_State *L, const char *name) {
+  const char *s;
+
+  lua_getfield(L, -1, name);
+  s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  lua_pop(L, 1); /* still referenced by the send table */
+  return s;
+}
+
+static double field_num(lua_State *L, const char *name, double dflt) {
+  double v = dflt;
+
+  lua_getfield(L, -1, name);
+  if (lua_type(L, -1) == LUA_TNUMBER) v = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Stack: [send] -> [send]. Fills headers ("Name: value") and statuses. */
+static void read_send_lists(lua_State *L, hk_http_settings *http,
+                            send_strings *keep) {
+  lua_getfield(L, -1, "headers");
+  if (lua_istable(L, -1)) {
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0 && keep->n_headers < 64) {
+      if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING &&
+          asprintf(&keep->headers[keep->n_headers], "%s: %s",
+                   lua_tostring(L, -2), lua_tostring(L, -1)) >= 0)
+        keep->n_headers++;
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  http->headers = (const char *const *)keep->headers;
+  http->n_headers = keep->n_headers;
+
+  lua_getfield(L, -1, "success_statuses");
+  if (lua_istable(L, -1)) {
+    size_t n = lua_objlen(L, -1);
+    for (size_t i = 1; i <= n && i <= 32; i++) {
+      lua_rawgeti(L, -1, (int)i);
+      keep->statuses[http->n_success_statuses++] = (long)lua_tonumber(L, -1);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  http->success_statuses = keep->statuses;
+
+  lua_getfield(L, -1, "basic_auth");
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "user");
+    http->basic_user = lua_tostring(L, -1);
+    lua_getfield(L, -2, "password");
+    http->basic_password = lua_tostring(L, -1);
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
+}
+
+/* Configures h's dispatcher from the description the runtime returned.
+ * Stack: [info] -> [info]. Returns 0 or -1 with err. */
+static int configure_delivery(hk_hook *h, lua_State *L, char *err,
+                              size_t errlen) {
+  hk_delivery_settings s;
+  send_strings keep;
+  const char *type;
+  int rc = -1;
+
+  memset(&s, 0, sizeof s);
+  memset(&keep, 0, sizeof keep);
+  lua_getfield(L, -1, "send");
+  type = field_str(L, "type");
+  if (type == NULL || strcmp(type, "http") != 0) {
+    snprintf(err, errlen, "%s: send.type '%s' is not available in this build",
+             h->file, type ? type : "?");
+    goto done;
+  }
+  s.http.url = field_str(L, "url");
+  s.http.bearer_token = field_str(L, "bearer_token");
+  s.http.success_regex = field_str(L, "success_regex");
+  s.http.request_timeout_sec = field_num(L, "request_timeout_sec", 30);
+  s.batch_size = (size_t)field_num(L, "batch_size", 100);
+  s.timeout_sec = field_num(L, "timeout_sec", 5);
+  s.max_body_bytes = (size_t)field_num(L, "max_body_bytes", 0);
+  read_send_lists(L, &s.http, &keep);
+  if (hk_dispatch_configure(h->dispatch, &s, err, errlen) != 0) goto done;
+  set_str(&h->destination, s.http.url);
+  rc = 0;
+done:
+  lua_pop(L, 1);
+  for (size_t i = 0; i < keep.n_headers; i++) free(keep.headers[i]);
+  return rc;
+}
+
+/* Takes name, active and settings_json from the description.
+ * Stack: [info] -> [info]. */
+static void take_description(hk_hook *h, lua_State *L) {
+  lua_getfield(L, -1, "name");
+  set_str(&h->name, lua_tostring(L, -1));
+  lua_getfield(L, -2, "settings_json");
+  set_str(&h->settings_json, lua_tostring(L, -1));
+  lua_getfield(L, -3, "active");
+  h->active = lua_toboolean(L, -1);
+  lua_pop(L, 3);
+}
+
+static int load_source(hk_router *r, hk_hook *h, const char *src, size_t len,
+                       char *err, size_t errlen) {
+  lua_State *L = hk_bridge_state(r->bridge);
+
+  if (hk_bridge_load_hook(r->bridge, h->id, h->slot, h->file, src, len, err,
+                          errlen) != 0)
+    return -1;
+  if (configure_delivery(h, L, err, errlen) != 0) {
+    lua_pop(L, 1);
+    hk_bridge_commit_hook(r->bridge, h->id, 0); /* keep the old version */
+    return -1;
+  }
+  take_description(h, L);
+  lua_pop(L, 1);
+  hk_bridge_commit_hook(r->bridge, h->id, 1);
+  return 0;
+}
+
+int hk_router_load_file(hk_router *r, const char *id, const char *path) {
+  hk_hook *h = hook_get_or_add(r, id);
+  char err[1024];
+  char *src = NULL;
+  size_t len = 0;
+  int rc = -1;
+
+  if (h == NULL) return -1;
+  set_str(&h->file, path);
+  h->removed = 0;
+  src = hk_read_file(path, &len);
+  if (src == NULL) {
+    snprintf(err, sizeof err, "%s: %s", path, strerror(errno));
+  } else if (len == 0) {
+    snprintf(err, sizeof err, "%s: the file is empty", path);
+  } else if (load_source(r, h, src, len, err, sizeof err) == 0) {
+    h->loaded = 1;
+    h->version++;
+    h->loaded_at = wall_now();
+    set_str(&h->error, NULL);
+    hk_info("plugins", "hook=%s version=%ld loaded=1 active=%d dest=%s", h->id,
+            h->version, h->active, h->destination ? h->destination : "-");
+    rc = 0;
+  }
+  if (rc != 0) {
+    set_str(&h->error, err);
+    hk_error("plugins", "hook=%s load_failed=1 running_version=%ld error=\"%s\"",
+             h->id, h->loaded ? h->version : 0L, err);
+  }
+  free(src);
+  return rc;
+}
+
+void hk_router_remove(hk_router *r, const char *id) {
+  hk_hook *h = hook_find(r, id);
+
+  if (h == NULL || h->removed) return;
+  hk_bridge_unload_hook(r->bridge, id);
+  h->loaded = 0;
+  h->removed = 1;
+  hk_info("plugins", "hook=%s removed=1 queued=%ld", id, h->counters.queued);
+}
+
+void hk_router_route(hk_router *r, const char *const *events,
+                     const size_t *lens, size_t n) {
+  hk_bridge_route(r->bridge, events, lens, n);
+}
+
+/* ---- the admin API's view ---- */
+
+static const char *hook_state(const hk_hook *h) {
+  if (h->removed) return "removed";
+  if (!h->loaded) return "broken";
+  return h->active ? "running" : "stopped";
+}
+
+static void render_time(hk_buf *out, double t) {
+  time_t sec = (time_t)t;
+  struct tm tm;
+
+  if (t <= 0) {
+    hk_buf_append(out, "null", 4);
+    return;
+  }
+  gmtime_r(&sec, &tm);
+  hk_buf_printf(out, "\"%04d-%02d-%02dT%02d:%02d:%02dZ\"", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+static void render_hook(const hk_hook *h, hk_buf *out) {
+  const hk_counters *c = &h->counters;
+
+  hk_buf_append(out, "{\"id\":", 6);
+  hk_json_write_cstr(out, h->id);
+  hk_buf_append(out, ",\"name\":", 8);
+  hk_json_write_cstr(out, h->name ? h->name : h->id);
+  hk_buf_printf(out, ",\"active\":%s,\"state\":\"%s\",\"version\":%ld",
+                h->loaded && h->active ? "true" : "false", hook_state(h),
+                h->version);
+  hk_buf_append(out, ",\"loaded_at\":", 13);
+  render_time(out, h->loaded_at);
+  hk_buf_append(out, ",\"file\":", 8);
+  hk_json_write_cstr(out, h->file);
+  hk_buf_append(out, ",\"error\":", 9);
+  hk_json_write_cstr(out, h->error);
+  hk_buf_append(out, ",\"settings\":", 12);
+  if (h->settings_json)
+    hk_buf_append(out, h->settings_json, strlen(h->settings_json));
+  else
+    hk_buf_append(out, "null", 4);
+  hk_buf_printf(out,
+                ",\"counters\":{\"matched\":%ld,\"sent\":%ld,\"failed\":%ld,"
+                "\"retried\":%ld,\"dead\":%ld,\"queued\":%ld}}",
+                c->matched, c->sent, c->failed, c->retried, c->dead,
+                c->queued);
+}
+
+static int hook_listed(const hk_hook *h) {
+  return !h->removed || h->counters.queued > 0;
+}
+
+void hk_router_render_hooks(hk_router *r, hk_buf *out) {
+  int first = 1;
+
+  hk_buf_append(out, "{\"hooks\":[", 10);
+  for (size_t i = 0; i < r->n_hooks; i++) {
+    if (!hook_listed(r->hooks[i])) continue;
+    if (!first) hk_buf_putc(out, ',');
+    render_hook(r->hooks[i], out);
+    first = 0;
+  }
+  hk_buf_append(out, "]}", 2);
+}
+
+int hk_router_render_hook(hk_router *r, const char *id, hk_buf *out) {
+  hk_hook *h = hook_find(r, id);
+
+  if (h == NULL || !hook_listed(h)) return -1;
+  render_hook(h, out);
+  return 0;
+}
+
+int hk_router_broken_count(hk_router *r) {
+  int n = 0;
+
+  for (size_t i = 0; i < r->n_hooks; i++)
+    if (r->hooks[i]->error) n++;
+  return n;
+}
+
+void hk_router_flush(hk_router *r) {
+  for (size_t i = 0; i < r->n_hooks; i++)
+    hk_dispatch_flush(r->hooks[i]->dispatch);
+}
+
+int hk_router_idle(hk_router *r) {
+  for (size_t i = 0; i < r->n_hooks; i++)
+    if (!hk_dispatch_idle(r->hooks[i]->dispatch)) return 0;
+  return 1;
+}
+
+void hk_router_destroy(hk_router *r) {
+  if (r == NULL) return;
+  for (size_t i = 0; i < r->n_hooks; i++) {
+    hk_hook *h = r->hooks[i];
+
+    hk_dispatch_destroy(h->dispatch);
+    free(h->id);
+    free(h->name);
+    free(h->file);
+    free(h->error);
+    free(h->settings_json);
+    free(h->destination);
+    free(h);
+  }
+  free(r->hooks);
+  free(r);
+}

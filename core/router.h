@@ -1,0 +1,47 @@
+/* The set of hooks as the core sees it: for each hook its loaded version,
+ * state, counters and dispatcher; loading scripts through the bridge and
+ * routing event batches into the hooks' queues. Loop thread only. */
+#ifndef HOOKD_ROUTER_H
+#define HOOKD_ROUTER_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "bridge.h"
+#include "buf.h"
+#include "dispatch.h"
+#include "transport/http.h"
+
+typedef struct hk_router hk_router;
+
+hk_router *hk_router_create(uv_loop_t *loop, hk_bridge *bridge,
+                            hk_http_client *http,
+                            const hk_retry_policy *policy);
+
+/* Loads (or reloads) hook id from path. On failure the previous version
+ * keeps running and the error is kept for the API. Returns 0 or -1. */
+int hk_router_load_file(hk_router *r, const char *id, const char *path);
+
+/* The hook's file is gone: it stops capturing; what it queued is still
+ * delivered. */
+void hk_router_remove(hk_router *r, const char *id);
+
+/* Routes events (valid JSON object texts) through all hooks. */
+void hk_router_route(hk_router *r, const char *const *events,
+                     const size_t *lens, size_t n);
+
+/* Appends {"hooks": [...]} or one hook's object; the latter returns -1 when
+ * there is no such hook. */
+void hk_router_render_hooks(hk_router *r, hk_buf *out);
+int hk_router_render_hook(hk_router *r, const char *id, hk_buf *out);
+
+/* Number of hooks whose file failed to load (for `hookd check`). */
+int hk_router_broken_count(hk_router *r);
+
+/* Sends every partial batch now; nonzero when all queues are empty. */
+void hk_router_flush(hk_router *r);
+int hk_router_idle(hk_router *r);
+
+void hk_router_destroy(hk_router *r);
+
+#endif

@@ -1,0 +1,107 @@
+-- The static match of a hook: event types (actions), database and the
+-- id filters, compiled once into lookup sets so matching an event costs a
+-- few table lookups. A hook's own filter() function is applied by the caller.
+
+local M = {}
+
+local type, tonumber = type, tonumber
+local find, floor = string.find, math.floor
+
+-- The filter kinds and the event_data field each one looks at (resources
+-- also look at subscription[].resource_id).
+M.KINDS = {
+  resources = "resource_id",
+  campaigns = "campaign_id",
+  templates = "message_id",
+  segments = "segment_id",
+  pixels = "pixel_id",
+}
+
+-- An id as an integer-valued number, from 973 or "973"; nil for anything
+-- else (json.null, fractions, big-number literals, other strings).
+local function to_int(v)
+  local t = type(v)
+  if t == "number" then
+    if v == floor(v) then return v end
+  elseif t == "string" then
+    if find(v, "^%-?%d+$") then return tonumber(v) end
+  end
+  return nil
+end
+M.to_int = to_int
+
+local function id_set(list)
+  if list == nil then return nil end
+  local set = {}
+  for i = 1, #list do
+    local id = to_int(list[i])
+    if id ~= nil then set[id] = true end
+  end
+  return set
+end
+
+-- Compiles the match from hook settings (as settings.validate returns
+-- them, or any table with the same keys): actions = {types...},
+-- database = id | "all", filters = {kind = {ids...}}. Raises on a missing
+-- actions list; the settings were validated before.
+function M.compile(hook)
+  local c = { actions = {}, database = false }
+  local actions = hook.actions
+  if type(actions) ~= "table" then
+    error("filters: actions must be a list", 2)
+  end
+  for i = 1, #actions do c.actions[actions[i]] = true end
+  if hook.database ~= "all" then c.database = to_int(hook.database) end
+  local f = hook.filters
+  if type(f) == "table" then
+    c.resources = id_set(f.resources)
+    c.campaigns = id_set(f.campaigns)
+    c.templates = id_set(f.templates)
+    c.segments = id_set(f.segments)
+    c.pixels = id_set(f.pixels)
+  end
+  c.needs_data = (c.campaigns or c.templates or c.segments or c.pixels)
+    and true or false
+  return c
+end
+
+-- Whether event_data.resource_id or any subscription[].resource_id of the
+-- event is in the set.
+local function resource_match(set, ed, event)
+  if ed and set[to_int(ed.resource_id)] then return true end
+  local subs = event.subscription
+  if type(subs) ~= "table" then return false end
+  for i = 1, #subs do
+    local s = subs[i]
+    if type(s) == "table" and set[to_int(s.resource_id)] then return true end
+  end
+  return false
+end
+
+-- Whether the event passes the static match: its type is one of the
+-- actions, its list_id is the database (unless "all"), and for every kind
+-- with a filter one of the ids is on the event. An event lacking what a
+-- filter looks at does not match. Never raises on odd event shapes.
+function M.match(c, event)
+  if not c.actions[event.event_type] then return false end
+  local db = c.database
+  if db and to_int(event.list_id) ~= db then return false end
+  local ed = event.event_data
+  if type(ed) ~= "table" then ed = nil end
+  if c.needs_data then
+    if not ed then return false end
+    local set = c.campaigns
+    if set and not set[to_int(ed.campaign_id)] then return false end
+    set = c.templates
+    if set and not set[to_int(ed.message_id)] then return false end
+    set = c.segments
+    if set and not set[to_int(ed.segment_id)] then return false end
+    set = c.pixels
+    if set and not set[to_int(ed.pixel_id)] then return false end
+  end
+  local res = c.resources
+  if res and not resource_match(res, ed, event) then return false end
+  return true
+end
+
+return M

@@ -1,0 +1,87 @@
+-- The outgoing message of one hook for one event: the event's top-level
+-- fields, minus the input-only profile, content only when the hook asks,
+-- and custom_data kept or built from profile fields and templates.
+
+local json = require "hookd.json"
+local template = require "hookd.template"
+
+local M = {}
+
+local type, pairs, next, setmetatable, getmetatable =
+  type, pairs, next, setmetatable, getmetatable
+local render = template.render
+local object_mt, array_mt, null = json.object_mt, json.array_mt, json.null
+
+-- Whether the event brought custom_data to keep: an object with at least
+-- one key. Missing, null, {} (and non-objects such as [] or "x") do not
+-- count; custom_data is then built.
+local function has_custom_data(cd)
+  return type(cd) == "table" and getmetatable(cd) ~= array_mt
+    and next(cd) ~= nil
+end
+
+-- Adds hook.profile_fields to out: first from the event's inline profile,
+-- then from profile_lookup. A field found nowhere is left out.
+local function add_profile_fields(out, fields, event, profile_lookup)
+  local prof = event.profile
+  if type(prof) ~= "table" then prof = nil end
+  local pid = event.profile_id
+  if pid == null then pid = nil end
+  for i = 1, #fields do
+    local name = fields[i]
+    local v = nil
+    if prof then v = prof[name] end
+    if v == nil and profile_lookup and pid ~= nil then
+      v = profile_lookup(event.list_id, pid, name)
+    end
+    if v ~= nil then out[name] = v end
+  end
+end
+
+-- custom_data built for the hook: profile fields, then templates (a
+-- template key equal to a profile field wins). Empty gives {} — an empty
+-- object is sent rather than omitting the key, so receivers always find it.
+local function build_custom_data(hook, event, ctx, profile_lookup)
+  local out = setmetatable({}, object_mt)
+  local fields = hook.profile_fields
+  if fields then add_profile_fields(out, fields, event, profile_lookup) end
+  local templates = hook.custom_data
+  if templates then
+    if not ctx then ctx = template.new_context(event, nil) end
+    for key, compiled in pairs(templates) do
+      out[key] = render(compiled, ctx)
+    end
+  end
+  return out
+end
+
+-- Builds the message for hook (normalized settings: content,
+-- profile_fields, custom_data as compiled templates) and event. Returns a
+-- new table marked json.object_mt; the event, shared by every hook, is not
+-- modified (nested tables are shared, not copied: treat them as read-only).
+--
+-- Precedence of custom_data: when the event carries a non-empty
+-- custom_data object it is sent exactly as it came, nothing added. Else
+-- (missing, null or {}) it is built from the hook's profile_fields and
+-- custom_data templates; when that gives nothing it is sent as {}.
+--
+-- ctx is the event's template.new_context(event, catalog), shared by all
+-- hooks for the event; nil is allowed (names then render as "").
+--
+-- profile_lookup(list_id, profile_id, field) -> value | nil is optional.
+-- It is called only for a field the inline profile lacks and only when the
+-- event has a profile_id; the value (any JSON type, json.null included) is
+-- added as is, nil means the profile has no such field. It must not raise
+-- or yield: this runs on the router's hot path.
+function M.build(hook, event, ctx, profile_lookup)
+  local msg = setmetatable({}, object_mt)
+  for k, v in pairs(event) do msg[k] = v end
+  msg.profile = nil
+  if not hook.content then msg.content = nil end
+  if not has_custom_data(event.custom_data) then
+    msg.custom_data = build_custom_data(hook, event, ctx, profile_lookup)
+  end
+  return msg
+end
+
+return M

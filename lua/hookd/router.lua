@@ -1,0 +1,188 @@
+-- The router: the set of loaded hooks, and routing a batch of events
+-- through all of them in one call from the C core (see core/bridge.c).
+local json = require "hookd.json"
+local core = require "hookd.core"
+local config_mod = require "hookd.config"
+local sandbox = require "hookd.sandbox"
+local settings_mod = require "hookd.settings"
+local filters = require "hookd.filters"
+local message = require "hookd.message"
+local template = require "hookd.template"
+local catalog_mod = require "hookd.catalog"
+
+local M = {}
+
+local config = {destinations = {}, plugins_dir = "plugins"}
+local catalog = catalog_mod.new({})
+local hooks = {}   -- id -> loaded hook
+local pending = {} -- id -> a validated version waiting for commit
+local order = {}   -- loaded hooks sorted by id: the routing order
+
+local decode, emit, failed = json.decode, core.emit, core.failed
+
+local function traceback(err)
+  return debug.traceback(tostring(err), 2)
+end
+
+local function rebuild_order()
+  order = {}
+  for _, hook in pairs(hooks) do order[#order + 1] = hook end
+  table.sort(order, function(a, b) return a.id < b.id end)
+end
+
+-- Copies a decoded value so a hook's functions can change it freely.
+-- Metatables (array or object) are kept; null and number literals are
+-- immutable and shared.
+local function deep_copy(v)
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, item in pairs(v) do out[k] = deep_copy(item) end
+  return setmetatable(out, getmetatable(v))
+end
+M.deep_copy = deep_copy
+
+-- Configures the router from the text of main.json. Returns the
+-- normalized configuration, or nil and "key: reason".
+function M.configure(text, config_dir)
+  local cfg, err = config_mod.parse(text, config_dir)
+  if cfg == nil then return nil, err end
+  config = cfg
+  return cfg
+end
+
+-- Replaces the catalog of names from the text of a catalog file.
+function M.set_catalog(text)
+  local tbl, err = json.decode(text)
+  if tbl == nil then return nil, "not valid JSON: " .. err end
+  local cat
+  cat, err = catalog_mod.new(tbl)
+  if cat == nil then return nil, err end
+  catalog = cat
+  return true
+end
+
+-- Compiles, runs and validates a hook script. The result waits until the
+-- core has also accepted its transport settings and calls commit. Returns
+-- a description for the core ({name, active, send, settings_json}) or nil
+-- and the error; a failure leaves the running version alone.
+function M.load(id, slot, chunkname, src)
+  local tbl, err = sandbox.run(id, chunkname, src, config.plugins_dir .. "/lib")
+  if tbl == nil then return nil, err or (chunkname .. ": returned nothing") end
+  if type(tbl) ~= "table" then
+    return nil, chunkname .. ": the script must return a table of settings"
+  end
+  local s
+  s, err = settings_mod.validate(tbl, {
+    id = id, file = chunkname, destinations = config.destinations,
+  })
+  if s == nil then return nil, err end
+  local hook = {
+    id = id, slot = slot, settings = s, active = s.active,
+    match = filters.compile(s), filter = s.filter, shape = s.shape,
+    isolate = s.filter ~= nil or s.shape ~= nil,
+  }
+  pending[id] = hook
+  return {
+    name = s.name, active = s.active, send = s.send,
+    settings_json = json.encode(settings_mod.describe(s)),
+  }
+end
+
+-- Makes the pending version of id the running one (keep_new), or drops it.
+function M.commit(id, keep_new)
+  local hook = pending[id]
+  pending[id] = nil
+  if keep_new and hook then
+    hooks[id] = hook
+    rebuild_order()
+  end
+end
+
+function M.unload(id)
+  hooks[id] = nil
+  rebuild_order()
+end
+
+-- Runs the hook's own functions and the standard message builder for one
+-- event. Returns nothing; results go to the core.
+local function route_one(hook, event, ctx)
+  if hook.isolate then event = deep_copy(event) end
+  if hook.filter then
+    local ok, keep = xpcall(hook.filter, traceback, event)
+    if not ok then
+      failed(hook.slot, "filter: " .. keep)
+      return false
+    end
+    if not keep then return false end
+  end
+  local msg = message.build(hook.settings, event, ctx, nil)
+  if hook.shape then
+    local ok, shaped = xpcall(hook.shape, traceback, msg, event)
+    if not ok then
+      failed(hook.slot, "shape: " .. shaped)
+      return true
+    end
+    if shaped == nil then return true end
+    msg = shaped
+  end
+  local sent, err = emit(hook.slot, msg)
+  if not sent then failed(hook.slot, "cannot encode message: " .. err) end
+  return true
+end
+
+-- Routes a batch of event texts through every active hook. Each event is
+-- decoded once whatever the number of hooks; per-hook errors are reported
+-- to the core and never stop the batch.
+function M.route(batch)
+  local n, matched = #order, {}
+  for h = 1, n do matched[h] = 0 end
+  for i = 1, #batch do
+    local event = decode(batch[i])
+    local ctx = nil
+    for h = 1, n do
+      local hook = order[h]
+      if hook.active and filters.match(hook.match, event) then
+        ctx = ctx or template.new_context(event, catalog)
+        if route_one(hook, event, ctx) then matched[h] = matched[h] + 1 end
+      end
+    end
+  end
+  for h = 1, n do
+    if matched[h] > 0 then core.matched(order[h].slot, matched[h]) end
+  end
+end
+
+-- Runs one hook over event texts without sending anything. Returns one
+-- line per event (the message as JSON, or why there is none), or nil and
+-- the load error.
+function M.try(chunkname, src, events)
+  local id = chunkname:match("([^/]+)%.lua$") or chunkname
+  local lines, out = {}, nil
+  local real_emit, real_failed = emit, failed
+  emit = function(_, msg)
+    local ok, text = pcall(json.encode, msg)
+    out = ok and text or ("error: cannot encode message: " .. tostring(text))
+    return true
+  end
+  failed = function(_, reason) out = "error: " .. reason end
+  local info, err = M.load(id, -1, chunkname, src)
+  local hook = pending[id]
+  pending[id] = nil
+  if info ~= nil then
+    for i = 1, #events do
+      local event = decode(events[i])
+      out = nil
+      if not filters.match(hook.match, event) then
+        out = "dropped: not captured by database, actions or filters"
+      elseif not route_one(hook, event, template.new_context(event, catalog)) then
+        out = out or "dropped: filter() returned false"
+      end
+      lines[i] = out or "dropped: shape() returned nil"
+    end
+  end
+  emit, failed = real_emit, real_failed
+  if info == nil then return nil, err end
+  return lines
+end
+
+return M
