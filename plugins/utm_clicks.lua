@@ -34,10 +34,5 @@ return {
       device = data.device,
     }
   end,
-  send = {
-    type = "http",
-    url = "http://127.0.0.1:18766/analytics",
-    batch_size = 100,
-    timeout_sec = 1,
-  },
+  send = {destination = "analytics", batch_size = 100, timeout_sec = 1},
 }

@@ -8,11 +8,6 @@ return {
     "send_sms", "deliv_sms", "undeliv_sms",
     "send_push", "deliv_push", "undeliv_push",
   },
-  send = {
-    type = "http",
-    url = "http://127.0.0.1:18766/warehouse",
-    batch_size = 500,
-    timeout_sec = 2,
-    headers = {["X-Source"] = "hookd"},
-  },
+  -- The destination comes from main.json; batching is this hook's own.
+  send = {destination = "warehouse", batch_size = 500, timeout_sec = 2},
 }

@@ -2,9 +2,12 @@
 -- resources by id, as loaded from the catalog file and updated by the API.
 -- Ids are keys in canonical decimal form ("973"), whatever the caller passes.
 
+local json = require "hookd.json"
+
 local M = {}
 
-local type, pairs, tostring, setmetatable = type, pairs, tostring, setmetatable
+local type, pairs, tostring, setmetatable, getmetatable =
+  type, pairs, tostring, setmetatable, getmetatable
 local find, format, gsub, floor = string.find, string.format, string.gsub,
   math.floor
 
@@ -50,7 +53,7 @@ end
 
 -- Checks one entry; returns a fresh plain copy or nil, err.
 local function check_entry(kind, key, entry)
-  if type(entry) ~= "table" then
+  if type(entry) ~= "table" or getmetatable(entry) == json.array_mt then
     return nil, format("catalog: %s.%s must be an object", kind, key)
   end
   local fields = KINDS[kind]
@@ -70,7 +73,7 @@ local function check_entry(kind, key, entry)
 end
 
 local function load_kind(self, kind, entries)
-  if type(entries) ~= "table" then
+  if type(entries) ~= "table" or getmetatable(entries) == json.array_mt then
     return nil, format("catalog: %s must be an object", kind)
   end
   for id, entry in pairs(entries) do
@@ -93,7 +96,9 @@ function M.new(tbl)
   local self = setmetatable({ kinds = {} }, Catalog)
   for kind in pairs(KINDS) do self.kinds[kind] = {} end
   if tbl == nil then return self end
-  if type(tbl) ~= "table" then return nil, "catalog: must be an object" end
+  if type(tbl) ~= "table" or getmetatable(tbl) == json.array_mt then
+    return nil, "catalog: must be an object"
+  end
   for kind, entries in pairs(tbl) do
     if not KINDS[kind] then
       return nil, format("catalog: unknown kind '%s' (known: %s)",

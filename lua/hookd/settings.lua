@@ -17,9 +17,9 @@ local array_mt, object_mt = json.array_mt, json.object_mt
 
 M.TRANSPORTS = { "http", "kafka", "rabbitmq_exchange", "rabbitmq_queue" }
 
--- Validation stops at the first problem by raising one of these; validate
--- turns it into "file: message".
--- suffix names where an inherited send key came from while it is checked.
+-- Validation stops at the first problem by raising a Problem; validate
+-- turns it into "file: message". While an inherited send key is checked,
+-- suffix says which destination it came from.
 local Problem = {}
 local suffix = ""
 local function bad(fmt, ...)
@@ -187,8 +187,11 @@ local function known_destinations(dests)
   return "known: " .. concat(names, ", ")
 end
 
--- Resolves send into one merged table. Returns it and a set of the keys
--- that came from a named destination (for messages), plus its name.
+-- Resolves send into one merged table: a string names a destination; a
+-- table may name one in its destination key and override its keys (per
+-- key, shallow: a headers table replaces the destination's). Returns the
+-- merged table, the set of keys inherited from the destination (for error
+-- messages) and the destination's name or nil. Inputs are not modified.
 local function resolve_send(v, dests)
   local name, over
   if type(v) == "string" then

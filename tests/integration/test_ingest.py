@@ -1,0 +1,141 @@
+"""POST /v1/events over HTTP: accepted shapes, refusals that name the bad
+event and route nothing, the body size limit, and health."""
+
+import json
+import os
+import unittest
+
+import harness
+from harness import FIXTURES, Hookd, Sink, click, http, http_hook, wait_for
+
+
+class Ingest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.sink = Sink()
+        cls.hookd = Hookd({"all": http_hook(cls.sink.url("/all"))},
+                          {"max_body_bytes": 200000})
+        cls.hookd.wait_hook("all", lambda h: h["state"] == "running", "run")
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.hookd.stop() == 0
+        cls.sink.stop()
+
+    def routed(self):
+        return [m["custom_data"]["n"] for m in self.sink.messages("/all")]
+
+    def assert_nothing_routed(self, marker):
+        """Posts a good event after a refused one: once it arrives, the
+        refused request's events would have arrived before it."""
+        status, _ = self.hookd.post_events(click(marker))
+        self.assertEqual(status, 202)
+        wait_for("marker", lambda: marker in self.routed())
+        self.assertEqual([n for n in self.routed() if 1000 <= n < 1900],
+                         [])
+
+    def test_ingest_one_object(self):
+        self.assertEqual(self.hookd.post_events(click(1)),
+                         (202, {"accepted": 1}))
+
+    def test_ingest_array(self):
+        self.assertEqual(self.hookd.post_events([click(2), click(3)]),
+                         (202, {"accepted": 2}))
+
+    def test_ingest_ndjson_by_content_type(self):
+        body = "\n".join(json.dumps(click(i)) for i in range(3)) + "\n"
+        self.assertEqual(
+            self.hookd.post_events(body, "application/x-ndjson"),
+            (202, {"accepted": 3}))
+
+    def test_ingest_ndjson_without_content_type(self):
+        body = "\n".join(json.dumps(click(i)) for i in range(4))
+        self.assertEqual(self.hookd.post_events(body, "text/plain"),
+                         (202, {"accepted": 4}))
+
+    def test_ingest_bom_is_accepted(self):
+        body = b"\xef\xbb\xbf" + json.dumps(click(5)).encode()
+        self.assertEqual(self.hookd.post_events(body),
+                         (202, {"accepted": 1}))
+
+    def test_ingest_sample_file(self):
+        with open(os.path.join(FIXTURES, "sample-1k.ndjson"), "rb") as f:
+            body = f.read()
+        self.assertEqual(self.hookd.post_events(body, "application/x-ndjson"),
+                         (202, {"accepted": 1000}))
+
+    def test_ingest_refuses_whole_request_with_index(self):
+        bad = click(1001)
+        bad["event_date"] = "2026-13-01T00:00:00Z"
+        status, doc = self.hookd.post_events([click(1000), bad, click(1002)])
+        self.assertEqual(status, 400)
+        self.assertEqual(doc["index"], 1)
+        self.assertIn("event_date", doc["error"])
+        self.assert_nothing_routed(1900)
+
+    def test_ingest_missing_event_type(self):
+        ev = click(1003)
+        del ev["event_type"]
+        status, doc = self.hookd.post_events([ev])
+        self.assertEqual((status, doc["index"]), (400, 0))
+        self.assertIn("event_type", doc["error"])
+
+    def test_ingest_event_date_number_refused(self):
+        status, doc = self.hookd.post_events([click(1004, event_date=1)])
+        self.assertEqual((status, doc["index"]), (400, 0))
+        self.assertIn("event_date", doc["error"])
+
+    def test_ingest_ndjson_bad_line_index(self):
+        body = json.dumps(click(1005)) + "\n\n{bad json}\n"
+        status, doc = self.hookd.post_events(body, "application/x-ndjson")
+        self.assertEqual((status, doc["index"]), (400, 2))
+        self.assert_nothing_routed(1901)
+
+    def test_ingest_not_json_has_no_index(self):
+        status, doc = self.hookd.post_events("hello", "application/json")
+        self.assertEqual(status, 400)
+        self.assertNotIn("index", doc)
+
+    def test_ingest_invalid_utf8(self):
+        body = json.dumps(click(1006)).encode().replace(b"p1006",
+                                                         b"p\xff\xfe")
+        status, doc = self.hookd.post_events(body)
+        self.assertEqual(status, 400)
+        self.assertIn("UTF-8", doc["error"])
+        self.assertEqual(doc["index"], 0)
+
+    def test_ingest_nesting_depth(self):
+        ev = click(1007)
+        deep = {}
+        cur = deep
+        for _ in range(100):
+            cur["x"] = {}
+            cur = cur["x"]
+        ev["event_data"]["deep"] = deep
+        status, doc = self.hookd.post_events([click(1008), ev])
+        self.assertEqual((status, doc["index"]), (400, 1))
+        self.assertIn("nesting", doc["error"])
+
+    def test_ingest_body_too_large(self):
+        body = json.dumps([click(i) for i in range(2000)])
+        self.assertGreater(len(body), 200000)
+        status, doc = self.hookd.post_events(body)
+        self.assertEqual(status, 413)
+        self.assertIn("error", doc)
+        self.assert_nothing_routed(1902)
+
+    def test_ingest_wrong_method(self):
+        status, doc = http("GET", self.hookd.base + "/v1/events")
+        self.assertEqual(status, 405)
+
+    def test_healthz(self):
+        self.assertEqual(http("GET", self.hookd.base + "/healthz")[0], 200)
+
+    def test_unknown_path_is_404(self):
+        status, doc = http("GET", self.hookd.base + "/nope")
+        self.assertEqual(status, 404)
+        self.assertIn("error", doc)
+
+
+if __name__ == "__main__":
+    harness.main()

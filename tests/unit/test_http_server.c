@@ -1,0 +1,959 @@
+/* Unit tests for core/http_server.c: a real server on 127.0.0.1:0 driven by
+ * libcurl and raw-socket clients running on a second thread. */
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <http_parser.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "http_server.h"
+
+static int failures;
+
+#define CHECK(cond)                                                        \
+  do {                                                                     \
+    if (!(cond)) {                                                         \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,     \
+              #cond);                                                      \
+      failures++;                                                          \
+    }                                                                      \
+  } while (0)
+
+#define CHECK_STR(got, want)                                               \
+  do {                                                                     \
+    const char *g_ = (got), *w_ = (want);                                  \
+    if (g_ == NULL || strcmp(g_, w_) != 0) {                               \
+      fprintf(stderr, "%s:%d: got \"%s\", want \"%s\"\n", __FILE__,        \
+              __LINE__, g_ ? g_ : "(null)", w_);                           \
+      failures++;                                                          \
+    }                                                                      \
+  } while (0)
+
+#define MAX_RESP 4
+
+/* ---- harness: server on the main thread, client on a second thread ---- */
+
+enum answer_mode { ANSWER_NOW, ANSWER_TIMER, ANSWER_ON_KICK };
+
+typedef struct harness harness;
+typedef void (*client_fn)(harness *h);
+
+/* Responses read by a raw-socket client. */
+typedef struct reader {
+  http_parser parser;
+  int started;
+  int n;
+  int status[MAX_RESP];
+  hk_buf body[MAX_RESP];
+  hk_buf raw;
+} reader;
+
+struct harness {
+  uv_loop_t loop;
+  hk_http_server *srv;
+  hk_http_server *srv2; /* optional second server in the same loop */
+  hk_http_server_options opts;
+  enum answer_mode mode;
+  const char *addr;
+  const char *host; /* for client URLs */
+  uv_async_t done_async, kick_async;
+  uv_timer_t timer;
+  uv_thread_t thread;
+  client_fn client;
+  int port, port2;
+  atomic_int calls;
+  atomic_int answered;
+  hk_http_request *held;
+  /* the last request the handler saw (loop thread only) */
+  int method;
+  char *path, *query, *ctype, *auth, *body;
+  size_t body_len;
+  /* client results (client thread, read after join) */
+  long status[MAX_RESP];
+  hk_buf resp[MAX_RESP];
+  long connects;
+  int closed;
+  reader rd;
+};
+
+static char *dup_or_null(const char *s, size_t n) {
+  char *p;
+
+  if (s == NULL) return NULL;
+  p = malloc(n + 1);
+  memcpy(p, s, n);
+  p[n] = '\0';
+  return p;
+}
+
+static void capture_request(harness *h, const hk_http_request *req) {
+  free(h->path);
+  free(h->query);
+  free(h->ctype);
+  free(h->auth);
+  free(h->body);
+  h->method = req->method;
+  h->path = dup_or_null(req->path, strlen(req->path));
+  h->query = dup_or_null(req->query, strlen(req->query));
+  h->ctype = req->content_type
+                 ? dup_or_null(req->content_type, strlen(req->content_type))
+                 : NULL;
+  h->auth = req->authorization ? dup_or_null(req->authorization,
+                                             strlen(req->authorization))
+                               : NULL;
+  h->body = dup_or_null(req->body, req->body_len);
+  h->body_len = req->body_len;
+}
+
+static void answer(hk_http_request *req) {
+  char body[300];
+  int n = snprintf(body, sizeof body, "answer:%s", req->path);
+
+  hk_http_respond(req, 200, "text/plain", "X-Test: yes\r\n", body,
+                  (size_t)n);
+}
+
+static void answer_held(harness *h) {
+  hk_http_request *req = h->held;
+
+  h->held = NULL;
+  if (req != NULL) answer(req);
+  atomic_fetch_add(&h->answered, 1);
+}
+
+static void timer_cb(uv_timer_t *t) { answer_held(t->data); }
+
+static void kick_cb(uv_async_t *a) { answer_held(a->data); }
+
+static void test_handler(hk_http_request *req, void *data) {
+  harness *h = data;
+
+  capture_request(h, req);
+  atomic_fetch_add(&h->calls, 1);
+  if (h->mode == ANSWER_NOW) {
+    answer(req);
+    return;
+  }
+  h->held = req;
+  if (h->mode == ANSWER_TIMER) uv_timer_start(&h->timer, timer_cb, 1, 0);
+}
+
+static void second_handler(hk_http_request *req, void *data) {
+  hk_http_respond(req, 200, "text/plain", NULL, "second", 6);
+}
+
+static void done_cb(uv_async_t *a) {
+  harness *h = a->data;
+
+  hk_http_server_close(h->srv);
+  hk_http_server_close(h->srv2);
+  uv_close((uv_handle_t *)&h->done_async, NULL);
+  uv_close((uv_handle_t *)&h->kick_async, NULL);
+  uv_close((uv_handle_t *)&h->timer, NULL);
+}
+
+static void client_main(void *arg) {
+  harness *h = arg;
+
+  h->client(h);
+  uv_async_send(&h->done_async);
+}
+
+static void harness_init(harness *h) {
+  memset(h, 0, sizeof *h);
+  h->opts.max_body_bytes = 2 * 1024 * 1024;
+  h->addr = "127.0.0.1:0";
+  h->host = "127.0.0.1";
+}
+
+static void harness_free(harness *h) {
+  free(h->path);
+  free(h->query);
+  free(h->ctype);
+  free(h->auth);
+  free(h->body);
+  for (int i = 0; i < MAX_RESP; i++) {
+    hk_buf_free(&h->resp[i]);
+    hk_buf_free(&h->rd.body[i]);
+  }
+  hk_buf_free(&h->rd.raw);
+}
+
+static void harness_handles_init(harness *h) {
+  uv_async_init(&h->loop, &h->done_async, done_cb);
+  uv_async_init(&h->loop, &h->kick_async, kick_cb);
+  uv_timer_init(&h->loop, &h->timer);
+  h->done_async.data = h->kick_async.data = h->timer.data = h;
+}
+
+/* Starts the server(s), runs client on a second thread and the loop here
+ * until the client is done and everything has closed. Returns 0, or -1
+ * when the server did not start (err says why). */
+static int harness_run(harness *h, client_fn client, char *err,
+                       size_t errlen) {
+  uv_loop_init(&h->loop);
+  h->srv = hk_http_server_start(&h->loop, h->addr, &h->opts, test_handler,
+                                h, err, errlen);
+  if (h->srv == NULL) {
+    uv_run(&h->loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&h->loop) == 0);
+    return -1;
+  }
+  h->port = hk_http_server_port(h->srv);
+  harness_handles_init(h);
+  h->client = client;
+  uv_thread_create(&h->thread, client_main, h);
+  uv_run(&h->loop, UV_RUN_DEFAULT);
+  uv_thread_join(&h->thread);
+  CHECK(uv_loop_close(&h->loop) == 0);
+  return 0;
+}
+
+static void harness_must_run(harness *h, client_fn client) {
+  char err[256];
+
+  if (harness_run(h, client, err, sizeof err) != 0) {
+    fprintf(stderr, "%s:%d: server did not start: %s\n", __FILE__, __LINE__,
+            err);
+    failures++;
+  }
+}
+
+/* Waits (bounded) until *counter reaches want; returns 0 or -1. */
+static int wait_for(atomic_int *counter, int want) {
+  struct timespec ts = {0, 1000000};
+
+  for (int i = 0; i < 10000; i++) {
+    if (atomic_load(counter) >= want) return 0;
+    nanosleep(&ts, NULL);
+  }
+  return -1;
+}
+
+/* ---- clients: libcurl -------------------------------------------------- */
+
+static size_t curl_write_cb(char *p, size_t size, size_t n, void *ud) {
+  hk_buf_append(ud, p, size * n);
+  return size * n;
+}
+
+/* Runs one request on e; returns the HTTP status, or -1. */
+static long curl_run(CURL *e, const char *url, struct curl_slist *hdrs,
+                     const char *body, size_t body_len, hk_buf *out) {
+  long status = -1;
+
+  curl_easy_setopt(e, CURLOPT_URL, url);
+  curl_easy_setopt(e, CURLOPT_PROXY, "");
+  curl_easy_setopt(e, CURLOPT_TIMEOUT, 20L);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, curl_write_cb);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, out);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
+  if (body != NULL) {
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+  }
+  if (curl_easy_perform(e) != CURLE_OK) return -1;
+  curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+  return status;
+}
+
+static long curl_once(harness *h, const char *path, struct curl_slist *hdrs,
+                      const char *body, size_t body_len, hk_buf *out) {
+  char url[256];
+  CURL *e = curl_easy_init();
+  long status;
+
+  snprintf(url, sizeof url, "http://%s:%d%s", h->host, h->port, path);
+  status = curl_run(e, url, hdrs, body, body_len, out);
+  curl_easy_cleanup(e);
+  return status;
+}
+
+/* ---- clients: raw sockets ---------------------------------------------- */
+
+static int tcp_connect(int port) {
+  struct sockaddr_in sa;
+  struct timeval tv = {10, 0};
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static int send_all(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+    if (w <= 0) return -1;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static int send_str(int fd, const char *s) { return send_all(fd, s, strlen(s)); }
+
+static int rd_body_cb(http_parser *p, const char *at, size_t len) {
+  reader *r = p->data;
+
+  if (r->n < MAX_RESP) hk_buf_append(&r->body[r->n], at, len);
+  return 0;
+}
+
+static int rd_complete_cb(http_parser *p) {
+  reader *r = p->data;
+
+  if (r->n < MAX_RESP) r->status[r->n] = (int)p->status_code;
+  r->n++;
+  return 0;
+}
+
+/* Reads until want responses (counting 1xx) are complete; returns 0 or -1
+ * when the connection ended or timed out first. */
+static int read_responses(int fd, reader *r, int want) {
+  http_parser_settings st;
+  char buf[4096];
+
+  http_parser_settings_init(&st);
+  st.on_body = rd_body_cb;
+  st.on_message_complete = rd_complete_cb;
+  if (!r->started) {
+    http_parser_init(&r->parser, HTTP_RESPONSE);
+    r->parser.data = r;
+    r->started = 1;
+  }
+  while (r->n < want) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+
+    if (n <= 0) return -1;
+    hk_buf_append(&r->raw, buf, (size_t)n);
+    http_parser_execute(&r->parser, &st, buf, (size_t)n);
+    if (HTTP_PARSER_ERRNO(&r->parser) != HPE_OK) return -1;
+  }
+  hk_buf_cstr(&r->raw);
+  return 0;
+}
+
+/* Returns 1 when the server closed the connection cleanly (EOF). */
+static int server_closed(int fd) {
+  char buf[256];
+
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+
+    if (n == 0) return 1;
+    if (n < 0) return 0;
+  }
+}
+
+/* Sends req on a new connection and reads one response into h->rd; records
+ * whether the server then closed the connection. */
+static void raw_exchange(harness *h, const char *req, size_t len) {
+  int fd = tcp_connect(h->port);
+
+  if (fd < 0) return;
+  if (send_all(fd, req, len) == 0 && read_responses(fd, &h->rd, 1) == 0)
+    h->closed = server_closed(fd);
+  close(fd);
+}
+
+static const char *rd_body(harness *h, int i) {
+  return hk_buf_cstr(&h->rd.body[i]);
+}
+
+/* ---- tests: requests and answers --------------------------------------- */
+
+static void get_with_query_client(harness *h) {
+  struct curl_slist *hd = NULL;
+
+  hd = curl_slist_append(hd, "Content-Type: text/x-test; charset=utf-8");
+  hd = curl_slist_append(hd, "authorization: Bearer t0ken");
+  hd = curl_slist_append(hd, "X-Other: ignored");
+  h->status[0] = curl_once(h, "/hooks/a%20b/c?x=1&y=%20z", hd, NULL, 0,
+                           &h->resp[0]);
+  curl_slist_free_all(hd);
+}
+
+static void http_get_parses_path_query_and_headers(void) {
+  harness h;
+
+  harness_init(&h);
+  harness_must_run(&h, get_with_query_client);
+  CHECK(h.status[0] == 200);
+  CHECK_STR(hk_buf_cstr(&h.resp[0]), "answer:/hooks/a b/c");
+  CHECK(h.method == HTTP_GET);
+  CHECK_STR(h.path, "/hooks/a b/c");
+  CHECK_STR(h.query, "x=1&y=%20z");
+  CHECK_STR(h.ctype, "text/x-test; charset=utf-8");
+  CHECK_STR(h.auth, "Bearer t0ken");
+  harness_free(&h);
+}
+
+static void get_plain_client(harness *h) {
+  h->status[0] = curl_once(h, "/", NULL, NULL, 0, &h->resp[0]);
+}
+
+static void http_missing_headers_are_null(void) {
+  harness h;
+
+  harness_init(&h);
+  harness_must_run(&h, get_plain_client);
+  CHECK(h.status[0] == 200);
+  CHECK_STR(h.query, "");
+  CHECK(h.ctype == NULL);
+  CHECK(h.auth == NULL);
+  CHECK(h.body_len == 0);
+  harness_free(&h);
+}
+
+static void raw_get_client(harness *h) {
+  static const char req[] = "GET /x HTTP/1.1\r\nHost: t\r\n\r\n";
+
+  raw_exchange(h, req, sizeof req - 1);
+}
+
+static void http_respond_writes_status_and_headers(void) {
+  harness h;
+  const char *raw;
+
+  harness_init(&h);
+  harness_must_run(&h, raw_get_client);
+  raw = hk_buf_cstr(&h.rd.raw);
+  CHECK(strncmp(raw, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  CHECK(strstr(raw, "\r\nContent-Type: text/plain\r\n") != NULL);
+  CHECK(strstr(raw, "\r\nContent-Length: 9\r\n") != NULL);
+  CHECK(strstr(raw, "\r\nX-Test: yes\r\n") != NULL);
+  CHECK(strstr(raw, "Connection:") == NULL);
+  CHECK_STR(rd_body(&h, 0), "answer:/x");
+  harness_free(&h);
+}
+
+static void post_small_client(harness *h) {
+  h->status[0] = curl_once(h, "/in", NULL, "{\"a\":1}", 7, &h->resp[0]);
+}
+
+static void http_post_body_arrives(void) {
+  harness h;
+
+  harness_init(&h);
+  harness_must_run(&h, post_small_client);
+  CHECK(h.status[0] == 200);
+  CHECK(h.method == HTTP_POST);
+  CHECK(h.body_len == 7);
+  CHECK_STR(h.body, "{\"a\":1}");
+  harness_free(&h);
+}
+
+#define BIG_LEN (1024 * 1024 + 4096)
+
+static char *big_body(void) {
+  char *p = malloc(BIG_LEN);
+
+  for (size_t i = 0; i < BIG_LEN; i++) p[i] = (char)('a' + (i * 7 + i / 3) % 26);
+  return p;
+}
+
+static void post_big_client(harness *h) {
+  char *body = big_body();
+  struct curl_slist *hd = curl_slist_append(NULL, "Expect:");
+
+  h->status[0] = curl_once(h, "/big", hd, body, BIG_LEN, &h->resp[0]);
+  curl_slist_free_all(hd);
+  free(body);
+}
+
+static void http_post_1mib_body_arrives_intact(void) {
+  harness h;
+  char *want = big_body();
+
+  harness_init(&h);
+  harness_must_run(&h, post_big_client);
+  CHECK(h.status[0] == 200);
+  CHECK(h.body_len == BIG_LEN);
+  CHECK(h.body != NULL && memcmp(h.body, want, BIG_LEN) == 0);
+  free(want);
+  harness_free(&h);
+}
+
+static void chunked_client(harness *h) {
+  static const char req[] =
+      "POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+      "Content-Type: application/json\r\n\r\n"
+      "5\r\nhello\r\n7\r\n, world\r\n1;ext=1\r\n!\r\n0\r\n\r\n";
+
+  raw_exchange(h, req, sizeof req - 1);
+}
+
+static void http_chunked_body_is_joined(void) {
+  harness h;
+
+  harness_init(&h);
+  harness_must_run(&h, chunked_client);
+  CHECK(h.rd.n == 1 && h.rd.status[0] == 200);
+  CHECK(h.body_len == 13);
+  CHECK_STR(h.body, "hello, world!");
+  CHECK_STR(h.ctype, "application/json");
+  harness_free(&h);
+}
+
+static void expect_continue_client(harness *h) {
+  static const char head[] =
+      "POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n"
+      "Expect: 100-continue\r\n\r\n";
+  int fd = tcp_connect(h->port);
+
+  if (fd < 0) return;
+  if (send_str(fd, head) == 0 && read_responses(fd, &h->rd, 1) == 0 &&
+      send_str(fd, "ping") == 0)
+    read_responses(fd, &h->rd, 2);
+  close(fd);
+}
+
+static void http_expect_continue_gets_100_before_body(void) {
+  harness h;
+
+  harness_init(&h);
+  harness_must_run(&h, expect_continue_client);
+  CHECK(h.rd.n == 2);
+  CHECK(h.rd.status[0] == 100);
+  CHECK(h.rd.status[1] == 200);
+  CHECK_STR(h.body, "ping");
+  harness_free(&h);
+}
+
+/* ---- tests: connections ------------------------------------------------ */
+
+static void keepalive_client(harness *h) {
+  char url[128];
+  CURL *e = curl_easy_init();
+
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/one", h->port);
+  h->status[0] = curl_run(e, url, NULL, NULL, 0, &h->resp[0]);
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/two", h->port);
+  h->status[1] = curl_run(e, url, NULL, NULL, 0, &h->resp[1]);
+  curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &h->connects);
+  curl_easy_cleanup(e);
+}
+
+static void http_keepalive_reuses_connection(void) {
+  harness h;
+
+  harness_init(&h);
+  harness_must_run(&h, keepalive_client);
+  CHECK(h.status[0] == 200 && h.status[1] == 200);
+  CHECK_STR(hk_buf_cstr(&h.resp[1]), "answer:/two");
+  CHECK(h.connects == 0);
+  CHECK(atomic_load(&h.calls) == 2);
+  harness_free(&h);
+}
+
+static void pipelined_client(harness *h) {
+  static const char reqs[] =
+      "GET /first HTTP/1.1\r\nHost: t\r\n\r\n"
+      "POST /second HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi"
+      "GET /third HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+  int fd = tcp_connect(h->port);
+
+  if (fd < 0) return;
+  if (send_str(fd, reqs) == 0 && read_responses(fd, &h->rd, 3) == 0)
+    h->closed = server_closed(fd);
+  close(fd);
+}
+
+static void http_pipelined_requests_answered_in_order(void) {
+  harness h;
+
+  harness_init(&h);
+  h.mode = ANSWER_TIMER;
+  harness_must_run(&h, pipelined_client);
+  CHECK(h.rd.n == 3);
+  CHECK_STR(rd_body(&h, 0), "answer:/first");
+  CHECK_STR(rd_body(&h, 1), "answer:/second");
+  CHECK_STR(rd_body(&h, 2), "answer:/third");
+  CHECK(h.closed);
+  harness_free(&h);
+}
+
+static void connection_close_client(harness *h) {
+  static const char req[] =
+      "GET /bye HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
+  raw_exchange(h, req, sizeof req - 1);
+}
+
+static void http_connection_close_is_honoured(void) {
+  harness h;
+
+  harness_init(&h);
+  harness_must_run(&h, connection_close_client);
+  CHECK(h.rd.n == 1 && h.rd.status[0] == 200);
+  CHECK(strstr(hk_buf_cstr(&h.rd.raw), "\r\nConnection: close\r\n") != NULL);
+  CHECK(h.closed);
+  harness_free(&h);
+}
+
+static void http10_client(harness *h) {
+  static const char req[] = "GET /old HTTP/1.0\r\n\r\n";
+
+  raw_exchange(h, req, sizeof req - 1);
+}
+
+static void http10_closes_after_answer(void) {
+  harness h;
+
+  harness_init(&h);
+  harness_must_run(&h, http10_client);
+  CHECK(h.rd.n == 1 && h.rd.status[0] == 200);
+  CHECK_STR(rd_body(&h, 0), "answer:/old");
+  CHECK(h.closed);
+  harness_free(&h);
+}
+
+/* ---- tests: limits and malformed input --------------------------------- */
+
+static void oversized_length_client(harness *h) {
+  static const char req[] =
+      "POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: 1025\r\n\r\n";
+
+  raw_exchange(h, req, sizeof req - 1);
+}
+
+static void http_oversized_content_length_gets_413(void) {
+  harness h;
+
+  harness_init(&h);
+  h.opts.max_body_bytes = 1024;
+  harness_must_run(&h, oversized_length_client);
+  CHECK(h.rd.n == 1 && h.rd.status[0] == 413);
+  CHECK_STR(rd_body(&h, 0), "{\"error\":\"request body exceeds 1024 bytes\"}");
+  CHECK(h.closed);
+  CHECK(atomic_load(&h.calls) == 0);
+  harness_free(&h);
+}
+
+static void oversized_chunked_client(harness *h) {
+  hk_buf req = HK_BUF_INIT;
+
+  hk_buf_printf(&req, "POST /c HTTP/1.1\r\nHost: t\r\n"
+                      "Transfer-Encoding: chunked\r\n\r\n");
+  for (int i = 0; i < 4; i++) {
+    hk_buf_printf(&req, "200\r\n");
+    for (int j = 0; j < 512; j++) hk_buf_putc(&req, 'x');
+    hk_buf_printf(&req, "\r\n");
+  }
+  hk_buf_printf(&req, "0\r\n\r\n");
+  raw_exchange(h, req.data, req.len);
+  hk_buf_free(&req);
+}
+
+static void http_oversized_chunked_body_gets_413(void) {
+  harness h;
+
+  harness_init(&h);
+  h.opts.max_body_bytes = 1024;
+  harness_must_run(&h, oversized_chunked_client);
+  CHECK(h.rd.n == 1 && h.rd.status[0] == 413);
+  CHECK(h.closed);
+  CHECK(atomic_load(&h.calls) == 0);
+  harness_free(&h);
+}
+
+static void big_header_client(harness *h) {
+  hk_buf req = HK_BUF_INIT;
+
+  hk_buf_printf(&req, "GET / HTTP/1.1\r\nHost: t\r\nX-Big: ");
+  for (int j = 0; j < 2000; j++) hk_buf_putc(&req, 'h');
+  hk_buf_printf(&req, "\r\n\r\n");
+  raw_exchange(h, req.data, req.len);
+  hk_buf_free(&req);
+}
+
+static void http_oversized_headers_get_431(void) {
+  harness h;
+
+  harness_init(&h);
+  h.opts.max_header_bytes = 1024;
+  harness_must_run(&h, big_header_client);
+  CHECK(h.rd.n == 1 && h.rd.status[0] == 431);
+  CHECK_STR(rd_body(&h, 0),
+            "{\"error\":\"request headers exceed 1024 bytes\"}");
+  CHECK(h.closed);
+  CHECK(atomic_load(&h.calls) == 0);
+  harness_free(&h);
+}
+
+static void malformed_client(harness *h) {
+  static const char req[] = "GET / HTTP/1.1\r\nBad Header\x01: x\r\n\r\n";
+
+  raw_exchange(h, req, sizeof req - 1);
+}
+
+static void http_malformed_request_gets_400(void) {
+  harness h;
+
+  harness_init(&h);
+  harness_must_run(&h, malformed_client);
+  CHECK(h.rd.n == 1 && h.rd.status[0] == 400);
+  CHECK_STR(rd_body(&h, 0), "{\"error\":\"malformed HTTP request: "
+                            "invalid character in header\"}");
+  CHECK(h.closed);
+  CHECK(atomic_load(&h.calls) == 0);
+  harness_free(&h);
+}
+
+static void bad_escape_client(harness *h) {
+  static const char req[] = "GET /a%zz HTTP/1.1\r\nHost: t\r\n\r\n";
+
+  raw_exchange(h, req, sizeof req - 1);
+}
+
+static void http_bad_percent_escape_gets_400(void) {
+  harness h;
+
+  harness_init(&h);
+  harness_must_run(&h, bad_escape_client);
+  CHECK(h.rd.n == 1 && h.rd.status[0] == 400);
+  CHECK(atomic_load(&h.calls) == 0);
+  harness_free(&h);
+}
+
+/* ---- tests: asynchronous answers --------------------------------------- */
+
+static void http_async_answer_from_timer(void) {
+  harness h;
+
+  harness_init(&h);
+  h.mode = ANSWER_TIMER;
+  harness_must_run(&h, get_plain_client);
+  CHECK(h.status[0] == 200);
+  CHECK_STR(hk_buf_cstr(&h.resp[0]), "answer:/");
+  CHECK(atomic_load(&h.answered) == 1);
+  harness_free(&h);
+}
+
+static void client_gone_client(harness *h) {
+  static const char req[] = "POST /gone HTTP/1.1\r\nHost: t\r\n"
+                            "Content-Length: 3\r\n\r\nabc";
+  int fd = tcp_connect(h->port);
+
+  if (fd < 0) return;
+  send_str(fd, req);
+  if (wait_for(&h->calls, 1) != 0) {
+    close(fd);
+    return;
+  }
+  close(fd);
+  uv_async_send(&h->kick_async);
+  if (wait_for(&h->answered, 1) != 0) return;
+  h->status[0] = curl_once(h, "/after", NULL, NULL, 0, &h->resp[0]);
+}
+
+static void http_client_gone_before_async_answer(void) {
+  harness h;
+
+  harness_init(&h);
+  h.mode = ANSWER_ON_KICK;
+  harness_must_run(&h, client_gone_client);
+  CHECK(atomic_load(&h.answered) == 1);
+  CHECK(h.status[0] == 200);
+  CHECK_STR(hk_buf_cstr(&h.resp[0]), "answer:/after");
+  harness_free(&h);
+}
+
+static void held_request_client(harness *h) {
+  static const char req[] = "GET /held HTTP/1.1\r\nHost: t\r\n\r\n";
+  int fd = tcp_connect(h->port);
+
+  if (fd < 0) return;
+  send_str(fd, req);
+  wait_for(&h->calls, 1);
+  close(fd);
+}
+
+static void http_close_with_pending_request_orphans_it(void) {
+  harness h;
+
+  harness_init(&h);
+  h.mode = ANSWER_ON_KICK;
+  harness_must_run(&h, held_request_client);
+  CHECK(atomic_load(&h.calls) == 1);
+  CHECK(h.held != NULL);
+  CHECK_STR(h.held ? h.held->path : NULL, "/held");
+  /* The server is gone; answering must only free the request. */
+  if (h.held != NULL) answer(h.held);
+  harness_free(&h);
+}
+
+/* ---- tests: listening --------------------------------------------------- */
+
+static void http_listen_port_in_use_is_reported(void) {
+  uv_loop_t loop;
+  hk_http_server *a, *b;
+  char addr[64], err[256] = "", want[128];
+
+  uv_loop_init(&loop);
+  a = hk_http_server_start(&loop, "127.0.0.1:0", NULL, test_handler, NULL,
+                           err, sizeof err);
+  CHECK(a != NULL);
+  if (a != NULL) {
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", hk_http_server_port(a));
+    b = hk_http_server_start(&loop, addr, NULL, test_handler, NULL, err,
+                             sizeof err);
+    CHECK(b == NULL);
+    snprintf(want, sizeof want, "listen %s: address already in use", addr);
+    CHECK_STR(err, want);
+    hk_http_server_close(a);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
+static void http_listen_bad_address_is_reported(void) {
+  static const char *const bad[] = {"nonsense", "1.2.3.4", "127.0.0.1:99999",
+                                    "::1:80", "[::1]", "127.0.0.1:8x",
+                                    "999.0.0.1:80"};
+  uv_loop_t loop;
+  char err[256], want[128];
+
+  uv_loop_init(&loop);
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    err[0] = '\0';
+    CHECK(hk_http_server_start(&loop, bad[i], NULL, test_handler, NULL, err,
+                               sizeof err) == NULL);
+    snprintf(want, sizeof want, "listen %s: invalid address", bad[i]);
+    if (strncmp(err, want, strlen(want)) != 0) {
+      fprintf(stderr, "%s:%d: err \"%s\" for %s\n", __FILE__, __LINE__, err,
+              bad[i]);
+      failures++;
+    }
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+}
+
+static void http_listen_bare_port_means_loopback(void) {
+  harness h;
+
+  harness_init(&h);
+  h.addr = ":0";
+  harness_must_run(&h, get_plain_client);
+  CHECK(h.port > 0);
+  CHECK(h.status[0] == 200);
+  harness_free(&h);
+}
+
+static void http_listen_ipv6_loopback(void) {
+  harness h;
+  char err[256];
+
+  harness_init(&h);
+  h.addr = "[::1]:0";
+  h.host = "[::1]";
+  if (harness_run(&h, get_plain_client, err, sizeof err) != 0) {
+    fprintf(stderr, "note: IPv6 loopback unavailable, skipped (%s)\n", err);
+  } else {
+    CHECK(h.status[0] == 200);
+    CHECK_STR(h.path, "/");
+  }
+  harness_free(&h);
+}
+
+static void two_servers_client(harness *h) {
+  char url[128];
+  CURL *e = curl_easy_init();
+
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/s1", h->port);
+  h->status[0] = curl_run(e, url, NULL, NULL, 0, &h->resp[0]);
+  snprintf(url, sizeof url, "http://127.0.0.1:%d/s2", h->port2);
+  h->status[1] = curl_run(e, url, NULL, NULL, 0, &h->resp[1]);
+  curl_easy_cleanup(e);
+}
+
+static void start_second(harness *h) {
+  char err[256];
+
+  h->srv2 = hk_http_server_start(&h->loop, "127.0.0.1:0", NULL,
+                                 second_handler, NULL, err, sizeof err);
+  CHECK(h->srv2 != NULL);
+  h->port2 = h->srv2 ? hk_http_server_port(h->srv2) : 0;
+}
+
+static void http_two_servers_share_a_loop(void) {
+  harness h;
+  char err[256];
+
+  harness_init(&h);
+  uv_loop_init(&h.loop);
+  h.srv = hk_http_server_start(&h.loop, h.addr, &h.opts, test_handler, &h,
+                               err, sizeof err);
+  CHECK(h.srv != NULL);
+  if (h.srv != NULL) {
+    h.port = hk_http_server_port(h.srv);
+    start_second(&h);
+    harness_handles_init(&h);
+    h.client = two_servers_client;
+    uv_thread_create(&h.thread, client_main, &h);
+    uv_run(&h.loop, UV_RUN_DEFAULT);
+    uv_thread_join(&h.thread);
+  }
+  CHECK(uv_loop_close(&h.loop) == 0);
+  CHECK(h.port != h.port2);
+  CHECK_STR(hk_buf_cstr(&h.resp[0]), "answer:/s1");
+  CHECK_STR(hk_buf_cstr(&h.resp[1]), "second");
+  harness_free(&h);
+}
+
+/* Runs the test unless a name filter was given that it does not match. */
+#define RUN(test)                                                          \
+  do {                                                                     \
+    if (argc < 2 || strstr(#test, argv[1]) != NULL) test();                \
+  } while (0)
+
+int main(int argc, char **argv) {
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  RUN(http_get_parses_path_query_and_headers);
+  RUN(http_missing_headers_are_null);
+  RUN(http_respond_writes_status_and_headers);
+  RUN(http_post_body_arrives);
+  RUN(http_post_1mib_body_arrives_intact);
+  RUN(http_chunked_body_is_joined);
+  RUN(http_expect_continue_gets_100_before_body);
+  RUN(http_keepalive_reuses_connection);
+  RUN(http_pipelined_requests_answered_in_order);
+  RUN(http_connection_close_is_honoured);
+  RUN(http10_closes_after_answer);
+  RUN(http_oversized_content_length_gets_413);
+  RUN(http_oversized_chunked_body_gets_413);
+  RUN(http_oversized_headers_get_431);
+  RUN(http_malformed_request_gets_400);
+  RUN(http_bad_percent_escape_gets_400);
+  RUN(http_async_answer_from_timer);
+  RUN(http_client_gone_before_async_answer);
+  RUN(http_close_with_pending_request_orphans_it);
+  RUN(http_listen_port_in_use_is_reported);
+  RUN(http_listen_bad_address_is_reported);
+  RUN(http_listen_bare_port_means_loopback);
+  RUN(http_listen_ipv6_loopback);
+  RUN(http_two_servers_share_a_loop);
+  curl_global_cleanup();
+  if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
+  return failures ? 1 : 0;
+}

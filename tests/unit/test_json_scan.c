@@ -1,0 +1,576 @@
+/* Unit tests for core/json_scan.c: body shapes (object, array, NDJSON),
+ * JSON and UTF-8 validation, the event envelope and the error contract
+ * (index, HTTP status, message). */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "datetime.h"
+#include "json_scan.h"
+
+static int failures;
+
+#define CHECK(cond)                                                        \
+  do {                                                                     \
+    if (!(cond)) {                                                         \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,     \
+              #cond);                                                      \
+      failures++;                                                          \
+    }                                                                      \
+  } while (0)
+
+/* A valid event; X adds members after the envelope. */
+#define EV(x)                                                              \
+  "{\"event_type\":\"click\",\"event_date\":\"2018-03-04T13:13:19Z\"" x "}"
+
+static hk_event_span *spans;
+static size_t count;
+static hk_scan_error err;
+
+static int scan_with(const char *body, size_t len, int ndjson, int depth,
+                     size_t max_events) {
+  hk_scan_options opt = {ndjson, depth, max_events};
+
+  free(spans);
+  spans = NULL;
+  memset(&err, 0, sizeof err);
+  err.index = -99;
+  return hk_scan_events(body, len, &opt, &spans, &count, &err);
+}
+
+/* Scans a literal body (embedded NULs allowed) with default options. */
+#define SCAN(lit) scan_with((lit), sizeof(lit) - 1, 0, 0, 0)
+#define SCAN_ND(lit) scan_with((lit), sizeof(lit) - 1, 1, 0, 0)
+
+static void expect_ok_at(int line, int rc, size_t want_count) {
+  if (rc != 0 || count != want_count) {
+    fprintf(stderr, "%s:%d: want ok with %zu events, got rc=%d count=%zu "
+            "err=[%ld %d %s]\n", __FILE__, line, want_count, rc, count,
+            err.index, err.http_status, err.message);
+    failures++;
+  }
+}
+
+static void expect_err_at(int line, int rc, long index, int status,
+                          const char *substr) {
+  if (rc != -1 || err.index != index || err.http_status != status ||
+      strstr(err.message, substr) == NULL || spans != NULL) {
+    fprintf(stderr, "%s:%d: want error [%ld %d *%s*], got rc=%d "
+            "[%ld %d %s]\n", __FILE__, line, index, status, substr, rc,
+            err.index, err.http_status, err.message);
+    failures++;
+  }
+}
+
+#define EXPECT_OK(rc, n) expect_ok_at(__LINE__, (rc), (n))
+#define EXPECT_ERR(rc, idx, msg) expect_err_at(__LINE__, (rc), (idx), 400, msg)
+
+static int span_type_is(size_t i, const char *type) {
+  return i < count && spans[i].type_len == strlen(type) &&
+         memcmp(spans[i].type, type, spans[i].type_len) == 0;
+}
+
+static int span_json_is(size_t i, const char *json) {
+  return i < count && spans[i].json_len == strlen(json) &&
+         memcmp(spans[i].json, json, spans[i].json_len) == 0;
+}
+
+/* ---- shapes ------------------------------------------------------------- */
+
+static void json_scan_single_object(void) {
+  EXPECT_OK(SCAN(EV(",\"n\":[1,{\"a\":null}]")), 1);
+  CHECK(span_type_is(0, "click"));
+  CHECK(span_json_is(0, EV(",\"n\":[1,{\"a\":null}]")));
+  CHECK(count == 1 && spans[0].date_sec == 1520169199);
+  CHECK(count == 1 && spans[0].date_nsec == 0);
+}
+
+static void json_scan_array_of_objects(void) {
+  EXPECT_OK(SCAN("[" EV("") ", {\"event_type\":\"open\",\"event_date\":"
+                 "\"2018-03-04T13:13:19.5+01:00\"}]"), 2);
+  CHECK(span_json_is(0, EV("")));
+  CHECK(span_type_is(1, "open"));
+  CHECK(count == 2 && spans[1].date_sec == 1520169199 - 3600);
+  CHECK(count == 2 && spans[1].date_nsec == 500000000);
+}
+
+static void json_scan_empty_array_is_valid(void) {
+  EXPECT_OK(SCAN(" [ ] "), 0);
+}
+
+static void json_scan_array_element_must_be_object(void) {
+  EXPECT_ERR(SCAN("[" EV("") ",[1]]"), 1, "event must be a JSON object");
+  EXPECT_ERR(SCAN("[" EV("") "," EV("") ",\"x\"]"), 2,
+             "event must be a JSON object");
+}
+
+static void json_scan_scalar_body_is_not_an_event(void) {
+  EXPECT_ERR(SCAN("42"), 0, "event must be a JSON object");
+}
+
+static void json_scan_ndjson_by_option(void) {
+  EXPECT_OK(SCAN_ND(EV("") "\n" EV(",\"x\":1") "\n"), 2);
+  CHECK(span_json_is(1, EV(",\"x\":1")));
+}
+
+static void json_scan_ndjson_option_refuses_pretty_json(void) {
+  EXPECT_ERR(SCAN_ND("{\n\"event_type\":\"a\"}"), 0, "invalid JSON");
+}
+
+static void json_scan_ndjson_by_fallback(void) {
+  EXPECT_OK(SCAN(EV("") "\n" EV("") "\n" EV("")), 3);
+  CHECK(span_json_is(2, EV("")));
+}
+
+static void json_scan_ndjson_blank_lines_count_for_index(void) {
+  EXPECT_OK(SCAN("\n" EV("") "\r\n  \t\r\n\n" EV("") "\r\n"), 2);
+  EXPECT_ERR(SCAN("\n" EV("") "\r\n  \r\n\n{\"event_type\":\"a\"}\n"), 4,
+             "event_date is missing");
+}
+
+static void json_scan_ndjson_bad_line_index(void) {
+  EXPECT_ERR(SCAN(EV("") "\n" EV("") "\n{\"event_type\":}\n" EV("")), 2,
+             "invalid JSON: ");
+  EXPECT_ERR(SCAN_ND(EV("") "\n\n" EV("") " x\n"), 2,
+             "unexpected content after the event");
+  EXPECT_ERR(SCAN(EV("") "\n[1]\n"), 1, "event must be a JSON object");
+}
+
+static void json_scan_ndjson_value_cannot_span_lines(void) {
+  EXPECT_ERR(SCAN_ND(EV("") "\n{\"event_type\":\"a\",\n\"x\":1}"), 1,
+             "unexpected end of input");
+}
+
+static void json_scan_bom_skipped(void) {
+  EXPECT_OK(SCAN("\xEF\xBB\xBF" EV("")), 1);
+  EXPECT_OK(SCAN_ND("\xEF\xBB\xBF" EV("") "\n" EV("")), 2);
+  /* A BOM anywhere else is not whitespace. */
+  EXPECT_ERR(SCAN(" \xEF\xBB\xBF" EV("")), -1, "body is not valid JSON");
+}
+
+static void json_scan_whitespace_around_values(void) {
+  EXPECT_OK(SCAN(" \r\n\t[ \n{ \"event_type\" : \"click\" ,\r\n"
+                 "\t\"event_date\"\n:\n\"2018-03-04T13:13:19Z\" } \n] \n"), 1);
+}
+
+static void json_scan_pretty_object_is_json(void) {
+  EXPECT_OK(SCAN("{\n  \"event_type\": \"a\",\n"
+                 "  \"event_date\": \"2018-03-04T13:13:19Z\"\n}\n"), 1);
+}
+
+static void json_scan_empty_body(void) {
+  EXPECT_ERR(SCAN(""), -1, "body is empty");
+  EXPECT_ERR(SCAN(" \r\n\t\n"), -1, "body is empty");
+  EXPECT_ERR(SCAN("\xEF\xBB\xBF"), -1, "body is empty");
+  EXPECT_ERR(SCAN_ND("\n\n"), -1, "body is empty");
+}
+
+static void json_scan_single_line_not_json_has_no_index(void) {
+  EXPECT_ERR(SCAN("hello"), -1,
+             "body is not valid JSON: unexpected character at byte 0");
+  EXPECT_ERR(SCAN("{\"event_type\":\"a\""), -1,
+             "body is not valid JSON: unexpected end of input at byte 17");
+  EXPECT_ERR(SCAN(EV("") " " EV("") "\n"), -1,
+             "body is not valid JSON: unexpected content after the JSON "
+             "value");
+}
+
+static void json_scan_pretty_invalid_json_has_no_index(void) {
+  EXPECT_ERR(SCAN("[\n" EV("") ",\n" EV(",") "\n]"), -1,
+             "body is not valid JSON: trailing comma at byte 120");
+}
+
+/* ---- JSON grammar ------------------------------------------------------- */
+
+static void json_scan_valid_values_accepted(void) {
+  EXPECT_OK(SCAN(EV(",\"a\":[true,false,null,0,-0,1.5,-2e10,3E+2,4.0e-3,"
+                    "123456789012345678901234567890,\"\",{},[],[[]],{\"\":{}}]")),
+            1);
+}
+
+static void json_scan_trailing_comma_refused(void) {
+  EXPECT_ERR(SCAN(EV(",")), -1, "trailing comma at byte 58");
+  EXPECT_ERR(SCAN(EV(",\"a\":[1,]")), -1, "trailing comma");
+  EXPECT_ERR(SCAN("[" EV("") ",]"), -1, "trailing comma");
+}
+
+static void json_scan_bad_numbers_refused(void) {
+  EXPECT_ERR(SCAN(EV(",\"a\":01")), -1, "leading zero in number at byte 62");
+  EXPECT_ERR(SCAN(EV(",\"a\":+1")), -1, "unexpected character");
+  EXPECT_ERR(SCAN(EV(",\"a\":NaN")), -1, "unexpected character");
+  EXPECT_ERR(SCAN(EV(",\"a\":1.")), -1, "invalid number");
+  EXPECT_ERR(SCAN(EV(",\"a\":.5")), -1, "unexpected character");
+  EXPECT_ERR(SCAN(EV(",\"a\":1e")), -1, "invalid number");
+  EXPECT_ERR(SCAN(EV(",\"a\":-")), -1, "invalid number");
+  EXPECT_ERR(SCAN(EV(",\"a\":0x10")), -1, "expected ',' or '}'");
+}
+
+static void json_scan_bad_literals_refused(void) {
+  EXPECT_ERR(SCAN(EV(",\"a\":tru")), -1, "invalid literal");
+  EXPECT_ERR(SCAN(EV(",\"a\":nul}")), -1, "invalid literal");
+  EXPECT_ERR(SCAN(EV(",\"a\":True")), -1, "unexpected character");
+}
+
+static void json_scan_comments_and_quotes_refused(void) {
+  EXPECT_ERR(SCAN(EV(",/*c*/\"a\":1")), -1, "expected a key");
+  EXPECT_ERR(SCAN(EV(",\"a\":1 // c")), -1, "expected ',' or '}'");
+  EXPECT_ERR(SCAN(EV(",'a':1")), -1, "expected a key");
+  EXPECT_ERR(SCAN(EV(",\"a\" 1")), -1, "expected ':'");
+}
+
+static void json_scan_string_escapes(void) {
+  EXPECT_OK(SCAN(EV(",\"a\":\"\\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u00e9 "
+                    "\\uD83D\\uDE00\"")), 1);
+  EXPECT_ERR(SCAN(EV(",\"a\":\"\\x\"")), -1, "invalid escape in string");
+  EXPECT_ERR(SCAN(EV(",\"a\":\"\\u12G4\"")), -1, "invalid \\u escape");
+  EXPECT_ERR(SCAN(EV(",\"a\":\"\\u12\"")), -1, "invalid \\u escape");
+}
+
+static void json_scan_lone_surrogates_refused(void) {
+  EXPECT_ERR(SCAN(EV(",\"a\":\"\\ud83d\"")), -1, "lone surrogate");
+  EXPECT_ERR(SCAN(EV(",\"a\":\"\\ude00x\"")), -1, "lone surrogate");
+  EXPECT_ERR(SCAN(EV(",\"a\":\"\\ud83d\\u0041\"")), -1, "lone surrogate");
+  EXPECT_ERR(SCAN(EV(",\"a\":\"\\ud83d\\n\"")), -1, "lone surrogate");
+}
+
+static void json_scan_control_character_in_string_refused(void) {
+  EXPECT_ERR(SCAN(EV(",\"a\":\"x\ty\"")), -1,
+             "control character in string at byte 64");
+  EXPECT_ERR(SCAN(EV(",\"a\":\"x\x01y\"")), -1, "control character");
+}
+
+static void json_scan_unterminated_string_refused(void) {
+  EXPECT_ERR(SCAN(EV(",\"a\":\"xyz")), -1, "unterminated string at byte 62");
+}
+
+/* ---- UTF-8 -------------------------------------------------------------- */
+
+static void json_scan_valid_utf8_accepted(void) {
+  EXPECT_OK(SCAN(EV(",\"\xd0\xba\xd0\xbb\xd1\x8e\xd1\x87\":\"\xe6\x97\xa5"
+                    "\xe6\x9c\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf "
+                    "\xef\xbf\xbf\"")), 1);
+}
+
+static void json_scan_invalid_utf8_refused_with_event_index(void) {
+  /* Byte 63 is the first byte inside the string value. */
+  EXPECT_ERR(SCAN(EV(",\"a\":\"\xc0\xaf\"")), 0, "invalid UTF-8 at byte 63");
+  EXPECT_ERR(SCAN("[" EV("") "," EV(",\"a\":\"\xff\"") "]"), 1,
+             "invalid UTF-8 at byte 123");
+  EXPECT_ERR(SCAN(EV("") "\n" EV(",\"\x80\":1")), 1, "invalid UTF-8 at byte");
+}
+
+static void json_scan_overlong_utf8_refused(void) {
+  EXPECT_ERR(SCAN(EV(",\"a\":\"\xe0\x80\xaf\"")), 0, "invalid UTF-8");
+  EXPECT_ERR(SCAN(EV(",\"a\":\"\xf0\x80\x80\xaf\"")), 0, "invalid UTF-8");
+  EXPECT_ERR(SCAN(EV(",\"a\":\"\xc1\xbf\"")), 0, "invalid UTF-8");
+}
+
+static void json_scan_utf8_surrogates_refused(void) {
+  EXPECT_ERR(SCAN(EV(",\"a\":\"\xed\xa0\x80\"")), 0, "invalid UTF-8");
+  EXPECT_ERR(SCAN(EV(",\"a\":\"\xed\xbf\xbf\"")), 0, "invalid UTF-8");
+}
+
+static void json_scan_utf8_beyond_u10ffff_refused(void) {
+  EXPECT_ERR(SCAN(EV(",\"a\":\"\xf4\x90\x80\x80\"")), 0, "invalid UTF-8");
+  EXPECT_ERR(SCAN(EV(",\"a\":\"\xf5\x80\x80\x80\"")), 0, "invalid UTF-8");
+}
+
+static void json_scan_truncated_utf8_refused(void) {
+  EXPECT_ERR(SCAN(EV(",\"a\":\"\xe6\x97\"")), 0, "invalid UTF-8 at byte 63");
+  EXPECT_ERR(SCAN(EV(",\"a\":\"x\xf0\x9f\x98\"")), 0,
+             "invalid UTF-8 at byte 64");
+}
+
+static void json_scan_invalid_utf8_outside_strings_refused(void) {
+  EXPECT_ERR(SCAN(EV(",\"a\":1\xff")), -1,
+             "body is not valid JSON: invalid UTF-8 at byte 63");
+}
+
+/* ---- depth -------------------------------------------------------------- */
+
+/* An event whose value nests `levels` containers in total (the event object
+ * included), in buf. */
+static size_t nested_event(char *buf, size_t cap, int levels) {
+  size_t n = (size_t)snprintf(buf, cap, "%s", EV(",\"d\":"));
+  n--; /* drop the closing brace */
+  for (int i = 1; i < levels; i++) buf[n++] = '[';
+  buf[n++] = '1';
+  for (int i = 1; i < levels; i++) buf[n++] = ']';
+  buf[n++] = '}';
+  buf[n] = '\0';
+  return n;
+}
+
+static void json_scan_depth_limit_default(void) {
+  char buf[512], arr[1100];
+  size_t n;
+
+  n = nested_event(buf, sizeof buf, 64);
+  EXPECT_OK(scan_with(buf, n, 0, 0, 0), 1);
+  n = nested_event(buf, sizeof buf, 65);
+  EXPECT_ERR(scan_with(buf, n, 0, 0, 0), 0, "nesting deeper than 64 levels");
+  /* The array around events does not count; the index is the element's. */
+  n = (size_t)snprintf(arr, sizeof arr, "[%s,", EV(""));
+  n += nested_event(arr + n, sizeof arr - n, 65);
+  arr[n++] = ']';
+  EXPECT_ERR(scan_with(arr, n, 0, 0, 0), 1, "nesting deeper than 64 levels");
+}
+
+static void json_scan_depth_limit_option(void) {
+  char buf[512];
+  size_t n = nested_event(buf, sizeof buf, 5);
+
+  EXPECT_OK(scan_with(buf, n, 0, 5, 0), 1);
+  EXPECT_ERR(scan_with(buf, n, 0, 4, 0), 0, "nesting deeper than 4 levels");
+  EXPECT_ERR(scan_with(buf, n, 1, 4, 0), 0, "nesting deeper than 4 levels");
+}
+
+static void json_scan_deep_garbage_does_not_crash(void) {
+  size_t n = 1 << 20;
+  char *buf = malloc(n);
+
+  memset(buf, '[', n);
+  EXPECT_ERR(scan_with(buf, n, 0, 0, 0), -1, "body is not valid JSON");
+  free(buf);
+}
+
+/* ---- envelope ----------------------------------------------------------- */
+
+#define DATE "\"event_date\":\"2018-03-04T13:13:19Z\""
+
+static void json_scan_event_type_missing(void) {
+  EXPECT_ERR(SCAN("{" DATE "}"), 0, "event_type is missing");
+}
+
+static void json_scan_event_type_not_string(void) {
+  EXPECT_ERR(SCAN("{\"event_type\":7," DATE "}"), 0,
+             "event_type must be a string");
+  EXPECT_ERR(SCAN("{\"event_type\":null," DATE "}"), 0,
+             "event_type must be a string");
+}
+
+static void json_scan_event_type_charset_and_length(void) {
+  static const char *msg = "event_type must be 1-128 characters of letters, "
+                           "digits, '_', '-' and '.'";
+  char buf[400];
+  int n;
+
+  EXPECT_ERR(SCAN("{\"event_type\":\"\"," DATE "}"), 0, msg);
+  EXPECT_ERR(SCAN("{\"event_type\":\"a b\"," DATE "}"), 0, msg);
+  EXPECT_ERR(SCAN("{\"event_type\":\"\xc3\xa9\"," DATE "}"), 0, msg);
+  EXPECT_ERR(SCAN("{\"event_type\":\"a\\u0041\"," DATE "}"), 0, msg);
+  EXPECT_OK(SCAN("{\"event_type\":\"Az09_-.\"," DATE "}"), 1);
+  n = snprintf(buf, sizeof buf, "{\"event_type\":\"%0128d\",%s}", 0, DATE);
+  EXPECT_OK(scan_with(buf, (size_t)n, 0, 0, 0), 1);
+  CHECK(count == 1 && spans[0].type_len == 128);
+  n = snprintf(buf, sizeof buf, "{\"event_type\":\"%0129d\",%s}", 0, DATE);
+  EXPECT_ERR(scan_with(buf, (size_t)n, 0, 0, 0), 0, msg);
+}
+
+static void json_scan_nested_envelope_keys_ignored(void) {
+  EXPECT_ERR(SCAN("{\"x\":{\"event_type\":\"a\"}," DATE "}"), 0,
+             "event_type is missing");
+  EXPECT_ERR(SCAN("{\"event_type\":\"a\",\"x\":[{" DATE "}]}"), 0,
+             "event_date is missing");
+}
+
+static void json_scan_duplicate_event_type_last_wins(void) {
+  EXPECT_OK(SCAN("{\"event_type\":1,\"event_type\":\"b\"," DATE "}"), 1);
+  CHECK(span_type_is(0, "b"));
+  EXPECT_ERR(SCAN("{\"event_type\":\"b\"," DATE ",\"event_type\":\"\"}"), 0,
+             "event_type must be 1-128");
+}
+
+static void json_scan_escaped_envelope_key_recognised(void) {
+  EXPECT_OK(SCAN("{\"event\\u005ftype\":\"a\",\"event_\\u0064ate\":"
+                 "\"2018-03-04T13:13:19Z\"}"), 1);
+  CHECK(span_type_is(0, "a"));
+  EXPECT_ERR(SCAN("{\"event_type\":\"a\"," DATE ",\"event\\u005ftype\":3}"),
+             0, "event_type must be a string");
+}
+
+static void json_scan_event_date_missing(void) {
+  EXPECT_ERR(SCAN("{\"event_type\":\"a\"}"), 0, "event_date is missing");
+}
+
+static void json_scan_event_date_not_string(void) {
+  EXPECT_ERR(SCAN("{\"event_type\":\"a\",\"event_date\":1520169199}"), 0,
+             "event_date must be an RFC 3339 string");
+}
+
+static void json_scan_event_date_invalid_echoes_value(void) {
+  EXPECT_ERR(SCAN("{\"event_type\":\"a\",\"event_date\":\"2023-02-29T00:00:00Z\"}"),
+             0, "event_date is not a valid RFC 3339 time: 2023-02-29T00:00:00Z");
+  EXPECT_ERR(SCAN("{\"event_type\":\"a\",\"event_date\":"
+                  "\"2018-03-04T13:13:19\\u005a\"}"),
+             0, "event_date is not a valid RFC 3339 time");
+}
+
+static void json_scan_event_date_echo_truncated_to_40(void) {
+  SCAN("{\"event_type\":\"a\",\"event_date\":"
+       "\"0123456789012345678901234567890123456789ABCDEF\"}");
+  CHECK(strcmp(err.message, "event_date is not a valid RFC 3339 time: "
+               "0123456789012345678901234567890123456789") == 0);
+}
+
+static void json_scan_event_date_offset_applied(void) {
+  EXPECT_OK(SCAN("{\"event_type\":\"a\",\"event_date\":"
+                 "\"2018-03-05T01:30:00.000000007+03:00\"}"), 1);
+  CHECK(count == 1 && spans[0].date_sec == 1520202600);
+  CHECK(count == 1 && spans[0].date_nsec == 7);
+}
+
+/* ---- limits ------------------------------------------------------------- */
+
+static void json_scan_max_events(void) {
+  static const char arr[] = "[" EV("") "," EV("") "," EV("") "]";
+  static const char nd[] = EV("") "\n" EV("") "\n" EV("") "\n";
+
+  EXPECT_OK(scan_with(arr, sizeof arr - 1, 0, 0, 3), 3);
+  expect_err_at(__LINE__, scan_with(arr, sizeof arr - 1, 0, 0, 2), -1, 413,
+                "too many events in one request (limit 2)");
+  EXPECT_OK(scan_with(nd, sizeof nd - 1, 1, 0, 3), 3);
+  expect_err_at(__LINE__, scan_with(nd, sizeof nd - 1, 1, 0, 2), -1, 413,
+                "too many events in one request (limit 2)");
+}
+
+/* ---- the sample file ---------------------------------------------------- */
+
+static char *read_sample(size_t *len) {
+  const char *dir = getenv("HOOKD_SOURCE_DIR");
+  char path[1024];
+  FILE *f;
+  char *data = NULL;
+  long n;
+
+  const char *slash = strrchr(__FILE__, '/');
+
+  if (dir != NULL)
+    snprintf(path, sizeof path, "%s/tests/fixtures/sample-1k.ndjson", dir);
+  else if (slash != NULL)
+    snprintf(path, sizeof path, "%.*s/../fixtures/sample-1k.ndjson",
+             (int)(slash - __FILE__), __FILE__);
+  else
+    snprintf(path, sizeof path, "../fixtures/sample-1k.ndjson");
+  f = fopen(path, "rb");
+  if (f == NULL) goto done;
+  if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 ||
+      fseek(f, 0, SEEK_SET) != 0)
+    goto done;
+  data = malloc((size_t)n + 1);
+  if (data != NULL && fread(data, 1, (size_t)n, f) != (size_t)n) {
+    free(data);
+    data = NULL;
+  }
+  *len = (size_t)n;
+done:
+  if (f != NULL) fclose(f);
+  if (data == NULL) fprintf(stderr, "cannot read %s\n", path);
+  return data;
+}
+
+/* Checks span i against its line: same text, and type and date equal to
+ * what a plain search of the line finds. */
+static int span_matches_line(size_t i, const char *line, size_t len) {
+  const char *t = strstr(line, "\"event_type\":\"");
+  const char *d = strstr(line, "\"event_date\":\"");
+  int64_t sec;
+  int32_t nsec;
+
+  if (t == NULL || d == NULL || spans[i].json != line ||
+      spans[i].json_len != len)
+    return 0;
+  t += 14;
+  d += 14;
+  if (strncmp(spans[i].type, t, spans[i].type_len) != 0 ||
+      t[spans[i].type_len] != '"')
+    return 0;
+  if (hk_datetime_parse(d, (size_t)(strchr(d, '"') - d), &sec, &nsec) != 0)
+    return 0;
+  return spans[i].date_sec == sec && spans[i].date_nsec == nsec;
+}
+
+static void json_scan_sample_file(void) {
+  size_t len = 0, i = 0;
+  char *data = read_sample(&len);
+  const char *line;
+
+  CHECK(data != NULL);
+  if (data == NULL) return;
+  data[len] = '\0';
+  EXPECT_OK(scan_with(data, len, 0, 0, 0), 1000);
+  for (line = data; i < count && *line; i++) {
+    const char *nl = strchr(line, '\n');
+    size_t n = nl ? (size_t)(nl - line) : strlen(line);
+    if (!span_matches_line(i, line, n)) {
+      fprintf(stderr, "%s:%d: span %zu does not match its line\n", __FILE__,
+              __LINE__, i);
+      failures++;
+      break;
+    }
+    line += n + (nl != NULL);
+  }
+  CHECK(i == 1000);
+  EXPECT_OK(scan_with(data, len, 1, 0, 0), 1000);
+  free(data);
+}
+
+int main(void) {
+  json_scan_single_object();
+  json_scan_array_of_objects();
+  json_scan_empty_array_is_valid();
+  json_scan_array_element_must_be_object();
+  json_scan_scalar_body_is_not_an_event();
+  json_scan_ndjson_by_option();
+  json_scan_ndjson_option_refuses_pretty_json();
+  json_scan_ndjson_by_fallback();
+  json_scan_ndjson_blank_lines_count_for_index();
+  json_scan_ndjson_bad_line_index();
+  json_scan_ndjson_value_cannot_span_lines();
+  json_scan_bom_skipped();
+  json_scan_whitespace_around_values();
+  json_scan_pretty_object_is_json();
+  json_scan_empty_body();
+  json_scan_single_line_not_json_has_no_index();
+  json_scan_pretty_invalid_json_has_no_index();
+  json_scan_valid_values_accepted();
+  json_scan_trailing_comma_refused();
+  json_scan_bad_numbers_refused();
+  json_scan_bad_literals_refused();
+  json_scan_comments_and_quotes_refused();
+  json_scan_string_escapes();
+  json_scan_lone_surrogates_refused();
+  json_scan_control_character_in_string_refused();
+  json_scan_unterminated_string_refused();
+  json_scan_valid_utf8_accepted();
+  json_scan_invalid_utf8_refused_with_event_index();
+  json_scan_overlong_utf8_refused();
+  json_scan_utf8_surrogates_refused();
+  json_scan_utf8_beyond_u10ffff_refused();
+  json_scan_truncated_utf8_refused();
+  json_scan_invalid_utf8_outside_strings_refused();
+  json_scan_depth_limit_default();
+  json_scan_depth_limit_option();
+  json_scan_deep_garbage_does_not_crash();
+  json_scan_event_type_missing();
+  json_scan_event_type_not_string();
+  json_scan_event_type_charset_and_length();
+  json_scan_nested_envelope_keys_ignored();
+  json_scan_duplicate_event_type_last_wins();
+  json_scan_escaped_envelope_key_recognised();
+  json_scan_event_date_missing();
+  json_scan_event_date_not_string();
+  json_scan_event_date_invalid_echoes_value();
+  json_scan_event_date_echo_truncated_to_40();
+  json_scan_event_date_offset_applied();
+  json_scan_max_events();
+  json_scan_sample_file();
+  free(spans);
+  if (failures) {
+    fprintf(stderr, "test_json_scan: %d failure(s)\n", failures);
+    return 1;
+  }
+  printf("test_json_scan: ok\n");
+  return 0;
+}
