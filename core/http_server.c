@@ -371,7 +371,7 @@ static void conn_timer_cb(uv_timer_t *t) {
   if (c->resume_due) {
     c->resume_due = 0;
     conn_resume(c);
-    if (c->state == CONN_ACTIVE) conn_arm_timer(c, HK_HTTP_IDLE_MS);
+    if (c->state != CONN_CLOSED) conn_arm_timer(c, HK_HTTP_IDLE_MS);
     return;
   }
   if (c->state == CONN_LINGERING) {
@@ -455,7 +455,7 @@ static void conn_after_parse(hk_conn *c) {
     conn_read_start(c);
 }
 
-/* ---- parser callbacks ----------------------------------------------------- */
+/* ---- parser callbacks ------------------------------------------------- */
 
 /* Records why a request is refused; the parser callback then fails. */
 static int conn_refuse(hk_conn *c, int status, const char *fmt, ...)
@@ -590,6 +590,26 @@ static int on_headers_complete(http_parser *p) {
   return c->state == CONN_ACTIVE ? 0 : -1;
 }
 
+/* Appends body bytes, growing the buffer by doubling but never past the
+ * limit (plus the NUL). The caller has checked b->len + len <= max. */
+static int body_append(hk_buf *b, const char *at, size_t len, size_t max) {
+  size_t need = b->len + len + 1, cap;
+  char *p;
+
+  if (need > b->cap) {
+    cap = b->cap ? b->cap * 2 : 4096;
+    if (cap < need) cap = need;
+    if (cap > max + 1) cap = max + 1;
+    p = realloc(b->data, cap);
+    if (p == NULL) return -1;
+    b->data = p;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, at, len);
+  b->len += len;
+  return 0;
+}
+
 static int on_body(http_parser *p, const char *at, size_t len) {
   hk_conn *c = p->data;
   hk_buf *b = &c->cur->body;
@@ -597,7 +617,7 @@ static int on_body(http_parser *p, const char *at, size_t len) {
 
   if (len > max - b->len)
     return conn_refuse(c, 413, "request body exceeds %zu bytes", max);
-  if (hk_buf_append(b, at, len) != 0) return refuse_no_memory(c);
+  if (body_append(b, at, len, max) != 0) return refuse_no_memory(c);
   return 0;
 }
 
@@ -827,6 +847,23 @@ static int server_bound_port(hk_http_server *s) {
   return ntohs(((struct sockaddr_in *)&ss)->sin_port);
 }
 
+static hk_http_server *server_create(uv_loop_t *loop,
+                                     const hk_http_server_options *opts,
+                                     hk_http_handler_cb handler, void *data) {
+  hk_http_server *s = calloc(1, sizeof *s);
+
+  if (s == NULL) return NULL;
+  s->loop = loop;
+  s->handler = handler;
+  s->data = data;
+  s->max_body = opts && opts->max_body_bytes ? opts->max_body_bytes
+                                              : HK_HTTP_DEFAULT_MAX_BODY;
+  s->max_header = opts && opts->max_header_bytes ? opts->max_header_bytes
+                                                  : HK_HTTP_DEFAULT_MAX_HEADER;
+  server_settings_init(&s->settings);
+  return s;
+}
+
 hk_http_server *hk_http_server_start(uv_loop_t *loop, const char *addr,
                                      const hk_http_server_options *opts,
                                      hk_http_handler_cb handler, void *data,
@@ -841,19 +878,11 @@ hk_http_server *hk_http_server_start(uv_loop_t *loop, const char *addr,
              addr ? addr : "(null)");
     return NULL;
   }
-  s = calloc(1, sizeof *s);
+  s = server_create(loop, opts, handler, data);
   if (s == NULL) {
     snprintf(err, errlen, "listen %s: out of memory", addr);
     return NULL;
   }
-  s->loop = loop;
-  s->handler = handler;
-  s->data = data;
-  s->max_body = opts && opts->max_body_bytes ? opts->max_body_bytes
-                                              : HK_HTTP_DEFAULT_MAX_BODY;
-  s->max_header = opts && opts->max_header_bytes ? opts->max_header_bytes
-                                                  : HK_HTTP_DEFAULT_MAX_HEADER;
-  server_settings_init(&s->settings);
   rc = uv_tcp_init(loop, &s->listener);
   if (rc != 0) goto fail_init;
   s->listener.data = s;
@@ -866,6 +895,8 @@ hk_http_server *hk_http_server_start(uv_loop_t *loop, const char *addr,
   s->port = server_bound_port(s);
   return s;
 fail_listen:
+  /* The listener handle exists: the server is freed in its close callback
+   * on the next loop turn. */
   s->closing = 1;
   uv_close((uv_handle_t *)&s->listener, listener_closed_cb);
   snprintf(err, errlen, "listen %s: %s", addr, uv_strerror(rc));

@@ -616,10 +616,8 @@ static void scanner_reset(scanner *sc) {
   sc->content_failed = false;
 }
 
-static void set_error(hk_scan_error *err, long index, int status,
-                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void set_error(hk_scan_error *err, long index, int status,
-                      const char *fmt, ...) {
+__attribute__((format(printf, 4, 5))) static void
+set_error(hk_scan_error *err, long index, int status, const char *fmt, ...) {
   va_list ap;
 
   err->index = index;

@@ -656,7 +656,7 @@ static int socket_cb(CURL *e, curl_socket_t s, int what, void *userp,
                      void *socketp) {
   hk_http_client *c = userp;
   hk_http_sock *sk = socketp;
-  int events = 0;
+  int events = 0, rc;
 
   if (what == CURL_POLL_REMOVE) {
     if (sk != NULL) sock_close(sk);
@@ -669,8 +669,11 @@ static int socket_cb(CURL *e, curl_socket_t s, int what, void *userp,
   }
   if (what & CURL_POLL_IN) events |= UV_READABLE;
   if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-  uv_poll_start(&sk->poll, events, poll_cb);
-  return 0;
+  rc = uv_poll_start(&sk->poll, events, poll_cb);
+  if (rc != 0)
+    hk_error("http", "msg=\"cannot watch socket\" fd=%d error=%s", (int)s,
+             uv_strerror(rc));
+  return rc == 0 ? 0 : -1;
 }
 
 hk_http_client *hk_http_client_create(uv_loop_t *loop) {
@@ -792,6 +795,28 @@ static int req_configure(hk_http_req *r) {
   return bad ? -1 : 0;
 }
 
+/* A request holding a reference on t and an easy handle; NULL on OOM. */
+static hk_http_req *req_new(hk_http_client *c, hk_http_target *t,
+                            const char *body, size_t len, hk_tx_done_cb cb,
+                            void *ctx) {
+  hk_http_req *r = calloc(1, sizeof *r);
+
+  if (r == NULL) return NULL;
+  r->easy = easy_acquire(c);
+  if (r->easy == NULL) {
+    free(r);
+    return NULL;
+  }
+  r->c = c;
+  r->t = t;
+  t->refs++;
+  r->body = body ? body : "";
+  r->len = body ? len : 0;
+  r->cb = cb;
+  r->ctx = ctx;
+  return r;
+}
+
 /* The callback runs later in every case: failures to start the transfer
  * are reported through the loop. Returns -1 (and never calls cb) only when
  * the client is shutting down or memory runs out. */
@@ -801,20 +826,8 @@ int hk_http_post(hk_http_client *c, hk_http_target *t, const char *body,
   CURLMcode mc;
 
   if (c == NULL || t == NULL || cb == NULL || c->closing) return -1;
-  r = calloc(1, sizeof *r);
+  r = req_new(c, t, body, len, cb, ctx);
   if (r == NULL) return -1;
-  r->easy = easy_acquire(c);
-  if (r->easy == NULL) {
-    free(r);
-    return -1;
-  }
-  r->c = c;
-  r->t = t;
-  t->refs++;
-  r->body = body ? body : "";
-  r->len = body ? len : 0;
-  r->cb = cb;
-  r->ctx = ctx;
   if (req_configure(r) != 0) {
     result_set(&r->res, HK_TX_FAIL, "error=cannot configure the request");
     req_defer(r);

@@ -143,6 +143,20 @@ local function field(ctx, kind, name)
 end
 
 -- ---- the variables: name -> function(ctx) returning a string ----
+--   uuid                 a new random UUID v4 at every rendering
+--   event_date           UTC, at most 6 fraction digits, truncated, trailing
+--                        zeros dropped: 2018-03-04T13:13:19.034315Z
+--   event_date_ymd       2018-03-04 (UTC date)
+--   event_date_rfc3339   2018-03-04T13:13:19Z
+--   event_date_unix      1520169199 (floor; -1 for 1969-12-31T23:59:59.5Z)
+--   event_date_unixnano  1520169199034315796 (exact)
+--   campaign_name, campaign_subid     by event_data.campaign_id
+--   database_name                     by list_id
+--   segment_name                      by event_data.segment_id
+--   message_name, message_subject     by event_data.message_id
+--   resource_name        by event_data.resource_id, else the first
+--                        subscription[].resource_id
+-- A name whose id is missing, null, 0 or not in the catalog renders "".
 
 local function date_var(key)
   return function(ctx)

@@ -49,7 +49,8 @@ class State:
 
     def reset(self):
         with self.lock:
-            self.records = []   # (path, query, headers, body, t, wall, conn, n)
+            # (path, query, headers, body, t, wall, conn, n_messages)
+            self.records = []
             self.scripts = {}   # path -> deque of response specs
             self.defaults = {}  # path -> response spec
             self.per_path = {}  # path -> [requests, messages]

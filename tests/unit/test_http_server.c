@@ -132,7 +132,13 @@ static void answer_held(harness *h) {
 
 static void timer_cb(uv_timer_t *t) { answer_held(t->data); }
 
-static void kick_cb(uv_async_t *a) { answer_held(a->data); }
+/* Answers the held request; later requests are answered at once. */
+static void kick_cb(uv_async_t *a) {
+  harness *h = a->data;
+
+  h->mode = ANSWER_NOW;
+  answer_held(h);
+}
 
 static void test_handler(hk_http_request *req, void *data) {
   harness *h = data;
@@ -148,6 +154,7 @@ static void test_handler(hk_http_request *req, void *data) {
 }
 
 static void second_handler(hk_http_request *req, void *data) {
+  (void)data;
   hk_http_respond(req, 200, "text/plain", NULL, "second", 6);
 }
 
@@ -309,7 +316,9 @@ static int send_all(int fd, const char *p, size_t n) {
   return 0;
 }
 
-static int send_str(int fd, const char *s) { return send_all(fd, s, strlen(s)); }
+static int send_str(int fd, const char *s) {
+  return send_all(fd, s, strlen(s));
+}
 
 static int rd_body_cb(http_parser *p, const char *at, size_t len) {
   reader *r = p->data;
@@ -364,15 +373,25 @@ static int server_closed(int fd) {
   }
 }
 
-/* Sends req on a new connection and reads one response into h->rd; records
- * whether the server then closed the connection. */
-static void raw_exchange(harness *h, const char *req, size_t len) {
+/* Sends req on a new connection and reads one response into h->rd. With
+ * closing, also records whether the server then closed the connection. */
+static void raw_send_read(harness *h, const char *req, size_t len,
+                          int closing) {
   int fd = tcp_connect(h->port);
 
   if (fd < 0) return;
-  if (send_all(fd, req, len) == 0 && read_responses(fd, &h->rd, 1) == 0)
+  if (send_all(fd, req, len) == 0 && read_responses(fd, &h->rd, 1) == 0 &&
+      closing)
     h->closed = server_closed(fd);
   close(fd);
+}
+
+static void raw_exchange(harness *h, const char *req, size_t len) {
+  raw_send_read(h, req, len, 0);
+}
+
+static void raw_exchange_closing(harness *h, const char *req, size_t len) {
+  raw_send_read(h, req, len, 1);
 }
 
 static const char *rd_body(harness *h, int i) {
@@ -467,7 +486,8 @@ static void http_post_body_arrives(void) {
 static char *big_body(void) {
   char *p = malloc(BIG_LEN);
 
-  for (size_t i = 0; i < BIG_LEN; i++) p[i] = (char)('a' + (i * 7 + i / 3) % 26);
+  for (size_t i = 0; i < BIG_LEN; i++)
+    p[i] = (char)('a' + (i * 7 + i / 3) % 26);
   return p;
 }
 
@@ -592,11 +612,25 @@ static void http_pipelined_requests_answered_in_order(void) {
   harness_free(&h);
 }
 
+static void http_pipelined_sync_answers_in_order(void) {
+  harness h;
+
+  harness_init(&h);
+  harness_must_run(&h, pipelined_client);
+  CHECK(h.rd.n == 3);
+  CHECK_STR(rd_body(&h, 0), "answer:/first");
+  CHECK_STR(rd_body(&h, 1), "answer:/second");
+  CHECK_STR(rd_body(&h, 2), "answer:/third");
+  CHECK_STR(h.body, "");
+  CHECK(h.closed);
+  harness_free(&h);
+}
+
 static void connection_close_client(harness *h) {
   static const char req[] =
       "GET /bye HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
 
-  raw_exchange(h, req, sizeof req - 1);
+  raw_exchange_closing(h, req, sizeof req - 1);
 }
 
 static void http_connection_close_is_honoured(void) {
@@ -613,7 +647,7 @@ static void http_connection_close_is_honoured(void) {
 static void http10_client(harness *h) {
   static const char req[] = "GET /old HTTP/1.0\r\n\r\n";
 
-  raw_exchange(h, req, sizeof req - 1);
+  raw_exchange_closing(h, req, sizeof req - 1);
 }
 
 static void http10_closes_after_answer(void) {
@@ -633,7 +667,7 @@ static void oversized_length_client(harness *h) {
   static const char req[] =
       "POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: 1025\r\n\r\n";
 
-  raw_exchange(h, req, sizeof req - 1);
+  raw_exchange_closing(h, req, sizeof req - 1);
 }
 
 static void http_oversized_content_length_gets_413(void) {
@@ -660,7 +694,7 @@ static void oversized_chunked_client(harness *h) {
     hk_buf_printf(&req, "\r\n");
   }
   hk_buf_printf(&req, "0\r\n\r\n");
-  raw_exchange(h, req.data, req.len);
+  raw_exchange_closing(h, req.data, req.len);
   hk_buf_free(&req);
 }
 
@@ -682,7 +716,7 @@ static void big_header_client(harness *h) {
   hk_buf_printf(&req, "GET / HTTP/1.1\r\nHost: t\r\nX-Big: ");
   for (int j = 0; j < 2000; j++) hk_buf_putc(&req, 'h');
   hk_buf_printf(&req, "\r\n\r\n");
-  raw_exchange(h, req.data, req.len);
+  raw_exchange_closing(h, req.data, req.len);
   hk_buf_free(&req);
 }
 
@@ -703,7 +737,7 @@ static void http_oversized_headers_get_431(void) {
 static void malformed_client(harness *h) {
   static const char req[] = "GET / HTTP/1.1\r\nBad Header\x01: x\r\n\r\n";
 
-  raw_exchange(h, req, sizeof req - 1);
+  raw_exchange_closing(h, req, sizeof req - 1);
 }
 
 static void http_malformed_request_gets_400(void) {
@@ -938,6 +972,7 @@ int main(int argc, char **argv) {
   RUN(http_expect_continue_gets_100_before_body);
   RUN(http_keepalive_reuses_connection);
   RUN(http_pipelined_requests_answered_in_order);
+  RUN(http_pipelined_sync_answers_in_order);
   RUN(http_connection_close_is_honoured);
   RUN(http10_closes_after_answer);
   RUN(http_oversized_content_length_gets_413);

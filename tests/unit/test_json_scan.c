@@ -185,7 +185,8 @@ static void json_scan_pretty_invalid_json_has_no_index(void) {
 
 static void json_scan_valid_values_accepted(void) {
   EXPECT_OK(SCAN(EV(",\"a\":[true,false,null,0,-0,1.5,-2e10,3E+2,4.0e-3,"
-                    "123456789012345678901234567890,\"\",{},[],[[]],{\"\":{}}]")),
+                    "123456789012345678901234567890,\"\",{},[],[[]],"
+                    "{\"\":{}}]")),
             1);
 }
 
@@ -400,8 +401,10 @@ static void json_scan_event_date_not_string(void) {
 }
 
 static void json_scan_event_date_invalid_echoes_value(void) {
-  EXPECT_ERR(SCAN("{\"event_type\":\"a\",\"event_date\":\"2023-02-29T00:00:00Z\"}"),
-             0, "event_date is not a valid RFC 3339 time: 2023-02-29T00:00:00Z");
+  EXPECT_ERR(SCAN("{\"event_type\":\"a\",\"event_date\":"
+                  "\"2023-02-29T00:00:00Z\"}"),
+             0,
+             "event_date is not a valid RFC 3339 time: 2023-02-29T00:00:00Z");
   EXPECT_ERR(SCAN("{\"event_type\":\"a\",\"event_date\":"
                   "\"2018-03-04T13:13:19\\u005a\"}"),
              0, "event_date is not a valid RFC 3339 time");

@@ -49,6 +49,15 @@ check("catalog_get_by_number_or_string", function()
   eq(cat:get("campaigns", "0974").name, "Cyber Monday", "leading zero")
 end)
 
+check("catalog_get_big_ids_exact", function()
+  local cat = assert(catalog.new(json.decode(
+    '{"campaigns": {"9007199254740993": {"name": "Big"}}}')))
+  local ev = json.decode('{"a": 9007199254740993, "b": 9007199254740992}')
+  eq(cat:get("campaigns", ev.a).name, "Big", "decoded big id")
+  eq(cat:get("campaigns", ev.b), nil, "neighbouring id")
+  eq(cat:get("campaigns", "9007199254740993").name, "Big", "string id")
+end)
+
 check("catalog_get_missing_is_nil", function()
   local cat = assert(catalog.new(fixture("catalog.json")))
   eq(cat:get("campaigns", 1), nil, "unknown id")

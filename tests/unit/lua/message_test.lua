@@ -148,7 +148,8 @@ end)
 
 check("message_templates_after_profile_fields", function()
   local msg = build(hook({ profile_fields = { "email", "bonus" },
-    custom_data = { bonus = "{{campaign_subid}}", cname = "{{campaign_name}}" } }),
+    custom_data = { bonus = "{{campaign_subid}}",
+      cname = "{{campaign_name}}" } }),
     profiled_click())
   eq(msg.custom_data.email, "a@example.com", "email")
   eq(msg.custom_data.bonus, "bf-2026", "template wins over field")

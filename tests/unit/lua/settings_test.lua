@@ -107,10 +107,12 @@ end)
 
 check("settings_batch_size_checked", function()
   local send = function(b)
-    return { send = { type = "http", url = "https://x.example", batch_size = b } }
+    return { send = { type = "http", url = "https://x.example",
+      batch_size = b } }
   end
   fails(send(0), "plugins/crm.lua: send.batch_size must be a positive integer")
-  fails(send(1.5), "plugins/crm.lua: send.batch_size must be a positive integer")
+  fails(send(1.5),
+    "plugins/crm.lua: send.batch_size must be a positive integer")
   fails(send(10001), { "plugins/crm.lua: send.batch_size", "10000" })
   eq(valid(send(10000)).send.batch_size, 10000, "10000")
 end)

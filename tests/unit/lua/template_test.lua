@@ -215,6 +215,17 @@ check("template_missing_names_render_empty", function()
   eq(template.render(c, ctx), "[]", "no catalog")
 end)
 
+check("template_zero_id_means_none", function()
+  local cat = assert(catalog.new({ campaigns = { ["0"] = { name = "Zero" } },
+    segments = { ["0"] = { name = "Zero" } } }))
+  local ev = { event_data = { campaign_id = 0, segment_id = "0" } }
+  local ctx = template.new_context(ev, cat)
+  eq(template.render(template.compile("{{campaign_name}}"), ctx), "",
+    "campaign 0")
+  eq(template.render(template.compile("{{segment_name}}"), ctx), "",
+    "segment '0'")
+end)
+
 check("template_missing_event_date_renders_empty", function()
   eq(render("{{event_date}}|{{event_date_unix}}", { event_type = "x" }),
     "|")
