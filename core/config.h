@@ -23,6 +23,7 @@ typedef struct hk_config {
   int retry_times;
   double retry_period_sec;
   double content_cleanup_hours;
+  double shutdown_grace_sec; /* how long SIGTERM waits for queues */
 } hk_config;
 
 /* Reads and validates path with the runtime of b (path NULL: defaults). Returns 0, or -1 with

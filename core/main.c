@@ -17,8 +17,6 @@
 #include "plugins.h"
 #include "router.h"
 
-#define SHUTDOWN_GRACE_MS 10000
-
 static const char usage[] =
     "usage: hookd run --config FILE       start the router\n"
     "       hookd check [--config FILE]   load every hook, report problems\n"
@@ -83,10 +81,12 @@ static hk_router *make_router(app *a) {
 static void drain_cb(uv_timer_t *t) {
   app *a = t->data;
   uint64_t waited = uv_now(a->loop) - a->drain_started;
+  double grace_ms = a->cfg.shutdown_grace_sec * 1000.0;
 
-  if (hk_router_idle(a->router) || waited >= SHUTDOWN_GRACE_MS) {
+  if (hk_router_idle(a->router) || (double)waited >= grace_ms) {
     if (!hk_router_idle(a->router))
-      hk_warn("main", "shutdown=1 grace_ms=%d undelivered=1", SHUTDOWN_GRACE_MS);
+      hk_warn("main", "shutdown=1 grace_sec=%.1f undelivered=1",
+              a->cfg.shutdown_grace_sec);
     uv_stop(a->loop);
   }
 }

@@ -39,6 +39,7 @@ struct hk_plugins {
   file_stamp files[MAX_FILES];
   size_t n_files;
   int watching;
+  int open_handles; /* freed when the last handle has closed */
 };
 
 /* A hook id is the file name without ".lua": letters, digits, '_' and '-'.
@@ -220,16 +221,19 @@ hk_plugins *hk_plugins_start(uv_loop_t *loop, hk_router *router,
   return p;
 }
 
-static void free_plugins_cb(uv_handle_t *h) {
+/* libuv runs close callbacks in no promised order: free on the last. */
+static void handle_closed_cb(uv_handle_t *h) {
   hk_plugins *p = h->data;
 
+  if (--p->open_handles > 0) return;
   free(p->dir);
   free(p);
 }
 
 void hk_plugins_stop(hk_plugins *p) {
   if (p == NULL) return;
-  uv_close((uv_handle_t *)&p->rescan, NULL);
-  uv_close((uv_handle_t *)&p->poll, NULL);
-  uv_close((uv_handle_t *)&p->watch, free_plugins_cb);
+  p->open_handles = 3;
+  uv_close((uv_handle_t *)&p->rescan, handle_closed_cb);
+  uv_close((uv_handle_t *)&p->poll, handle_closed_cb);
+  uv_close((uv_handle_t *)&p->watch, handle_closed_cb);
 }

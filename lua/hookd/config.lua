@@ -27,6 +27,7 @@ local KEYS = {
   metrics_token = {kind = "string"},
   max_body_bytes = {kind = "integer", default = 16 * 1024 * 1024, min = 1},
   max_nesting_depth = {kind = "integer", default = 64, min = 1, max = 512},
+  shutdown_grace_sec = {kind = "number", default = 10, min = 0},
   HOOK_RETRY_TIMES = {kind = "integer", default = 4, min = 0, max = 100},
   HOOK_RETRY_PERIOD_SEC = {kind = "number", default = 15, min = 0.001},
   HOOK_CONTENT_CLEANUP_HOURS = {kind = "number", default = 72, min = 0},

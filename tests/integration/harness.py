@@ -112,7 +112,7 @@ class Hookd:
             self.write_hook(hook_id, src, settle=False)
         cfg = {"listen": "127.0.0.1:0", "data_dir": "data",
                "plugins_dir": "plugins", "log_level": "debug",
-               "HOOK_RETRY_PERIOD_SEC": 0.3}
+               "HOOK_RETRY_PERIOD_SEC": 0.3, "shutdown_grace_sec": 1}
         if catalog:
             cfg["catalog"] = os.path.join(FIXTURES, "catalog.json")
         cfg.update(config or {})

@@ -14,7 +14,7 @@ class Ingest(unittest.TestCase):
     def setUpClass(cls):
         cls.sink = Sink()
         cls.hookd = Hookd({"all": http_hook(cls.sink.url("/all"))},
-                          {"max_body_bytes": 200000})
+                          {"max_body_bytes": 1000000})
         cls.hookd.wait_hook("all", lambda h: h["state"] == "running", "run")
 
     @classmethod
@@ -117,8 +117,8 @@ class Ingest(unittest.TestCase):
         self.assertIn("nesting", doc["error"])
 
     def test_ingest_body_too_large(self):
-        body = json.dumps([click(i) for i in range(2000)])
-        self.assertGreater(len(body), 200000)
+        body = json.dumps([click(1010 + i % 800) for i in range(6000)])
+        self.assertGreater(len(body), 1000000)
         status, doc = self.hookd.post_events(body)
         self.assertEqual(status, 413)
         self.assertIn("error", doc)
