@@ -34,6 +34,9 @@ void hk_log_write(int level, const char *component, const char *fmt, ...) {
   n += vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
   va_end(ap);
   if (n > (int)sizeof line - 2) n = (int)sizeof line - 2;
+  /* One fact, one line: a multi-line reason must not split it. */
+  for (int i = 0; i < n; i++)
+    if (line[i] == '\n' || line[i] == '\r') line[i] = ' ';
   line[n++] = '\n';
   fwrite(line, 1, (size_t)n, stderr);
 }

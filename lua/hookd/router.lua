@@ -20,8 +20,10 @@ local order = {}   -- loaded hooks sorted by id: the routing order
 
 local decode, emit, failed = json.decode, core.emit, core.failed
 
-local function traceback(err)
-  return debug.traceback(tostring(err), 2)
+-- Error handler for a hook's functions: the message with its file and
+-- line, on one line so a log line stays one line.
+local function first_line(err)
+  return (tostring(err):gsub("\n.*", ""))
 end
 
 local function rebuild_order()
@@ -108,7 +110,7 @@ end
 local function route_one(hook, event, ctx)
   if hook.isolate then event = deep_copy(event) end
   if hook.filter then
-    local ok, keep = xpcall(hook.filter, traceback, event)
+    local ok, keep = xpcall(hook.filter, first_line, event)
     if not ok then
       failed(hook.slot, "filter: " .. keep)
       return false
@@ -117,7 +119,7 @@ local function route_one(hook, event, ctx)
   end
   local msg = message.build(hook.settings, event, ctx, nil)
   if hook.shape then
-    local ok, shaped = xpcall(hook.shape, traceback, msg, event)
+    local ok, shaped = xpcall(hook.shape, first_line, msg, event)
     if not ok then
       failed(hook.slot, "shape: " .. shaped)
       return true

@@ -1,0 +1,171 @@
+"""Hooks at run time: JSON fidelity of what leaves the router, errors in a
+hook's functions or output confined to that hook and event, a hook's
+changes to the event invisible to other hooks, and the sandbox."""
+
+import json
+import unittest
+
+import harness
+from harness import Hookd, Sink, click, wait_for
+
+# Every fidelity case, written as the producer sends it. The router must
+# send these bytes back unchanged (key order aside).
+FIDELITY_FIELDS = (
+    '"empty_array":[],"empty_object":{},"nothing":null,'
+    '"mixed":[1,null,"x",[],{}],"big_id":1234567890123456789,'
+    '"neg_big":-9223372036854775808,"unix_ns":1520169199034315796,'
+    '"small":42,"url":"http://www.example.com/a/b?c=d",'
+    '"text":"Новогодняя распродажа 東京 😀","escaped":"tab\\there \\"q\\""'
+)
+
+
+def hook(url, extra="", actions='"click"'):
+    return """return {
+  database = "all", actions = {%s},
+  send = {type = "http", url = "%s", batch_size = 1, timeout_sec = 0.1},
+  %s
+}""" % (actions, url, extra)
+
+
+class HookRuntime(unittest.TestCase):
+    def setUp(self):
+        self.sink = Sink()
+        self.hookd = None
+
+    def tearDown(self):
+        if self.hookd:
+            self.assertEqual(self.hookd.stop(), 0)
+        self.sink.stop()
+
+    def start(self, hooks):
+        self.hookd = Hookd(hooks)
+        for hook_id in hooks:
+            self.hookd.wait_hook(hook_id, lambda h: h["state"] == "running",
+                                 hook_id + " running")
+
+    def test_fidelity_untouched_fields_leave_as_they_came(self):
+        self.start({"plain": hook(self.sink.url("/plain")),
+                    "shaped": hook(self.sink.url("/shaped"), extra="""
+  shape = function(message, event) message.extra = true return message end,
+""")})
+        body = ('{"event_type":"click","event_date":"2026-11-01T10:00:00+03:00",'
+                '"list_id":111,"custom_data":{"k":"v"},"event_data":{' +
+                FIDELITY_FIELDS + '}}')
+        status, _ = self.hookd.post_events(body.encode())
+        self.assertEqual(status, 202)
+        for path in ("/plain", "/shaped"):
+            raw = wait_for("batch", lambda: self.sink.requests(path))[0]["body"]
+            self.assertIn('"event_date":"2026-11-01T10:00:00+03:00"', raw)
+            sent = json.loads(raw)[0]["event_data"]
+            want = json.loads("{" + FIDELITY_FIELDS + "}")
+            self.assertEqual(sent, want)
+            for literal in ('"empty_array":[]', '"empty_object":{}',
+                            '"nothing":null', '[1,null,"x",[],{}]',
+                            '1234567890123456789', '-9223372036854775808',
+                            '1520169199034315796', '"small":42',
+                            '"http://www.example.com/a/b?c=d"',
+                            'Новогодняя распродажа 東京 😀'):
+                self.assertIn(literal, raw, path)
+            self.assertNotIn("\\/", raw)
+            self.assertNotIn("42.0", raw)
+
+    def test_runtime_error_in_filter_fails_only_that_event_and_hook(self):
+        self.start({"fragile": hook(self.sink.url("/fragile"), extra="""
+  filter = function(event)
+    if event.profile_id == "p1" then error("cannot handle p1") end
+    return true
+  end,
+"""), "other": hook(self.sink.url("/other"))})
+        self.hookd.post_events([click(i) for i in range(3)])
+        got = self.sink.wait_messages("/fragile", 2)
+        self.assertEqual(sorted(m["profile_id"] for m in got), ["p0", "p2"])
+        self.sink.wait_messages("/other", 3)
+        h = self.hookd.wait_hook("fragile",
+                                 lambda h: h["counters"]["failed"] == 1,
+                                 "failed=1")
+        self.assertEqual(h["state"], "running")
+        line = self.hookd.wait_log("event_failed=1")
+        self.assertIn("hook=fragile", line)
+        self.assertRegex(line, r"fragile\.lua:\d+: cannot handle p1")
+        self.assertTrue(line.endswith('"\n'), "one line: " + line)
+        self.assertIn("cannot handle p1", line)
+
+    def test_unencodable_output_fails_that_event_with_reason(self):
+        self.start({"bad": hook(self.sink.url("/bad"), extra="""
+  shape = function(message, event)
+    local n = tonumber(string.sub(event.profile_id, 2))
+    if n == 0 then message.x = 0/0 end
+    if n == 1 then message.x = print end
+    if n == 2 then message.x = {1, nil, 3} end
+    return message
+  end,
+"""), "good": hook(self.sink.url("/good"))})
+        self.hookd.post_events([click(i) for i in range(4)])
+        got = self.sink.wait_messages("/bad", 1)
+        self.sink.wait_messages("/good", 4)
+        self.assertEqual([m["profile_id"] for m in got], ["p3"])
+        self.hookd.wait_hook("bad", lambda h: h["counters"]["failed"] == 3,
+                             "failed=3")
+        line = self.hookd.wait_log("cannot encode message")
+        self.assertIn("hook=bad", line)
+
+    def test_shape_changes_do_not_leak_to_other_hooks(self):
+        self.start({"a_mutator": hook(self.sink.url("/m"), extra="""
+  filter = function(event) event.event_data.campaign_id = -1 return true end,
+  shape = function(message, event)
+    message.event_data.message_id = -2
+    event.list_id = -3
+    return message
+  end,
+"""), "b_reader": hook(self.sink.url("/r"))})
+        self.hookd.post_events(click(1))
+        [mutated] = self.sink.wait_messages("/m", 1)
+        [seen] = self.sink.wait_messages("/r", 1)
+        self.assertEqual(mutated["event_data"]["campaign_id"], -1)
+        self.assertEqual(mutated["event_data"]["message_id"], -2)
+        self.assertEqual(seen["event_data"]["campaign_id"], 973)
+        self.assertEqual(seen["event_data"]["message_id"], 17)
+        self.assertEqual(seen["list_id"], 111)
+
+    def test_global_assignment_is_an_error_for_that_event(self):
+        self.start({"leaky": hook(self.sink.url("/l"), extra="""
+  filter = function(event) counter = 1 return true end,
+""")})
+        self.hookd.post_events(click(1))
+        line = self.hookd.wait_log("event_failed=1")
+        self.assertIn("global 'counter'", line)
+
+    def test_sandbox_has_no_files_or_processes(self):
+        self.start({"h": hook(self.sink.url("/s"), extra="""
+  shape = function(message)
+    message.io = type(io)
+    message.os_execute = type(os.execute)
+    message.loadstring = type(loadstring)
+    message.ffi = pcall(require, "ffi")
+    return message
+  end,
+""")})
+        self.hookd.post_events(click(1))
+        [m] = self.sink.wait_messages("/s", 1)
+        self.assertEqual((m["io"], m["os_execute"], m["loadstring"], m["ffi"]),
+                         ("nil", "nil", "nil", False))
+
+    def test_content_only_with_flag_and_profile_never(self):
+        self.start({"with": hook(self.sink.url("/with"), "content = true",
+                                 '"send"'),
+                    "without": hook(self.sink.url("/without"), "",
+                                    '"send"')})
+        ev = click(1, event_type="send",
+                   content={"email": {"subject": "Hi", "html": "<p>x</p>"}},
+                   profile={"email": "a@example.com"})
+        self.hookd.post_events(ev)
+        [w] = self.sink.wait_messages("/with", 1)
+        [wo] = self.sink.wait_messages("/without", 1)
+        self.assertEqual(w["content"], ev["content"])
+        self.assertNotIn("content", wo)
+        self.assertNotIn("profile", w)
+        self.assertNotIn("profile", wo)
+
+
+if __name__ == "__main__":
+    harness.main()
