@@ -242,8 +242,7 @@ static int traceback_cb(lua_State *L) {
 
 /* Calls router[fname] with nargs arguments already pushed above it.
  * Stack: [args...] -> [results...] (nresults) on success, [] on failure
- * with err filled from the error message (its first line only when
- * short_error is set, so "file:line: message" stays readable). */
+ * with err filled from the error message and its traceback. */
 static int call_router(hk_bridge *b, const char *fname, int nargs,
                        int nresults, char *err, size_t errlen) {
   lua_State *L = b->L;
@@ -261,6 +260,20 @@ static int call_router(hk_bridge *b, const char *fname, int nargs,
     return -1;
   }
   lua_remove(L, base + 1);
+  return 0;
+}
+
+/* Calls a router function that answers "value" or "nil, message".
+ * Stack: [args...] -> [value] and 0, or [] and -1 with err filled. */
+static int call_router_value(hk_bridge *b, const char *fname, int nargs,
+                             char *err, size_t errlen) {
+  if (call_router(b, fname, nargs, 2, err, errlen) != 0) return -1;
+  if (lua_isnil(b->L, -2)) {
+    snprintf(err, errlen, "%s", lua_tostring(b->L, -1));
+    lua_pop(b->L, 2);
+    return -1;
+  }
+  lua_pop(b->L, 1);
   return 0;
 }
 
@@ -304,14 +317,7 @@ int hk_bridge_load_config(hk_bridge *b, const char *text, size_t len,
                           const char *config_dir, char *err, size_t errlen) {
   lua_pushlstring(b->L, text, len);
   lua_pushstring(b->L, config_dir);
-  if (call_router(b, "configure", 2, 2, err, errlen) != 0) return -1;
-  if (lua_isnil(b->L, -2)) {
-    snprintf(err, errlen, "%s", lua_tostring(b->L, -1));
-    lua_pop(b->L, 2);
-    return -1;
-  }
-  lua_pop(b->L, 1);
-  return 0;
+  return call_router_value(b, "configure", 2, err, errlen);
 }
 
 int hk_bridge_load_hook(hk_bridge *b, const char *id, int slot,
@@ -321,14 +327,7 @@ int hk_bridge_load_hook(hk_bridge *b, const char *id, int slot,
   lua_pushinteger(b->L, slot);
   lua_pushstring(b->L, chunkname);
   lua_pushlstring(b->L, src, len);
-  if (call_router(b, "load", 4, 2, err, errlen) != 0) return -1;
-  if (lua_isnil(b->L, -2)) {
-    snprintf(err, errlen, "%s", lua_tostring(b->L, -1));
-    lua_pop(b->L, 2);
-    return -1;
-  }
-  lua_pop(b->L, 1);
-  return 0;
+  return call_router_value(b, "load", 4, err, errlen);
 }
 
 void hk_bridge_commit_hook(hk_bridge *b, const char *id, int keep_new) {
@@ -368,13 +367,8 @@ int hk_bridge_route(hk_bridge *b, const char *const *events,
 int hk_bridge_set_catalog(hk_bridge *b, const char *text, size_t len,
                           char *err, size_t errlen) {
   lua_pushlstring(b->L, text, len);
-  if (call_router(b, "set_catalog", 1, 2, err, errlen) != 0) return -1;
-  if (lua_isnil(b->L, -2)) {
-    snprintf(err, errlen, "%s", lua_tostring(b->L, -1));
-    lua_pop(b->L, 2);
-    return -1;
-  }
-  lua_pop(b->L, 2);
+  if (call_router_value(b, "set_catalog", 1, err, errlen) != 0) return -1;
+  lua_pop(b->L, 1);
   return 0;
 }
 
@@ -391,18 +385,13 @@ int hk_bridge_try(hk_bridge *b, const char *chunkname, const char *src,
     lua_pushlstring(L, events[i].json, events[i].json_len);
     lua_rawseti(L, -2, (int)i + 1);
   }
-  if (call_router(b, "try", 3, 2, err, errlen) != 0) return -1;
-  if (lua_isnil(L, -2)) {
-    snprintf(err, errlen, "%s", lua_tostring(L, -1));
-    lua_pop(L, 2);
-    return -1;
-  }
-  lines = lua_objlen(L, -2);
+  if (call_router_value(b, "try", 3, err, errlen) != 0) return -1;
+  lines = lua_objlen(L, -1);
   for (size_t i = 1; i <= lines; i++) {
-    lua_rawgeti(L, -2, (int)i);
+    lua_rawgeti(L, -1, (int)i);
     puts(lua_tostring(L, -1));
     lua_pop(L, 1);
   }
-  lua_pop(L, 2);
+  lua_pop(L, 1);
   return 0;
 }
