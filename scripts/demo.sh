@@ -17,7 +17,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-python3 tests/sink/sink.py --port "$sink_port" --print > "$work/sink.out" 2>&1 &
+python3 tests/sink/sink.py --port "$sink_port" --quiet > "$work/sink.out" 2>&1 &
 sink_pid=$!
 CRM_TOKEN=demo-token build/hookd run --config examples/main.json 2> "$work/hookd.log" &
 hookd_pid=$!
@@ -46,28 +46,6 @@ for _ in $(seq 1 100); do
 done
 
 echo
-echo "== what the sink received (first lines per batch) =="
-head -n 40 "$work/sink.out"
-echo
-echo "== hooks =="
-curl -s "$api/v1/hooks" | python3 -c '
-import json, sys
-for h in json.load(sys.stdin)["hooks"]:
-    c = h["counters"]
-    print(f"{h[\"id\"]:<12} {h[\"state\"]:<8} matched={c[\"matched\"]:<5} "
-          f"sent={c[\"sent\"]:<5} failed={c[\"failed\"]} dead={c[\"dead\"]} "
-          f"queued={c[\"queued\"]}  {h[\"name\"]}")'
-echo
-echo "== per destination =="
-curl -s "http://127.0.0.1:$sink_port/_sink/stats" | python3 -c '
-import json, sys
-for path, s in sorted(json.load(sys.stdin)["per_path"].items()):
-    print(f"{path:<12} requests={s[\"requests\"]:<4} messages={s[\"messages\"]}")'
-echo
-echo "one message of each destination:"
-for path in /crm /warehouse /analytics; do
-  curl -s "http://127.0.0.1:$sink_port/_sink/messages?path=$path" | python3 -c '
-import json, sys
-m = json.load(sys.stdin)["messages"]
-print(sys.argv[1], json.dumps(m[0], ensure_ascii=False) if m else "(none)")' "$path"
-done
+python3 scripts/demo_report.py "$api" "http://127.0.0.1:$sink_port"
+cp "$work/hookd.log" build/demo-hookd.log
+echo "The router's log is in build/demo-hookd.log."
