@@ -201,6 +201,7 @@ class Hookd:
                 self.proc.kill()
                 self.proc.wait()
         self.drain_log()
+        self.proc.stderr.close()
         return self.proc.returncode
 
 

@@ -137,5 +137,31 @@ class Ingest(unittest.TestCase):
         self.assertIn("error", doc)
 
 
+class Tokens(unittest.TestCase):
+    def setUp(self):
+        self.hookd = Hookd({}, {"api_token": "admin-t", "ingest_token": "in-t"})
+
+    def tearDown(self):
+        self.assertEqual(self.hookd.stop(), 0)
+
+    def test_ingest_token_required(self):
+        url = self.hookd.base + "/v1/events"
+        body = json.dumps(click(1)).encode()
+        self.assertEqual(http("POST", url, body)[0], 401)
+        self.assertEqual(http("POST", url, body,
+                              {"Authorization": "Bearer admin-t"})[0], 401)
+        self.assertEqual(http("POST", url, body,
+                              {"Authorization": "Bearer in-t"})[0], 202)
+
+    def test_api_token_guards_admin_api(self):
+        url = self.hookd.base + "/v1/hooks"
+        self.assertEqual(http("GET", url)[0], 401)
+        self.assertEqual(http("GET", url, None,
+                              {"Authorization": "Bearer in-t"})[0], 401)
+        self.assertEqual(http("GET", url, None,
+                              {"Authorization": "Bearer admin-t"})[0], 200)
+        self.assertEqual(http("GET", self.hookd.base + "/healthz")[0], 200)
+
+
 if __name__ == "__main__":
     harness.main()
