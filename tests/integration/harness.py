@@ -125,8 +125,10 @@ class Hookd:
             [HOOKD, "run", "--config", self.config_path],
             stderr=subprocess.PIPE, text=True,
             env=dict(os.environ, **(env or {})))
-        threading.Thread(target=read_lines, args=(self.proc.stderr, self.lines),
-                         daemon=True).start()
+        self.reader = threading.Thread(
+            target=read_lines, args=(self.proc.stderr, self.lines),
+            daemon=True)
+        self.reader.start()
         line = self.wait_log("port=")
         self.port = int(line.split("port=")[1].split()[0])
         self.base = "http://127.0.0.1:%d" % self.port
@@ -200,6 +202,7 @@ class Hookd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.reader.join(5)
         self.drain_log()
         self.proc.stderr.close()
         return self.proc.returncode
