@@ -10,27 +10,14 @@
 #include <string.h>
 
 #include "datetime.h"
+#include "json_lex.h"
+#include "utf8.h"
 
 /* Depth is counted from the event object (depth 1); the array wrapping
  * several events does not count. Limits above DEPTH_CAP are clamped so a
  * hostile body cannot exhaust the C stack through recursion. */
 enum { DEFAULT_MAX_DEPTH = 64, DEPTH_CAP = 1024 };
 enum { TYPE_MAX_LEN = 128, DATE_ECHO_MAX = 40, KEY_LEN = 10 };
-
-/* Byte classes inside a string; 0 is a byte that needs no attention. */
-enum { SC_PLAIN = 0, SC_QUOTE, SC_BSLASH, SC_CTRL, SC_HIGH };
-
-#define C4(a) a, a, a, a
-#define C16(a) C4(a), C4(a), C4(a), C4(a)
-static const unsigned char k_str_class[256] = {
-    C16(SC_CTRL), C16(SC_CTRL),                                 /* 00-1f */
-    0, 0, SC_QUOTE, 0, C4(0), C4(0), C4(0),                     /* 20-2f */
-    C16(0), C16(0),                                             /* 30-4f */
-    C4(0), C4(0), C4(0), SC_BSLASH, 0, 0, 0,                    /* 50-5f */
-    C16(0), C16(0),                                             /* 60-7f */
-    C16(SC_HIGH), C16(SC_HIGH), C16(SC_HIGH), C16(SC_HIGH),     /* 80-bf */
-    C16(SC_HIGH), C16(SC_HIGH), C16(SC_HIGH), C16(SC_HIGH),     /* c0-ff */
-};
 
 /* How an envelope field was seen at an event's top level. */
 enum { ENV_MISSING = 0, ENV_STRING, ENV_ESCAPED, ENV_NOT_STRING };
@@ -99,57 +86,15 @@ static size_t offset_of(const scanner *sc, const char *at) {
 
 /* ---- lexical pieces ----------------------------------------------------- */
 
-static inline const char *skip_ws(const char *p, const char *end) {
-  while (p < end && (unsigned char)*p <= ' ' &&
-         (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
-    p++;
-  return p;
-}
-
-/* Length of the valid UTF-8 sequence at p (lead byte >= 0x80), or 0 for an
- * overlong, surrogate, > U+10FFFF, stray or truncated sequence. */
-static int utf8_seq_len(const unsigned char *p, const unsigned char *end) {
-  unsigned c = p[0], lo = 0x80, hi = 0xBF;
-  size_t avail = (size_t)(end - p);
-  int n;
-
-  if (c < 0xC2 || c > 0xF4) return 0;
-  n = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-  if (avail < (size_t)n) return 0;
-  if (c == 0xE0) lo = 0xA0;
-  else if (c == 0xED) hi = 0x9F;
-  else if (c == 0xF0) lo = 0x90;
-  else if (c == 0xF4) hi = 0x8F;
-  if (p[1] < lo || p[1] > hi) return 0;
-  for (int i = 2; i < n; i++)
-    if ((p[i] & 0xC0) != 0x80) return 0;
-  return n;
-}
-
 /* Reports an unexpected byte (or the end of the text) where `what` was
  * expected. Returns -1. */
 static int unexpected(scanner *sc, const char *p, const char *what) {
   const unsigned char *u = (const unsigned char *)p;
 
   if (p >= sc->end) return syntax(sc, p, "unexpected end of input");
-  if (*u >= 0x80 && utf8_seq_len(u, (const unsigned char *)sc->end) == 0)
+  if (hk_utf8_seq_len(u, (size_t)(sc->end - p)) == 0)
     return syntax(sc, p, "invalid UTF-8");
   return syntax(sc, p, what);
-}
-
-static int hex4(const char *p, const char *end, unsigned *out) {
-  unsigned v = 0;
-
-  if (end - p < 4) return -1;
-  for (int i = 0; i < 4; i++) {
-    unsigned c = (unsigned char)p[i], d;
-    if (c >= '0' && c <= '9') d = c - '0';
-    else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') d = (c | 0x20) - 'a' + 10;
-    else return -1;
-    v = v << 4 | d;
-  }
-  *out = v;
-  return 0;
 }
 
 /* Validates the escape at p (a backslash); returns the byte after it, or
@@ -167,11 +112,11 @@ static const char *scan_escape(scanner *sc, const char *p) {
   default:
     return syntax(sc, p, "invalid escape in string"), NULL;
   }
-  if (hex4(p + 2, sc->end, &u) != 0)
+  if (hk_json_hex4(p + 2, sc->end, &u) != 0)
     return syntax(sc, p, "invalid \\u escape"), NULL;
   if (u < 0xD800 || u > 0xDFFF) return p + 6;
   if (u >= 0xDC00 || sc->end - p < 12 || p[6] != '\\' || p[7] != 'u' ||
-      hex4(p + 8, sc->end, &lo) != 0 || lo < 0xDC00 || lo > 0xDFFF)
+      hk_json_hex4(p + 8, sc->end, &lo) != 0 || lo < 0xDC00 || lo > 0xDFFF)
     return syntax(sc, p, "lone surrogate in \\u escape"), NULL;
   return p + 12;
 }
@@ -184,29 +129,30 @@ static int scan_string(scanner *sc, bool *escaped) {
   const unsigned char *end = (const unsigned char *)sc->end;
   const unsigned char *q;
   bool esc = false;
-  int n;
+  size_t n;
 
   for (;;) {
-    while (end - p >= 4 && (k_str_class[p[0]] | k_str_class[p[1]] |
-                            k_str_class[p[2]] | k_str_class[p[3]]) == 0)
+    while (end - p >= 4 &&
+           (hk_json_str_class[p[0]] | hk_json_str_class[p[1]] |
+            hk_json_str_class[p[2]] | hk_json_str_class[p[3]]) == 0)
       p += 4;
-    while (p < end && k_str_class[*p] == SC_PLAIN) p++;
+    while (p < end && hk_json_str_class[*p] == HK_STR_PLAIN) p++;
     if (p >= end) return syntax(sc, sc->p, "unterminated string");
-    switch (k_str_class[*p]) {
-    case SC_QUOTE:
+    switch (hk_json_str_class[*p]) {
+    case HK_STR_QUOTE:
       sc->p = (const char *)p + 1;
       *escaped = esc;
       return 0;
-    case SC_BSLASH:
+    case HK_STR_BSLASH:
       esc = true;
       q = (const unsigned char *)scan_escape(sc, (const char *)p);
       if (q == NULL) return -1;
       p = q;
       break;
-    case SC_CTRL:
+    case HK_STR_CTRL:
       return syntax(sc, (const char *)p, "control character in string");
     default:
-      n = utf8_seq_len(p, end);
+      n = hk_utf8_seq_len(p, (size_t)(end - p));
       if (n == 0) {
         content_error(sc, sc->index, 400, "invalid UTF-8 at byte %zu",
                       offset_of(sc, (const char *)p));
@@ -296,7 +242,7 @@ static int unescape_short_key(const char *s, size_t len, char *out,
       continue;
     }
     if (s[i + 1] == 'u') {
-      hex4(s + i + 2, s + len, &u); /* validated by scan_escape */
+      hk_json_hex4(s + i + 2, s + len, &u); /* validated by scan_escape */
       out[n] = u < 0x80 ? (char)u : (char)0xFF;
       i += (u >= 0xD800 && u <= 0xDBFF) ? 11 : 5;
       continue;
@@ -351,9 +297,9 @@ static int scan_member(scanner *sc, int depth, envelope *env) {
 
   if (scan_string(sc, &esc) != 0) return -1;
   key_len = (size_t)(sc->p - 1 - key);
-  p = skip_ws(sc->p, sc->end);
+  p = hk_json_skip_ws(sc->p, sc->end);
   if (p >= sc->end || *p != ':') return unexpected(sc, p, "expected ':'");
-  p = skip_ws(p + 1, sc->end);
+  p = hk_json_skip_ws(p + 1, sc->end);
   if (p >= sc->end) return unexpected(sc, p, "expected a value");
   sc->p = p;
   if (env != NULL &&
@@ -367,7 +313,7 @@ static int scan_object(scanner *sc, int depth, envelope *env) {
   const char *p, *end = sc->end;
 
   if (depth > sc->max_depth) return skip_too_deep(sc);
-  p = skip_ws(sc->p + 1, end);
+  p = hk_json_skip_ws(sc->p + 1, end);
   if (p < end && *p == '}') {
     sc->p = p + 1;
     return 0;
@@ -376,9 +322,9 @@ static int scan_object(scanner *sc, int depth, envelope *env) {
     if (p >= end || *p != '"') return unexpected(sc, p, "expected a key");
     sc->p = p;
     if (scan_member(sc, depth, env) != 0) return -1;
-    p = skip_ws(sc->p, end);
+    p = hk_json_skip_ws(sc->p, end);
     if (p < end && *p == ',') {
-      p = skip_ws(p + 1, end);
+      p = hk_json_skip_ws(p + 1, end);
       if (p < end && *p == '}') return syntax(sc, p, "trailing comma");
     } else if (p < end && *p == '}') {
       sc->p = p + 1;
@@ -394,7 +340,7 @@ static int scan_array(scanner *sc, int depth) {
   const char *p, *end = sc->end;
 
   if (depth > sc->max_depth) return skip_too_deep(sc);
-  p = skip_ws(sc->p + 1, end);
+  p = hk_json_skip_ws(sc->p + 1, end);
   if (p < end && *p == ']') {
     sc->p = p + 1;
     return 0;
@@ -403,9 +349,9 @@ static int scan_array(scanner *sc, int depth) {
     if (p >= end) return unexpected(sc, p, "expected a value");
     sc->p = p;
     if (scan_value(sc, depth) != 0) return -1;
-    p = skip_ws(sc->p, end);
+    p = hk_json_skip_ws(sc->p, end);
     if (p < end && *p == ',') {
-      p = skip_ws(p + 1, end);
+      p = hk_json_skip_ws(p + 1, end);
       if (p < end && *p == ']') return syntax(sc, p, "trailing comma");
     } else if (p < end && *p == ']') {
       sc->p = p + 1;
@@ -447,14 +393,6 @@ static bool type_is_valid(const char *s, size_t len) {
   return true;
 }
 
-/* Bytes of s to echo in a message: at most max, never cutting a UTF-8
- * sequence. */
-static int echo_len(const char *s, size_t len, size_t max) {
-  if (len <= max) return (int)len;
-  while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80) max--;
-  return (int)max;
-}
-
 /* Checks the envelope; fills the span's type and date, or records the
  * content error and returns false. */
 static bool envelope_check(scanner *sc, const envelope *env,
@@ -477,7 +415,7 @@ static bool envelope_check(scanner *sc, const envelope *env,
                                &span->date_nsec) != 0) {
     content_error(sc, sc->index, 400,
                   "event_date is not a valid RFC 3339 time: %.*s",
-                  echo_len(d->s, d->len, DATE_ECHO_MAX), d->s);
+                  (int)hk_utf8_prefix_len(d->s, d->len, DATE_ECHO_MAX), d->s);
   } else {
     span->type = t->s;
     span->type_len = t->len;
@@ -531,7 +469,7 @@ static int scan_event(scanner *sc) {
 static int scan_event_array(scanner *sc) {
   const char *p, *end = sc->end;
 
-  p = skip_ws(sc->p + 1, end);
+  p = hk_json_skip_ws(sc->p + 1, end);
   if (p < end && *p == ']') {
     sc->p = p + 1;
     return 0;
@@ -540,9 +478,9 @@ static int scan_event_array(scanner *sc) {
     if (p >= end) return unexpected(sc, p, "expected a value");
     sc->p = p;
     if (scan_event(sc) != 0) return -1;
-    p = skip_ws(sc->p, end);
+    p = hk_json_skip_ws(sc->p, end);
     if (p < end && *p == ',') {
-      p = skip_ws(p + 1, end);
+      p = hk_json_skip_ws(p + 1, end);
       if (p < end && *p == ']') return syntax(sc, p, "trailing comma");
     } else if (p < end && *p == ']') {
       sc->p = p + 1;
@@ -562,7 +500,7 @@ static int scan_json_body(scanner *sc) {
   sc->index = 0;
   rc = *sc->p == '[' ? scan_event_array(sc) : scan_event(sc);
   if (rc != 0) return -1;
-  p = skip_ws(sc->p, sc->end);
+  p = hk_json_skip_ws(sc->p, sc->end);
   if (p != sc->end)
     return syntax(sc, p, "unexpected content after the JSON value");
   return 0;
@@ -577,11 +515,12 @@ static int scan_ndjson(scanner *sc, const char *start, long *bad_line) {
   for (idx = 0; line < body_end; idx++) {
     nl = memchr(line, '\n', (size_t)(body_end - line));
     sc->end = nl ? nl : body_end;
-    p = skip_ws(line, sc->end);
+    p = hk_json_skip_ws(line, sc->end);
     if (p < sc->end) {
       sc->index = idx;
       sc->p = p;
-      if (scan_event(sc) == 0 && (p = skip_ws(sc->p, sc->end)) != sc->end)
+      if (scan_event(sc) == 0 &&
+          (p = hk_json_skip_ws(sc->p, sc->end)) != sc->end)
         syntax(sc, p, "unexpected content after the event");
       if (sc->syn_reason != NULL || sc->content_failed) {
         *bad_line = idx;
@@ -642,7 +581,7 @@ static void report(const scanner *sc, hk_scan_error *err, long index,
 /* True when the body has no newline except trailing whitespace. */
 static bool is_single_line(const char *p, const char *end) {
   const char *nl = memchr(p, '\n', (size_t)(end - p));
-  return nl == NULL || skip_ws(nl, end) == end;
+  return nl == NULL || hk_json_skip_ws(nl, end) == end;
 }
 
 /* Not one JSON value: the body is NDJSON, unless it is a single line or its
@@ -681,7 +620,7 @@ int hk_scan_events(const char *body, size_t len, const hk_scan_options *opt,
   *count = 0;
   scanner_init(&sc, body, len, opt);
   if (len >= 3 && memcmp(body, "\xEF\xBB\xBF", 3) == 0) start += 3;
-  sc.p = skip_ws(start, sc.end);
+  sc.p = hk_json_skip_ws(start, sc.end);
   if (sc.p == sc.end) {
     set_error(err, -1, 400, "body is empty");
     return -1;

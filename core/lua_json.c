@@ -14,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_lex.h"
+#include "utf8.h"
+
 /* Nesting limit for decode and encode; encode also uses it to stop on a
  * cycle. PATH_LEVELS and SEG_MAX bound the key path in encode errors. */
 enum { MAX_DEPTH = 512, PATH_LEVELS = 16, SEG_MAX = 40 };
@@ -38,50 +41,7 @@ typedef struct json_numlit {
 
 /* ---- shared lexical helpers ---------------------------------------------- */
 
-/* Byte classes inside strings, for decode (QUOTE, BSLASH, CTRL stop a
- * plain run) and encode (the same three need escaping or ending). */
-enum { CL_PLAIN = 0, CL_QUOTE, CL_BSLASH, CL_CTRL, CL_HIGH };
-
-#define C4(a) a, a, a, a
-#define C16(a) C4(a), C4(a), C4(a), C4(a)
-static const unsigned char k_class[256] = {
-    C16(CL_CTRL), C16(CL_CTRL),                                 /* 00-1f */
-    0, 0, CL_QUOTE, 0, C4(0), C4(0), C4(0),                     /* 20-2f */
-    C16(0), C16(0),                                             /* 30-4f */
-    C4(0), C4(0), C4(0), CL_BSLASH, 0, 0, 0,                    /* 50-5f */
-    C16(0), C16(0),                                             /* 60-7f */
-    C16(CL_HIGH), C16(CL_HIGH), C16(CL_HIGH), C16(CL_HIGH),     /* 80-bf */
-    C16(CL_HIGH), C16(CL_HIGH), C16(CL_HIGH), C16(CL_HIGH),     /* c0-ff */
-};
-
-/* Length of the valid UTF-8 sequence at p (lead byte >= 0x80), or 0 for an
- * overlong, surrogate, > U+10FFFF, stray or truncated sequence. */
-static int utf8_seq_len(const unsigned char *p, const unsigned char *end) {
-  unsigned c = p[0], lo = 0x80, hi = 0xBF;
-  size_t avail = (size_t)(end - p);
-  int n;
-
-  if (c < 0xC2 || c > 0xF4) return 0;
-  n = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
-  if (avail < (size_t)n) return 0;
-  if (c == 0xE0) lo = 0xA0;
-  else if (c == 0xED) hi = 0x9F;
-  else if (c == 0xF0) lo = 0x90;
-  else if (c == 0xF4) hi = 0x8F;
-  if (p[1] < lo || p[1] > hi) return 0;
-  for (int i = 2; i < n; i++)
-    if ((p[i] & 0xC0) != 0x80) return 0;
-  return n;
-}
-
 static inline bool is_digit(char c) { return c >= '0' && c <= '9'; }
-
-static inline const char *skip_ws(const char *p, const char *end) {
-  while (p < end && (unsigned char)*p <= ' ' &&
-         (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
-    p++;
-  return p;
-}
 
 /* Length of the RFC 8259 number at p, or 0 if there is none (leading zeros
  * refused). *is_int tells whether it has no fraction and no exponent. */
@@ -108,21 +68,6 @@ static size_t number_len(const char *s, const char *end, bool *is_int) {
     while (p < end && is_digit(*p)) p++;
   }
   return (size_t)(p - s);
-}
-
-static int hex4(const char *p, const char *end, unsigned *out) {
-  unsigned v = 0;
-
-  if (end - p < 4) return -1;
-  for (int i = 0; i < 4; i++) {
-    unsigned c = (unsigned char)p[i], d;
-    if (c >= '0' && c <= '9') d = c - '0';
-    else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') d = (c | 0x20) - 'a' + 10;
-    else return -1;
-    v = v << 4 | d;
-  }
-  *out = v;
-  return 0;
 }
 
 /* ---- per-state metatables ------------------------------------------------ */
@@ -280,12 +225,12 @@ static ptrdiff_t unescape(decoder *d, const char *raw, size_t len, char *out) {
     case 'u': break;
     default: return dec_fail(d, bs, "invalid escape in string");
     }
-    if (hex4(bs + 2, end, &u) != 0)
+    if (hk_json_hex4(bs + 2, end, &u) != 0)
       return dec_fail(d, bs, "invalid \\u escape");
     p = bs + 6;
     if (u >= 0xD800 && u <= 0xDFFF) {
       if (u >= 0xDC00 || end - p < 6 || p[0] != '\\' || p[1] != 'u' ||
-          hex4(p + 2, end, &lo) != 0 || lo < 0xDC00 || lo > 0xDFFF)
+          hk_json_hex4(p + 2, end, &lo) != 0 || lo < 0xDC00 || lo > 0xDFFF)
         return dec_fail(d, bs, "lone surrogate in \\u escape");
       u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
       p += 6;
@@ -318,30 +263,31 @@ static int dec_string(decoder *d) {
   const unsigned char *start = (const unsigned char *)d->p + 1;
   const unsigned char *p = start, *end = (const unsigned char *)d->end;
   bool escaped = false;
-  int n;
+  size_t n;
 
   for (;;) {
-    while (end - p >= 4 && (k_class[p[0]] | k_class[p[1]] | k_class[p[2]] |
-                            k_class[p[3]]) == 0)
+    while (end - p >= 4 &&
+           (hk_json_str_class[p[0]] | hk_json_str_class[p[1]] |
+            hk_json_str_class[p[2]] | hk_json_str_class[p[3]]) == 0)
       p += 4;
-    while (p < end && k_class[*p] == CL_PLAIN) p++;
+    while (p < end && hk_json_str_class[*p] == HK_STR_PLAIN) p++;
     if (p >= end) return dec_fail(d, d->p, "unterminated string");
-    switch (k_class[*p]) {
-    case CL_QUOTE:
+    switch (hk_json_str_class[*p]) {
+    case HK_STR_QUOTE:
       d->p = (const char *)p + 1;
       if (escaped)
         return dec_push_escaped(d, (const char *)start, (size_t)(p - start));
       lua_pushlstring(d->L, (const char *)start, (size_t)(p - start));
       return 0;
-    case CL_BSLASH:
+    case HK_STR_BSLASH:
       escaped = true;
       if (end - p < 2) return dec_fail(d, d->p, "unterminated string");
       p += 2; /* the escape itself is checked by unescape */
       break;
-    case CL_CTRL:
+    case HK_STR_CTRL:
       return dec_fail(d, (const char *)p, "control character in string");
     default:
-      if ((n = utf8_seq_len(p, end)) == 0)
+      if ((n = hk_utf8_seq_len(p, (size_t)(end - p))) == 0)
         return dec_fail(d, (const char *)p, "invalid UTF-8");
       p += n;
     }
@@ -417,21 +363,21 @@ static int dec_object(decoder *d) {
   if (dec_open(d, d->mt_object, 0,
                d->depth == 0 ? HINT_TOP_OBJECT : HINT_OBJECT) != 0)
     return -1;
-  p = skip_ws(d->p + 1, end);
+  p = hk_json_skip_ws(d->p + 1, end);
   if (p < end && *p == '}') goto done;
   for (;;) {
     if (p >= end || *p != '"') return dec_expected(d, p, "expected a key");
     d->p = p;
     if (dec_string(d) != 0) return -1;
-    p = skip_ws(d->p, end);
+    p = hk_json_skip_ws(d->p, end);
     if (p >= end || *p != ':') return dec_expected(d, p, "expected ':'");
-    d->p = p = skip_ws(p + 1, end);
+    d->p = p = hk_json_skip_ws(p + 1, end);
     if (p >= end) return dec_expected(d, p, "expected a value");
     if (dec_value(d) != 0) return -1;
     lua_rawset(d->L, -3);
-    p = skip_ws(d->p, end);
+    p = hk_json_skip_ws(d->p, end);
     if (p < end && *p == ',') {
-      p = skip_ws(p + 1, end);
+      p = hk_json_skip_ws(p + 1, end);
       if (p < end && *p == '}') return dec_fail(d, p, "trailing comma");
     } else if (p < end && *p == '}') {
       goto done;
@@ -450,16 +396,16 @@ static int dec_array(decoder *d) {
   int i = 1;
 
   if (dec_open(d, d->mt_array, HINT_ARRAY, 0) != 0) return -1;
-  p = skip_ws(d->p + 1, end);
+  p = hk_json_skip_ws(d->p + 1, end);
   if (p < end && *p == ']') goto done;
   for (;; i++) {
     d->p = p;
     if (p >= end) return dec_expected(d, p, "expected a value");
     if (dec_value(d) != 0) return -1;
     lua_rawseti(d->L, -2, i);
-    p = skip_ws(d->p, end);
+    p = hk_json_skip_ws(d->p, end);
     if (p < end && *p == ',') {
-      p = skip_ws(p + 1, end);
+      p = hk_json_skip_ws(p + 1, end);
       if (p < end && *p == ']') return dec_fail(d, p, "trailing comma");
     } else if (p < end && *p == ']') {
       goto done;
@@ -490,9 +436,8 @@ static int dec_value(decoder *d) {
     return dec_literal(d, "null", 4);
   default:
     if (*d->p == '-' || is_digit(*d->p)) return dec_number(d);
-    if ((unsigned char)*d->p >= 0x80 &&
-        utf8_seq_len((const unsigned char *)d->p,
-                     (const unsigned char *)d->end) == 0)
+    if (hk_utf8_seq_len((const unsigned char *)d->p,
+                        (size_t)(d->end - d->p)) == 0)
       return dec_fail(d, d->p, "invalid UTF-8");
     return dec_fail(d, d->p, "unexpected character");
   }
@@ -510,11 +455,11 @@ int hk_json_decode_push(lua_State *L, const char *s, size_t len, char *err,
   push_mt(L, &k_array_mt_key);
   push_mt(L, &k_object_mt_key);
   push_mt(L, &k_number_mt_key);
-  d.p = skip_ws(s, d.end);
+  d.p = hk_json_skip_ws(s, d.end);
   if (d.p >= d.end) {
     dec_fail(&d, d.p, "expected a value");
   } else if (dec_value(&d) == 0) {
-    d.p = skip_ws(d.p, d.end);
+    d.p = hk_json_skip_ws(d.p, d.end);
     if (d.p == d.end) {
       lua_replace(L, top + 1);
       lua_settop(L, top + 1);
@@ -580,19 +525,18 @@ static inline int enc_char(encoder *e, char c) {
  * anything else as '?', at most SEG_MAX bytes. */
 static size_t sanitize_key(const char *s, size_t len, char *out) {
   const unsigned char *p = (const unsigned char *)s, *end = p + len;
-  size_t n = 0;
-  int k;
+  size_t n = 0, k;
 
   while (p < end && n < SEG_MAX) {
-    k = *p >= 0x80 ? utf8_seq_len(p, end) : (*p >= 0x20 && *p != 0x7f);
-    if (k == 0 || n + (size_t)k > SEG_MAX) {
+    k = *p < 0x20 || *p == 0x7f ? 0 : hk_utf8_seq_len(p, (size_t)(end - p));
+    if (k == 0 || n + k > SEG_MAX) {
       if (k != 0) break;
       out[n++] = '?';
       p++;
       continue;
     }
-    memcpy(out + n, p, (size_t)k);
-    n += (size_t)k;
+    memcpy(out + n, p, k);
+    n += k;
     p += k;
   }
   return n;
@@ -701,18 +645,19 @@ static int enc_escape(encoder *e, unsigned char c) {
 static int enc_string(encoder *e, const char *s, size_t len) {
   const unsigned char *p = (const unsigned char *)s, *end = p + len;
   const unsigned char *run = p;
-  int n;
+  size_t n;
 
   if (enc_reserve(e, len + 2) != 0) return -1;
   e->out->data[e->out->len++] = '"';
   while (p < end) {
-    while (end - p >= 4 && (k_class[p[0]] | k_class[p[1]] | k_class[p[2]] |
-                            k_class[p[3]]) == 0)
+    while (end - p >= 4 &&
+           (hk_json_str_class[p[0]] | hk_json_str_class[p[1]] |
+            hk_json_str_class[p[2]] | hk_json_str_class[p[3]]) == 0)
       p += 4;
-    while (p < end && k_class[*p] == CL_PLAIN) p++;
+    while (p < end && hk_json_str_class[*p] == HK_STR_PLAIN) p++;
     if (p >= end) break;
-    if (k_class[*p] == CL_HIGH) {
-      if ((n = utf8_seq_len(p, end)) == 0)
+    if (hk_json_str_class[*p] == HK_STR_HIGH) {
+      if ((n = hk_utf8_seq_len(p, (size_t)(end - p))) == 0)
         return enc_fail(e, "cannot encode invalid UTF-8 string");
       p += n;
       continue;

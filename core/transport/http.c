@@ -15,6 +15,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "utf8.h"
 
 #define HK_HTTP_BODY_CAP (64 * 1024) /* response bytes kept for the regex */
 #define HK_HTTP_SNIPPET 200          /* response bytes quoted in reasons */
@@ -96,12 +97,9 @@ static void set_err(char *err, size_t errlen, const char *what,
 /* Copies up to HK_HTTP_SNIPPET bytes of p into out (NUL-terminated),
  * control characters replaced by spaces, no trailing partial UTF-8. */
 static void snippet_make(const char *p, size_t n, char *out, size_t outlen) {
-  size_t i, k = n < HK_HTTP_SNIPPET ? n : HK_HTTP_SNIPPET;
+  size_t max = HK_HTTP_SNIPPET < outlen ? HK_HTTP_SNIPPET : outlen - 1;
+  size_t i, k = hk_utf8_prefix_len(p, n, max);
 
-  if (k >= outlen) k = outlen - 1;
-  if (k < n) {
-    while (k > 0 && ((unsigned char)p[k] & 0xC0) == 0x80) k--;
-  }
   for (i = 0; i < k; i++) {
     unsigned char ch = (unsigned char)p[i];
     out[i] = (ch < 0x20 || ch == 0x7f) ? ' ' : (char)ch;

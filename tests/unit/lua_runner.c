@@ -1,7 +1,8 @@
 /* Runs one Lua test file inside the hook runtime (lua/ and the C modules
  * hookd.json and hookd.core), so runtime modules are tested as they run in
- * the router. Usage: lua_runner FILE.lua; exit status 0 when it ran
- * without error. Built by CMake as the target lua_runner; by hand:
+ * the router; FILE's folder is searched first by require, for the shared
+ * test module testing.lua. Usage: lua_runner FILE.lua; exit status 0 when
+ * it ran without error. Built by CMake as the target lua_runner; by hand:
  *   gcc -std=c11 -D_GNU_SOURCE -Icore -I/usr/include/luajit-2.1 \
  *     -DHOOKD_VERSION='"dev"' -DHOOKD_DEFAULT_LUA_DIR='"'$PWD/lua'"' \
  *     tests/unit/lua_runner.c core/bridge.c core/lua_json.c \
@@ -10,12 +11,27 @@
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "bridge.h"
 
 static int traceback_cb(lua_State *L) {
   luaL_traceback(L, L, lua_tostring(L, 1), 1);
   return 1;
+}
+
+/* Prepends "<folder of file>/?.lua;" to package.path. */
+static void path_add_dir_of(lua_State *L, const char *file) {
+  const char *slash = strrchr(file, '/');
+
+  lua_getglobal(L, "package");
+  if (slash != NULL) lua_pushlstring(L, file, (size_t)(slash - file));
+  else lua_pushliteral(L, ".");
+  lua_pushliteral(L, "/?.lua;");
+  lua_getfield(L, -3, "path");
+  lua_concat(L, 3);
+  lua_setfield(L, -2, "path");
+  lua_pop(L, 1);
 }
 
 int main(int argc, char **argv) {
@@ -32,6 +48,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "%s\n", err);
     return 2;
   }
+  path_add_dir_of(L, argv[1]);
   lua_pushcfunction(L, traceback_cb);
   if (luaL_loadfile(L, argv[1]) != 0) {
     fprintf(stderr, "%s\n", lua_tostring(L, -1));

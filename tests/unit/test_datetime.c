@@ -7,17 +7,7 @@
 #include <time.h>
 
 #include "datetime.h"
-
-static int failures;
-
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,     \
-              #cond);                                                      \
-      failures++;                                                          \
-    }                                                                      \
-  } while (0)
+#include "test_util.h"
 
 /* Parses s and checks the result; reports the caller's line on failure. */
 #define CHECK_PARSE(s, want_sec, want_nsec)                                \
@@ -25,24 +15,18 @@ static int failures;
     int64_t sec_ = 0;                                                      \
     int32_t nsec_ = -1;                                                    \
     int rc_ = hk_datetime_parse((s), strlen(s), &sec_, &nsec_);            \
-    if (rc_ != 0 || sec_ != (want_sec) || nsec_ != (want_nsec)) {          \
-      fprintf(stderr, "%s:%d: parse(\"%s\") rc=%d sec=%lld nsec=%ld, "     \
-              "want %lld %ld\n", __FILE__, __LINE__, (s), rc_,             \
-              (long long)sec_, (long)nsec_, (long long)(want_sec),         \
-              (long)(want_nsec));                                          \
-      failures++;                                                          \
-    }                                                                      \
+    if (rc_ != 0 || sec_ != (want_sec) || nsec_ != (want_nsec))            \
+      FAILF("parse(\"%s\") rc=%d sec=%lld nsec=%ld, want %lld %ld", (s),   \
+            rc_, (long long)sec_, (long)nsec_, (long long)(want_sec),      \
+            (long)(want_nsec));                                            \
   } while (0)
 
 #define CHECK_REFUSED(s)                                                   \
   do {                                                                     \
     int64_t sec_;                                                          \
     int32_t nsec_;                                                         \
-    if (hk_datetime_parse((s), strlen(s), &sec_, &nsec_) != -1) {          \
-      fprintf(stderr, "%s:%d: parse(\"%s\") accepted, want -1\n",          \
-              __FILE__, __LINE__, (s));                                    \
-      failures++;                                                          \
-    }                                                                      \
+    if (hk_datetime_parse((s), strlen(s), &sec_, &nsec_) != -1)            \
+      FAILF("parse(\"%s\") accepted, want -1", (s));                       \
   } while (0)
 
 static void datetime_spec_example(void) {
@@ -161,9 +145,7 @@ static void datetime_civil_round_trip(void) {
   for (int64_t days = -800000; days <= 3000000; days += 7) {
     hk_civil_from_days(days, &y, &m, &d);
     if (hk_days_from_civil(y, m, d) != days) {
-      fprintf(stderr, "%s:%d: civil round trip broke at day %lld\n",
-              __FILE__, __LINE__, (long long)days);
-      failures++;
+      FAILF("civil round trip broke at day %lld", (long long)days);
       return;
     }
   }
@@ -202,10 +184,5 @@ int main(void) {
   datetime_length_bounds_respected();
   datetime_civil_round_trip();
   datetime_host_zone_ignored();
-  if (failures) {
-    fprintf(stderr, "test_datetime: %d failure(s)\n", failures);
-    return 1;
-  }
-  printf("test_datetime: ok\n");
-  return 0;
+  return test_finish("test_datetime");
 }

@@ -16,26 +16,13 @@
 
 #include "buf.h"
 #include "http_server.h"
-
-static int failures;
-
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,     \
-              #cond);                                                      \
-      failures++;                                                          \
-    }                                                                      \
-  } while (0)
+#include "test_util.h"
 
 #define CHECK_STR(got, want)                                               \
   do {                                                                     \
     const char *g_ = (got), *w_ = (want);                                  \
-    if (g_ == NULL || strcmp(g_, w_) != 0) {                               \
-      fprintf(stderr, "%s:%d: got \"%s\", want \"%s\"\n", __FILE__,        \
-              __LINE__, g_ ? g_ : "(null)", w_);                           \
-      failures++;                                                          \
-    }                                                                      \
+    if (g_ == NULL || strcmp(g_, w_) != 0)                                 \
+      FAILF("got \"%s\", want \"%s\"", g_ ? g_ : "(null)", w_);            \
   } while (0)
 
 #define MAX_RESP 4
@@ -228,11 +215,8 @@ static int harness_run(harness *h, client_fn client, char *err,
 static void harness_must_run(harness *h, client_fn client) {
   char err[256];
 
-  if (harness_run(h, client, err, sizeof err) != 0) {
-    fprintf(stderr, "%s:%d: server did not start: %s\n", __FILE__, __LINE__,
-            err);
-    failures++;
-  }
+  if (harness_run(h, client, err, sizeof err) != 0)
+    FAILF("server did not start: %s", err);
 }
 
 /* Waits (bounded) until *counter reaches want; returns 0 or -1. */
@@ -873,11 +857,8 @@ static void http_listen_bad_address_is_reported(void) {
     CHECK(hk_http_server_start(&loop, bad[i], NULL, test_handler, NULL, err,
                                sizeof err) == NULL);
     snprintf(want, sizeof want, "listen %s: invalid address", bad[i]);
-    if (strncmp(err, want, strlen(want)) != 0) {
-      fprintf(stderr, "%s:%d: err \"%s\" for %s\n", __FILE__, __LINE__, err,
-              bad[i]);
-      failures++;
-    }
+    if (strncmp(err, want, strlen(want)) != 0)
+      FAILF("err \"%s\" for %s", err, bad[i]);
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0);
@@ -989,6 +970,5 @@ int main(int argc, char **argv) {
   RUN(http_listen_ipv6_loopback);
   RUN(http_two_servers_share_a_loop);
   curl_global_cleanup();
-  if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
-  return failures ? 1 : 0;
+  return test_finish("test_http_server");
 }

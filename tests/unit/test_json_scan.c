@@ -8,17 +8,7 @@
 
 #include "datetime.h"
 #include "json_scan.h"
-
-static int failures;
-
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,     \
-              #cond);                                                      \
-      failures++;                                                          \
-    }                                                                      \
-  } while (0)
+#include "test_util.h"
 
 /* A valid event; X adds members after the envelope. */
 #define EV(x)                                                              \
@@ -44,23 +34,19 @@ static int scan_with(const char *body, size_t len, int ndjson, int depth,
 #define SCAN_ND(lit) scan_with((lit), sizeof(lit) - 1, 1, 0, 0)
 
 static void expect_ok_at(int line, int rc, size_t want_count) {
-  if (rc != 0 || count != want_count) {
-    fprintf(stderr, "%s:%d: want ok with %zu events, got rc=%d count=%zu "
-            "err=[%ld %d %s]\n", __FILE__, line, want_count, rc, count,
-            err.index, err.http_status, err.message);
-    failures++;
-  }
+  if (rc != 0 || count != want_count)
+    test_failf(__FILE__, line, "want ok with %zu events, got rc=%d "
+               "count=%zu err=[%ld %d %s]", want_count, rc, count, err.index,
+               err.http_status, err.message);
 }
 
 static void expect_err_at(int line, int rc, long index, int status,
                           const char *substr) {
   if (rc != -1 || err.index != index || err.http_status != status ||
-      strstr(err.message, substr) == NULL || spans != NULL) {
-    fprintf(stderr, "%s:%d: want error [%ld %d *%s*], got rc=%d "
-            "[%ld %d %s]\n", __FILE__, line, index, status, substr, rc,
-            err.index, err.http_status, err.message);
-    failures++;
-  }
+      strstr(err.message, substr) == NULL || spans != NULL)
+    test_failf(__FILE__, line, "want error [%ld %d *%s*], got rc=%d "
+               "[%ld %d %s]", index, status, substr, rc, err.index,
+               err.http_status, err.message);
 }
 
 #define EXPECT_OK(rc, n) expect_ok_at(__LINE__, (rc), (n))
@@ -440,39 +426,6 @@ static void json_scan_max_events(void) {
 
 /* ---- the sample file ---------------------------------------------------- */
 
-static char *read_sample(size_t *len) {
-  const char *dir = getenv("HOOKD_SOURCE_DIR");
-  char path[1024];
-  FILE *f;
-  char *data = NULL;
-  long n;
-
-  const char *slash = strrchr(__FILE__, '/');
-
-  if (dir != NULL)
-    snprintf(path, sizeof path, "%s/tests/fixtures/sample-1k.ndjson", dir);
-  else if (slash != NULL)
-    snprintf(path, sizeof path, "%.*s/../fixtures/sample-1k.ndjson",
-             (int)(slash - __FILE__), __FILE__);
-  else
-    snprintf(path, sizeof path, "../fixtures/sample-1k.ndjson");
-  f = fopen(path, "rb");
-  if (f == NULL) goto done;
-  if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 ||
-      fseek(f, 0, SEEK_SET) != 0)
-    goto done;
-  data = malloc((size_t)n + 1);
-  if (data != NULL && fread(data, 1, (size_t)n, f) != (size_t)n) {
-    free(data);
-    data = NULL;
-  }
-  *len = (size_t)n;
-done:
-  if (f != NULL) fclose(f);
-  if (data == NULL) fprintf(stderr, "cannot read %s\n", path);
-  return data;
-}
-
 /* Checks span i against its line: same text, and type and date equal to
  * what a plain search of the line finds. */
 static int span_matches_line(size_t i, const char *line, size_t len) {
@@ -496,20 +449,17 @@ static int span_matches_line(size_t i, const char *line, size_t len) {
 
 static void json_scan_sample_file(void) {
   size_t len = 0, i = 0;
-  char *data = read_sample(&len);
+  char *data = test_read_file("fixtures/sample-1k.ndjson", &len);
   const char *line;
 
   CHECK(data != NULL);
   if (data == NULL) return;
-  data[len] = '\0';
   EXPECT_OK(scan_with(data, len, 0, 0, 0), 1000);
   for (line = data; i < count && *line; i++) {
     const char *nl = strchr(line, '\n');
     size_t n = nl ? (size_t)(nl - line) : strlen(line);
     if (!span_matches_line(i, line, n)) {
-      fprintf(stderr, "%s:%d: span %zu does not match its line\n", __FILE__,
-              __LINE__, i);
-      failures++;
+      FAILF("span %zu does not match its line", i);
       break;
     }
     line += n + (nl != NULL);
@@ -570,10 +520,5 @@ int main(void) {
   json_scan_max_events();
   json_scan_sample_file();
   free(spans);
-  if (failures) {
-    fprintf(stderr, "test_json_scan: %d failure(s)\n", failures);
-    return 1;
-  }
-  printf("test_json_scan: ok\n");
-  return 0;
+  return test_finish("test_json_scan");
 }

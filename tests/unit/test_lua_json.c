@@ -12,28 +12,17 @@
 
 #include "buf.h"
 #include "lua_json.h"
+#include "test_util.h"
 
-static int failures;
 static lua_State *L;
-
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,     \
-              #cond);                                                      \
-      failures++;                                                          \
-    }                                                                      \
-  } while (0)
 
 /* Runs a Lua chunk; a Lua error is a failure reported at the C line. */
 static void run_lua(int line, const char *name, const char *code) {
   int top = lua_gettop(L);
 
   if (luaL_loadbuffer(L, code, strlen(code), name) != 0 ||
-      lua_pcall(L, 0, 0, 0) != 0) {
-    fprintf(stderr, "%s:%d: %s\n", __FILE__, line, lua_tostring(L, -1));
-    failures++;
-  }
+      lua_pcall(L, 0, 0, 0) != 0)
+    test_failf(__FILE__, line, "%s", lua_tostring(L, -1));
   lua_settop(L, top);
 }
 
@@ -366,45 +355,12 @@ static void lua_json_decode_duplicate_keys_last_wins(void) {
 
 /* ---- the sample file ---------------------------------------------------- */
 
-static char *read_sample(size_t *len) {
-  const char *dir = getenv("HOOKD_SOURCE_DIR");
-  const char *slash = strrchr(__FILE__, '/');
-  char path[1024];
-  char *data = NULL;
-  FILE *f;
-  long n;
-
-  if (dir != NULL)
-    snprintf(path, sizeof path, "%s/tests/fixtures/sample-1k.ndjson", dir);
-  else if (slash != NULL)
-    snprintf(path, sizeof path, "%.*s/../fixtures/sample-1k.ndjson",
-             (int)(slash - __FILE__), __FILE__);
-  else
-    snprintf(path, sizeof path, "../fixtures/sample-1k.ndjson");
-  f = fopen(path, "rb");
-  if (f == NULL) goto done;
-  if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 &&
-      fseek(f, 0, SEEK_SET) == 0 && (data = malloc((size_t)n + 1)) != NULL) {
-    if (fread(data, 1, (size_t)n, f) == (size_t)n) {
-      data[n] = '\0';
-      *len = (size_t)n;
-    } else {
-      free(data);
-      data = NULL;
-    }
-  }
-done:
-  if (f != NULL) fclose(f);
-  if (data == NULL) fprintf(stderr, "cannot read %s\n", path);
-  return data;
-}
-
 /* Every line: encode(decode(line)) decodes to the same values and kinds,
  * and lua-cjson (an independent decoder) sees the same data in the line and
  * in our output. */
 static void lua_json_sample_round_trip(void) {
   size_t len = 0;
-  char *data = read_sample(&len);
+  char *data = test_read_file("fixtures/sample-1k.ndjson", &len);
 
   CHECK(data != NULL);
   if (data == NULL) return;
@@ -566,10 +522,5 @@ int main(void) {
   lua_json_c_encode_failure_appends_nothing();
   lua_json_module_works_in_several_states();
   lua_close(L);
-  if (failures) {
-    fprintf(stderr, "test_lua_json: %d failure(s)\n", failures);
-    return 1;
-  }
-  printf("test_lua_json: ok\n");
-  return 0;
+  return test_finish("test_lua_json");
 }

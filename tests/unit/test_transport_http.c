@@ -16,29 +16,8 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "test_util.h"
 #include "transport/http.h"
-
-static int failures;
-
-#define CHECK(cond)                                                          \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,       \
-              #cond);                                                        \
-      failures++;                                                            \
-      goto done;                                                             \
-    }                                                                        \
-  } while (0)
-
-/* For cleanup code after the done: label: reports without jumping. */
-#define EXPECT(cond)                                                         \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,       \
-              #cond);                                                        \
-      failures++;                                                            \
-    }                                                                        \
-  } while (0)
 
 /* ---- the sink child process ------------------------------------------ */
 
@@ -48,24 +27,6 @@ typedef struct sink {
 } sink;
 
 static sink main_sink;
-
-static void sink_path(char *out, size_t n) {
-  const char *src = getenv("HOOKD_SOURCE_DIR");
-  char file[1024];
-  char *slash;
-
-  if (src != NULL && *src) {
-    snprintf(out, n, "%s/tests/sink/sink.py", src);
-    return;
-  }
-  snprintf(file, sizeof file, "%s", __FILE__); /* .../tests/unit/x.c */
-  slash = strrchr(file, '/');
-  if (slash) *slash = '\0';
-  slash = strrchr(file, '/');
-  if (slash) *slash = '\0';
-  else snprintf(file, sizeof file, "..");
-  snprintf(out, n, "%s/sink/sink.py", file);
-}
 
 /* Reads the "READY <port>" line within 10 s. Returns the port or -1. */
 static int sink_read_ready(int fd) {
@@ -89,7 +50,7 @@ static int sink_start(sink *s, const char *opt, const char *val) {
   char path[1100];
   int fds[2];
 
-  sink_path(path, sizeof path);
+  test_path(path, sizeof path, "sink/sink.py");
   if (pipe(fds) != 0) return -1;
   s->pid = fork();
   if (s->pid < 0) return -1;
@@ -283,11 +244,11 @@ static void http_200_is_ok(void) {
   fixture f;
   outcome o = {0};
 
-  CHECK(fx_roundtrip(&f, "/ok", NULL, NULL, &o) == 0);
-  CHECK(o.res.status == HK_TX_OK);
-  CHECK(o.res.http_status == 200);
+  REQUIRE(fx_roundtrip(&f, "/ok", NULL, NULL, &o) == 0);
+  REQUIRE(o.res.status == HK_TX_OK);
+  REQUIRE(o.res.http_status == 200);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void http_regex_match_is_ok(void) {
@@ -296,11 +257,11 @@ static void http_regex_match_is_ok(void) {
   hk_http_settings s = {0};
 
   s.success_regex = "\"accepted\": *[1-9]";
-  CHECK(fx_roundtrip(&f, "/re-ok",
-                     "[{\"body\":\"{\\\"accepted\\\": 3}\"}]", &s, &o) == 0);
-  CHECK(o.res.status == HK_TX_OK);
+  REQUIRE(fx_roundtrip(&f, "/re-ok",
+                       "[{\"body\":\"{\\\"accepted\\\": 3}\"}]", &s, &o) == 0);
+  REQUIRE(o.res.status == HK_TX_OK);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void http_regex_mismatch_fails(void) {
@@ -309,41 +270,41 @@ static void http_regex_mismatch_fails(void) {
   hk_http_settings s = {0};
 
   s.success_regex = "\"accepted\": *[1-9]";
-  CHECK(fx_roundtrip(&f, "/re-bad",
-                     "[{\"body\":\"{\\\"accepted\\\": 0}\"}]", &s, &o) == 0);
-  CHECK(o.res.status == HK_TX_FAIL);
-  CHECK(o.res.http_status == 200);
-  CHECK(strstr(o.res.reason, "status=200 body did not match success_regex "
-                             "body={\"accepted\": 0}") != NULL);
+  REQUIRE(fx_roundtrip(&f, "/re-bad",
+                       "[{\"body\":\"{\\\"accepted\\\": 0}\"}]", &s, &o) == 0);
+  REQUIRE(o.res.status == HK_TX_FAIL);
+  REQUIRE(o.res.http_status == 200);
+  REQUIRE(strstr(o.res.reason, "status=200 body did not match success_regex "
+                               "body={\"accepted\": 0}") != NULL);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void http_503_retries_with_snippet(void) {
   fixture f;
   outcome o = {0};
 
-  CHECK(fx_roundtrip(&f, "/503", "[{\"status\":503,\"body\":\"busy\\nnow\"}]",
-                     NULL, &o) == 0);
-  CHECK(o.res.status == HK_TX_RETRY);
-  CHECK(o.res.http_status == 503);
-  CHECK(strcmp(o.res.reason, "status=503 body=busy now") == 0);
+  REQUIRE(fx_roundtrip(&f, "/503", "[{\"status\":503,\"body\":\"busy\\nnow\"}]",
+                       NULL, &o) == 0);
+  REQUIRE(o.res.status == HK_TX_RETRY);
+  REQUIRE(o.res.http_status == 503);
+  REQUIRE(strcmp(o.res.reason, "status=503 body=busy now") == 0);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void http_429_reports_retry_after(void) {
   fixture f;
   outcome o = {0};
 
-  CHECK(fx_roundtrip(&f, "/429",
-                     "[{\"status\":429,\"headers\":{\"Retry-After\":\"7\"}}]",
-                     NULL, &o) == 0);
-  CHECK(o.res.status == HK_TX_RETRY);
-  CHECK(o.res.http_status == 429);
-  CHECK(o.res.retry_after_sec == 7);
+  REQUIRE(fx_roundtrip(&f, "/429",
+                       "[{\"status\":429,\"headers\":{\"Retry-After\":\"7\"}}]",
+                       NULL, &o) == 0);
+  REQUIRE(o.res.status == HK_TX_RETRY);
+  REQUIRE(o.res.http_status == 429);
+  REQUIRE(o.res.retry_after_sec == 7);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void http_retry_after_date_becomes_delay(void) {
@@ -357,47 +318,47 @@ static void http_retry_after_date_becomes_delay(void) {
   strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
   snprintf(script, sizeof script,
            "[{\"status\":503,\"headers\":{\"Retry-After\":\"%s\"}}]", date);
-  CHECK(fx_roundtrip(&f, "/503-date", script, NULL, &o) == 0);
-  CHECK(o.res.status == HK_TX_RETRY);
-  CHECK(o.res.retry_after_sec > 55 && o.res.retry_after_sec <= 60);
+  REQUIRE(fx_roundtrip(&f, "/503-date", script, NULL, &o) == 0);
+  REQUIRE(o.res.status == HK_TX_RETRY);
+  REQUIRE(o.res.retry_after_sec > 55 && o.res.retry_after_sec <= 60);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void http_408_retries(void) {
   fixture f;
   outcome o = {0};
 
-  CHECK(fx_roundtrip(&f, "/408", "[{\"status\":408}]", NULL, &o) == 0);
-  CHECK(o.res.status == HK_TX_RETRY);
-  CHECK(o.res.http_status == 408);
+  REQUIRE(fx_roundtrip(&f, "/408", "[{\"status\":408}]", NULL, &o) == 0);
+  REQUIRE(o.res.status == HK_TX_RETRY);
+  REQUIRE(o.res.http_status == 408);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void http_400_fails(void) {
   fixture f;
   outcome o = {0};
 
-  CHECK(fx_roundtrip(&f, "/400", "[{\"status\":400,\"body\":\"bad field\"}]",
-                     NULL, &o) == 0);
-  CHECK(o.res.status == HK_TX_FAIL);
-  CHECK(o.res.too_large == 0);
-  CHECK(strstr(o.res.reason, "status=400") != NULL);
-  CHECK(strstr(o.res.reason, "bad field") != NULL);
+  REQUIRE(fx_roundtrip(&f, "/400", "[{\"status\":400,\"body\":\"bad field\"}]",
+                       NULL, &o) == 0);
+  REQUIRE(o.res.status == HK_TX_FAIL);
+  REQUIRE(o.res.too_large == 0);
+  REQUIRE(strstr(o.res.reason, "status=400") != NULL);
+  REQUIRE(strstr(o.res.reason, "bad field") != NULL);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void http_204_fails_by_default(void) {
   fixture f;
   outcome o = {0};
 
-  CHECK(fx_roundtrip(&f, "/204", "[{\"status\":204}]", NULL, &o) == 0);
-  CHECK(o.res.status == HK_TX_FAIL);
-  CHECK(o.res.http_status == 204);
+  REQUIRE(fx_roundtrip(&f, "/204", "[{\"status\":204}]", NULL, &o) == 0);
+  REQUIRE(o.res.status == HK_TX_FAIL);
+  REQUIRE(o.res.http_status == 204);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void http_204_ok_when_listed(void) {
@@ -408,10 +369,10 @@ static void http_204_ok_when_listed(void) {
 
   s.success_statuses = ok;
   s.n_success_statuses = 2;
-  CHECK(fx_roundtrip(&f, "/204-ok", "[{\"status\":204}]", &s, &o) == 0);
-  CHECK(o.res.status == HK_TX_OK);
+  REQUIRE(fx_roundtrip(&f, "/204-ok", "[{\"status\":204}]", &s, &o) == 0);
+  REQUIRE(o.res.status == HK_TX_OK);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void http_302_fails_and_is_not_followed(void) {
@@ -423,25 +384,25 @@ static void http_302_fails_and_is_not_followed(void) {
            "[{\"status\":302,\"headers\":{\"Location\":"
            "\"http://127.0.0.1:%d/302-target\"}}]",
            main_sink.port);
-  CHECK(fx_roundtrip(&f, "/302", script, NULL, &o) == 0);
-  CHECK(o.res.status == HK_TX_FAIL);
-  CHECK(o.res.http_status == 302);
+  REQUIRE(fx_roundtrip(&f, "/302", script, NULL, &o) == 0);
+  REQUIRE(o.res.status == HK_TX_FAIL);
+  REQUIRE(o.res.http_status == 302);
   reqs = sink_requests(main_sink.port, "/302-target");
-  CHECK(reqs != NULL && strstr(reqs, "\"requests\": []") != NULL);
+  REQUIRE(reqs != NULL && strstr(reqs, "\"requests\": []") != NULL);
 done:
   free(reqs);
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void http_413_fails_too_large(void) {
   fixture f;
   outcome o = {0};
 
-  CHECK(fx_roundtrip(&f, "/413", "[{\"status\":413}]", NULL, &o) == 0);
-  CHECK(o.res.status == HK_TX_FAIL);
-  CHECK(o.res.too_large == 1);
+  REQUIRE(fx_roundtrip(&f, "/413", "[{\"status\":413}]", NULL, &o) == 0);
+  REQUIRE(o.res.status == HK_TX_FAIL);
+  REQUIRE(o.res.too_large == 1);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 /* ---- network failures ------------------------------------------------- */
@@ -466,16 +427,16 @@ static void http_refused_retries(void) {
   outcome o = {0};
   int port = closed_port();
 
-  CHECK(fx_init(&f) == 0);
-  CHECK(port > 0);
-  CHECK(fx_target(&f, port, "/x", NULL) == 0);
-  CHECK(fx_post(&f, "[]", &o) == 0);
-  CHECK(fx_wait(&f, &o, 1, 10));
-  CHECK(o.res.status == HK_TX_RETRY);
-  CHECK(o.res.http_status == 0);
-  CHECK(strncmp(o.res.reason, "error=Couldn't connect to server", 32) == 0);
+  REQUIRE(fx_init(&f) == 0);
+  REQUIRE(port > 0);
+  REQUIRE(fx_target(&f, port, "/x", NULL) == 0);
+  REQUIRE(fx_post(&f, "[]", &o) == 0);
+  REQUIRE(fx_wait(&f, &o, 1, 10));
+  REQUIRE(o.res.status == HK_TX_RETRY);
+  REQUIRE(o.res.http_status == 0);
+  REQUIRE(strncmp(o.res.reason, "error=Couldn't connect to server", 32) == 0);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void http_timeout_retries(void) {
@@ -485,29 +446,29 @@ static void http_timeout_retries(void) {
   uint64_t t0;
 
   s.request_timeout_sec = 1;
-  CHECK(fx_init(&f) == 0);
-  CHECK(sink_script(main_sink.port, "/slow-timeout", "[{\"delay\":3}]") == 0);
-  CHECK(fx_target(&f, main_sink.port, "/slow-timeout", &s) == 0);
+  REQUIRE(fx_init(&f) == 0);
+  REQUIRE(sink_script(main_sink.port, "/slow-timeout", "[{\"delay\":3}]") == 0);
+  REQUIRE(fx_target(&f, main_sink.port, "/slow-timeout", &s) == 0);
   t0 = uv_hrtime();
-  CHECK(fx_post(&f, "[]", &o) == 0);
-  CHECK(fx_wait(&f, &o, 1, 10));
-  CHECK(uv_hrtime() - t0 < 2500000000ULL);
-  CHECK(o.res.status == HK_TX_RETRY);
-  CHECK(strstr(o.res.reason, "Timeout") != NULL);
+  REQUIRE(fx_post(&f, "[]", &o) == 0);
+  REQUIRE(fx_wait(&f, &o, 1, 10));
+  REQUIRE(uv_hrtime() - t0 < 2500000000ULL);
+  REQUIRE(o.res.status == HK_TX_RETRY);
+  REQUIRE(strstr(o.res.reason, "Timeout") != NULL);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void http_dropped_connection_retries(void) {
   fixture f;
   outcome o = {0};
 
-  CHECK(fx_roundtrip(&f, "/drop", "[{\"close\":true}]", NULL, &o) == 0);
-  CHECK(o.res.status == HK_TX_RETRY);
-  CHECK(o.res.http_status == 0);
-  CHECK(strncmp(o.res.reason, "error=", 6) == 0);
+  REQUIRE(fx_roundtrip(&f, "/drop", "[{\"close\":true}]", NULL, &o) == 0);
+  REQUIRE(o.res.status == HK_TX_RETRY);
+  REQUIRE(o.res.http_status == 0);
+  REQUIRE(strncmp(o.res.reason, "error=", 6) == 0);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 /* ---- what arrives at the peer ------------------------------------------- */
@@ -542,23 +503,23 @@ static void http_large_body_arrives_intact(void) {
   char *body = big_body(), *esc = NULL, *reqs = NULL;
   long len = 0;
 
-  CHECK(body != NULL && fx_init(&f) == 0);
-  CHECK(fx_target(&f, main_sink.port, "/big", NULL) == 0);
-  CHECK(fx_post(&f, body, &o) == 0);
-  CHECK(fx_wait(&f, &o, 1, 20));
-  CHECK(o.res.status == HK_TX_OK);
+  REQUIRE(body != NULL && fx_init(&f) == 0);
+  REQUIRE(fx_target(&f, main_sink.port, "/big", NULL) == 0);
+  REQUIRE(fx_post(&f, body, &o) == 0);
+  REQUIRE(fx_wait(&f, &o, 1, 20));
+  REQUIRE(o.res.status == HK_TX_OK);
   reqs = sink_requests(main_sink.port, "/big");
   esc = json_escaped(body);
-  CHECK(reqs != NULL && esc != NULL);
-  CHECK(json_ints(reqs, "\"len\": ", &len, 1) == 1 && len == BIG);
-  CHECK(strstr(reqs, esc) != NULL);
-  CHECK(strstr(reqs, "\"Expect\"") == NULL);
-  CHECK(strstr(reqs, "\"Content-Type\": \"application/json\"") != NULL);
+  REQUIRE(reqs != NULL && esc != NULL);
+  REQUIRE(json_ints(reqs, "\"len\": ", &len, 1) == 1 && len == BIG);
+  REQUIRE(strstr(reqs, esc) != NULL);
+  REQUIRE(strstr(reqs, "\"Expect\"") == NULL);
+  REQUIRE(strstr(reqs, "\"Content-Type\": \"application/json\"") != NULL);
 done:
   free(body);
   free(esc);
   free(reqs);
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 /* Sends one request with s and checks the recorded request holds want. */
@@ -568,13 +529,13 @@ static void check_header_arrives(const char *path, hk_http_settings *s,
   outcome o = {0};
   char *reqs = NULL;
 
-  CHECK(fx_roundtrip(&f, path, NULL, s, &o) == 0);
-  CHECK(o.res.status == HK_TX_OK);
+  REQUIRE(fx_roundtrip(&f, path, NULL, s, &o) == 0);
+  REQUIRE(o.res.status == HK_TX_OK);
   reqs = sink_requests(main_sink.port, path);
-  CHECK(reqs != NULL && strstr(reqs, want) != NULL);
+  REQUIRE(reqs != NULL && strstr(reqs, want) != NULL);
 done:
   free(reqs);
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void http_bearer_token_is_sent(void) {
@@ -612,17 +573,17 @@ static void http_reason_hides_credentials(void) {
   s.bearer_token = "tok-123456";
   s.basic_user = "alice";
   s.basic_password = "s3cret-pw";
-  CHECK(fx_roundtrip(&f, "/echo-secrets",
-                     "[{\"status\":500,\"body\":\"tok-123456 s3cret-pw "
-                     "YWxpY2U6czNjcmV0LXB3\"}]",
-                     &s, &o) == 0);
-  CHECK(o.res.status == HK_TX_RETRY);
-  CHECK(strstr(o.res.reason, "tok-123456") == NULL);
-  CHECK(strstr(o.res.reason, "s3cret-pw") == NULL);
-  CHECK(strstr(o.res.reason, "YWxpY2U6czNjcmV0LXB3") == NULL);
-  CHECK(strcmp(o.res.reason, "status=500 body=*** *** ***") == 0);
+  REQUIRE(fx_roundtrip(&f, "/echo-secrets",
+                       "[{\"status\":500,\"body\":\"tok-123456 s3cret-pw "
+                       "YWxpY2U6czNjcmV0LXB3\"}]",
+                       &s, &o) == 0);
+  REQUIRE(o.res.status == HK_TX_RETRY);
+  REQUIRE(strstr(o.res.reason, "tok-123456") == NULL);
+  REQUIRE(strstr(o.res.reason, "s3cret-pw") == NULL);
+  REQUIRE(strstr(o.res.reason, "YWxpY2U6czNjcmV0LXB3") == NULL);
+  REQUIRE(strcmp(o.res.reason, "status=500 body=*** *** ***") == 0);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 /* ---- connections -------------------------------------------------------- */
@@ -650,11 +611,11 @@ static void http_keepalive_reuses_connection(void) {
   fixture f;
   long conns[2];
 
-  CHECK(fx_init(&f) == 0);
-  CHECK(two_requests(&f, &main_sink, "/keepalive", conns, NULL) == 0);
-  CHECK(conns[0] == conns[1]);
+  REQUIRE(fx_init(&f) == 0);
+  REQUIRE(two_requests(&f, &main_sink, "/keepalive", conns, NULL) == 0);
+  REQUIRE(conns[0] == conns[1]);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 /* Waits (bounded) until the sink closed an idle keep-alive connection. */
@@ -677,13 +638,13 @@ static void http_stale_connection_succeeds(void) {
   sink idle = {0, 0};
   long conns[2];
 
-  CHECK(fx_init(&f) == 0);
-  CHECK(sink_start(&idle, "--idle-close", "0.2") == 0);
-  CHECK(two_requests(&f, &idle, "/stale", conns, wait_idle_closed) == 0);
-  CHECK(conns[0] != conns[1]);
+  REQUIRE(fx_init(&f) == 0);
+  REQUIRE(sink_start(&idle, "--idle-close", "0.2") == 0);
+  REQUIRE(two_requests(&f, &idle, "/stale", conns, wait_idle_closed) == 0);
+  REQUIRE(conns[0] != conns[1]);
 done:
   sink_stop(&idle);
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static int script_drop(sink *sk) {
@@ -698,16 +659,16 @@ static void http_reused_connection_drop_is_retried(void) {
   long n = 0;
   char *st = NULL;
 
-  CHECK(fx_init(&f) == 0);
-  CHECK(two_requests(&f, &main_sink, "/reused-drop", conns, script_drop) ==
-        0);
+  REQUIRE(fx_init(&f) == 0);
+  REQUIRE(two_requests(&f, &main_sink, "/reused-drop", conns, script_drop) ==
+          0);
   st = ctl_call(main_sink.port, "/_sink/stats", NULL);
-  CHECK(json_ints(st ? strstr(st, "\"/reused-drop\"") : NULL,
-                  "\"requests\": ", &n, 1) == 1);
-  CHECK(n == 3);
+  REQUIRE(json_ints(st ? strstr(st, "\"/reused-drop\"") : NULL,
+                    "\"requests\": ", &n, 1) == 1);
+  REQUIRE(n == 3);
 done:
   free(st);
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void http_slow_does_not_block_fast(void) {
@@ -715,21 +676,21 @@ static void http_slow_does_not_block_fast(void) {
   hk_http_target *slow = NULL;
   outcome o[2] = {{0}, {0}};
 
-  CHECK(fx_init(&f) == 0);
-  CHECK(sink_script(main_sink.port, "/slow", "[{\"delay\":2}]") == 0);
-  CHECK(fx_target(&f, main_sink.port, "/slow", NULL) == 0);
+  REQUIRE(fx_init(&f) == 0);
+  REQUIRE(sink_script(main_sink.port, "/slow", "[{\"delay\":2}]") == 0);
+  REQUIRE(fx_target(&f, main_sink.port, "/slow", NULL) == 0);
   slow = f.t;
-  CHECK(fx_post(&f, "[1]", &o[0]) == 0);
-  CHECK(fx_target(&f, main_sink.port, "/fast", NULL) == 0);
-  CHECK(fx_post(&f, "[2]", &o[1]) == 0);
-  CHECK(fx_wait(&f, &o[1], 1, 1.5));
-  CHECK(o[0].done == 0);
-  CHECK(fx_wait(&f, o, 2, 10));
-  CHECK(o[1].seq < o[0].seq);
-  CHECK(o[0].res.status == HK_TX_OK && o[1].res.status == HK_TX_OK);
+  REQUIRE(fx_post(&f, "[1]", &o[0]) == 0);
+  REQUIRE(fx_target(&f, main_sink.port, "/fast", NULL) == 0);
+  REQUIRE(fx_post(&f, "[2]", &o[1]) == 0);
+  REQUIRE(fx_wait(&f, &o[1], 1, 1.5));
+  REQUIRE(o[0].done == 0);
+  REQUIRE(fx_wait(&f, o, 2, 10));
+  REQUIRE(o[1].seq < o[0].seq);
+  REQUIRE(o[0].res.status == HK_TX_OK && o[1].res.status == HK_TX_OK);
 done:
   hk_http_target_destroy(slow);
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */
@@ -738,18 +699,18 @@ static void http_destroy_cancels_in_flight(void) {
   fixture f;
   outcome o = {0};
 
-  CHECK(fx_init(&f) == 0);
-  CHECK(sink_script(main_sink.port, "/hang", "[{\"delay\":5}]") == 0);
-  CHECK(fx_target(&f, main_sink.port, "/hang", NULL) == 0);
-  CHECK(fx_post(&f, "[]", &o) == 0);
+  REQUIRE(fx_init(&f) == 0);
+  REQUIRE(sink_script(main_sink.port, "/hang", "[{\"delay\":5}]") == 0);
+  REQUIRE(fx_target(&f, main_sink.port, "/hang", NULL) == 0);
+  REQUIRE(fx_post(&f, "[]", &o) == 0);
   uv_run(&f.loop, UV_RUN_NOWAIT);
   hk_http_client_destroy(f.c);
   f.c = NULL;
-  CHECK(o.done == 1);
-  CHECK(o.res.status == HK_TX_RETRY);
-  CHECK(strcmp(o.res.reason, "shutting down") == 0);
+  REQUIRE(o.done == 1);
+  REQUIRE(o.res.status == HK_TX_RETRY);
+  REQUIRE(strcmp(o.res.reason, "shutting down") == 0);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void destroy_in_cb(void *ctx, const hk_tx_result *res) {
@@ -763,13 +724,13 @@ static void destroy_in_cb(void *ctx, const hk_tx_result *res) {
 static void http_destroy_inside_callback_is_safe(void) {
   fixture f;
 
-  CHECK(fx_init(&f) == 0);
-  CHECK(fx_target(&f, main_sink.port, "/destroy-in-cb", NULL) == 0);
-  CHECK(hk_http_post(f.c, f.t, "[]", 2, destroy_in_cb, &f) == 0);
+  REQUIRE(fx_init(&f) == 0);
+  REQUIRE(fx_target(&f, main_sink.port, "/destroy-in-cb", NULL) == 0);
+  REQUIRE(hk_http_post(f.c, f.t, "[]", 2, destroy_in_cb, &f) == 0);
   uv_run(&f.loop, UV_RUN_DEFAULT); /* returns once the client closed */
-  CHECK(f.seq == 1 && f.c == NULL);
+  REQUIRE(f.seq == 1 && f.c == NULL);
 done:
-  EXPECT(fx_close(&f) == 0);
+  CHECK(fx_close(&f) == 0);
 }
 
 static void http_target_rejects_bad_settings(void) {
@@ -778,18 +739,18 @@ static void http_target_rejects_bad_settings(void) {
   static const char *const bad_header[] = {"X-Bad: a\r\nX-Evil: b"};
 
   s.url = "ftp://127.0.0.1/x";
-  CHECK(hk_http_target_create(&s, err, sizeof err) == NULL);
-  CHECK(strstr(err, "scheme") != NULL);
+  REQUIRE(hk_http_target_create(&s, err, sizeof err) == NULL);
+  REQUIRE(strstr(err, "scheme") != NULL);
   s.url = "not a url";
-  CHECK(hk_http_target_create(&s, err, sizeof err) == NULL);
+  REQUIRE(hk_http_target_create(&s, err, sizeof err) == NULL);
   s.url = "http://127.0.0.1/x";
   s.success_regex = "(unclosed";
-  CHECK(hk_http_target_create(&s, err, sizeof err) == NULL);
-  CHECK(strstr(err, "success_regex") != NULL);
+  REQUIRE(hk_http_target_create(&s, err, sizeof err) == NULL);
+  REQUIRE(strstr(err, "success_regex") != NULL);
   s.success_regex = NULL;
   s.headers = bad_header;
   s.n_headers = 1;
-  CHECK(hk_http_target_create(&s, err, sizeof err) == NULL);
+  REQUIRE(hk_http_target_create(&s, err, sizeof err) == NULL);
 done:
   return;
 }
@@ -827,7 +788,5 @@ int main(void) {
   http_target_rejects_bad_settings();
   sink_stop(&main_sink);
   curl_global_cleanup();
-  if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
-  else printf("all transport_http tests passed\n");
-  return failures ? 1 : 0;
+  return test_finish("test_transport_http");
 }

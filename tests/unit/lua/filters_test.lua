@@ -3,29 +3,10 @@
 
 local json = require "hookd.json"
 local filters = require "hookd.filters"
+local testing = require "testing"
 
-local function check(name, fn)
-  local ok, err = pcall(fn)
-  if not ok then error(name .. ": " .. tostring(err), 0) end
-end
-
-local function eq(got, want, what)
-  if got ~= want then
-    error(string.format("%s: got %s, want %s", what or "value",
-      tostring(got), tostring(want)), 2)
-  end
-end
-
-local root = (debug.getinfo(1, "S").source:match("^@(.*)/") or ".")
-  .. "/../../.."
-local function fixture_path(name) return root .. "/tests/fixtures/" .. name end
-
-local function fixture(name)
-  local f = assert(io.open(fixture_path(name), "rb"))
-  local text = f:read("*a")
-  f:close()
-  return json.decode(text)
-end
+local check, eq = testing.check, testing.eq
+local fixture, fixture_path = testing.fixture, testing.fixture_path
 
 -- A compiled match for click events of any database plus the extra keys.
 local function hook(extra)

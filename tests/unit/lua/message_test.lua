@@ -5,27 +5,9 @@ local json = require "hookd.json"
 local catalog = require "hookd.catalog"
 local template = require "hookd.template"
 local message = require "hookd.message"
+local testing = require "testing"
 
-local function check(name, fn)
-  local ok, err = pcall(fn)
-  if not ok then error(name .. ": " .. tostring(err), 0) end
-end
-
-local function eq(got, want, what)
-  if got ~= want then
-    error(string.format("%s: got %s, want %s", what or "value",
-      tostring(got), tostring(want)), 2)
-  end
-end
-
-local root = (debug.getinfo(1, "S").source:match("^@(.*)/") or ".")
-  .. "/../../.."
-local function fixture(name)
-  local f = assert(io.open(root .. "/tests/fixtures/" .. name, "rb"))
-  local text = f:read("*a")
-  f:close()
-  return json.decode(text)
-end
+local check, eq, fixture = testing.check, testing.eq, testing.fixture
 
 local CAT = assert(catalog.new(fixture("catalog.json")))
 

@@ -4,18 +4,9 @@
 local json = require "hookd.json"
 local template = require "hookd.template"
 local settings = require "hookd.settings"
+local testing = require "testing"
 
-local function check(name, fn)
-  local ok, err = pcall(fn)
-  if not ok then error(name .. ": " .. tostring(err), 0) end
-end
-
-local function eq(got, want, what)
-  if got ~= want then
-    error(string.format("%s: got %s, want %s", what or "value",
-      tostring(got), tostring(want)), 2)
-  end
-end
+local check, eq = testing.check, testing.eq
 
 local DESTS = {
   crm = { type = "http", url = "https://crm.example/hook", batch_size = 50,

@@ -6,27 +6,9 @@ local json = require "hookd.json"
 local core = require "hookd.core"
 local catalog = require "hookd.catalog"
 local template = require "hookd.template"
+local testing = require "testing"
 
-local function check(name, fn)
-  local ok, err = pcall(fn)
-  if not ok then error(name .. ": " .. tostring(err), 0) end
-end
-
-local function eq(got, want, what)
-  if got ~= want then
-    error(string.format("%s: got %q, want %q", what or "value",
-      tostring(got), tostring(want)), 2)
-  end
-end
-
-local root = (debug.getinfo(1, "S").source:match("^@(.*)/") or ".")
-  .. "/../../.."
-local function fixture(name)
-  local f = assert(io.open(root .. "/tests/fixtures/" .. name, "rb"))
-  local text = f:read("*a")
-  f:close()
-  return json.decode(text)
-end
+local check, eq, fixture = testing.check, testing.eq_quoted, testing.fixture
 
 local CAT = assert(catalog.new(fixture("catalog.json")))
 

@@ -1,0 +1,54 @@
+/* Lexical pieces shared by the ingest scanner (json_scan.c) and the Lua
+ * JSON codec (lua_json.c): byte classes inside strings, white space and
+ * \u hex digits. */
+#ifndef HOOKD_JSON_LEX_H
+#define HOOKD_JSON_LEX_H
+
+#include <stddef.h>
+
+/* Byte classes inside a JSON string: QUOTE, BSLASH and CTRL end a plain run
+ * (and need escaping when encoding), HIGH starts a UTF-8 sequence. */
+enum { HK_STR_PLAIN = 0, HK_STR_QUOTE, HK_STR_BSLASH, HK_STR_CTRL,
+       HK_STR_HIGH };
+
+#define HK_C4(a) a, a, a, a
+#define HK_C16(a) HK_C4(a), HK_C4(a), HK_C4(a), HK_C4(a)
+#define HK_C64(a) HK_C16(a), HK_C16(a), HK_C16(a), HK_C16(a)
+static const unsigned char hk_json_str_class[256] = {
+    HK_C16(HK_STR_CTRL), HK_C16(HK_STR_CTRL),                   /* 00-1f */
+    0, 0, HK_STR_QUOTE, 0, HK_C4(0), HK_C4(0), HK_C4(0),        /* 20-2f */
+    HK_C16(0), HK_C16(0),                                       /* 30-4f */
+    HK_C4(0), HK_C4(0), HK_C4(0), HK_STR_BSLASH, 0, 0, 0,       /* 50-5f */
+    HK_C16(0), HK_C16(0),                                       /* 60-7f */
+    HK_C64(HK_STR_HIGH), HK_C64(HK_STR_HIGH),                   /* 80-ff */
+};
+#undef HK_C64
+#undef HK_C16
+#undef HK_C4
+
+/* The first byte at or after p (up to end) that is not JSON white space. */
+static inline const char *hk_json_skip_ws(const char *p, const char *end) {
+  while (p < end && (unsigned char)*p <= ' ' &&
+         (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+    p++;
+  return p;
+}
+
+/* Reads the 4 hex digits at p (before end) into *out. Returns 0, or -1
+ * when there are fewer than 4 or one is not a hex digit. */
+static inline int hk_json_hex4(const char *p, const char *end, unsigned *out) {
+  unsigned v = 0;
+
+  if (end - p < 4) return -1;
+  for (int i = 0; i < 4; i++) {
+    unsigned c = (unsigned char)p[i], d;
+    if (c >= '0' && c <= '9') d = c - '0';
+    else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') d = (c | 0x20) - 'a' + 10;
+    else return -1;
+    v = v << 4 | d;
+  }
+  *out = v;
+  return 0;
+}
+
+#endif
