@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <lauxlib.h>
+#include <signal.h>
 #include <lua.h>
 #include <lua5.1/lua-cjson.h>
 #include <lualib.h>
@@ -13,12 +14,97 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "datetime.h"
 #include "json_scan.h"
 #include "log.h"
 #include "lua_json.h"
+
+/* ---- the CPU guard ----
+ * A hook's own code (file, filter, shape, lib modules) runs in LuaJIT's
+ * interpreter (the runtime turns the JIT off for it), where a count hook
+ * can stop it. A CPU-time timer of the loop thread ticks every
+ * GUARD_TICK_MS of CPU it uses; while the runtime has marked hook code as
+ * running, the signal handler counts the ticks and, past the limit, sets a
+ * count hook that raises an error inside the hook's code. An idle router
+ * uses no CPU and gets no ticks. */
+
+#define GUARD_TICK_MS 10
+#define GUARD_LIMIT_MS 50
+
+/* Shared with the runtime through FFI (see lua/hookd/guard.lua). */
+typedef struct hk_guard_state {
+  volatile int32_t active; /* 1 while hook code runs */
+  volatile int32_t ticks;  /* CPU ticks since it started */
+} hk_guard_state;
+
+static hk_guard_state guard_state;
+static lua_State *guard_L; /* the state the guard interrupts */
+static timer_t guard_timer;
+static int guard_armed;
+
+/* Runs at the next interpreted instruction after the limit: raises the
+ * error there, naming the file and line that was running. */
+static void guard_hook_cb(lua_State *L, lua_Debug *ar) {
+  lua_sethook(L, NULL, 0, 0);
+  if (!guard_state.active) return;
+  guard_state.active = 0;
+  lua_getinfo(L, "Sl", ar);
+  luaL_error(L, "%s:%d: ran longer than %d ms of CPU", ar->short_src,
+             ar->currentline, GUARD_LIMIT_MS);
+}
+
+static void guard_signal_cb(int sig) {
+  (void)sig;
+  if (!guard_state.active || guard_L == NULL) return;
+  if (++guard_state.ticks * GUARD_TICK_MS >= GUARD_LIMIT_MS)
+    lua_sethook(guard_L, guard_hook_cb, LUA_MASKCOUNT, 1);
+}
+
+/* Starts the CPU timer of the calling (loop) thread. Returns 0 or -1. */
+static int guard_start(lua_State *L) {
+  struct sigevent ev;
+  struct sigaction sa;
+  struct itimerspec its;
+
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = guard_signal_cb;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGRTMIN + 3, &sa, NULL) != 0) return -1;
+  memset(&ev, 0, sizeof ev);
+  ev.sigev_notify = SIGEV_THREAD_ID;
+  ev.sigev_signo = SIGRTMIN + 3;
+  ev._sigev_un._tid = (pid_t)gettid();
+  if (timer_create(CLOCK_THREAD_CPUTIME_ID, &ev, &guard_timer) != 0)
+    return -1;
+  its.it_interval.tv_sec = its.it_value.tv_sec = 0;
+  its.it_interval.tv_nsec = its.it_value.tv_nsec = GUARD_TICK_MS * 1000000L;
+  if (timer_settime(guard_timer, 0, &its, NULL) != 0) {
+    timer_delete(guard_timer);
+    return -1;
+  }
+  guard_L = L;
+  guard_armed = 1;
+  return 0;
+}
+
+static void guard_stop(lua_State *L) {
+  if (!guard_armed || guard_L != L) return;
+  timer_delete(guard_timer);
+  guard_armed = 0;
+  guard_L = NULL;
+}
+
+/* core.guard() -> lightuserdata of the shared hk_guard_state, or nil when
+ * no guard runs in this state. */
+static int core_guard(lua_State *L) {
+  if (guard_L != L) return 0;
+  lua_pushlightuserdata(L, &guard_state);
+  return 1;
+}
 
 struct hk_bridge {
   lua_State *L;
@@ -179,7 +265,7 @@ static const luaL_Reg core_funcs[] = {
     {"log", core_log},         {"now", core_now},
     {"read_file", core_read_file}, {"emit", core_emit},
     {"matched", core_matched}, {"failed", core_failed},
-    {NULL, NULL}};
+    {"guard", core_guard},     {NULL, NULL}};
 
 /* package.preload["hookd.core"]; upvalue 1 is the bridge or NULL. */
 static int open_core(lua_State *L) {
@@ -284,6 +370,8 @@ hk_bridge *hk_bridge_create(const char *lua_dir, char *err, size_t errlen) {
   b->L = luaL_newstate();
   if (b->L == NULL) goto fail;
   open_runtime(b->L, lua_dir, b, err, errlen);
+  if (guard_L == NULL && guard_start(b->L) != 0)
+    hk_warn("lua", "cpu_guard=off reason=\"%s\"", strerror(errno));
   lua_getglobal(b->L, "require");
   lua_pushliteral(b->L, "hookd.router");
   if (lua_pcall(b->L, 1, 1, 0) != 0) {
@@ -302,6 +390,7 @@ fail:
 
 void hk_bridge_destroy(hk_bridge *b) {
   if (b == NULL) return;
+  guard_stop(b->L);
   if (b->L) lua_close(b->L);
   hk_buf_free(&b->scratch);
   free(b);

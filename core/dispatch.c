@@ -19,6 +19,8 @@ typedef struct msg_node {
   char data[];
 } msg_node;
 
+#define HK_RETRY_AFTER_MAX_SEC 3600.0
+
 enum dispatch_state {
   STATE_IDLE,    /* no batch; the timer, if running, is the batch timeout */
   STATE_SENDING, /* a request is in flight */
@@ -61,10 +63,14 @@ static double loop_now(hk_dispatch *d) {
   return (double)uv_now(d->loop) / 1000.0;
 }
 
+/* Arms the timer at least 1 ms ahead: a 0 ms timer re-armed from its own
+ * callback would run again in the same loop turn, forever. */
 static void timer_start(hk_dispatch *d, double seconds) {
-  uint64_t ms = seconds <= 0 ? 0 : (uint64_t)(seconds * 1000.0 + 0.5);
+  double ms = seconds * 1000.0;
 
-  uv_timer_start(&d->timer, timer_cb, ms, 0);
+  if (!(ms >= 1.0)) ms = 1.0;
+  if (ms > 1e12) ms = 1e12;
+  uv_timer_start(&d->timer, timer_cb, (uint64_t)ms, 0);
 }
 
 static void free_dispatch_cb(uv_handle_t *h) {
@@ -156,7 +162,13 @@ static void make_dead(hk_dispatch *d, const char *reason) {
 static void schedule_retry(hk_dispatch *d, const hk_tx_result *res) {
   double wait = d->policy.period_sec;
 
-  if (res->retry_after_sec > wait) wait = res->retry_after_sec;
+  /* Retry-After is honoured when it asks for longer, up to a cap, so a
+   * destination cannot park a hook for days with one header. */
+  if (res->retry_after_sec > wait)
+    wait = res->retry_after_sec < HK_RETRY_AFTER_MAX_SEC
+               ? res->retry_after_sec
+               : HK_RETRY_AFTER_MAX_SEC;
+  if (wait < d->policy.period_sec) wait = d->policy.period_sec;
   hk_warn("dispatch", "hook=%s dest=%s messages=%zu attempt=%d retry_in=%.3fs %s",
           d->hook_id, hk_http_target_url(d->target), d->batch_count,
           d->attempts, wait, res->reason);
@@ -199,7 +211,9 @@ static void send_next(hk_dispatch *d) {
     return;
   }
   due = d->head->arrived + d->settings.timeout_sec - loop_now(d);
-  if (d->queue_len >= d->settings.batch_size || due <= 0) {
+  /* The loop clock has millisecond steps: within one step of the
+   * deadline counts as due. */
+  if (d->queue_len >= d->settings.batch_size || due < 0.001) {
     uv_timer_stop(&d->timer);
     build_batch(d);
     post_batch(d);

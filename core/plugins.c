@@ -2,7 +2,9 @@
  * uv_fs_event) schedules a rescan; a slow timer rescans anyway in case a
  * notification is missed. A file is loaded only once it has stopped
  * changing for SETTLE_MS, so an editor that saves in two steps never has
- * its half-written file loaded. */
+ * its half-written file loaded, and a hook stops only when its file has
+ * been gone for REMOVE_GRACE_MS, so an editor that saves by moving the old
+ * file aside and writing a new one never stops it. */
 #include "plugins.h"
 
 #include <dirent.h>
@@ -16,6 +18,7 @@
 #include "log.h"
 
 #define SETTLE_MS 150
+#define REMOVE_GRACE_MS 500
 #define RESCAN_DELAY_MS 50
 #define POLL_MS 1000
 #define MAX_FILES 1024
@@ -26,7 +29,8 @@ typedef struct file_stamp {
   ino_t ino;
   off_t size;
   struct timespec mtime;
-  int seen; /* found by the current scan */
+  int seen;             /* found by the current scan */
+  double missing_since; /* monotonic ms when first found gone, or 0 */
 } file_stamp;
 
 struct hk_plugins {
@@ -79,6 +83,13 @@ static void stamp_set(file_stamp *f, const struct stat *st) {
   f->mtime = st->st_mtim;
 }
 
+static double monotonic_ms(void) {
+  struct timespec now;
+
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (double)now.tv_sec * 1e3 + (double)now.tv_nsec / 1e6;
+}
+
 static double ms_since(const struct timespec *t) {
   struct timespec now;
 
@@ -98,6 +109,7 @@ static int scan_entry(hk_plugins *p, const char *name, int settle) {
   snprintf(path, sizeof path, "%s/%s", p->dir, name);
   if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
   f = stamp_find(p, id);
+  if (f) f->missing_since = 0;
   if (f && stamp_same(f, &st)) {
     f->seen = 1;
     return 0;
@@ -117,18 +129,27 @@ static int scan_entry(hk_plugins *p, const char *name, int settle) {
   return 0;
 }
 
-/* Stops the hooks whose files were not seen by this scan. */
-static void drop_missing(hk_plugins *p) {
+/* Stops the hooks whose files have been gone for REMOVE_GRACE_MS (at
+ * once when grace is 0). Returns 1 when some file is gone but still within
+ * its grace, so the caller rescans soon. */
+static int drop_missing(hk_plugins *p, int grace) {
+  double now = monotonic_ms();
+  int waiting = 0;
   size_t i = 0;
 
   while (i < p->n_files) {
-    if (p->files[i].seen) {
+    file_stamp *f = &p->files[i];
+
+    if (!f->seen && grace && f->missing_since == 0) f->missing_since = now;
+    if (f->seen || (grace && now - f->missing_since < REMOVE_GRACE_MS)) {
+      waiting |= !f->seen;
       i++;
       continue;
     }
-    hk_router_remove(p->router, p->files[i].id);
-    p->files[i] = p->files[--p->n_files];
+    hk_router_remove(p->router, f->id);
+    *f = p->files[--p->n_files];
   }
+  return waiting;
 }
 
 /* Returns 1 when some file is still settling, 0 when done, -1 on error. */
@@ -144,7 +165,7 @@ static int scan(hk_plugins *p, int settle) {
   for (size_t i = 0; i < p->n_files; i++) p->files[i].seen = 0;
   while ((e = readdir(d)) != NULL) unsettled |= scan_entry(p, e->d_name, settle);
   closedir(d);
-  drop_missing(p);
+  unsettled |= drop_missing(p, settle);
   return unsettled;
 }
 

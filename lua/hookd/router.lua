@@ -9,6 +9,7 @@ local filters = require "hookd.filters"
 local message = require "hookd.message"
 local template = require "hookd.template"
 local catalog_mod = require "hookd.catalog"
+local guard = require "hookd.guard"
 
 local M = {}
 
@@ -110,7 +111,7 @@ end
 local function route_one(hook, event, ctx)
   if hook.isolate then event = deep_copy(event) end
   if hook.filter then
-    local ok, keep = xpcall(hook.filter, first_line, event)
+    local ok, keep = guard.call(hook.filter, first_line, event)
     if not ok then
       failed(hook.slot, "filter: " .. keep)
       return false
@@ -119,7 +120,7 @@ local function route_one(hook, event, ctx)
   end
   local msg = message.build(hook.settings, event, ctx, nil)
   if hook.shape then
-    local ok, shaped = xpcall(hook.shape, first_line, msg, event)
+    local ok, shaped = guard.call(hook.shape, first_line, msg, event)
     if not ok then
       failed(hook.slot, "shape: " .. shaped)
       return true

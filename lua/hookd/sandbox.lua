@@ -2,6 +2,7 @@
 -- library, no files, sockets or processes, and no accidental globals.
 local json = require "hookd.json"
 local core = require "hookd.core"
+local guard = require "hookd.guard"
 
 local M = {}
 
@@ -53,7 +54,7 @@ local function make_require(env, lib_dir, loaded)
     if src == nil then error("require '" .. name .. "': " .. err, 2) end
     local chunk, cerr = loadstring(src, "@" .. path)
     if chunk == nil then error(cerr, 2) end
-    setfenv(chunk, env)
+    setfenv(guard.prepare(chunk), env)
     local value = chunk(name)
     if value == nil then value = true end
     loaded[name] = value
@@ -93,9 +94,9 @@ end
 function M.run(hook_id, chunkname, src, lib_dir)
   local chunk, err = loadstring(src, "@" .. chunkname)
   if chunk == nil then return nil, err end
-  setfenv(chunk, M.new_env(hook_id, lib_dir))
-  local ok, result = pcall(chunk)
-  if not ok then return nil, tostring(result) end
+  setfenv(guard.prepare(chunk), M.new_env(hook_id, lib_dir))
+  local ok, result = guard.call(chunk, tostring)
+  if not ok then return nil, result end
   return result
 end
 

@@ -127,6 +127,29 @@ class HookRuntime(unittest.TestCase):
         self.assertEqual(seen["event_data"]["message_id"], 17)
         self.assertEqual(seen["list_id"], 111)
 
+    def test_endless_loop_is_stopped_and_fails_only_that_event(self):
+        self.start({"spinner": hook(self.sink.url("/spin"), extra="""
+  filter = function(event)
+    if event.profile_id == "p1" then while true do end end
+    return true
+  end,
+"""), "other": hook(self.sink.url("/other"))})
+        self.hookd.post_events([click(i) for i in range(3)])
+        got = self.sink.wait_messages("/spin", 2)
+        self.assertEqual(sorted(m["profile_id"] for m in got), ["p0", "p2"])
+        self.sink.wait_messages("/other", 3)
+        line = self.hookd.wait_log("event_failed=1")
+        self.assertRegex(line, r"spinner\.lua:\d+: ran longer than 50 ms")
+
+    def test_endless_loop_in_hook_file_is_a_load_error(self):
+        self.start({"other": hook(self.sink.url("/other"))})
+        self.hookd.write_hook("spinner", "while true do end")
+        h = self.hookd.wait_hook("spinner", lambda h: h["error"], "error")
+        self.assertEqual(h["state"], "broken")
+        self.assertIn("ran longer than", h["error"])
+        self.hookd.post_events(click(1))
+        self.sink.wait_messages("/other", 1)
+
     def test_global_assignment_is_an_error_for_that_event(self):
         self.start({"leaky": hook(self.sink.url("/l"), extra="""
   filter = function(event) counter = 1 return true end,

@@ -1,0 +1,36 @@
+-- Marks where a hook's own code runs, so the core's CPU guard can stop it
+-- when it runs too long (see core/bridge.c). Hook code is kept out of the
+-- JIT compiler: only interpreted code can be interrupted.
+local core = require "hookd.core"
+local ffi = require "ffi"
+
+local M = {}
+
+ffi.cdef [[
+typedef struct hk_guard_state {
+  volatile int32_t active;
+  volatile int32_t ticks;
+} hk_guard_state;
+]]
+
+local ptr = core.guard and core.guard()
+local state = ptr and ffi.cast("hk_guard_state *", ptr)
+  or {active = 0, ticks = 0}
+
+-- Calls fn(a, b) under the guard, like xpcall with handler. Returns what
+-- xpcall returns.
+function M.call(fn, handler, a, b)
+  state.ticks = 0
+  state.active = 1
+  local ok, r = xpcall(fn, handler, a, b)
+  state.active = 0
+  return ok, r
+end
+
+-- Keeps a chunk of hook code, and every function it defines, interpreted.
+function M.prepare(chunk)
+  jit.off(chunk, true)
+  return chunk
+end
+
+return M
