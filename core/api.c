@@ -126,19 +126,34 @@ static void handle_events(hk_api *api, hk_http_request *req) {
   hk_http_respond(req, 202, NULL, NULL, answer, strlen(answer));
 }
 
+/* Parses a non-negative decimal integer; returns -1 when s is not one. */
+static long parse_count(const char *s) {
+  char *end;
+  long v;
+
+  if (*s < '0' || *s > '9') return -1;
+  v = strtol(s, &end, 10);
+  return *end == '\0' ? v : -1;
+}
+
 static void handle_dead_letters(hk_api *api, hk_http_request *req) {
   char hook[256], after[32], limit[32];
   hk_buf b = HK_BUF_INIT;
-  int lim = 100;
+  long lim = 100, from = 0;
 
-  if (query_param(req->query, "limit", limit, sizeof limit) == 0)
-    lim = atoi(limit);
-  if (lim <= 0 || lim > 1000) lim = 100;
-  if (query_param(req->query, "after", after, sizeof after) != 0)
-    after[0] = '\0';
+  if (query_param(req->query, "limit", limit, sizeof limit) == 0 &&
+      ((lim = parse_count(limit)) < 1 || lim > 1000)) {
+    respond_error(req, 400, "limit must be an integer from 1 to 1000", -1);
+    return;
+  }
+  if (query_param(req->query, "after", after, sizeof after) == 0 &&
+      (from = parse_count(after)) < 0) {
+    respond_error(req, 400, "after must be a cursor from \"next\"", -1);
+    return;
+  }
   hk_deadletters_render(
       &b, query_param(req->query, "hook", hook, sizeof hook) == 0 ? hook : NULL,
-      atol(after), lim);
+      from, (int)lim);
   respond_buf(req, 200, &b);
   hk_buf_free(&b);
 }

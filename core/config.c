@@ -8,12 +8,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 char *hk_read_file(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
+  struct stat st;
+  FILE *f;
   char *data = NULL;
   long size;
 
+  if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+    errno = EISDIR;
+    return NULL;
+  }
+  f = fopen(path, "rb");
   if (f == NULL) return NULL;
   if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 ||
       fseek(f, 0, SEEK_SET) != 0)

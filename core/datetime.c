@@ -125,6 +125,10 @@ int hk_datetime_parse(const char *s, size_t len, int64_t *sec,
   if (!parse_date_time(s, &local)) return -1;
   if (!parse_fraction(&p, end, &frac)) return -1;
   if (!parse_zone(p, end, &offset)) return -1;
+  /* In UTC the time must still be within years 0000-9999, so every
+   * format of it (dates, unix nanoseconds) stays in range. */
+  if (local - offset < HK_DATETIME_MIN_SEC || local - offset > HK_DATETIME_MAX_SEC)
+    return -1;
   *sec = local - offset;
   *nsec = frac;
   return 0;

@@ -40,3 +40,14 @@ void hk_log_write(int level, const char *component, const char *fmt, ...) {
   line[n++] = '\n';
   fwrite(line, 1, (size_t)n, stderr);
 }
+
+const char *hk_log_escape(char *buf, size_t n, const char *s) {
+  size_t j = 0;
+
+  for (; s && *s && j + 2 < n; s++) {
+    if (*s == '"' || *s == '\\') buf[j++] = '\\';
+    buf[j++] = *s;
+  }
+  buf[j] = '\0';
+  return buf;
+}

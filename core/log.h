@@ -5,6 +5,8 @@
 #ifndef HOOKD_LOG_H
 #define HOOKD_LOG_H
 
+#include <stddef.h>
+
 enum hk_log_level {
   HK_LOG_DEBUG = 0,
   HK_LOG_INFO = 1,
@@ -20,6 +22,10 @@ int hk_log_level_parse(const char *name);
 /* Writes one line to stderr. Use the macros below, not this directly. */
 void hk_log_write(int level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Copies s into buf (size n) with '"' and '\\' escaped, so it can be
+ * logged as key="value". Truncates to fit; returns buf. */
+const char *hk_log_escape(char *buf, size_t n, const char *s);
 
 #define hk_log(level, component, ...)                                        \
   do {                                                                       \

@@ -84,9 +84,11 @@ static void drain_cb(uv_timer_t *t) {
   double grace_ms = a->cfg.shutdown_grace_sec * 1000.0;
 
   if (hk_router_idle(a->router) || (double)waited >= grace_ms) {
-    if (!hk_router_idle(a->router))
-      hk_warn("main", "shutdown=1 grace_sec=%.1f undelivered=1",
-              a->cfg.shutdown_grace_sec);
+    long lost = hk_router_log_undelivered(a->router);
+
+    if (lost)
+      hk_warn("main", "shutdown=1 grace_sec=%.1f undelivered=%ld",
+              a->cfg.shutdown_grace_sec, lost);
     uv_stop(a->loop);
   }
 }
@@ -162,8 +164,9 @@ static int cmd_check(const char *config_path) {
     fprintf(stderr, "hookd: %s\n", err);
     return 2;
   }
+  hk_router_print_problems(a.router, stdout);
   n = hk_router_broken_count(a.router);
-  printf("%s\n", n ? "problems found" : "all hooks ok");
+  printf(n ? "%d hook(s) with problems\n" : "all hooks ok\n", n);
   return n ? 1 : 0;
 }
 
@@ -171,7 +174,7 @@ static int cmd_check(const char *config_path) {
  * message it would send or why it sends nothing. Sends nothing. */
 static int cmd_try(const char *config_path, const char *hook_path,
                    const char *events_path) {
-  hk_scan_options opt = {1, 0, 0};
+  hk_scan_options opt = {0, 0, 0}; /* a JSON value or NDJSON, like ingest */
   hk_event_span *spans = NULL;
   hk_scan_error serr;
   char err[1024];
@@ -220,7 +223,11 @@ int main(int argc, char **argv) {
     } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       fputs(usage, stdout);
       return 0;
-    } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+    } else if (strcmp(argv[i], "--config") == 0) {
+      if (i + 1 == argc) {
+        fprintf(stderr, "hookd: --config needs a file name\n");
+        return 2;
+      }
       config = argv[++i];
     } else if (argv[i][0] == '-' || nargs == 4) {
       fprintf(stderr, "hookd: unknown option %s\n%s", argv[i], usage);

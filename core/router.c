@@ -104,6 +104,7 @@ static void matched_cb(void *ctx, int slot, long count) {
 static void failed_cb(void *ctx, int slot, const char *reason) {
   hk_hook *h = hook_slot(ctx, slot);
   double now = wall_now();
+  char quoted[1024];
 
   if (h == NULL) return;
   h->counters.failed++;
@@ -112,7 +113,8 @@ static void failed_cb(void *ctx, int slot, const char *reason) {
     return;
   }
   hk_error("hook", "hook=%s event_failed=1 suppressed=%ld reason=\"%s\"",
-           h->id, h->fail_suppressed, reason);
+           h->id, h->fail_suppressed,
+           hk_log_escape(quoted, sizeof quoted, reason));
   h->fail_log_at = now;
   h->fail_suppressed = 0;
 }
@@ -292,9 +294,13 @@ int hk_router_load_file(hk_router *r, const char *id, const char *path) {
     rc = 0;
   }
   if (rc != 0) {
+    char quoted[1100];
+
     set_str(&h->error, err);
-    hk_error("plugins", "hook=%s load_failed=1 running_version=%ld error=\"%s\"",
-             h->id, h->loaded ? h->version : 0L, err);
+    hk_error("plugins",
+             "hook=%s load_failed=1 running_version=%ld error=\"%s\"", h->id,
+             h->loaded ? h->version : 0L,
+             hk_log_escape(quoted, sizeof quoted, err));
   }
   free(src);
   return rc;
@@ -406,6 +412,25 @@ int hk_router_idle(hk_router *r) {
   for (size_t i = 0; i < r->n_hooks; i++)
     if (!hk_dispatch_idle(r->hooks[i]->dispatch)) return 0;
   return 1;
+}
+
+long hk_router_log_undelivered(hk_router *r) {
+  long total = 0;
+
+  for (size_t i = 0; i < r->n_hooks; i++) {
+    const hk_hook *h = r->hooks[i];
+
+    if (h->counters.queued <= 0) continue;
+    hk_warn("main", "hook=%s dest=%s undelivered=%ld reason=\"shutting down\"",
+            h->id, h->destination ? h->destination : "-", h->counters.queued);
+    total += h->counters.queued;
+  }
+  return total;
+}
+
+void hk_router_print_problems(hk_router *r, FILE *out) {
+  for (size_t i = 0; i < r->n_hooks; i++)
+    if (r->hooks[i]->error) fprintf(out, "%s\n", r->hooks[i]->error);
 }
 
 void hk_router_destroy(hk_router *r) {

@@ -5,6 +5,7 @@
 #define HOOKD_ROUTER_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <uv.h>
 
 #include "bridge.h"
@@ -41,6 +42,13 @@ int hk_router_broken_count(hk_router *r);
 /* Sends every partial batch now; nonzero when all queues are empty. */
 void hk_router_flush(hk_router *r);
 int hk_router_idle(hk_router *r);
+
+/* Logs one warning per hook that still has undelivered messages; returns
+ * how many messages that is in all. */
+long hk_router_log_undelivered(hk_router *r);
+
+/* Prints "file: error" for every hook that failed to load, to out. */
+void hk_router_print_problems(hk_router *r, FILE *out);
 
 void hk_router_destroy(hk_router *r);
 

@@ -1,6 +1,7 @@
 -- Validation of main.json: known keys with their types and defaults,
 -- ${VAR} taken from the environment, paths made relative to the file.
 local json = require "hookd.json"
+local settings = require "hookd.settings"
 
 local M = {}
 
@@ -46,6 +47,9 @@ local function expand_env(v, path)
     if missing then
       return nil, path .. ": environment variable " .. missing .. " is not set"
     end
+    if out:find("${", 1, true) then
+      return nil, path .. ": '${' must start ${NAME} (letters, digits, _)"
+    end
     return out
   elseif type(v) == "table" then
     for k, item in pairs(v) do
@@ -90,14 +94,15 @@ local function check_value(key, spec, v, config_dir)
   return v
 end
 
+-- Each destination must be complete send settings on its own, so a
+-- mistake in one shows at start, not when a hook first uses it.
 local function check_destinations(dests)
   for name, d in pairs(dests) do
     if type(d) ~= "table" or json.is_array(d) then
       return "destinations." .. name .. " must be an object"
     end
-    if type(d.type) ~= "string" then
-      return "destinations." .. name .. ".type must be a string"
-    end
+    local ok, err = settings.validate_destination(name, d)
+    if not ok then return "destinations." .. name .. ": " .. err end
   end
 end
 

@@ -84,10 +84,15 @@ function M.load(id, slot, chunkname, src)
     match = filters.compile(s), filter = s.filter, shape = s.shape,
     isolate = s.filter ~= nil or s.shape ~= nil,
   }
+  local shown, settings_json = pcall(json.encode, settings_mod.describe(s))
+  if not shown then
+    return nil, chunkname .. ": settings cannot be shown as JSON: " ..
+      tostring(settings_json)
+  end
   pending[id] = hook
   return {
     name = s.name, active = s.active, send = s.send,
-    settings_json = json.encode(settings_mod.describe(s)),
+    settings_json = settings_json,
   }
 end
 

@@ -474,6 +474,19 @@ function M.validate(tbl, ctx)
   return nil, format("%s: %s", ctx.file or ctx.id or "?", r.msg)
 end
 
+-- Validates one destination of main.json as the send settings of a hook
+-- that uses it unchanged. Returns true, or nil and the reason.
+function M.validate_destination(name, dest)
+  suffix = ""
+  local ok, r = pcall(function()
+    return check_send(resolve_send(name, { [name] = dest }))
+  end)
+  suffix = ""
+  if ok then return true end
+  if getmetatable(r) ~= Problem then error(r, 0) end
+  return nil, r.msg
+end
+
 -- ---- describe ----
 
 local MASK = "***"

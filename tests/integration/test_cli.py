@@ -67,6 +67,19 @@ class Cli(unittest.TestCase):
         self.assertIn("HOOKD_TEST_UNSET_VAR", err)
         self.assertIn("destinations.crm.url", err)
 
+    def test_config_bad_destination_is_named_at_start(self):
+        cfg = {"destinations": {"crm": {"type": "http",
+                                        "url": "file:///etc/passwd"}}}
+        code, _, err = run("run", "--config", config_file(cfg))
+        self.assertEqual(code, 2)
+        self.assertIn("destinations.crm", err)
+        self.assertIn("url", err)
+
+    def test_config_that_is_a_directory(self):
+        code, _, err = run("run", "--config", tempfile.mkdtemp())
+        self.assertEqual(code, 2)
+        self.assertIn("Is a directory", err)
+
     def test_config_listen_in_use_is_clear(self):
         import socket
         s = socket.socket()
@@ -91,8 +104,8 @@ class Cli(unittest.TestCase):
                     'url = "http://127.0.0.1:1/"}}')
         code, out, err = run("check", "--config", path)
         self.assertEqual(code, 1)
-        self.assertIn("bad.lua", err)
-        self.assertIn("acitons", err)
+        self.assertIn("bad.lua: unknown setting 'acitons'", out)
+        self.assertIn("1 hook(s) with problems", out)
         self.assertNotIn("hook=ok load_failed", err)
 
     def test_check_example_hooks_are_valid(self):
@@ -119,6 +132,15 @@ class Cli(unittest.TestCase):
         self.assertEqual(json.loads(lines[0])["event_data"]["campaign_id"],
                          973)
         self.assertTrue(lines[1].startswith("dropped:"))
+
+    def test_try_reads_a_pretty_printed_event(self):
+        hook = os.path.join(tempfile.mkdtemp(), "h.lua")
+        with open(hook, "w") as f:
+            f.write('return {database = "all", actions = {"click"}, '
+                    'send = {type = "http", url = "http://127.0.0.1:1/"}}')
+        code, out, err = run("try", hook, os.path.join(FIXTURES, "click.json"))
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out)["event_type"], "click")
 
 
 if __name__ == "__main__":

@@ -159,6 +159,14 @@ class Delivery(unittest.TestCase):
         self.assertIn("status=502", letter["reason"])
         self.assertEqual(letter["body"][0]["custom_data"], {"n": 0})
 
+    def test_dead_letter_paging_parameters_are_checked(self):
+        self.start({"h": self.hook_src("/d", batch_size=1)})
+        base = self.hookd.base + "/v1/dead-letters"
+        self.assertEqual(http("GET", base + "?limit=-5")[0], 400)
+        self.assertEqual(http("GET", base + "?after=zzz")[0], 400)
+        status, doc = http("GET", base + "?limit=10&after=0")
+        self.assertEqual((status, doc), (200, {"items": [], "next": None}))
+
     def test_permanent_status_is_not_retried(self):
         for path, status in (("/p400", 400), ("/p204", 204), ("/p302", 302)):
             self.sink.script(path, default={"status": status,

@@ -109,6 +109,18 @@ class Reload(unittest.TestCase):
         self.assertIsNone(self.hookd.hook("h")["error"])
         self.assertNotIn("load_failed=1", "".join(self.hookd.drain_log()))
 
+    def test_reload_save_by_rename_keeps_hook_running(self):
+        # vim's way: move the file aside, write a new one, drop the backup.
+        path = os.path.join(self.hookd.plugins, "h.lua")
+        os.rename(path, path + "~")
+        with open(path, "w") as f:
+            f.write(hook(self.url, "v2"))
+        os.remove(path + "~")
+        self.hookd.post_events(plain_click(1))
+        self.hookd.wait_hook("h", lambda h: h["version"] == 2, "version 2")
+        self.assertNotIn("removed=1", "".join(self.hookd.drain_log()))
+        wait_for("message", lambda: self.tags() in (["v1"], ["v2"]))
+
     def test_reload_under_load_loses_nothing(self):
         stop = threading.Event()
         sent = []

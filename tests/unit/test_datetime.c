@@ -89,6 +89,12 @@ static void datetime_year_range_edges(void) {
   CHECK_PARSE("9999-12-31T23:59:59.999999999Z", 253402300799LL, 999999999);
 }
 
+static void datetime_offset_leaving_year_range_refused(void) {
+  CHECK_REFUSED("0000-01-01T00:00:00.5+00:01");
+  CHECK_REFUSED("9999-12-31T23:59:59-00:01");
+  CHECK_PARSE("0000-01-01T00:01:00+00:01", -62167219200LL, 0);
+}
+
 static void datetime_out_of_range_fields_refused(void) {
   CHECK_REFUSED("2018-13-01T00:00:00Z");
   CHECK_REFUSED("2018-00-01T00:00:00Z");
@@ -177,6 +183,7 @@ int main(void) {
   datetime_non_leap_day_refused();
   datetime_before_1970_negative_seconds();
   datetime_year_range_edges();
+  datetime_offset_leaving_year_range_refused();
   datetime_out_of_range_fields_refused();
   datetime_ten_fraction_digits_refused();
   datetime_missing_zone_refused();
