@@ -10,6 +10,12 @@ scripts/build.sh
 work=$(mktemp -d)
 sink_port=18766
 api=http://127.0.0.1:8765
+for port in 8765 "$sink_port"; do
+  if ! python3 -c 'import socket,sys; socket.create_server(("127.0.0.1", int(sys.argv[1])))' "$port" 2>/dev/null; then
+    echo "demo: port $port on 127.0.0.1 is in use; stop what holds it and retry" >&2
+    exit 1
+  fi
+done
 cleanup() {
   [ -n "${hookd_pid:-}" ] && kill "$hookd_pid" 2>/dev/null && wait "$hookd_pid" 2>/dev/null
   [ -n "${sink_pid:-}" ] && kill "$sink_pid" 2>/dev/null
