@@ -112,8 +112,9 @@ static void failed_cb(void *ctx, int slot, const char *reason) {
     h->fail_suppressed++;
     return;
   }
-  hk_error("hook", "hook=%s event_failed=1 suppressed=%ld reason=\"%s\"",
-           h->id, h->fail_suppressed,
+  hk_error("hook",
+           "hook=%s dest=%s event_failed=1 suppressed=%ld reason=\"%s\"",
+           h->id, h->destination ? h->destination : "-", h->fail_suppressed,
            hk_log_escape(quoted, sizeof quoted, reason));
   h->fail_log_at = now;
   h->fail_suppressed = 0;
