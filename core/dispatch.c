@@ -46,7 +46,6 @@ struct hk_dispatch {
   double first_attempt_at, last_attempt_at;
 
   uv_timer_t timer;
-  int destroying;
 };
 
 static void send_next(hk_dispatch *d);
@@ -71,28 +70,6 @@ static void timer_start(hk_dispatch *d, double seconds) {
   if (!(ms >= 1.0)) ms = 1.0;
   if (ms > 1e12) ms = 1e12;
   uv_timer_start(&d->timer, timer_cb, (uint64_t)ms, 0);
-}
-
-static void free_dispatch_cb(uv_handle_t *h) {
-  hk_dispatch *d = h->data;
-
-  hk_buf_free(&d->batch);
-  free(d);
-}
-
-static void finish_destroy(hk_dispatch *d) {
-  size_t dropped = d->queue_len;
-
-  while (d->head) {
-    msg_node *n = d->head;
-    d->head = n->next;
-    free(n);
-  }
-  if (dropped)
-    hk_warn("dispatch", "hook=%s dropped=%zu reason=\"hook destroyed\"",
-            d->hook_id, dropped);
-  if (d->target) hk_http_target_destroy(d->target);
-  uv_close((uv_handle_t *)&d->timer, free_dispatch_cb);
 }
 
 /* Moves up to batch_size messages (and max_body_bytes, though never fewer
@@ -186,16 +163,11 @@ static void post_cb(void *ctx, const hk_tx_result *res) {
     batch_done(d);
   } else {
     d->counters->failed += (long)d->batch_count;
-    if (res->status == HK_TX_RETRY && !d->destroying &&
-        d->attempts <= d->policy.times) {
+    if (res->status == HK_TX_RETRY && d->attempts <= d->policy.times) {
       schedule_retry(d, res);
       return;
     }
     make_dead(d, res->reason);
-  }
-  if (d->destroying) {
-    finish_destroy(d);
-    return;
   }
   send_next(d);
 }
@@ -301,14 +273,4 @@ void hk_dispatch_flush(hk_dispatch *d) {
 
 int hk_dispatch_idle(const hk_dispatch *d) {
   return d->state == STATE_IDLE && d->head == NULL;
-}
-
-void hk_dispatch_destroy(hk_dispatch *d) {
-  if (d == NULL) return;
-  d->destroying = 1;
-  if (d->state == STATE_SENDING) return; /* post_cb finishes the job */
-  if (d->state == STATE_WAITING)
-    hk_warn("dispatch", "hook=%s dropped=%zu reason=\"retry pending at exit\"",
-            d->hook_id, d->batch_count);
-  finish_destroy(d);
 }

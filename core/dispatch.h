@@ -56,8 +56,7 @@ void hk_dispatch_flush(hk_dispatch *d);
 /* Nonzero when nothing is queued, in flight or waiting for a retry. */
 int hk_dispatch_idle(const hk_dispatch *d);
 
-/* Frees the dispatcher. Unsent messages are dropped (logged with their
- * count); a request in flight finishes first, then memory is released. */
-void hk_dispatch_destroy(hk_dispatch *d);
+/* A dispatcher lives as long as its hook slot, that is as long as the
+ * process; there is no destroy. */
 
 #endif

@@ -35,6 +35,7 @@ typedef struct hk_hook {
 
 struct hk_router {
   uv_loop_t *loop;
+  uv_timer_t fail_log; /* reports failures held back by the rate limit */
   hk_bridge *bridge;
   hk_http_client *http;
   hk_retry_policy policy;
@@ -120,6 +121,24 @@ static void failed_cb(void *ctx, int slot, const char *reason) {
   h->fail_suppressed = 0;
 }
 
+/* Once a second: a hook whose failure lines were held back and that has
+ * had none since gets one line with the count, so none go unreported. */
+static void fail_log_cb(uv_timer_t *t) {
+  hk_router *r = t->data;
+  double now = wall_now();
+
+  for (size_t i = 0; i < r->n_hooks; i++) {
+    hk_hook *h = r->hooks[i];
+
+    if (h->fail_suppressed == 0 || now - h->fail_log_at < 1.0) continue;
+    hk_error("hook", "hook=%s dest=%s event_failed=%ld reason=\"%s\"", h->id,
+             h->destination ? h->destination : "-", h->fail_suppressed,
+             "more failures like the last one logged");
+    h->fail_log_at = now;
+    h->fail_suppressed = 0;
+  }
+}
+
 hk_router *hk_router_create(uv_loop_t *loop, hk_bridge *bridge,
                             hk_http_client *http,
                             const hk_retry_policy *policy) {
@@ -133,6 +152,10 @@ hk_router *hk_router_create(uv_loop_t *loop, hk_bridge *bridge,
   r->policy = *policy;
   cbs.ctx = r;
   hk_bridge_set_callbacks(bridge, &cbs);
+  uv_timer_init(loop, &r->fail_log);
+  r->fail_log.data = r;
+  uv_timer_start(&r->fail_log, fail_log_cb, 1000, 1000);
+  uv_unref((uv_handle_t *)&r->fail_log);
   return r;
 }
 
@@ -432,22 +455,4 @@ long hk_router_log_undelivered(hk_router *r) {
 void hk_router_print_problems(hk_router *r, FILE *out) {
   for (size_t i = 0; i < r->n_hooks; i++)
     if (r->hooks[i]->error) fprintf(out, "%s\n", r->hooks[i]->error);
-}
-
-void hk_router_destroy(hk_router *r) {
-  if (r == NULL) return;
-  for (size_t i = 0; i < r->n_hooks; i++) {
-    hk_hook *h = r->hooks[i];
-
-    hk_dispatch_destroy(h->dispatch);
-    free(h->id);
-    free(h->name);
-    free(h->file);
-    free(h->error);
-    free(h->settings_json);
-    free(h->destination);
-    free(h);
-  }
-  free(r->hooks);
-  free(r);
 }

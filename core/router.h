@@ -50,6 +50,9 @@ long hk_router_log_undelivered(hk_router *r);
 /* Prints "file: error" for every hook that failed to load, to out. */
 void hk_router_print_problems(hk_router *r, FILE *out);
 
-void hk_router_destroy(hk_router *r);
+/* There is no destroy: a router lives as long as the process. After the
+ * loop stops, main returns and the operating system takes the memory back;
+ * queues were drained or reported by then (see hk_router_log_undelivered).
+ */
 
 #endif

@@ -108,6 +108,9 @@ class HookRuntime(unittest.TestCase):
                              "failed=3")
         line = self.hookd.wait_log("cannot encode message")
         self.assertIn("hook=bad", line)
+        # The rate limit holds back the next two lines, then counts them.
+        held = self.hookd.wait_log("event_failed=2", timeout=5)
+        self.assertIn("hook=bad", held)
 
     def test_shape_changes_do_not_leak_to_other_hooks(self):
         self.start({"a_mutator": hook(self.sink.url("/m"), extra="""
