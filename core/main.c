@@ -72,10 +72,19 @@ fail:
   return -1;
 }
 
-static hk_router *make_router(app *a) {
-  hk_retry_policy policy = {a->cfg.retry_times, a->cfg.retry_period_sec};
+/* Configures the app and creates its loop, HTTP client and router.
+ * Returns 0, or -1 after printing the reason. */
+static int app_open(app *a, const char *config_path) {
+  hk_retry_policy policy;
 
-  return hk_router_create(a->loop, a->bridge, a->http, &policy);
+  memset(a, 0, sizeof *a);
+  if (app_configure(a, config_path) != 0) return -1;
+  policy.times = a->cfg.retry_times;
+  policy.period_sec = a->cfg.retry_period_sec;
+  a->loop = uv_default_loop();
+  a->http = hk_http_client_create(a->loop);
+  a->router = hk_router_create(a->loop, a->bridge, a->http, &policy);
+  return a->http && a->router ? 0 : -1;
 }
 
 static void drain_cb(uv_timer_t *t) {
@@ -118,11 +127,7 @@ static int cmd_run(const char *config_path) {
   char err[1024];
   app a;
 
-  memset(&a, 0, sizeof a);
-  if (app_configure(&a, config_path) != 0) return 2;
-  a.loop = uv_default_loop();
-  a.http = hk_http_client_create(a.loop);
-  a.router = make_router(&a);
+  if (app_open(&a, config_path) != 0) return 2;
   a.plugins = hk_plugins_start(a.loop, a.router, a.cfg.plugins_dir, err,
                                sizeof err);
   if (a.plugins == NULL) goto fail;
@@ -154,11 +159,7 @@ static int cmd_check(const char *config_path) {
   app a;
   int n;
 
-  memset(&a, 0, sizeof a);
-  if (app_configure(&a, config_path) != 0) return 2;
-  a.loop = uv_default_loop();
-  a.http = hk_http_client_create(a.loop);
-  a.router = make_router(&a);
+  if (app_open(&a, config_path) != 0) return 2;
   n = hk_plugins_load_all(a.router, a.cfg.plugins_dir, err, sizeof err);
   if (n < 0) {
     fprintf(stderr, "hookd: %s\n", err);
