@@ -9,6 +9,7 @@
 #include <lua.h>
 #include <lua5.1/lua-cjson.h>
 #include <lualib.h>
+#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,8 +37,9 @@
 
 /* Shared with the runtime through FFI (see lua/hookd/guard.lua). */
 typedef struct hk_guard_state {
-  volatile int32_t active; /* 1 while hook code runs */
-  volatile int32_t ticks;  /* CPU ticks since it started */
+  volatile int32_t active;  /* 1 while hook code runs */
+  volatile int32_t ticks;   /* CPU ticks since it started */
+  volatile int32_t tripped; /* set when the guard stopped hook code */
 } hk_guard_state;
 
 static hk_guard_state guard_state;
@@ -51,6 +53,7 @@ static void guard_hook_cb(lua_State *L, lua_Debug *ar) {
   lua_sethook(L, NULL, 0, 0);
   if (!guard_state.active) return;
   guard_state.active = 0;
+  guard_state.tripped = 1;
   lua_getinfo(L, "Sl", ar);
   luaL_error(L, "%s:%d: ran longer than %d ms of CPU", ar->short_src,
              ar->currentline, GUARD_LIMIT_MS);
@@ -173,6 +176,25 @@ static int core_parse_time(lua_State *L) {
   return 2;
 }
 
+/* core.check_regex(re) -> true | nil, reason. The same POSIX extended
+ * syntax the HTTP transport compiles success_regex with. */
+static int core_check_regex(lua_State *L) {
+  const char *re = luaL_checkstring(L, 1);
+  char reason[256];
+  regex_t rx;
+  int rc = regcomp(&rx, re, REG_EXTENDED | REG_NOSUB);
+
+  if (rc == 0) {
+    regfree(&rx);
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  regerror(rc, &rx, reason, sizeof reason);
+  lua_pushnil(L);
+  lua_pushstring(L, reason);
+  return 2;
+}
+
 /* core.log(level, component, message) */
 static int core_log(lua_State *L) {
   int level = hk_log_level_parse(luaL_checkstring(L, 1));
@@ -260,12 +282,24 @@ static int core_failed(lua_State *L) {
   return 0;
 }
 
+/* core.suspended(slot, reason): the runtime stopped routing to a hook
+ * until it is loaded again. */
+static int core_suspended(lua_State *L) {
+  hk_bridge *b = bridge_upvalue(L);
+
+  if (b->cbs.suspended_cb)
+    b->cbs.suspended_cb(b->cbs.ctx, (int)luaL_checkinteger(L, 1),
+                        luaL_checkstring(L, 2));
+  return 0;
+}
+
 static const luaL_Reg core_funcs[] = {
     {"uuid4", core_uuid4},     {"parse_time", core_parse_time},
     {"log", core_log},         {"now", core_now},
     {"read_file", core_read_file}, {"emit", core_emit},
     {"matched", core_matched}, {"failed", core_failed},
-    {"guard", core_guard},     {NULL, NULL}};
+    {"guard", core_guard},     {"check_regex", core_check_regex},
+    {"suspended", core_suspended}, {NULL, NULL}};
 
 /* package.preload["hookd.core"]; upvalue 1 is the bridge or NULL. */
 static int open_core(lua_State *L) {

@@ -17,6 +17,7 @@ typedef struct hk_bridge_callbacks {
   void (*emit_cb)(void *ctx, int slot, const char *json, size_t len);
   void (*matched_cb)(void *ctx, int slot, long count);
   void (*failed_cb)(void *ctx, int slot, const char *reason);
+  void (*suspended_cb)(void *ctx, int slot, const char *reason);
   void *ctx;
 } hk_bridge_callbacks;
 

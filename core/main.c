@@ -108,6 +108,7 @@ static void signal_cb(uv_signal_t *s, int signum) {
   app *a = s->data;
 
   if (a->stopping) {
+    hk_router_log_undelivered(a->router);
     uv_stop(a->loop);
     return;
   }

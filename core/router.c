@@ -22,6 +22,7 @@ typedef struct hk_hook {
   int loaded;  /* a version runs in the runtime */
   int active;
   int removed; /* the file is gone */
+  int suspended; /* its code kept breaching the CPU limit */
   long version;
   double loaded_at;
   char *error; /* the last load error, or NULL */
@@ -139,11 +140,21 @@ static void fail_log_cb(uv_timer_t *t) {
   }
 }
 
+static void suspended_cb(void *ctx, int slot, const char *reason) {
+  hk_hook *h = hook_slot(ctx, slot);
+
+  if (h == NULL) return;
+  h->suspended = 1;
+  hk_error("hook", "hook=%s suspended=1 reason=\"%s\" until=reload", h->id,
+           reason);
+}
+
 hk_router *hk_router_create(uv_loop_t *loop, hk_bridge *bridge,
                             hk_http_client *http,
                             const hk_retry_policy *policy) {
   hk_router *r = calloc(1, sizeof *r);
-  hk_bridge_callbacks cbs = {emit_cb, matched_cb, failed_cb, NULL};
+  hk_bridge_callbacks cbs = {emit_cb, matched_cb, failed_cb, suspended_cb,
+                             NULL};
 
   if (r == NULL) return NULL;
   r->loop = loop;
@@ -310,6 +321,7 @@ int hk_router_load_file(hk_router *r, const char *id, const char *path) {
     snprintf(err, sizeof err, "%s: the file is empty", path);
   } else if (load_source(r, h, src, len, err, sizeof err) == 0) {
     h->loaded = 1;
+    h->suspended = 0;
     h->version++;
     h->loaded_at = wall_now();
     set_str(&h->error, NULL);
@@ -350,6 +362,7 @@ void hk_router_route(hk_router *r, const char *const *events,
 static const char *hook_state(const hk_hook *h) {
   if (h->removed) return "removed";
   if (!h->loaded) return "broken";
+  if (h->suspended) return "suspended";
   return h->active ? "running" : "stopped";
 }
 

@@ -10,21 +10,23 @@ ffi.cdef [[
 typedef struct hk_guard_state {
   volatile int32_t active;
   volatile int32_t ticks;
+  volatile int32_t tripped;
 } hk_guard_state;
 ]]
 
 local ptr = core.guard and core.guard()
 local state = ptr and ffi.cast("hk_guard_state *", ptr)
-  or {active = 0, ticks = 0}
+  or {active = 0, ticks = 0, tripped = 0}
 
 -- Calls fn(a, b) under the guard, like xpcall with handler. Returns what
--- xpcall returns.
+-- xpcall returns, and true as a third value when the guard stopped fn.
 function M.call(fn, handler, a, b)
   state.ticks = 0
+  state.tripped = 0
   state.active = 1
   local ok, r = xpcall(fn, handler, a, b)
   state.active = 0
-  return ok, r
+  return ok, r, state.tripped == 1
 end
 
 -- Keeps a chunk of hook code, and every function it defines, interpreted.

@@ -83,6 +83,7 @@ function M.load(id, slot, chunkname, src)
     id = id, slot = slot, settings = s, active = s.active,
     match = filters.compile(s), filter = s.filter, shape = s.shape,
     isolate = s.filter ~= nil or s.shape ~= nil,
+    breaches = {}, suspended = false,
   }
   local shown, settings_json = pcall(json.encode, settings_mod.describe(s))
   if not shown then
@@ -111,26 +112,49 @@ function M.unload(id)
   rebuild_order()
 end
 
+-- A hook whose code the CPU guard stopped BREACH_LIMIT times within
+-- BREACH_WINDOW seconds is suspended: it captures nothing until its file
+-- is loaded again. This bounds what one runaway hook costs everybody.
+local BREACH_LIMIT, BREACH_WINDOW = 10, 60
+
+local function note_breach(hook)
+  local now, kept = core.now(), {}
+  for _, t in ipairs(hook.breaches) do
+    if now - t < BREACH_WINDOW then kept[#kept + 1] = t end
+  end
+  kept[#kept + 1] = now
+  hook.breaches = kept
+  if #kept >= BREACH_LIMIT and not hook.suspended then
+    hook.suspended = true
+    core.suspended(hook.slot, string.format(
+      "its code ran over the CPU limit %d times within %d s",
+      BREACH_LIMIT, BREACH_WINDOW))
+  end
+end
+
 -- Runs the hook's own functions and the standard message builder for one
 -- event. Returns nothing; results go to the core.
 local function route_one(hook, event, ctx)
   if hook.isolate then event = deep_copy(event) end
   if hook.filter then
-    local ok, keep = guard.call(hook.filter, first_line, event)
+    local ok, keep, stopped = guard.call(hook.filter, first_line, event)
     if not ok then
       failed(hook.slot, "filter: " .. keep)
+      if stopped then note_breach(hook) end
       return false
     end
     if not keep then return false end
   end
   local msg = message.build(hook.settings, event, ctx, nil)
   if hook.shape then
-    local ok, shaped = guard.call(hook.shape, first_line, msg, event)
+    local ok, shaped, stopped = guard.call(hook.shape, first_line, msg,
+      event)
     if not ok then
       failed(hook.slot, "shape: " .. shaped)
+      if stopped then note_breach(hook) end
       return true
     end
-    if shaped == nil then return true end
+    if not shaped then return true end -- nil or false: dropped
     msg = shaped
   end
   local sent, err = emit(hook.slot, msg)
@@ -149,7 +173,8 @@ function M.route(batch)
     local ctx = nil
     for h = 1, n do
       local hook = order[h]
-      if hook.active and filters.match(hook.match, event) then
+      if hook.active and not hook.suspended and
+          filters.match(hook.match, event) then
         ctx = ctx or template.new_context(event, catalog)
         if route_one(hook, event, ctx) then matched[h] = matched[h] + 1 end
       end
@@ -185,7 +210,7 @@ function M.try(chunkname, src, events)
       elseif not route_one(hook, event, template.new_context(event, catalog)) then
         out = out or "dropped: filter() returned false"
       end
-      lines[i] = out or "dropped: shape() returned nil"
+      lines[i] = out or "dropped: shape() returned nil or false"
     end
   end
   emit, failed = real_emit, real_failed

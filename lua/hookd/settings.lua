@@ -3,6 +3,7 @@
 -- destinations; plus describe(), the same settings safe to show in the API.
 
 local json = require "hookd.json"
+local core = require "hookd.core"
 local template = require "hookd.template"
 local filters = require "hookd.filters"
 
@@ -219,6 +220,16 @@ local function resolve_send(v, dests)
   return merged, inherited, name
 end
 
+-- A success_regex must compile as the transport will compile it (POSIX
+-- extended); checked here so the error names the file and the key.
+local function check_regex(v, key)
+  want_string(v, key)
+  local ok, reason = true, nil
+  if core.check_regex then ok, reason = core.check_regex(v) end
+  if not ok then bad("%s is not a valid regular expression: %s", key, reason) end
+  return v
+end
+
 local function check_url(v, key)
   want_string(v, key)
   if not find(v, "^[hH][tT][tT][pP][sS]?://[^/%s?#]+") or find(v, "%s") then
@@ -267,7 +278,7 @@ local HTTP = {
   batch_size = opt(function(v, k) return want_int(v, k, 1, 10000) end, 100),
   timeout_sec = opt(want_positive_number, 5),
   request_timeout_sec = opt(want_positive_number, 30),
-  success_regex = opt(want_string),
+  success_regex = opt(check_regex),
   success_statuses = opt(function(v, k)
     return want_list(v, k, check_status)
   end),

@@ -144,6 +144,29 @@ class HookRuntime(unittest.TestCase):
         line = self.hookd.wait_log("event_failed=1")
         self.assertRegex(line, r"spinner\.lua:\d+: ran longer than 50 ms")
 
+    def test_hook_breaching_cpu_limit_ten_times_is_suspended(self):
+        self.start({"spinner": hook(self.sink.url("/spin"), extra="""
+  filter = function(event) while true do end end,
+"""), "other": hook(self.sink.url("/other"))})
+        self.hookd.post_events([click(i) for i in range(12)])
+        h = self.hookd.wait_hook("spinner",
+                                 lambda h: h["state"] == "suspended",
+                                 "suspended")
+        self.assertEqual(h["counters"]["failed"], 10, "no calls after 10")
+        self.hookd.wait_log("hook=spinner suspended=1")
+        self.sink.wait_messages("/other", 12)
+        self.hookd.write_hook("spinner", hook(self.sink.url("/spin")))
+        self.hookd.wait_hook("spinner", lambda h: h["state"] == "running",
+                             "running again after reload")
+
+    def test_invalid_success_regex_is_a_load_error(self):
+        self.start({"other": hook(self.sink.url("/other"))})
+        self.hookd.write_hook("rx", hook(self.sink.url("/rx")).replace(
+            "timeout_sec = 0.1", 'timeout_sec = 0.1, success_regex = "("'))
+        h = self.hookd.wait_hook("rx", lambda h: h["error"], "error")
+        self.assertIn("rx.lua", h["error"])
+        self.assertIn("success_regex", h["error"])
+
     def test_endless_loop_in_hook_file_is_a_load_error(self):
         self.start({"other": hook(self.sink.url("/other"))})
         self.hookd.write_hook("spinner", "while true do end")
