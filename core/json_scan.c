@@ -42,6 +42,8 @@ typedef struct scanner {
   int max_depth;
   size_t max_events;
   long index;       /* the event being scanned, for content errors */
+  long array_event; /* element of a JSON array body a syntax error hit, or
+                       -1 (not an array body, or outside the elements) */
   const char *syn_reason; /* first syntax error (static text) and where */
   const char *syn_at;
   bool content_failed;    /* first error that did not stop the parse */
@@ -475,15 +477,20 @@ static int scan_event_array(scanner *sc) {
     return 0;
   }
   for (sc->index = 0;; sc->index++) {
+    sc->array_event = sc->index;
     if (p >= end) return unexpected(sc, p, "expected a value");
     sc->p = p;
     if (scan_event(sc) != 0) return -1;
     p = hk_json_skip_ws(sc->p, end);
     if (p < end && *p == ',') {
       p = hk_json_skip_ws(p + 1, end);
-      if (p < end && *p == ']') return syntax(sc, p, "trailing comma");
+      if (p < end && *p == ']') {
+        sc->array_event = sc->index + 1; /* the element that is missing */
+        return syntax(sc, p, "trailing comma");
+      }
     } else if (p < end && *p == ']') {
       sc->p = p + 1;
+      sc->array_event = -1;
       return 0;
     } else {
       return unexpected(sc, p, "expected ',' or ']'");
@@ -498,6 +505,7 @@ static int scan_json_body(scanner *sc) {
   int rc;
 
   sc->index = 0;
+  sc->array_event = -1;
   rc = *sc->p == '[' ? scan_event_array(sc) : scan_event(sc);
   if (rc != 0) return -1;
   p = hk_json_skip_ws(sc->p, sc->end);
@@ -586,15 +594,17 @@ static bool is_single_line(const char *p, const char *end) {
 
 /* Not one JSON value: the body is NDJSON, unless it is a single line or its
  * first value spans lines (pretty-printed JSON), where the JSON attempt's
- * syntax error explains more than "line 0 is incomplete". */
+ * syntax error explains more than "line 0 is incomplete". Such an error
+ * inside an element of a JSON array body carries that element's index. */
 static int fall_back_to_ndjson(scanner *sc, const char *start,
                                hk_scan_error *err) {
   const char *json_reason = sc->syn_reason, *json_at = sc->syn_at;
+  long json_event = sc->array_event;
   const char *nl = memchr(start, '\n', (size_t)(sc->end - start));
   long bad_line = -1;
 
   if (is_single_line(start, sc->end)) {
-    report(sc, err, -1, "body is not valid JSON");
+    report(sc, err, json_event, "body is not valid JSON");
     return -1;
   }
   scanner_reset(sc);
@@ -602,7 +612,7 @@ static int fall_back_to_ndjson(scanner *sc, const char *start,
   if (bad_line == 0 && sc->syn_reason != NULL && json_at > nl) {
     sc->syn_reason = json_reason;
     sc->syn_at = json_at;
-    report(sc, err, -1, "body is not valid JSON");
+    report(sc, err, json_event, "body is not valid JSON");
     return -1;
   }
   report(sc, err, bad_line, "invalid JSON");

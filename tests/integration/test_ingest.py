@@ -91,6 +91,14 @@ class Ingest(unittest.TestCase):
         self.assertEqual((status, doc["index"]), (400, 2))
         self.assert_nothing_routed(1901)
 
+    def test_ingest_array_syntax_error_names_the_event(self):
+        body = ("[" + json.dumps(click(1011)) + "," +
+                json.dumps(click(1012))[:-1] + ',"a":tru}]')
+        status, doc = self.hookd.post_events(body)
+        self.assertEqual((status, doc["index"]), (400, 1))
+        self.assertIn("not valid JSON", doc["error"])
+        self.assert_nothing_routed(1903)
+
     def test_ingest_not_json_has_no_index(self):
         status, doc = self.hookd.post_events("hello", "application/json")
         self.assertEqual(status, 400)
