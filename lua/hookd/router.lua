@@ -133,7 +133,8 @@ local function note_breach(hook)
 end
 
 -- Runs the hook's own functions and the standard message builder for one
--- event. Returns nothing; results go to the core.
+-- event; the message or the failure goes to the core. Returns true when the
+-- event passed the hook's filter (it counts as matched), false otherwise.
 local function route_one(hook, event, ctx)
   if hook.isolate then event = deep_copy(event) end
   if hook.filter then
