@@ -500,6 +500,7 @@ int hk_bridge_try(hk_bridge *b, const char *chunkname, const char *src,
                   char *err, size_t errlen) {
   lua_State *L = b->L;
   size_t lines;
+  int failures = 0;
 
   lua_pushstring(L, chunkname);
   lua_pushlstring(L, src, len);
@@ -511,10 +512,14 @@ int hk_bridge_try(hk_bridge *b, const char *chunkname, const char *src,
   if (call_router_value(b, "try", 3, err, errlen) != 0) return -1;
   lines = lua_objlen(L, -1);
   for (size_t i = 1; i <= lines; i++) {
+    const char *line;
+
     lua_rawgeti(L, -1, (int)i);
-    puts(lua_tostring(L, -1));
+    line = lua_tostring(L, -1);
+    puts(line);
+    if (strncmp(line, "error:", 6) == 0) failures++;
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
-  return 0;
+  return failures;
 }

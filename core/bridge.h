@@ -60,7 +60,9 @@ int hk_bridge_route(hk_bridge *b, const char *const *events,
 
 /* Runs the hook in src over n events without sending anything and prints
  * one line per event to stdout: the message, or why there is none.
- * Returns 0, or -1 with err when the hook does not load. */
+ * Returns the number of events the hook failed on (its code raised an
+ * error or its message could not be encoded), or -1 with err when the
+ * hook does not load. */
 struct hk_event_span;
 int hk_bridge_try(hk_bridge *b, const char *chunkname, const char *src,
                   size_t len, const struct hk_event_span *events, size_t n,

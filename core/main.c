@@ -183,7 +183,7 @@ static int cmd_try(const char *config_path, const char *hook_path,
   size_t n = 0, hook_len, events_len;
   char *hook_src = NULL, *events = NULL;
   app a;
-  int rc = 2;
+  int rc = 2, failures;
 
   memset(&a, 0, sizeof a);
   if (app_configure(&a, config_path) != 0) return 2;
@@ -198,13 +198,10 @@ static int cmd_try(const char *config_path, const char *hook_path,
             serr.message);
     goto done;
   }
-  if (hk_bridge_try(a.bridge, hook_path, hook_src, hook_len, spans, n, err,
-                    sizeof err) != 0) {
-    fprintf(stderr, "%s\n", err);
-    rc = 1;
-    goto done;
-  }
-  rc = 0;
+  failures = hk_bridge_try(a.bridge, hook_path, hook_src, hook_len, spans, n,
+                           err, sizeof err);
+  if (failures < 0) fprintf(stderr, "%s\n", err);
+  rc = failures != 0 ? 1 : 0;
 done:
   free(spans);
   free(hook_src);

@@ -133,6 +133,16 @@ class Cli(unittest.TestCase):
                          973)
         self.assertTrue(lines[1].startswith("dropped:"))
 
+    def test_try_exits_nonzero_when_an_event_fails(self):
+        hook = os.path.join(tempfile.mkdtemp(), "h.lua")
+        with open(hook, "w") as f:
+            f.write('return {database = "all", actions = {"click"}, '
+                    'shape = function(m) error("boom") end, '
+                    'send = {type = "http", url = "http://127.0.0.1:1/"}}')
+        code, out, err = run("try", hook, os.path.join(FIXTURES, "click.json"))
+        self.assertEqual(code, 1)
+        self.assertRegex(out, r"^error: shape: .*h\.lua:1: boom")
+
     def test_try_reads_a_pretty_printed_event(self):
         hook = os.path.join(tempfile.mkdtemp(), "h.lua")
         with open(hook, "w") as f:
