@@ -44,6 +44,8 @@ struct hk_plugins {
   size_t n_files;
   int watching;
   int open_handles; /* freed when the last handle has closed */
+  char **ignored;   /* .lua names already reported as not a hook id */
+  size_t n_ignored;
 };
 
 /* A hook id is the file name without ".lua": letters, digits, '_' and '-'.
@@ -62,6 +64,24 @@ static int hook_id_from_name(const char *name, char *id, size_t idlen) {
   memcpy(id, name, len - 4);
   id[len - 4] = '\0';
   return 0;
+}
+
+/* Says once per name that a visible .lua file is not loaded because its
+ * name is not a hook id (hidden files and editor leftovers stay quiet). */
+static void report_ignored(hk_plugins *p, const char *name) {
+  size_t len = strlen(name);
+  char **grown;
+
+  if (name[0] == '.' || len < 4 || strcmp(name + len - 4, ".lua") != 0)
+    return;
+  for (size_t i = 0; i < p->n_ignored; i++)
+    if (strcmp(p->ignored[i], name) == 0) return;
+  grown = realloc(p->ignored, (p->n_ignored + 1) * sizeof *grown);
+  if (grown == NULL) return;
+  p->ignored = grown;
+  p->ignored[p->n_ignored++] = strdup(name);
+  hk_warn("plugins", "file=\"%s\" ignored=1 reason=\"a hook file is "
+          "named <id>.lua, id of letters, digits, _ and -\"", name);
 }
 
 static file_stamp *stamp_find(hk_plugins *p, const char *id) {
@@ -105,7 +125,10 @@ static int scan_entry(hk_plugins *p, const char *name, int settle) {
   struct stat st;
   file_stamp *f;
 
-  if (hook_id_from_name(name, id, sizeof id) != 0) return 0;
+  if (hook_id_from_name(name, id, sizeof id) != 0) {
+    report_ignored(p, name);
+    return 0;
+  }
   snprintf(path, sizeof path, "%s/%s", p->dir, name);
   if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
   f = stamp_find(p, id);
@@ -194,6 +217,13 @@ static hk_plugins *plugins_new(hk_router *router, const char *dir) {
   return p;
 }
 
+static void plugins_free(hk_plugins *p) {
+  for (size_t i = 0; i < p->n_ignored; i++) free(p->ignored[i]);
+  free(p->ignored);
+  free(p->dir);
+  free(p);
+}
+
 int hk_plugins_load_all(hk_router *router, const char *dir, char *err,
                         size_t errlen) {
   hk_plugins *p = plugins_new(router, dir);
@@ -207,8 +237,7 @@ int hk_plugins_load_all(hk_router *router, const char *dir, char *err,
   } else {
     n = (int)p->n_files;
   }
-  free(p->dir);
-  free(p);
+  plugins_free(p);
   return n;
 }
 
@@ -222,8 +251,7 @@ hk_plugins *hk_plugins_start(uv_loop_t *loop, hk_router *router,
   if (scan(p, 0) < 0) {
     snprintf(err, errlen, "cannot read plugins_dir %s: %s", dir,
              strerror(errno));
-    free(p->dir);
-    free(p);
+    plugins_free(p);
     return NULL;
   }
   uv_timer_init(loop, &p->rescan);
@@ -247,8 +275,7 @@ static void handle_closed_cb(uv_handle_t *h) {
   hk_plugins *p = h->data;
 
   if (--p->open_handles > 0) return;
-  free(p->dir);
-  free(p);
+  plugins_free(p);
 }
 
 void hk_plugins_stop(hk_plugins *p) {

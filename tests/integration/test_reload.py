@@ -121,6 +121,18 @@ class Reload(unittest.TestCase):
         self.assertNotIn("removed=1", "".join(self.hookd.drain_log()))
         wait_for("message", lambda: self.tags() in (["v1"], ["v2"]))
 
+    def test_reload_badly_named_file_is_reported_once(self):
+        path = os.path.join(self.hookd.plugins, "bad name.lua")
+        with open(path, "w") as f:
+            f.write(hook(self.url, "v2"))
+        line = self.hookd.wait_log('file="bad name.lua" ignored=1')
+        self.assertIn("<id>.lua", line)
+        # Loading v2 takes a later scan, which sees the bad name again.
+        self.hookd.write_hook("h", hook(self.url, "v2"))
+        self.hookd.wait_hook("h", lambda h: h["version"] == 2, "version 2")
+        log = "".join(self.hookd.drain_log())
+        self.assertEqual(log.count("ignored=1"), 1)
+
     def test_reload_under_load_loses_nothing(self):
         stop = threading.Event()
         sent = []
