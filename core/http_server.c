@@ -17,6 +17,7 @@
 #define HK_HTTP_DEFAULT_MAX_BODY (1024 * 1024)
 #define HK_HTTP_DEFAULT_MAX_HEADER (64 * 1024)
 #define HK_HTTP_IDLE_MS 120000 /* quiet keep-alive connections */
+#define HK_HTTP_HEAD_MS 30000  /* default time for a request's head */
 #define HK_HTTP_LINGER_MS 5000 /* reading leftovers after our FIN */
 #define HK_HTTP_READ_SIZE 65536
 #define HK_HTTP_BACKLOG 511
@@ -59,6 +60,7 @@ struct hk_conn {
   hk_req *cur;     /* request being parsed, owned here */
   hk_req *pending; /* request handed to the handler, not yet answered */
   uint64_t last_active;
+  uint64_t head_due; /* loop time by which the head must be in, or 0 */
   size_t header_bytes;
   int state;
   int handles; /* open uv handles; the conn is freed when it reaches 0 */
@@ -78,6 +80,7 @@ struct hk_http_server {
   void *data;
   size_t max_body;
   size_t max_header;
+  uint64_t head_timeout_ms;
   int port;
   int closing;
   int handles; /* listener plus live connections; freed at 0 when closing */
@@ -382,13 +385,23 @@ static void conn_timer_cb(uv_timer_t *t) {
     conn_arm_timer(c, HK_HTTP_IDLE_MS);
     return;
   }
+  /* A client that trickles a request's head in (slowloris) gets 408. */
+  if (c->head_due != 0 && uv_now(c->server->loop) >= c->head_due) {
+    c->head_due = 0;
+    conn_send_error(c, 408, "request headers did not arrive in time");
+    return;
+  }
   idle = uv_now(c->server->loop) - c->last_active;
   if (idle >= HK_HTTP_IDLE_MS) {
     hk_debug("http", "closing=idle idle_ms=%llu", (unsigned long long)idle);
     conn_close(c);
     return;
   }
-  conn_arm_timer(c, HK_HTTP_IDLE_MS - idle);
+  if (c->head_due != 0 &&
+      c->head_due - uv_now(c->server->loop) < HK_HTTP_IDLE_MS - idle)
+    conn_arm_timer(c, c->head_due - uv_now(c->server->loop));
+  else
+    conn_arm_timer(c, HK_HTTP_IDLE_MS - idle);
 }
 
 static void conn_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -489,6 +502,9 @@ static int on_message_begin(http_parser *p) {
   c->cur = calloc(1, sizeof *c->cur);
   if (c->cur == NULL) return refuse_no_memory(c);
   c->header_bytes = 0;
+  c->head_due = uv_now(c->server->loop) + c->server->head_timeout_ms;
+  if (!c->resume_due && c->state == CONN_ACTIVE)
+    conn_arm_timer(c, c->server->head_timeout_ms);
   c->hdr_in_value = 0;
   c->hdr_name_len = 0;
   c->hdr_target = NULL;
@@ -575,6 +591,7 @@ static int on_headers_complete(http_parser *p) {
   int has_length = !chunked && p->content_length != UINT64_MAX;
   size_t max = c->server->max_body;
 
+  c->head_due = 0;
   if (has_length && p->content_length > max)
     return conn_refuse(c, 413, "request body exceeds %zu bytes", max);
   if (has_length && p->content_length > 0) {
@@ -860,6 +877,8 @@ static hk_http_server *server_create(uv_loop_t *loop,
                                               : HK_HTTP_DEFAULT_MAX_BODY;
   s->max_header = opts && opts->max_header_bytes ? opts->max_header_bytes
                                                   : HK_HTTP_DEFAULT_MAX_HEADER;
+  s->head_timeout_ms = opts && opts->head_timeout_ms ? opts->head_timeout_ms
+                                                     : HK_HTTP_HEAD_MS;
   server_settings_init(&s->settings);
   return s;
 }

@@ -29,6 +29,9 @@ typedef void (*hk_http_handler_cb)(hk_http_request *req, void *data);
 typedef struct hk_http_server_options {
   size_t max_body_bytes;   /* larger bodies get 413 before the handler */
   size_t max_header_bytes; /* 0 = 64 KiB */
+  unsigned head_timeout_ms; /* a request's line and headers must arrive
+                               within this after its first byte, else 408
+                               and close; 0 = 30 s */
 } hk_http_server_options;
 
 /* Binds and listens on addr ("127.0.0.1:8765", "[::1]:8765", ":0" etc.).

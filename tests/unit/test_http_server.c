@@ -667,6 +667,27 @@ static void http_oversized_content_length_gets_413(void) {
   harness_free(&h);
 }
 
+/* A head that never ends: the request line and one header, no blank line. */
+static void slow_head_client(harness *h) {
+  static const char req[] = "GET /slow HTTP/1.1\r\nHost: t\r\n";
+
+  raw_exchange_closing(h, req, sizeof req - 1);
+}
+
+static void http_slow_request_head_gets_408(void) {
+  harness h;
+
+  harness_init(&h);
+  h.opts.head_timeout_ms = 200;
+  harness_must_run(&h, slow_head_client);
+  CHECK(h.rd.n == 1 && h.rd.status[0] == 408);
+  CHECK_STR(rd_body(&h, 0),
+            "{\"error\":\"request headers did not arrive in time\"}");
+  CHECK(h.closed);
+  CHECK(atomic_load(&h.calls) == 0);
+  harness_free(&h);
+}
+
 static void oversized_chunked_client(harness *h) {
   hk_buf req = HK_BUF_INIT;
 
@@ -957,6 +978,7 @@ int main(int argc, char **argv) {
   RUN(http_connection_close_is_honoured);
   RUN(http10_closes_after_answer);
   RUN(http_oversized_content_length_gets_413);
+  RUN(http_slow_request_head_gets_408);
   RUN(http_oversized_chunked_body_gets_413);
   RUN(http_oversized_headers_get_431);
   RUN(http_malformed_request_gets_400);
