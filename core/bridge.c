@@ -44,19 +44,33 @@ typedef struct hk_guard_state {
 
 static hk_guard_state guard_state;
 static lua_State *guard_L; /* the state the guard interrupts */
+static char guard_runtime_src[4096]; /* "@<lua_dir>/": the runtime's code */
 static timer_t guard_timer;
 static int guard_armed;
 
-/* Runs at the next interpreted instruction after the limit: raises the
- * error there, naming the file and line that was running. */
+/* True when the function running is a hook's own code: Lua code that is
+ * not the runtime's (C functions report "=[C]"). */
+static int guard_in_hook_code(const char *source) {
+  return source[0] == '@' &&
+         strncmp(source, guard_runtime_src, strlen(guard_runtime_src)) != 0;
+}
+
+/* Runs before every interpreted instruction once the limit is passed, and
+ * raises the error at each one that belongs to the hook's code, so the
+ * hook's own pcall cannot swallow it; the runtime's code (the wrapper and
+ * the error handler) runs on. The runtime clears active when the hook's
+ * code has finished, and the next call here removes the hook. */
 static void guard_hook_cb(lua_State *L, lua_Debug *ar) {
-  lua_sethook(L, NULL, 0, 0);
-  if (!guard_state.active) return;
-  guard_state.active = 0;
-  guard_state.tripped = 1;
+  if (!guard_state.active) {
+    lua_sethook(L, NULL, 0, 0);
+    return;
+  }
   lua_getinfo(L, "Sl", ar);
-  luaL_error(L, "%s:%d: ran longer than %d ms of CPU", ar->short_src,
-             ar->currentline, GUARD_LIMIT_MS);
+  if (!guard_in_hook_code(ar->source)) return;
+  guard_state.tripped = 1;
+  lua_pushfstring(L, "%s:%d: ran longer than %d ms of CPU", ar->short_src,
+                  ar->currentline, GUARD_LIMIT_MS);
+  lua_error(L);
 }
 
 static void guard_signal_cb(int sig) {
@@ -66,8 +80,9 @@ static void guard_signal_cb(int sig) {
     lua_sethook(guard_L, guard_hook_cb, LUA_MASKCOUNT, 1);
 }
 
-/* Starts the CPU timer of the calling (loop) thread. Returns 0 or -1. */
-static int guard_start(lua_State *L) {
+/* Starts the CPU timer of the calling (loop) thread for L, whose runtime
+ * code comes from lua_dir. Returns 0 or -1. */
+static int guard_start(lua_State *L, const char *lua_dir) {
   struct sigevent ev;
   struct sigaction sa;
   struct itimerspec its;
@@ -89,6 +104,7 @@ static int guard_start(lua_State *L) {
     timer_delete(guard_timer);
     return -1;
   }
+  snprintf(guard_runtime_src, sizeof guard_runtime_src, "@%s/", lua_dir);
   guard_L = L;
   guard_armed = 1;
   return 0;
@@ -404,7 +420,7 @@ hk_bridge *hk_bridge_create(const char *lua_dir, char *err, size_t errlen) {
   b->L = luaL_newstate();
   if (b->L == NULL) goto fail;
   open_runtime(b->L, lua_dir, b, err, errlen);
-  if (guard_L == NULL && guard_start(b->L) != 0)
+  if (guard_L == NULL && guard_start(b->L, lua_dir) != 0)
     hk_warn("lua", "cpu_guard=off reason=\"%s\"", strerror(errno));
   lua_getglobal(b->L, "require");
   lua_pushliteral(b->L, "hookd.router");

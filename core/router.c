@@ -140,11 +140,16 @@ static void fail_log_cb(uv_timer_t *t) {
   }
 }
 
+/* The runtime stopped routing to a hook; the reason shows as its error
+ * until the file is loaded again. */
 static void suspended_cb(void *ctx, int slot, const char *reason) {
   hk_hook *h = hook_slot(ctx, slot);
+  char text[300];
 
   if (h == NULL) return;
   h->suspended = 1;
+  snprintf(text, sizeof text, "suspended: %s", reason);
+  set_str(&h->error, text);
   hk_error("hook", "hook=%s suspended=1 reason=\"%s\" until=reload", h->id,
            reason);
 }

@@ -18,13 +18,21 @@ local ptr = core.guard and core.guard()
 local state = ptr and ffi.cast("hk_guard_state *", ptr)
   or {active = 0, ticks = 0, tripped = 0}
 
+-- Marks the hook's code finished inside the protected call, so the guard
+-- can never raise its error outside it.
+local function run(fn, a, b)
+  local r = fn(a, b)
+  state.active = 0
+  return r
+end
+
 -- Calls fn(a, b) under the guard, like xpcall with handler. Returns what
 -- xpcall returns, and true as a third value when the guard stopped fn.
 function M.call(fn, handler, a, b)
   state.ticks = 0
   state.tripped = 0
   state.active = 1
-  local ok, r = xpcall(fn, handler, a, b)
+  local ok, r = xpcall(run, handler, fn, a, b)
   state.active = 0
   return ok, r, state.tripped == 1
 end

@@ -144,6 +144,38 @@ class HookRuntime(unittest.TestCase):
         line = self.hookd.wait_log("event_failed=1")
         self.assertRegex(line, r"spinner\.lua:\d+: ran longer than 50 ms")
 
+    def test_cpu_limit_cannot_be_caught_by_the_hooks_pcall(self):
+        self.start({"catcher": hook(self.sink.url("/c"), extra="""
+  filter = function(event)
+    if event.profile_id ~= "p1" then return true end
+    while true do pcall(function() while true do end end) end
+  end,
+""")})
+        self.hookd.post_events([click(i) for i in range(3)])
+        got = self.sink.wait_messages("/c", 2)
+        self.assertEqual(sorted(m["profile_id"] for m in got), ["p0", "p2"])
+        line = self.hookd.wait_log("event_failed=1")
+        self.assertRegex(line, r"catcher\.lua:\d+: ran longer than 50 ms")
+
+    def test_slow_library_call_in_shape_loses_nothing_for_others(self):
+        self.start({"base": hook(self.sink.url("/base")),
+                    "heavy": hook(self.sink.url("/heavy"), extra="""
+  shape = function(message)
+    local s = string.rep("x", 2^28)
+    return message
+  end,
+""")})
+        self.hookd.post_events([click(i) for i in range(5)])
+        got = self.sink.wait_messages("/base", 5)
+        self.assertEqual([m["profile_id"] for m in got],
+                         ["p%d" % i for i in range(5)])
+        self.hookd.wait_hook("base", lambda h: h["counters"]["matched"] == 5,
+                             "base matched=5")
+        self.hookd.wait_hook("heavy", lambda h: h["counters"]["failed"] >= 1,
+                             "the guard stopped heavy at least once")
+        self.assertEqual(
+            [l for l in self.hookd.drain_log() if "routing failed" in l], [])
+
     def test_hook_breaching_cpu_limit_ten_times_is_suspended(self):
         self.start({"spinner": hook(self.sink.url("/spin"), extra="""
   filter = function(event) while true do end end,
@@ -153,6 +185,7 @@ class HookRuntime(unittest.TestCase):
                                  lambda h: h["state"] == "suspended",
                                  "suspended")
         self.assertEqual(h["counters"]["failed"], 10, "no calls after 10")
+        self.assertIn("CPU limit", h["error"])
         self.hookd.wait_log("hook=spinner suspended=1")
         self.sink.wait_messages("/other", 12)
         self.hookd.write_hook("spinner", hook(self.sink.url("/spin")))
