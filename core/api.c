@@ -1,34 +1,44 @@
 /* Request handling for the HTTP API. Every error answer is a JSON object
  * {"error": "..."} with a fitting status; ingest errors add the index of
  * the refused event. */
-#include "api.h"
-
 #include <http_parser.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "deadletters.h"
+#include "api_internal.h"
 #include "json_scan.h"
 #include "json_write.h"
 #include "log.h"
 
 #define ROUTE_CHUNK 1024 /* events per call into the runtime */
 
-static void respond_buf(hk_http_request *req, int status, hk_buf *b) {
+void hk_api_json(hk_http_request *req, int status, hk_buf *b) {
   hk_http_respond(req, status, NULL, NULL, b->data ? b->data : "", b->len);
 }
 
-static void respond_error(hk_http_request *req, int status, const char *msg,
-                          long index) {
+void hk_api_error(hk_http_request *req, int status, const char *msg,
+                  long index) {
   hk_buf b = HK_BUF_INIT;
+  const char *extra = status == 503 ? "Retry-After: 5\r\n" : NULL;
 
   hk_buf_append(&b, "{\"error\":", 9);
   hk_json_write_cstr(&b, msg);
   if (index >= 0) hk_buf_printf(&b, ",\"index\":%ld", index);
   hk_buf_putc(&b, '}');
-  respond_buf(req, status, &b);
+  hk_http_respond(req, status, NULL, extra, b.data, b.len);
   hk_buf_free(&b);
+}
+
+void hk_api_store_refused(hk_http_request *req, hk_store_batch *b,
+                          const char *what) {
+  char msg[512];
+
+  snprintf(msg, sizeof msg, "%s not stored, try again later: %s", what,
+           hk_store_batch_error(b));
+  hk_error("api", "status=503 path=%s reason=\"%s\"", req->path,
+           hk_store_batch_error(b));
+  hk_api_error(req, 503, msg, -1);
 }
 
 /* True when the request carries "Bearer <token>" (or no token is set). */
@@ -46,10 +56,8 @@ static int authorized(const hk_http_request *req, const char *token) {
   return diff == 0;
 }
 
-/* Copies the value of query parameter name into out (percent-decoded).
- * Returns 0 when found, -1 otherwise. */
-static int query_param(const char *query, const char *name, char *out,
-                       size_t outlen) {
+int hk_api_query(const char *query, const char *name, char *out,
+                 size_t outlen) {
   size_t nlen = strlen(name);
   const char *p = query;
 
@@ -83,8 +91,8 @@ static int is_ndjson(const char *content_type) {
 }
 
 /* Routes the accepted events in chunks, one call into Lua per chunk. */
-static void route_spans(hk_router *router, const hk_event_span *spans,
-                        size_t n) {
+static void route_spans(hk_router *router, hk_route_job *job,
+                        const hk_event_span *spans, size_t n) {
   const char *texts[ROUTE_CHUNK];
   size_t lens[ROUTE_CHUNK];
 
@@ -95,19 +103,50 @@ static void route_spans(hk_router *router, const hk_event_span *spans,
       texts[j] = spans[i + j].json;
       lens[j] = spans[i + j].json_len;
     }
-    hk_router_route(router, texts, lens, m);
+    hk_router_route(router, job, texts, lens, m);
   }
+}
+
+/* A request whose events are routed and wait for the store. */
+typedef struct ingest_call {
+  hk_api *api;
+  hk_http_request *req;
+  hk_route_job *job;
+  size_t events;
+} ingest_call;
+
+/* The events and their messages are committed (202), or nothing of the
+ * request is kept (503). */
+static void ingest_done(hk_store_batch *b, int ok, void *ctx) {
+  ingest_call *call = ctx;
+  char answer[64];
+
+  hk_router_job_finish(call->api->router, call->job, ok);
+  if (ok) {
+    call->api->events_accepted += (long)call->events;
+    snprintf(answer, sizeof answer, "{\"accepted\":%zu}", call->events);
+    hk_http_respond(call->req, 202, NULL, NULL, answer, strlen(answer));
+  } else {
+    call->api->requests_refused++;
+    hk_api_store_refused(call->req, b, "events");
+  }
+  free(call);
 }
 
 static void handle_events(hk_api *api, hk_http_request *req) {
   hk_scan_options opt = {0};
   hk_event_span *spans = NULL;
+  hk_store_batch *batch;
+  ingest_call *call;
   hk_scan_error err;
   size_t n = 0;
-  char answer[64];
 
   if (!authorized(req, api->config->ingest_token)) {
-    respond_error(req, 401, "missing or wrong ingest token", -1);
+    hk_api_error(req, 401, "missing or wrong ingest token", -1);
+    return;
+  }
+  if (api->closing) {
+    hk_api_error(req, 503, "shutting down: events not accepted", -1);
     return;
   }
   opt.ndjson = is_ndjson(req->content_type);
@@ -116,18 +155,23 @@ static void handle_events(hk_api *api, hk_http_request *req) {
     api->requests_refused++;
     hk_info("ingest", "refused=1 status=%d index=%ld reason=\"%s\"",
             err.http_status, err.index, err.message);
-    respond_error(req, err.http_status, err.message, err.index);
+    hk_api_error(req, err.http_status, err.message, err.index);
     return;
   }
-  route_spans(api->router, spans, n);
-  api->events_accepted += (long)n;
+  batch = hk_store_batch_new();
+  call = calloc(1, sizeof *call);
+  if (batch == NULL || call == NULL) abort();
+  for (size_t i = 0; api->keep_history && i < n; i++)
+    hk_store_add_event(batch, spans[i].json, spans[i].json_len,
+                       spans[i].type, spans[i].type_len, spans[i].list_id,
+                       (double)spans[i].date_sec + spans[i].date_nsec / 1e9);
+  *call = (ingest_call){api, req, hk_router_job_begin(api->router, batch), n};
+  route_spans(api->router, call->job, spans, n);
   free(spans);
-  snprintf(answer, sizeof answer, "{\"accepted\":%zu}", n);
-  hk_http_respond(req, 202, NULL, NULL, answer, strlen(answer));
+  hk_store_submit(api->store, batch, ingest_done, call);
 }
 
-/* Parses a non-negative decimal integer; returns -1 when s is not one. */
-static long parse_count(const char *s) {
+long hk_api_parse_count(const char *s) {
   char *end;
   long v;
 
@@ -136,40 +180,18 @@ static long parse_count(const char *s) {
   return *end == '\0' ? v : -1;
 }
 
-static void handle_dead_letters(hk_api *api, hk_http_request *req) {
-  char hook[256], after[32], limit[32];
-  hk_buf b = HK_BUF_INIT;
-  long lim = 100, from = 0;
-
-  if (query_param(req->query, "limit", limit, sizeof limit) == 0 &&
-      ((lim = parse_count(limit)) < 1 || lim > 1000)) {
-    respond_error(req, 400, "limit must be an integer from 1 to 1000", -1);
-    return;
-  }
-  if (query_param(req->query, "after", after, sizeof after) == 0 &&
-      (from = parse_count(after)) < 0) {
-    respond_error(req, 400, "after must be a cursor from \"next\"", -1);
-    return;
-  }
-  hk_deadletters_render(
-      &b, query_param(req->query, "hook", hook, sizeof hook) == 0 ? hook : NULL,
-      from, (int)lim);
-  respond_buf(req, 200, &b);
-  hk_buf_free(&b);
-}
-
 static void handle_hooks(hk_api *api, hk_http_request *req) {
   const char *rest = req->path + strlen("/v1/hooks");
   hk_buf b = HK_BUF_INIT;
 
   if (*rest == '\0' || strcmp(rest, "/") == 0) {
     hk_router_render_hooks(api->router, &b);
-    respond_buf(req, 200, &b);
+    hk_api_json(req, 200, &b);
   } else if (rest[0] == '/' && strchr(rest + 1, '/') == NULL &&
              hk_router_render_hook(api->router, rest + 1, &b) == 0) {
-    respond_buf(req, 200, &b);
+    hk_api_json(req, 200, &b);
   } else {
-    respond_error(req, 404, "no such hook", -1);
+    hk_api_error(req, 404, "no such hook", -1);
   }
   hk_buf_free(&b);
 }
@@ -181,27 +203,48 @@ static int path_is(const hk_http_request *req, const char *prefix) {
          (req->path[n] == '\0' || req->path[n] == '/');
 }
 
+/* Endpoints under the API token, by path prefix. */
+static const struct admin_route {
+  const char *prefix;
+  void (*handle)(hk_api *api, hk_http_request *req);
+} admin_routes[] = {
+    {"/v1/hooks", NULL}, /* GET only: handle_hooks */
+    {"/v1/dead-letters", hk_api_dead_letters},
+    {"/v1/content", hk_api_content},
+    {"/v1/profiles", hk_api_profiles},
+    {"/v1/catalog", hk_api_catalog},
+};
+
+static void handle_admin(hk_api *api, hk_http_request *req,
+                         const struct admin_route *route) {
+  if (!authorized(req, api->config->api_token))
+    hk_api_error(req, 401, "missing or wrong API token", -1);
+  else if (route->handle)
+    route->handle(api, req);
+  else if (req->method != HTTP_GET)
+    hk_api_error(req, 405, "method not allowed", -1);
+  else
+    handle_hooks(api, req);
+}
+
 void hk_api_handle_cb(hk_http_request *req, void *data) {
   hk_api *api = data;
-  int get = req->method == HTTP_GET;
 
-  if (strcmp(req->path, "/healthz") == 0 && get) {
+  if (strcmp(req->path, "/healthz") == 0 && req->method == HTTP_GET) {
     hk_http_respond(req, 200, NULL, NULL, "{\"status\":\"ok\"}", 15);
-  } else if (strcmp(req->path, "/v1/events") == 0) {
+    return;
+  }
+  if (strcmp(req->path, "/v1/events") == 0) {
     if (req->method == HTTP_POST)
       handle_events(api, req);
     else
-      respond_error(req, 405, "use POST for /v1/events", -1);
-  } else if (path_is(req, "/v1/hooks") || path_is(req, "/v1/dead-letters")) {
-    if (!authorized(req, api->config->api_token))
-      respond_error(req, 401, "missing or wrong API token", -1);
-    else if (!get)
-      respond_error(req, 405, "method not allowed", -1);
-    else if (path_is(req, "/v1/hooks"))
-      handle_hooks(api, req);
-    else
-      handle_dead_letters(api, req);
-  } else {
-    respond_error(req, 404, "no such endpoint", -1);
+      hk_api_error(req, 405, "use POST for /v1/events", -1);
+    return;
   }
+  for (size_t i = 0; i < sizeof admin_routes / sizeof admin_routes[0]; i++)
+    if (path_is(req, admin_routes[i].prefix)) {
+      handle_admin(api, req, &admin_routes[i]);
+      return;
+    }
+  hk_api_error(req, 404, "no such endpoint", -1);
 }

@@ -1,15 +1,20 @@
-/* The HTTP API: ingest (POST /v1/events), health, and the admin views of
- * hooks and dead letters. */
+/* The HTTP API: ingest (POST /v1/events), health, the admin views of
+ * hooks and dead letters, and the stores of content, profiles and names. */
 #ifndef HOOKD_API_H
 #define HOOKD_API_H
 
 #include "config.h"
 #include "http_server.h"
 #include "router.h"
+#include "store.h"
 
 typedef struct hk_api {
   const hk_config *config;
   hk_router *router;
+  hk_bridge *bridge;
+  hk_store *store;
+  int keep_history; /* store accepted events in the history table */
+  int closing;      /* shutting down: new events are refused */
   long events_accepted;
   long requests_refused;
 } hk_api;

@@ -309,7 +309,41 @@ static int core_suspended(lua_State *L) {
   return 0;
 }
 
+/* core.store_put(kind, key1, key2, value): a write for the store batch
+ * being routed ("content" or "profile"); value is encoded here. */
+static int core_store_put(lua_State *L) {
+  hk_bridge *b = bridge_upvalue(L);
+  const char *kind = luaL_checkstring(L, 1);
+  const char *k1 = luaL_checkstring(L, 2), *k2 = luaL_optstring(L, 3, NULL);
+  char err[256];
+
+  hk_buf_reset(&b->scratch);
+  if (hk_json_encode_append(L, 4, &b->scratch, err, sizeof err) != 0)
+    return luaL_error(L, "store_put: %s", err);
+  if (b->cbs.store_put_cb)
+    b->cbs.store_put_cb(b->cbs.ctx, kind, k1, k2, b->scratch.data,
+                        b->scratch.len);
+  return 0;
+}
+
+/* core.store_get(kind, key1, key2) -> JSON text | nil */
+static int core_store_get(lua_State *L) {
+  hk_bridge *b = bridge_upvalue(L);
+  const char *kind = luaL_checkstring(L, 1);
+  const char *k1 = luaL_checkstring(L, 2), *k2 = luaL_optstring(L, 3, NULL);
+  size_t len = 0;
+  char *text = NULL;
+
+  if (b->cbs.store_get_cb)
+    text = b->cbs.store_get_cb(b->cbs.ctx, kind, k1, k2, &len);
+  if (text == NULL) return 0;
+  lua_pushlstring(L, text, len);
+  free(text);
+  return 1;
+}
+
 static const luaL_Reg core_funcs[] = {
+    {"store_put", core_store_put}, {"store_get", core_store_get},
     {"uuid4", core_uuid4},     {"parse_time", core_parse_time},
     {"log", core_log},         {"now", core_now},
     {"read_file", core_read_file}, {"emit", core_emit},
@@ -487,7 +521,7 @@ void hk_bridge_unload_hook(hk_bridge *b, const char *id) {
 }
 
 int hk_bridge_route(hk_bridge *b, const char *const *events,
-                    const size_t *lens, size_t n) {
+                    const size_t *lens, size_t n, long seq) {
   lua_State *L = b->L;
   char err[1024];
 
@@ -496,11 +530,71 @@ int hk_bridge_route(hk_bridge *b, const char *const *events,
     lua_pushlstring(L, events[i], lens[i]);
     lua_rawseti(L, -2, (int)i + 1);
   }
-  if (call_router(b, "route", 1, 0, err, sizeof err) != 0) {
+  lua_pushnumber(L, (lua_Number)seq);
+  if (call_router(b, "route", 2, 0, err, sizeof err) != 0) {
     hk_error("lua", "routing failed events=%zu error=%s", n, err);
     return -1;
   }
   return 0;
+}
+
+void hk_bridge_settle(hk_bridge *b, long seq) {
+  char err[512];
+
+  lua_pushnumber(b->L, (lua_Number)seq);
+  if (call_router(b, "settle", 1, 0, err, sizeof err) != 0)
+    hk_error("lua", "settle failed: %s", err);
+}
+
+/* Copies the strings of the array at the top of the stack into out. */
+static void take_strings(lua_State *L, hk_strlist *out) {
+  size_t n = lua_objlen(L, -1);
+
+  out->s = calloc(n ? n : 1, sizeof *out->s);
+  out->len = calloc(n ? n : 1, sizeof *out->len);
+  for (size_t i = 0; out->s && out->len && i < n; i++) {
+    const char *v;
+    size_t len;
+
+    lua_rawgeti(L, -1, (int)i + 1);
+    v = lua_tolstring(L, -1, &len);
+    out->s[i] = malloc(len + 1);
+    if (out->s[i] == NULL) break;
+    memcpy(out->s[i], v ? v : "", len);
+    out->s[i][len] = '\0';
+    out->len[i] = len;
+    out->n = i + 1;
+    lua_pop(L, 1);
+  }
+}
+
+int hk_bridge_call_strings(hk_bridge *b, const char *fname, int nargs,
+                           const char *const *args, const size_t *lens,
+                           hk_strlist *out, char *err, size_t errlen) {
+  lua_State *L = b->L;
+
+  memset(out, 0, sizeof *out);
+  out->index = -1;
+  for (int i = 0; i < nargs; i++) lua_pushlstring(L, args[i], lens[i]);
+  if (call_router(b, fname, nargs, 3, err, errlen) != 0) return -1;
+  if (!lua_istable(L, -3)) {
+    snprintf(err, errlen, "%s", lua_isstring(L, -2) ? lua_tostring(L, -2)
+                                                     : "invalid");
+    if (lua_isnumber(L, -1)) out->index = (long)lua_tonumber(L, -1);
+    lua_pop(L, 3);
+    return -1;
+  }
+  lua_pop(L, 2);
+  take_strings(L, out);
+  lua_pop(L, 1);
+  return 0;
+}
+
+void hk_strlist_free(hk_strlist *l) {
+  for (size_t i = 0; i < l->n; i++) free(l->s[i]);
+  free(l->s);
+  free(l->len);
+  memset(l, 0, sizeof *l);
 }
 
 int hk_bridge_set_catalog(hk_bridge *b, const char *text, size_t len,

@@ -18,6 +18,14 @@ typedef struct hk_bridge_callbacks {
   void (*matched_cb)(void *ctx, int slot, long count);
   void (*failed_cb)(void *ctx, int slot, const char *reason);
   void (*suspended_cb)(void *ctx, int slot, const char *reason);
+  /* A write for the store batch being routed: kind "content" (key1 the
+   * send_message_id) or "profile" (key1 list_id, key2 profile_id, json
+   * the fields to merge). */
+  void (*store_put_cb)(void *ctx, const char *kind, const char *key1,
+                       const char *key2, const char *json, size_t len);
+  /* The stored JSON for kind and keys (malloc'd), or NULL. */
+  char *(*store_get_cb)(void *ctx, const char *kind, const char *key1,
+                        const char *key2, size_t *len);
   void *ctx;
 } hk_bridge_callbacks;
 
@@ -54,9 +62,30 @@ void hk_bridge_unload_hook(hk_bridge *b, const char *id);
 
 /* Routes a batch of events (each one valid JSON object text) through every
  * loaded hook, in one call into Lua. Results arrive through the callbacks.
- * Returns 0, or -1 when the runtime itself failed (logged). */
+ * seq names the store batch they go into. Returns 0, or -1 when the
+ * runtime itself failed (logged). */
 int hk_bridge_route(hk_bridge *b, const char *const *events,
-                    const size_t *lens, size_t n);
+                    const size_t *lens, size_t n, long seq);
+
+/* Store batch seq is committed or refused: the runtime forgets the writes
+ * it kept for it. */
+void hk_bridge_settle(hk_bridge *b, long seq);
+
+/* Strings returned by a runtime function (see hk_bridge_call_strings). */
+typedef struct hk_strlist {
+  char **s;
+  size_t *len;
+  size_t n;
+  long index; /* on failure: the index the runtime blamed, or -1 */
+} hk_strlist;
+
+/* Calls router[fname] with string arguments. It answers an array of
+ * strings, or nil, a reason and optionally an index. Returns 0 with out
+ * filled (free it with hk_strlist_free), or -1 with err and out->index. */
+int hk_bridge_call_strings(hk_bridge *b, const char *fname, int nargs,
+                           const char *const *args, const size_t *lens,
+                           hk_strlist *out, char *err, size_t errlen);
+void hk_strlist_free(hk_strlist *l);
 
 /* Runs the hook in src over n events without sending anything and prints
  * one line per event to stdout: the message, or why there is none.

@@ -110,6 +110,8 @@ int hk_config_load(hk_bridge *b, const char *path, hk_config *cfg, char *err,
   cfg->retry_period_sec = get_number(L, "HOOK_RETRY_PERIOD_SEC");
   cfg->content_cleanup_hours = get_number(L, "HOOK_CONTENT_CLEANUP_HOURS");
   cfg->shutdown_grace_sec = get_number(L, "shutdown_grace_sec");
+  cfg->history_days = get_number(L, "history_days");
+  cfg->cleanup_interval_sec = get_number(L, "cleanup_interval_sec");
   lua_pop(L, 1);
   rc = 0;
 done:

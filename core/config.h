@@ -24,6 +24,8 @@ typedef struct hk_config {
   double retry_period_sec;
   double content_cleanup_hours;
   double shutdown_grace_sec; /* how long SIGTERM waits for queues */
+  double history_days;       /* accepted events kept; 0 = none kept */
+  double cleanup_interval_sec; /* how often expired rows are deleted */
 } hk_config;
 
 /* Reads and validates path with the runtime of b (path NULL: defaults). Returns 0, or -1 with

@@ -1,7 +1,15 @@
-/* One hook's delivery: messages wait in a queue, leave as JSON-array
- * batches (at batch_size, at max_body_bytes, or timeout_sec after the
- * first queued message), one request at a time so order is kept, and a
- * failed batch is retried with the same bytes until the retries run out. */
+/* One hook's delivery. Every message is in the hook's outbox in the store
+ * before the dispatcher sees it; the dispatcher keeps a window of the
+ * oldest ones in memory and reads more from the store as it drains, so a
+ * long backlog costs disk, not memory.
+ *
+ * Messages leave as JSON-array batches (at batch_size, at max_body_bytes,
+ * or timeout_sec after the first one arrived), one request at a time so
+ * order is kept. A batch stays in the window until the transport answers:
+ * delivered, its messages leave the outbox; failed, the attempt is
+ * recorded in the store and the same messages are tried again after the
+ * retry period; out of retries or refused for good, they become dead
+ * letters. An endpoint that answers 413 gets the batch in halves. */
 #include "dispatch.h"
 
 #include <stdlib.h>
@@ -9,17 +17,23 @@
 #include <time.h>
 
 #include "buf.h"
-#include "deadletters.h"
 #include "log.h"
 
 typedef struct msg_node {
   struct msg_node *next;
-  double arrived; /* loop time in seconds */
+  int64_t id;     /* outbox id */
+  double arrived; /* loop time in seconds; 0 for messages read back */
+  int attempts;   /* failed attempts so far (kept in the store) */
+  double first_at, next_at;
   size_t len;
   char data[];
 } msg_node;
 
 #define HK_RETRY_AFTER_MAX_SEC 3600.0
+#define WINDOW_MIN 256
+#define WINDOW_MAX 20000
+#define WINDOW_BYTES (32u << 20)
+#define STORE_RETRY_MS 1000
 
 enum dispatch_state {
   STATE_IDLE,    /* no batch; the timer, if running, is the batch timeout */
@@ -31,17 +45,21 @@ struct hk_dispatch {
   uv_loop_t *loop;
   hk_http_client *client;
   hk_http_target *target;
+  hk_store *store;
   const char *hook_id;
   hk_retry_policy policy;
   hk_counters *counters;
   hk_delivery_settings settings; /* only the numbers are used */
 
-  msg_node *head, *tail;
-  size_t queue_len;
+  msg_node *head, *tail; /* the window: the oldest messages, in id order */
+  size_t queue_len, queue_bytes;
+  int64_t last_id;  /* the highest id taken into the window */
+  int on_disk;      /* the outbox may hold messages beyond the window */
 
   enum dispatch_state state;
   hk_buf batch;        /* the body being sent or retried */
-  size_t batch_count;  /* messages in it */
+  size_t batch_count;  /* the first batch_count messages of the window */
+  size_t split_cap;    /* after a 413: at most this many per batch */
   int attempts;        /* attempts made for this batch */
   double first_attempt_at, last_attempt_at;
 
@@ -62,6 +80,10 @@ static double loop_now(hk_dispatch *d) {
   return (double)uv_now(d->loop) / 1000.0;
 }
 
+static const char *dest(const hk_dispatch *d) {
+  return d->target ? hk_http_target_url(d->target) : "-";
+}
+
 /* Arms the timer at least 1 ms ahead: a 0 ms timer re-armed from its own
  * callback would run again in the same loop turn, forever. */
 static void timer_start(hk_dispatch *d, double seconds) {
@@ -72,30 +94,159 @@ static void timer_start(hk_dispatch *d, double seconds) {
   uv_timer_start(&d->timer, timer_cb, (uint64_t)ms, 0);
 }
 
-/* Moves up to batch_size messages (and max_body_bytes, though never fewer
- * than one message) from the queue into d->batch as a JSON array. */
-static void build_batch(hk_dispatch *d) {
-  size_t limit = d->settings.max_body_bytes;
+static size_t window_size(const hk_dispatch *d) {
+  size_t w = d->settings.batch_size * 2;
+
+  if (w < WINDOW_MIN) w = WINDOW_MIN;
+  return w > WINDOW_MAX ? WINDOW_MAX : w;
+}
+
+static int window_full(const hk_dispatch *d) {
+  return d->queue_len >= window_size(d) || d->queue_bytes >= WINDOW_BYTES;
+}
+
+static msg_node *node_new(int64_t id, const char *json, size_t len) {
+  msg_node *n = malloc(sizeof *n + len);
+
+  if (n == NULL) return NULL;
+  memset(n, 0, sizeof *n);
+  n->id = id;
+  n->len = len;
+  memcpy(n->data, json, len);
+  return n;
+}
+
+static void window_push(hk_dispatch *d, msg_node *n) {
+  if (d->tail) d->tail->next = n;
+  else d->head = n;
+  d->tail = n;
+  d->queue_len++;
+  d->queue_bytes += n->len;
+  d->last_id = n->id;
+}
+
+static msg_node *window_pop(hk_dispatch *d) {
+  msg_node *n = d->head;
+
+  d->head = n->next;
+  if (d->head == NULL) d->tail = NULL;
+  d->queue_len--;
+  d->queue_bytes -= n->len;
+  return n;
+}
+
+/* ---- reading the outbox back ---- */
+
+static void refill_row(void *ctx, const hk_outbox_row *row) {
+  hk_dispatch *d = ctx;
+  msg_node *n = node_new(row->id, row->body, row->len);
+
+  if (n == NULL) return;
+  n->attempts = row->attempts;
+  n->first_at = row->first_at;
+  n->next_at = row->next_at;
+  window_push(d, n);
+}
+
+/* Tops the window up from the store when it has run low. Returns 0, or
+ * -1 on a store error (the caller tries again later). */
+static int refill(hk_dispatch *d) {
+  size_t want;
+  long got;
+
+  if (!d->on_disk || d->queue_len >= window_size(d) / 2) return 0;
+  want = window_size(d) - d->queue_len;
+  got = hk_store_outbox_read(d->store, d->hook_id, d->last_id, (long)want,
+                             refill_row, d);
+  if (got < 0) {
+    hk_error("dispatch", "hook=%s dest=%s outbox_read_failed=1 retry_in=1s",
+             d->hook_id, dest(d));
+    return -1;
+  }
+  if ((size_t)got < want) d->on_disk = 0;
+  return 0;
+}
+
+/* ---- writing outcomes back ---- */
+
+/* Takes the batch's messages out of the window, recording each outcome in
+ * one store batch: acknowledged (reason NULL) or dead. */
+static void settle_batch(hk_dispatch *d, const char *reason) {
+  hk_store_batch *b = hk_store_batch_new();
+
+  hk_store_batch_persistent(b);
+  for (size_t i = 0; i < d->batch_count; i++) {
+    msg_node *n = window_pop(d);
+
+    if (reason)
+      hk_store_add_dead(b, n->id, reason, dest(d), d->attempts,
+                        d->first_attempt_at, d->last_attempt_at);
+    else
+      hk_store_add_ack(b, n->id);
+    free(n);
+  }
+  hk_store_submit(d->store, b, NULL, NULL);
+  d->counters->queued -= (long)d->batch_count;
+  d->batch_count = 0;
+  hk_buf_reset(&d->batch);
+  d->state = STATE_IDLE;
+}
+
+static void record_retry(hk_dispatch *d, double next_at) {
+  hk_store_batch *b = hk_store_batch_new();
+  msg_node *n = d->head;
+
+  hk_store_batch_persistent(b);
+  for (size_t i = 0; i < d->batch_count; i++, n = n->next) {
+    n->attempts = d->attempts;
+    n->first_at = d->first_attempt_at;
+    n->next_at = next_at;
+    hk_store_add_retry_state(b, n->id, d->attempts, d->first_attempt_at,
+                             next_at);
+  }
+  hk_store_submit(d->store, b, NULL, NULL);
+}
+
+static void make_dead(hk_dispatch *d, const char *reason) {
+  size_t count = d->batch_count;
+
+  d->counters->dead += (long)count;
+  hk_error("dispatch",
+           "hook=%s dest=%s messages=%zu attempts=%d dead_letter=1 %s",
+           d->hook_id, dest(d), count, d->attempts, reason);
+  settle_batch(d, reason);
+}
+
+/* ---- batches ---- */
+
+/* The number of window messages the next batch takes: up to batch_size
+ * (and split_cap), and within max_body_bytes, though never fewer than
+ * one. A message that is too large by itself is the whole batch. */
+static size_t batch_take(const hk_dispatch *d, int retried_only) {
+  size_t limit = d->settings.max_body_bytes, cap = d->settings.batch_size;
+  size_t k = 0, bytes = 2;
+
+  if (d->split_cap && d->split_cap < cap) cap = d->split_cap;
+  for (msg_node *n = d->head; n && k < cap; n = n->next) {
+    if (retried_only && n->attempts == 0) break;
+    if (limit && k > 0 && bytes + n->len + 1 > limit) break;
+    bytes += n->len + (k > 0);
+    k++;
+  }
+  return k;
+}
+
+/* Writes the first batch_count messages of the window into d->batch. */
+static void build_body(hk_dispatch *d) {
+  msg_node *n = d->head;
 
   hk_buf_reset(&d->batch);
   hk_buf_putc(&d->batch, '[');
-  d->batch_count = 0;
-  while (d->head && d->batch_count < d->settings.batch_size) {
-    msg_node *n = d->head;
-
-    if (limit && d->batch_count > 0 && d->batch.len + n->len + 2 > limit)
-      break;
-    if (d->batch_count) hk_buf_putc(&d->batch, ',');
+  for (size_t i = 0; i < d->batch_count; i++, n = n->next) {
+    if (i) hk_buf_putc(&d->batch, ',');
     hk_buf_append(&d->batch, n->data, n->len);
-    d->head = n->next;
-    if (d->head == NULL) d->tail = NULL;
-    d->queue_len--;
-    d->batch_count++;
-    free(n);
   }
   hk_buf_putc(&d->batch, ']');
-  d->attempts = 0;
-  d->first_attempt_at = 0;
 }
 
 static void post_cb(void *ctx, const hk_tx_result *res);
@@ -116,24 +267,43 @@ static void post_batch(hk_dispatch *d) {
   }
 }
 
-static void batch_done(hk_dispatch *d) {
-  d->counters->queued -= (long)d->batch_count;
-  d->batch_count = 0;
-  hk_buf_reset(&d->batch);
-  d->state = STATE_IDLE;
+/* Starts a new batch from the head of the window, or sets aside a
+ * message that can never fit. Returns 1 when a request started. */
+static int start_batch(hk_dispatch *d) {
+  size_t limit = d->settings.max_body_bytes;
+
+  d->batch_count = batch_take(d, 0);
+  d->attempts = 0;
+  d->first_attempt_at = d->last_attempt_at = 0;
+  if (limit && d->batch_count == 1 && d->head->len + 2 > limit) {
+    char reason[160];
+
+    snprintf(reason, sizeof reason,
+             "error=\"message of %zu bytes exceeds max_body_bytes %zu\"",
+             d->head->len, limit);
+    make_dead(d, reason);
+    return 0;
+  }
+  build_body(d);
+  post_batch(d);
+  return 1;
 }
 
-static void make_dead(hk_dispatch *d, const char *reason) {
-  const char *url = hk_http_target_url(d->target);
+/* A batch read back from the store with failed attempts resumes its retry
+ * schedule: it waits for the stored time of its next attempt. */
+static void resume_retry(hk_dispatch *d) {
+  double wait = d->head->next_at - wall_now();
 
-  hk_deadletters_add(d->hook_id, url, reason, d->attempts,
-                     d->first_attempt_at, d->last_attempt_at, d->batch_count,
-                     d->batch.data, d->batch.len);
-  d->counters->dead += (long)d->batch_count;
-  hk_error("dispatch",
-           "hook=%s dest=%s messages=%zu attempts=%d dead_letter=1 %s",
-           d->hook_id, url, d->batch_count, d->attempts, reason);
-  batch_done(d);
+  d->batch_count = batch_take(d, 1);
+  d->attempts = d->head->attempts;
+  d->first_attempt_at = d->head->first_at;
+  d->last_attempt_at = 0;
+  build_body(d);
+  d->state = STATE_WAITING;
+  hk_info("dispatch", "hook=%s dest=%s messages=%zu attempts=%d "
+          "retry_resumed=1 retry_in=%.3fs", d->hook_id, dest(d),
+          d->batch_count, d->attempts, wait > 0 ? wait : 0);
+  timer_start(d, wait);
 }
 
 static void schedule_retry(hk_dispatch *d, const hk_tx_result *res) {
@@ -145,12 +315,23 @@ static void schedule_retry(hk_dispatch *d, const hk_tx_result *res) {
     wait = res->retry_after_sec < HK_RETRY_AFTER_MAX_SEC
                ? res->retry_after_sec
                : HK_RETRY_AFTER_MAX_SEC;
-  if (wait < d->policy.period_sec) wait = d->policy.period_sec;
   hk_warn("dispatch", "hook=%s dest=%s messages=%zu attempt=%d retry_in=%.3fs %s",
-          d->hook_id, hk_http_target_url(d->target), d->batch_count,
-          d->attempts, wait, res->reason);
+          d->hook_id, dest(d), d->batch_count, d->attempts, wait,
+          res->reason);
+  record_retry(d, wall_now() + wait);
   d->state = STATE_WAITING;
   timer_start(d, wait);
+}
+
+/* A 413 for a batch of several: the next batches carry half as many. */
+static void split_after_413(hk_dispatch *d, const hk_tx_result *res) {
+  d->split_cap = (d->batch_count + 1) / 2;
+  hk_warn("dispatch", "hook=%s dest=%s messages=%zu too_large=1 "
+          "next_batch_max=%zu %s", d->hook_id, dest(d), d->batch_count,
+          d->split_cap, res->reason);
+  d->batch_count = 0;
+  hk_buf_reset(&d->batch);
+  d->state = STATE_IDLE;
 }
 
 static void post_cb(void *ctx, const hk_tx_result *res) {
@@ -160,38 +341,53 @@ static void post_cb(void *ctx, const hk_tx_result *res) {
     d->counters->sent += (long)d->batch_count;
     hk_debug("dispatch", "hook=%s messages=%zu attempt=%d delivered=1",
              d->hook_id, d->batch_count, d->attempts);
-    batch_done(d);
+    settle_batch(d, NULL);
   } else {
     d->counters->failed += (long)d->batch_count;
-    if (res->status == HK_TX_RETRY && d->attempts <= d->policy.times) {
+    if (res->too_large && d->batch_count > 1)
+      split_after_413(d, res);
+    else if (res->status == HK_TX_RETRY && d->attempts <= d->policy.times) {
       schedule_retry(d, res);
       return;
+    } else {
+      make_dead(d, res->reason);
     }
-    make_dead(d, res->reason);
   }
   send_next(d);
 }
 
 /* Starts the next batch when one is due: a full batch at once, a partial
- * one when its first message has waited timeout_sec; otherwise arms the
- * timer for that moment. Only called in STATE_IDLE. */
+ * one when its first message has waited timeout_sec, messages read back
+ * from the store at once; otherwise arms the timer for that moment. Only
+ * called in STATE_IDLE. */
 static void send_next(hk_dispatch *d) {
   double due;
 
-  if (d->head == NULL) {
+  while (d->state == STATE_IDLE && d->target) {
+    if (refill(d) != 0) {
+      timer_start(d, STORE_RETRY_MS / 1000.0);
+      return;
+    }
+    if (d->head == NULL) {
+      d->split_cap = 0;
+      uv_timer_stop(&d->timer);
+      return;
+    }
+    if (d->head->attempts > 0) {
+      resume_retry(d);
+      return;
+    }
+    due = d->head->arrived + d->settings.timeout_sec - loop_now(d);
+    /* The loop clock has millisecond steps: within one step of the
+     * deadline counts as due. */
+    if (d->queue_len < d->settings.batch_size && !d->on_disk &&
+        due >= 0.001) {
+      if (!uv_is_active((uv_handle_t *)&d->timer)) timer_start(d, due);
+      return;
+    }
     uv_timer_stop(&d->timer);
-    return;
+    if (start_batch(d)) return;
   }
-  due = d->head->arrived + d->settings.timeout_sec - loop_now(d);
-  /* The loop clock has millisecond steps: within one step of the
-   * deadline counts as due. */
-  if (d->queue_len >= d->settings.batch_size || due < 0.001) {
-    uv_timer_stop(&d->timer);
-    build_batch(d);
-    post_batch(d);
-    return;
-  }
-  if (!uv_is_active((uv_handle_t *)&d->timer)) timer_start(d, due);
 }
 
 static void timer_cb(uv_timer_t *t) {
@@ -206,7 +402,7 @@ static void timer_cb(uv_timer_t *t) {
 }
 
 hk_dispatch *hk_dispatch_create(uv_loop_t *loop, hk_http_client *client,
-                                const char *hook_id,
+                                hk_store *store, const char *hook_id,
                                 const hk_retry_policy *policy,
                                 hk_counters *counters) {
   hk_dispatch *d = calloc(1, sizeof *d);
@@ -214,11 +410,13 @@ hk_dispatch *hk_dispatch_create(uv_loop_t *loop, hk_http_client *client,
   if (d == NULL) return NULL;
   d->loop = loop;
   d->client = client;
+  d->store = store;
   d->hook_id = hook_id;
   d->policy = *policy;
   d->counters = counters;
   d->settings.batch_size = 100;
   d->settings.timeout_sec = 5;
+  d->on_disk = 1; /* whatever an earlier run left in the outbox */
   uv_timer_init(loop, &d->timer);
   d->timer.data = d;
   return d;
@@ -234,6 +432,7 @@ int hk_dispatch_configure(hk_dispatch *d, const hk_delivery_settings *s,
   d->settings.batch_size = s->batch_size ? s->batch_size : 1;
   d->settings.timeout_sec = s->timeout_sec;
   d->settings.max_body_bytes = s->max_body_bytes;
+  d->split_cap = 0;
   /* A shorter timeout or smaller batch may make a batch due now. */
   if (d->state == STATE_IDLE) {
     uv_timer_stop(&d->timer);
@@ -242,21 +441,22 @@ int hk_dispatch_configure(hk_dispatch *d, const hk_delivery_settings *s,
   return 0;
 }
 
-int hk_dispatch_enqueue(hk_dispatch *d, const char *json, size_t len) {
-  msg_node *n = malloc(sizeof *n + len);
+int hk_dispatch_enqueue(hk_dispatch *d, int64_t id, const char *json,
+                        size_t len) {
+  msg_node *n;
 
-  if (n == NULL) return -1;
-  n->next = NULL;
+  if (id <= d->last_id) return 0; /* already read back from the store */
+  if (d->on_disk || window_full(d)) {
+    d->on_disk = 1;
+    return 0;
+  }
+  n = node_new(id, json, len);
+  if (n == NULL) {
+    d->on_disk = 1; /* it is in the store; read it from there later */
+    return -1;
+  }
   n->arrived = loop_now(d);
-  n->len = len;
-  memcpy(n->data, json, len);
-  if (d->tail)
-    d->tail->next = n;
-  else
-    d->head = n;
-  d->tail = n;
-  d->queue_len++;
-  d->counters->queued++;
+  window_push(d, n);
   if (d->state == STATE_IDLE && d->target &&
       (d->queue_len >= d->settings.batch_size ||
        !uv_is_active((uv_handle_t *)&d->timer)))
@@ -264,13 +464,26 @@ int hk_dispatch_enqueue(hk_dispatch *d, const char *json, size_t len) {
   return 0;
 }
 
+void hk_dispatch_outbox_changed(hk_dispatch *d) {
+  d->on_disk = 1;
+  if (d->state == STATE_IDLE && !uv_is_active((uv_handle_t *)&d->timer))
+    send_next(d);
+}
+
 void hk_dispatch_flush(hk_dispatch *d) {
   if (d->state != STATE_IDLE || d->head == NULL || d->target == NULL) return;
   uv_timer_stop(&d->timer);
-  build_batch(d);
-  post_batch(d);
+  if (d->head->attempts > 0) {
+    resume_retry(d);
+    return;
+  }
+  start_batch(d);
 }
 
 int hk_dispatch_idle(const hk_dispatch *d) {
   return d->state == STATE_IDLE && d->head == NULL;
+}
+
+int hk_dispatch_settled(const hk_dispatch *d) {
+  return d->state != STATE_SENDING;
 }

@@ -1,12 +1,15 @@
-/* Delivery of one hook's messages: a queue, batching by size, bytes and
- * time, one request in flight, retries on a timer, and dead letters when
- * the retries run out. Runs on the loop thread. */
+/* Delivery of one hook's messages from its durable outbox: a window of
+ * them in memory, batching by size, bytes and time, one request in flight,
+ * retries on a timer, and dead letters when the retries run out. Every
+ * outcome is written back to the store. Runs on the loop thread. */
 #ifndef HOOKD_DISPATCH_H
 #define HOOKD_DISPATCH_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
+#include "store.h"
 #include "transport/http.h"
 
 typedef struct hk_dispatch hk_dispatch;
@@ -36,9 +39,10 @@ typedef struct hk_delivery_settings {
   hk_http_settings http;
 } hk_delivery_settings;
 
-/* hook_id and counters must outlive the dispatcher (the hook owns both). */
+/* hook_id and counters must outlive the dispatcher (the hook owns both).
+ * Messages already in the hook's outbox are sent once it is configured. */
 hk_dispatch *hk_dispatch_create(uv_loop_t *loop, hk_http_client *client,
-                                const char *hook_id,
+                                hk_store *store, const char *hook_id,
                                 const hk_retry_policy *policy,
                                 hk_counters *counters);
 
@@ -47,14 +51,25 @@ hk_dispatch *hk_dispatch_create(uv_loop_t *loop, hk_http_client *client,
 int hk_dispatch_configure(hk_dispatch *d, const hk_delivery_settings *s,
                           char *err, size_t errlen);
 
-/* Copies one encoded message into the queue. Returns 0 or -1 (memory). */
-int hk_dispatch_enqueue(hk_dispatch *d, const char *json, size_t len);
+/* A message was committed to the outbox under id. It is copied into
+ * memory when the window has room; otherwise it is read from the store
+ * when its turn comes. Returns 0 or -1 (memory). */
+int hk_dispatch_enqueue(hk_dispatch *d, int64_t id, const char *json,
+                        size_t len);
+
+/* Messages were added to the outbox behind the dispatcher's back (dead
+ * letters sent again): look in the store. */
+void hk_dispatch_outbox_changed(hk_dispatch *d);
 
 /* Sends partial batches now instead of waiting for their timeout. */
 void hk_dispatch_flush(hk_dispatch *d);
 
-/* Nonzero when nothing is queued, in flight or waiting for a retry. */
+/* Nonzero when nothing is queued in memory, in flight or waiting for a
+ * retry. */
 int hk_dispatch_idle(const hk_dispatch *d);
+
+/* Nonzero when no request is in flight: what is left is in the store. */
+int hk_dispatch_settled(const hk_dispatch *d);
 
 /* A dispatcher lives as long as its hook slot, that is as long as the
  * process; there is no destroy. */

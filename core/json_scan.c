@@ -1,6 +1,7 @@
 /* Ingest body validation and splitting: one JSON object, a JSON array of
  * objects, or NDJSON, in one pass over the bytes with full RFC 8259 and
- * UTF-8 checks, and the event_type / event_date envelope of each event. */
+ * UTF-8 checks, the event_type / event_date envelope of each event, and
+ * its list_id when it has a usable one. */
 #include "json_scan.h"
 
 #include <stdarg.h>
@@ -17,22 +18,26 @@
  * several events does not count. Limits above DEPTH_CAP are clamped so a
  * hostile body cannot exhaust the C stack through recursion. */
 enum { DEFAULT_MAX_DEPTH = 64, DEPTH_CAP = 1024 };
-enum { TYPE_MAX_LEN = 128, DATE_ECHO_MAX = 40, KEY_LEN = 10 };
+/* KEY_MAX_LEN: the longest envelope key (event_type, event_date). */
+enum { TYPE_MAX_LEN = 128, DATE_ECHO_MAX = 40, KEY_MAX_LEN = 10 };
 
 /* How an envelope field was seen at an event's top level. */
 enum { ENV_MISSING = 0, ENV_STRING, ENV_ESCAPED, ENV_NOT_STRING };
 
 typedef struct env_field {
-  const char *s; /* raw string contents (between the quotes) */
+  const char *s; /* raw string contents (between the quotes), or the raw
+                    JSON text of a value that is not a string */
   size_t len;
   int kind;
 } env_field;
 
 /* The envelope of the event being scanned; a duplicate key overwrites the
- * earlier one, so the last occurrence wins. */
+ * earlier one, so the last occurrence wins (list_id included). list_id is
+ * only recorded for the span, never required or checked. */
 typedef struct envelope {
   env_field type;
   env_field date;
+  env_field list_id;
 } envelope;
 
 typedef struct scanner {
@@ -256,31 +261,41 @@ static int unescape_short_key(const char *s, size_t len, char *out,
   return (int)n;
 }
 
-/* The envelope slot a top-level key names, or NULL. */
+/* The envelope slot a top-level key names, or NULL. Every top-level key
+ * of every event comes here, so a plain key that is neither 10 nor 7
+ * bytes long costs only two length compares. */
 static env_field *envelope_slot(envelope *env, const char *key, size_t len,
                                 bool escaped) {
-  char buf[KEY_LEN + 1];
+  char buf[KEY_MAX_LEN + 1];
   int n;
 
   if (escaped) {
     n = unescape_short_key(key, len, buf, sizeof buf);
-    if (n != KEY_LEN) return NULL;
+    if (n < 0) return NULL;
     key = buf;
-  } else if (len != KEY_LEN) {
-    return NULL;
+    len = (size_t)n;
   }
-  if (memcmp(key, "event_type", KEY_LEN) == 0) return &env->type;
-  if (memcmp(key, "event_date", KEY_LEN) == 0) return &env->date;
+  if (len == KEY_MAX_LEN) {
+    if (memcmp(key, "event_type", KEY_MAX_LEN) == 0) return &env->type;
+    if (memcmp(key, "event_date", KEY_MAX_LEN) == 0) return &env->date;
+  } else if (len == sizeof "list_id" - 1 && memcmp(key, "list_id", len) == 0) {
+    return &env->list_id;
+  }
   return NULL;
 }
 
-/* Scans the value of an envelope key, remembering it in *f. */
+/* Scans the value of an envelope key, remembering it in *f. A value that
+ * is not a string keeps its raw text, from which list_id takes a number. */
 static int scan_envelope_value(scanner *sc, int depth, env_field *f) {
   bool esc;
+  int rc;
 
   if (*sc->p != '"') {
     f->kind = ENV_NOT_STRING;
-    return scan_value(sc, depth);
+    f->s = sc->p;
+    rc = scan_value(sc, depth);
+    f->len = (size_t)(sc->p - f->s);
+    return rc;
   }
   f->s = sc->p + 1;
   if (scan_string(sc, &esc) != 0) return -1;
@@ -426,6 +441,42 @@ static bool envelope_check(scanner *sc, const envelope *env,
   return false;
 }
 
+/* The list_id character at s[*i] (of len) as a digit 0-9, or -1; *i moves
+ * past it. An escape is a digit only as \u0030-\u0039, so a JSON string
+ * is judged by what it decodes to (scan_escape has checked the escape). */
+static int list_id_digit(const char *s, size_t len, size_t *i) {
+  char c = s[*i];
+  unsigned u;
+
+  if (c != '\\') {
+    (*i)++;
+    return is_digit(c) ? c - '0' : -1;
+  }
+  if (s[*i + 1] != 'u' || hk_json_hex4(s + *i + 2, s + len, &u) != 0 ||
+      u < '0' || u > '9')
+    return -1;
+  *i += 6;
+  return (int)(u - '0');
+}
+
+/* list_id for the span: all digits and at most INT64_MAX, else -1. The
+ * text is a string's contents or a number's JSON text, so a sign, a
+ * fraction or an exponent, null, true, an object and so on all give -1.
+ * A string may carry leading zeros (Lua's filters read "007" as 7 too). */
+static int64_t list_id_value(const env_field *f) {
+  int64_t v = 0;
+  size_t i = 0;
+  int d;
+
+  if (f->kind == ENV_MISSING || f->len == 0) return -1;
+  while (i < f->len) {
+    d = list_id_digit(f->s, f->len, &i);
+    if (d < 0 || v > (INT64_MAX - d) / 10) return -1;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
 /* Appends an accepted event, or records the 413 once the limit is passed. */
 static void add_span(scanner *sc, const hk_event_span *span) {
   hk_event_span *grown;
@@ -452,7 +503,8 @@ static void add_span(scanner *sc, const hk_event_span *span) {
 
 /* An event at sc->p (any value): must be an object with a valid envelope. */
 static int scan_event(scanner *sc) {
-  envelope env = {{NULL, 0, ENV_MISSING}, {NULL, 0, ENV_MISSING}};
+  envelope env = {{NULL, 0, ENV_MISSING}, {NULL, 0, ENV_MISSING},
+                  {NULL, 0, ENV_MISSING}};
   hk_event_span span;
   const char *start = sc->p;
 
@@ -463,7 +515,9 @@ static int scan_event(scanner *sc) {
   if (scan_object(sc, 1, &env) != 0) return -1;
   span.json = start;
   span.json_len = (size_t)(sc->p - start);
-  if (envelope_check(sc, &env, &span)) add_span(sc, &span);
+  if (!envelope_check(sc, &env, &span)) return 0;
+  span.list_id = list_id_value(&env.list_id);
+  add_span(sc, &span);
   return 0;
 }
 

@@ -7,8 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* One accepted event: its JSON text inside the body, and the two envelope
- * fields every event must have, already checked. */
+/* One accepted event: its JSON text inside the body, the two envelope
+ * fields every event must have, already checked, and its list_id. */
 typedef struct hk_event_span {
   const char *json;
   size_t json_len;
@@ -16,6 +16,11 @@ typedef struct hk_event_span {
   size_t type_len;
   int64_t date_sec; /* event_date as UTC unix seconds and nanoseconds */
   int32_t date_nsec;
+  /* The top-level list_id (the database id) when it is a JSON integer or a
+   * string of decimal digits, in 0..2^63-1; else -1: absent, null,
+   * negative (-0 too), a fraction, an exponent, too big, or any other
+   * type. Only recorded: an odd list_id never makes an event invalid. */
+  int64_t list_id;
 } hk_event_span;
 
 typedef struct hk_scan_error {

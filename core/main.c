@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -16,6 +17,7 @@
 #include "log.h"
 #include "plugins.h"
 #include "router.h"
+#include "store.h"
 
 static const char usage[] =
     "usage: hookd run --config FILE       start the router\n"
@@ -32,11 +34,13 @@ typedef struct app {
   hk_router *router;
   hk_plugins *plugins;
   hk_http_server *server;
+  hk_store *store; /* NULL for check and try */
   hk_api api;
   uv_signal_t sigterm, sigint;
-  uv_timer_t drain;
+  uv_timer_t drain, cleanup;
   uint64_t drain_started;
   int stopping;
+  int server_closed;
 } app;
 
 /* Starts the runtime with the right lua_dir and loads the configuration
@@ -72,51 +76,132 @@ fail:
   return -1;
 }
 
-/* Configures the app and creates its loop, HTTP client and router.
- * Returns 0, or -1 after printing the reason. */
-static int app_open(app *a, const char *config_path) {
+/* Writes the catalog file's entries into the store (an entry set through
+ * the API wins over the file) and loads the merged catalog into the
+ * runtime. Returns 0, or -1 with err. */
+static int app_sync_catalog(app *a, char *err, size_t errlen) {
+  hk_store_batch *b = hk_store_batch_new();
+  hk_buf merged = HK_BUF_INIT;
+  hk_strlist entries = {0};
+  const char *args[1];
+  size_t lens[1], len;
+  char *text = a->cfg.catalog ? hk_read_file(a->cfg.catalog, &len) : NULL;
+  int rc = -1;
+
+  if (text) {
+    args[0] = text;
+    lens[0] = len;
+    if (hk_bridge_call_strings(a->bridge, "catalog_entries", 1, args, lens,
+                               &entries, err, errlen) != 0)
+      goto done;
+  }
+  for (size_t i = 0; i + 2 < entries.n; i += 3)
+    hk_store_add_catalog(b, entries.s[i], entries.s[i + 1], entries.s[i + 2],
+                         entries.len[i + 2], 1);
+  rc = hk_store_submit_wait(a->store, b, err, errlen);
+  b = NULL;
+  if (rc == 0 && hk_store_catalog_render(a->store, &merged) != 0) rc = -1;
+  if (rc == 0)
+    rc = hk_bridge_set_catalog(a->bridge, merged.data, merged.len, err,
+                               errlen);
+done:
+  hk_store_batch_free(b);
+  hk_strlist_free(&entries);
+  hk_buf_free(&merged);
+  free(text);
+  return rc;
+}
+
+/* Configures the app and creates its loop, HTTP client, store (when
+ * with_store) and router. Returns 0, or -1 after printing the reason. */
+static int app_open(app *a, const char *config_path, int with_store) {
   hk_retry_policy policy;
+  char err[1024];
 
   memset(a, 0, sizeof *a);
   if (app_configure(a, config_path) != 0) return -1;
   policy.times = a->cfg.retry_times;
   policy.period_sec = a->cfg.retry_period_sec;
   a->loop = uv_default_loop();
+  if (with_store) {
+    a->store = hk_store_open(a->loop, a->cfg.data_dir, err, sizeof err);
+    if (a->store == NULL || app_sync_catalog(a, err, sizeof err) != 0) {
+      fprintf(stderr, "hookd: %s\n", err);
+      return -1;
+    }
+  }
   a->http = hk_http_client_create(a->loop);
-  a->router = hk_router_create(a->loop, a->bridge, a->http, &policy);
+  a->router = hk_router_create(a->loop, a->bridge, a->http, a->store,
+                               &policy, a->cfg.content_cleanup_hours);
   return a->http && a->router ? 0 : -1;
 }
 
+static void cleanup_done(hk_store_batch *b, int ok, void *ctx) {
+  (void)ctx;
+  if (!ok)
+    hk_warn("store", "cleanup_failed=1 reason=\"%s\"", hk_store_batch_error(b));
+  else if (hk_store_batch_result(b, 0) > 0)
+    hk_debug("store", "cleanup_deleted=%lld",
+             (long long)hk_store_batch_result(b, 0));
+}
+
+/* Deletes content older than HOOK_CONTENT_CLEANUP_HOURS and events older
+ * than history_days. */
+static void cleanup_cb(uv_timer_t *t) {
+  app *a = t->data;
+  double now = (double)time(NULL);
+  hk_store_batch *b = hk_store_batch_new();
+  double events_before = a->cfg.history_days > 0
+                             ? now - a->cfg.history_days * 86400.0
+                             : 0;
+
+  hk_store_add_cleanup(b, now - a->cfg.content_cleanup_hours * 3600.0,
+                       events_before);
+  hk_store_submit(a->store, b, cleanup_done, NULL);
+}
+
+static void stop_loop(app *a) {
+  long kept = hk_router_log_undelivered(a->router);
+
+  hk_info("main", "shutdown=1 kept_in_outbox=%ld", kept);
+  if (!a->server_closed) hk_http_server_close(a->server);
+  a->server_closed = 1;
+  uv_stop(a->loop);
+}
+
+/* Shutting down: requests already routed wait for their commit and get
+ * their answer; then the server closes, partial batches leave, and the
+ * loop stops once deliveries are done or the grace period is over. What
+ * is not delivered by then stays in the outbox for the next start. */
 static void drain_cb(uv_timer_t *t) {
   app *a = t->data;
   uint64_t waited = uv_now(a->loop) - a->drain_started;
-  double grace_ms = a->cfg.shutdown_grace_sec * 1000.0;
+  int late = (double)waited >= a->cfg.shutdown_grace_sec * 1000.0;
 
-  if (hk_router_idle(a->router) || (double)waited >= grace_ms) {
-    long lost = hk_router_log_undelivered(a->router);
-
-    if (lost)
-      hk_warn("main", "shutdown=1 grace_sec=%.1f undelivered=%ld",
-              a->cfg.shutdown_grace_sec, lost);
-    uv_stop(a->loop);
+  if (!a->server_closed && (hk_store_pending(a->store) == 0 || late)) {
+    hk_http_server_close(a->server);
+    a->server_closed = 1;
+    hk_router_flush(a->router);
   }
+  if (a->server_closed &&
+      ((hk_router_idle(a->router) && hk_store_pending(a->store) == 0) ||
+       late))
+    stop_loop(a);
 }
 
-/* SIGTERM or SIGINT: stop accepting, send what is queued, and exit when
- * it is delivered or the grace period ends. A second signal exits now. */
+/* SIGTERM or SIGINT: stop accepting events, finish what is in flight and
+ * exit (see drain_cb). A second signal exits now. */
 static void signal_cb(uv_signal_t *s, int signum) {
   app *a = s->data;
 
   if (a->stopping) {
-    hk_router_log_undelivered(a->router);
-    uv_stop(a->loop);
+    stop_loop(a);
     return;
   }
   a->stopping = 1;
+  a->api.closing = 1;
   hk_info("main", "signal=%d shutting_down=1", signum);
-  hk_http_server_close(a->server);
   hk_plugins_stop(a->plugins);
-  hk_router_flush(a->router);
   a->drain_started = uv_now(a->loop);
   uv_timer_init(a->loop, &a->drain);
   a->drain.data = a;
@@ -128,12 +213,15 @@ static int cmd_run(const char *config_path) {
   char err[1024];
   app a;
 
-  if (app_open(&a, config_path) != 0) return 2;
+  if (app_open(&a, config_path, 1) != 0) return 2;
   a.plugins = hk_plugins_start(a.loop, a.router, a.cfg.plugins_dir, err,
                                sizeof err);
   if (a.plugins == NULL) goto fail;
   a.api.config = &a.cfg;
   a.api.router = a.router;
+  a.api.bridge = a.bridge;
+  a.api.store = a.store;
+  a.api.keep_history = a.cfg.history_days > 0;
   sopt.max_body_bytes = a.cfg.max_body_bytes;
   a.server = hk_http_server_start(a.loop, a.cfg.listen, &sopt,
                                   hk_api_handle_cb, &a.api, err, sizeof err);
@@ -145,11 +233,17 @@ static int cmd_run(const char *config_path) {
   a.sigterm.data = a.sigint.data = &a;
   uv_signal_start(&a.sigterm, signal_cb, SIGTERM);
   uv_signal_start(&a.sigint, signal_cb, SIGINT);
+  uv_timer_init(a.loop, &a.cleanup);
+  a.cleanup.data = &a;
+  uv_timer_start(&a.cleanup, cleanup_cb, 0,
+                 (uint64_t)(a.cfg.cleanup_interval_sec * 1000.0));
   uv_run(a.loop, UV_RUN_DEFAULT);
+  hk_store_close(a.store);
   hk_info("main", "stopped=1");
   return 0;
 fail:
   fprintf(stderr, "hookd: %s\n", err);
+  hk_store_close(a.store);
   return 2;
 }
 
@@ -160,7 +254,7 @@ static int cmd_check(const char *config_path) {
   app a;
   int n;
 
-  if (app_open(&a, config_path) != 0) return 2;
+  if (app_open(&a, config_path, 0) != 0) return 2;
   n = hk_plugins_load_all(a.router, a.cfg.plugins_dir, err, sizeof err);
   if (n < 0) {
     fprintf(stderr, "hookd: %s\n", err);

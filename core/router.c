@@ -34,14 +34,34 @@ typedef struct hk_hook {
   long fail_suppressed;
 } hk_hook;
 
+/* What routing one request produced, waiting for the store to commit it:
+ * the messages (as operations of the store batch) and the match counts. */
+typedef struct job_msg {
+  int slot;
+  size_t op;
+} job_msg;
+
+struct hk_route_job {
+  hk_store_batch *batch;
+  long seq;
+  job_msg *msgs;
+  size_t n_msgs, cap_msgs;
+  long *matched; /* per slot */
+  size_t n_slots;
+};
+
 struct hk_router {
   uv_loop_t *loop;
   uv_timer_t fail_log; /* reports failures held back by the rate limit */
   hk_bridge *bridge;
   hk_http_client *http;
+  hk_store *store;
+  double content_hours;
   hk_retry_policy policy;
   hk_hook **hooks; /* index = slot */
   size_t n_hooks;
+  hk_route_job *job; /* the job being routed, or NULL */
+  long next_seq;
 };
 
 static double wall_now(void) {
@@ -79,26 +99,66 @@ static hk_hook *hook_get_or_add(hk_router *r, const char *id) {
   if (h == NULL) return NULL;
   h->id = strdup(id);
   h->slot = (int)r->n_hooks;
-  h->dispatch = hk_dispatch_create(r->loop, r->http, h->id, &r->policy,
-                                   &h->counters);
+  h->dispatch = hk_dispatch_create(r->loop, r->http, r->store, h->id,
+                                   &r->policy, &h->counters);
+  h->counters.queued = hk_store_outbox_count(r->store, h->id);
+  if (h->counters.queued < 0) h->counters.queued = 0;
   r->hooks[r->n_hooks++] = h;
   return h;
 }
 
 /* ---- callbacks from the runtime while routing ---- */
 
+/* A message goes into the store batch being routed; the dispatcher gets
+ * it once the batch is committed (hk_router_job_finish). */
 static void emit_cb(void *ctx, int slot, const char *json, size_t len) {
-  hk_hook *h = hook_slot(ctx, slot);
+  hk_router *r = ctx;
+  hk_hook *h = hook_slot(r, slot);
+  hk_route_job *job = r->job;
 
-  if (h && hk_dispatch_enqueue(h->dispatch, json, len) != 0)
-    hk_error("router", "hook=%s error=\"out of memory queueing message\"",
-             h->id);
+  if (h == NULL || job == NULL) return;
+  if (job->n_msgs == job->cap_msgs) {
+    size_t cap = job->cap_msgs ? job->cap_msgs * 2 : 256;
+    job_msg *grown = realloc(job->msgs, cap * sizeof *grown);
+
+    if (grown == NULL) abort();
+    job->msgs = grown;
+    job->cap_msgs = cap;
+  }
+  job->msgs[job->n_msgs].slot = slot;
+  job->msgs[job->n_msgs++].op = hk_store_add_message(job->batch, h->id, json,
+                                                     len);
 }
 
 static void matched_cb(void *ctx, int slot, long count) {
-  hk_hook *h = hook_slot(ctx, slot);
+  hk_router *r = ctx;
 
-  if (h) h->counters.matched += count;
+  if (r->job && slot >= 0 && (size_t)slot < r->job->n_slots)
+    r->job->matched[slot] += count;
+}
+
+static void store_put_cb(void *ctx, const char *kind, const char *key1,
+                         const char *key2, const char *json, size_t len) {
+  hk_router *r = ctx;
+
+  if (r->job == NULL) return;
+  if (strcmp(kind, "content") == 0)
+    hk_store_add_content(r->job->batch, key1, json, len);
+  else if (strcmp(kind, "profile") == 0 && key2)
+    hk_store_add_profile(r->job->batch, HK_PROFILE_MERGE, key1, key2, json,
+                         len);
+}
+
+static char *store_get_cb(void *ctx, const char *kind, const char *key1,
+                          const char *key2, size_t *len) {
+  hk_router *r = ctx;
+  double not_before = wall_now() - r->content_hours * 3600.0;
+
+  if (strcmp(kind, "content") == 0)
+    return hk_store_content_get(r->store, key1, not_before, len);
+  if (strcmp(kind, "profile") == 0 && key2)
+    return hk_store_profile_get(r->store, key1, key2, len);
+  return NULL;
 }
 
 /* One line per failure, but at most one a second per hook; the lines in
@@ -155,16 +215,20 @@ static void suspended_cb(void *ctx, int slot, const char *reason) {
 }
 
 hk_router *hk_router_create(uv_loop_t *loop, hk_bridge *bridge,
-                            hk_http_client *http,
-                            const hk_retry_policy *policy) {
+                            hk_http_client *http, hk_store *store,
+                            const hk_retry_policy *policy,
+                            double content_hours) {
   hk_router *r = calloc(1, sizeof *r);
-  hk_bridge_callbacks cbs = {emit_cb, matched_cb, failed_cb, suspended_cb,
+  hk_bridge_callbacks cbs = {emit_cb,      matched_cb,   failed_cb,
+                             suspended_cb, store_put_cb, store_get_cb,
                              NULL};
 
   if (r == NULL) return NULL;
   r->loop = loop;
   r->bridge = bridge;
   r->http = http;
+  r->store = store;
+  r->content_hours = content_hours;
   r->policy = *policy;
   cbs.ctx = r;
   hk_bridge_set_callbacks(bridge, &cbs);
@@ -357,9 +421,62 @@ void hk_router_remove(hk_router *r, const char *id) {
   hk_info("plugins", "hook=%s removed=1 queued=%ld", id, h->counters.queued);
 }
 
-void hk_router_route(hk_router *r, const char *const *events,
-                     const size_t *lens, size_t n) {
-  hk_bridge_route(r->bridge, events, lens, n);
+hk_route_job *hk_router_job_begin(hk_router *r, hk_store_batch *batch) {
+  hk_route_job *job = calloc(1, sizeof *job);
+
+  if (job == NULL) abort();
+  job->batch = batch;
+  job->seq = ++r->next_seq;
+  job->n_slots = r->n_hooks;
+  job->matched = calloc(r->n_hooks ? r->n_hooks : 1, sizeof *job->matched);
+  if (job->matched == NULL) abort();
+  return job;
+}
+
+void hk_router_route(hk_router *r, hk_route_job *job,
+                     const char *const *events, const size_t *lens,
+                     size_t n) {
+  r->job = job;
+  hk_bridge_route(r->bridge, events, lens, n, job->seq);
+  r->job = NULL;
+}
+
+/* Committed: the messages go to their dispatchers and count as matched.
+ * Refused: they are forgotten, like the request. */
+void hk_router_job_finish(hk_router *r, hk_route_job *job, int committed) {
+  for (size_t i = 0; committed && i < job->n_msgs; i++) {
+    hk_hook *h = hook_slot(r, job->msgs[i].slot);
+    size_t len;
+    const char *text = hk_store_batch_text(job->batch, job->msgs[i].op, &len);
+
+    if (h == NULL) continue;
+    h->counters.queued++;
+    hk_dispatch_enqueue(h->dispatch,
+                        hk_store_batch_result(job->batch, job->msgs[i].op),
+                        text, len);
+  }
+  for (size_t s = 0; committed && s < job->n_slots; s++) {
+    hk_hook *h = hook_slot(r, (int)s);
+
+    if (h) h->counters.matched += job->matched[s];
+  }
+  hk_bridge_settle(r->bridge, job->seq);
+  free(job->msgs);
+  free(job->matched);
+  free(job);
+}
+
+size_t hk_router_job_messages(const hk_route_job *job) { return job->n_msgs; }
+
+void hk_router_outbox_changed(hk_router *r) {
+  for (size_t i = 0; i < r->n_hooks; i++)
+    hk_dispatch_outbox_changed(r->hooks[i]->dispatch);
+}
+
+int hk_router_has_hook(hk_router *r, const char *id) {
+  hk_hook *h = hook_find(r, id);
+
+  return h != NULL && h->loaded;
 }
 
 /* ---- the admin API's view ---- */
@@ -456,6 +573,12 @@ int hk_router_idle(hk_router *r) {
   return 1;
 }
 
+int hk_router_settled(hk_router *r) {
+  for (size_t i = 0; i < r->n_hooks; i++)
+    if (!hk_dispatch_settled(r->hooks[i]->dispatch)) return 0;
+  return 1;
+}
+
 long hk_router_log_undelivered(hk_router *r) {
   long total = 0;
 
@@ -463,8 +586,8 @@ long hk_router_log_undelivered(hk_router *r) {
     const hk_hook *h = r->hooks[i];
 
     if (h->counters.queued <= 0) continue;
-    hk_warn("main", "hook=%s dest=%s undelivered=%ld reason=\"shutting down\"",
-            h->id, h->destination ? h->destination : "-", h->counters.queued);
+    hk_info("main", "hook=%s dest=%s kept_in_outbox=%ld", h->id,
+            h->destination ? h->destination : "-", h->counters.queued);
     total += h->counters.queued;
   }
   return total;

@@ -11,13 +11,18 @@
 #include "bridge.h"
 #include "buf.h"
 #include "dispatch.h"
+#include "store.h"
 #include "transport/http.h"
 
 typedef struct hk_router hk_router;
 
+typedef struct hk_route_job hk_route_job;
+
+/* content_hours: how long stored content may be attached. */
 hk_router *hk_router_create(uv_loop_t *loop, hk_bridge *bridge,
-                            hk_http_client *http,
-                            const hk_retry_policy *policy);
+                            hk_http_client *http, hk_store *store,
+                            const hk_retry_policy *policy,
+                            double content_hours);
 
 /* Loads (or reloads) hook id from path. On failure the previous version
  * keeps running and the error is kept for the API. Returns 0 or -1. */
@@ -27,9 +32,22 @@ int hk_router_load_file(hk_router *r, const char *id, const char *path);
  * delivered. */
 void hk_router_remove(hk_router *r, const char *id);
 
-/* Routes events (valid JSON object texts) through all hooks. */
-void hk_router_route(hk_router *r, const char *const *events,
-                     const size_t *lens, size_t n);
+/* Routing a request: begin a job on the store batch that will carry its
+ * results, route its events (in one or more calls), submit the batch,
+ * and once the store reports on it, finish the job: committed, the
+ * messages go to their dispatchers; refused, they are forgotten. */
+hk_route_job *hk_router_job_begin(hk_router *r, hk_store_batch *batch);
+void hk_router_route(hk_router *r, hk_route_job *job,
+                     const char *const *events, const size_t *lens,
+                     size_t n);
+void hk_router_job_finish(hk_router *r, hk_route_job *job, int committed);
+size_t hk_router_job_messages(const hk_route_job *job);
+
+/* Dead letters went back to an outbox: every dispatcher looks. */
+void hk_router_outbox_changed(hk_router *r);
+
+/* Nonzero when hook id exists and has a loaded version. */
+int hk_router_has_hook(hk_router *r, const char *id);
 
 /* Appends {"hooks": [...]} or one hook's object; the latter returns -1 when
  * there is no such hook. */
@@ -42,9 +60,11 @@ int hk_router_broken_count(hk_router *r);
 /* Sends every partial batch now; nonzero when all queues are empty. */
 void hk_router_flush(hk_router *r);
 int hk_router_idle(hk_router *r);
+/* Nonzero when no delivery is in flight. */
+int hk_router_settled(hk_router *r);
 
-/* Logs one warning per hook that still has undelivered messages; returns
- * how many messages that is in all. */
+/* Logs, per hook, the messages still in its outbox (they are sent after
+ * the next start); returns how many that is in all. */
 long hk_router_log_undelivered(hk_router *r);
 
 /* Prints "file: error" for every hook that failed to load, to out. */

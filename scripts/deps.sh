@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(cmake make gcc pkg-config python3 curl
           libluajit2-5.1-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev
-          libhttp-parser-dev)
+          libhttp-parser-dev libsqlite3-dev)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -10,6 +10,7 @@ local message = require "hookd.message"
 local template = require "hookd.template"
 local catalog_mod = require "hookd.catalog"
 local guard = require "hookd.guard"
+local lookups = require "hookd.lookups"
 
 local M = {}
 
@@ -52,6 +53,51 @@ function M.configure(text, config_dir)
   config = cfg
   return cfg
 end
+
+-- The entries of a catalog file, checked, as a flat list {kind, id,
+-- entry JSON, ...} for the store; or nil and the error.
+function M.catalog_entries(text)
+  local tbl, err = json.decode(text)
+  if tbl == nil then return nil, "not valid JSON: " .. err end
+  local cat
+  cat, err = catalog_mod.new(tbl)
+  if cat == nil then return nil, err end
+  local out = {}
+  for kind, entries in pairs(cat.kinds) do
+    for id, entry in pairs(entries) do
+      out[#out + 1] = kind
+      out[#out + 1] = id
+      out[#out + 1] = json.encode(setmetatable(entry, json.object_mt))
+    end
+  end
+  return out
+end
+
+-- Checks one entry for PUT /v1/catalog/{kind}/{id}. Returns {canonical
+-- id, entry JSON} or nil and the error.
+function M.check_catalog_entry(kind, id, text)
+  local entry, err = json.decode(text)
+  if entry == nil then return nil, "not valid JSON: " .. err end
+  local scratch = catalog_mod.new({})
+  local ok
+  ok, err = scratch:set(kind, id, entry)
+  if not ok then return nil, err end
+  local key = catalog_mod.id_key(id)
+  local copy = setmetatable(scratch.kinds[kind][key], json.object_mt)
+  return { key, json.encode(copy) }
+end
+
+-- Sets one entry that the store has committed.
+function M.set_catalog_entry(kind, id, text)
+  local entry = json.decode(text)
+  local ok, err = catalog:set(kind, id, entry)
+  if not ok then return nil, err end
+  return {}
+end
+
+M.settle = lookups.settle
+M.check_content = lookups.check_content
+M.check_profile = lookups.check_profile
 
 -- Replaces the catalog of names from the text of a catalog file.
 function M.set_catalog(text)
@@ -146,7 +192,8 @@ local function route_one(hook, event, ctx)
     end
     if not keep then return false end
   end
-  local msg = message.build(hook.settings, event, ctx, nil)
+  local msg = message.build(hook.settings, event, ctx, lookups.profile_field,
+    lookups.content)
   if hook.shape then
     local ok, shaped, stopped = guard.call(hook.shape, first_line, msg,
       event)
@@ -165,13 +212,16 @@ end
 
 -- Routes a batch of event texts through every active hook. Each event is
 -- decoded once whatever the number of hooks; per-hook errors are reported
--- to the core and never stop the batch.
-function M.route(batch)
+-- to the core and never stop the batch. seq names the store batch the
+-- results go to (see lookups.settle).
+function M.route(batch, seq)
   local n, matched = #order, {}
   for h = 1, n do matched[h] = 0 end
+  lookups.begin(seq or 0)
   for i = 1, #batch do
     local event = decode(batch[i])
     local ctx = nil
+    lookups.capture(event, event.event_type)
     for h = 1, n do
       local hook = order[h]
       if hook.active and not hook.suspended and

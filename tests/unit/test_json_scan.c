@@ -1,6 +1,6 @@
 /* Unit tests for core/json_scan.c: body shapes (object, array, NDJSON),
- * JSON and UTF-8 validation, the event envelope and the error contract
- * (index, HTTP status, message). */
+ * JSON and UTF-8 validation, the event envelope, the recorded list_id and
+ * the error contract (index, HTTP status, message). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -414,6 +414,149 @@ static void json_scan_event_date_offset_applied(void) {
   CHECK(count == 1 && spans[0].date_nsec == 7);
 }
 
+/* ---- list_id ------------------------------------------------------------ */
+
+/* A valid event whose top-level members after the envelope are X. */
+#define LID_EV(x) "{\"event_type\":\"a\"," DATE x "}"
+
+/* Wants the body accepted as one event whose list_id is want. */
+static void expect_list_id_at(int line, int rc, int64_t want) {
+  expect_ok_at(line, rc, 1);
+  if (count == 1 && spans[0].list_id != want)
+    test_failf(__FILE__, line, "want list_id %lld, got %lld",
+               (long long)want, (long long)spans[0].list_id);
+}
+
+#define EXPECT_LIST_ID(body, want) \
+  expect_list_id_at(__LINE__, SCAN(body), (want))
+
+static void json_scan_list_id_integer(void) {
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":111"), 111);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":0"), 0);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\" : 7 "), 7);
+  EXPECT_LIST_ID("{\"list_id\":50," DATE ",\"event_type\":\"a\"}", 50);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":9223372036854775807"), INT64_MAX);
+}
+
+static void json_scan_list_id_string_of_digits(void) {
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":\"111\""), 111);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":\"007\""), 7);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":\"9223372036854775807\""), INT64_MAX);
+  /* Judged by what the string decodes to. */
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":\"\\u0031\\u0032\""), 12);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":\"1\\u0041\""), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":\"1\\n\""), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":\"\""), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":\" 1\""), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":\"-1\""), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":\"1.0\""), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":\"\xd9\xa1\""), -1); /* Arabic 1 */
+}
+
+static void json_scan_list_id_absent_or_null(void) {
+  EXPECT_LIST_ID(LID_EV(""), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":null"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_ids\":1,\"list_i\":2,\"List_id\":3"), -1);
+}
+
+static void json_scan_list_id_other_types(void) {
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":true"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":false"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":[1]"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":{\"list_id\":1}"), -1);
+}
+
+static void json_scan_list_id_negative(void) {
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":-1"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":-111"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":-0"), -1);
+}
+
+static void json_scan_list_id_fraction_or_exponent(void) {
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":1.5"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":1.0"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":1e3"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":1E+3"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":5e-1"), -1);
+}
+
+static void json_scan_list_id_too_big(void) {
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":9223372036854775808"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":\"9223372036854775808\""), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":18446744073709551616"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":99999999999999999999999999"), -1);
+}
+
+static void json_scan_list_id_nested_ignored(void) {
+  EXPECT_LIST_ID(LID_EV(",\"x\":{\"list_id\":5}"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"x\":[{\"list_id\":5}]"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":3,\"x\":{\"list_id\":5}"), 3);
+  EXPECT_LIST_ID(LID_EV(",\"x\":{\"list_id\":5},\"list_id\":3"), 3);
+}
+
+/* Like a duplicate event_type, the last list_id wins, usable or not. */
+static void json_scan_list_id_duplicate_last_wins(void) {
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":1,\"list_id\":2"), 2);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":1,\"list_id\":null"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":\"x\",\"list_id\":\"9\""), 9);
+  EXPECT_LIST_ID(LID_EV(",\"list_id\":1,\"list\\u005fid\":2"), 2);
+}
+
+static void json_scan_list_id_escaped_key_recognised(void) {
+  EXPECT_LIST_ID(LID_EV(",\"list\\u005fid\":42"), 42);
+  EXPECT_LIST_ID(LID_EV(",\"\\u006cist_id\":\"43\""), 43);
+  EXPECT_LIST_ID(LID_EV(",\"\\u006C\\u0069\\u0073\\u0074\\u005F\\u0069"
+                        "\\u0064\":44"), 44);
+  EXPECT_LIST_ID(LID_EV(",\"list\\u005fix\":45"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list\\u005fid\\u0020\":46"), -1);
+  EXPECT_LIST_ID(LID_EV(",\"list\\u005fid_and_more\":47"), -1);
+}
+
+/* list_id is only recorded: validation of the event is unchanged. */
+static void json_scan_list_id_does_not_change_validation(void) {
+  EXPECT_ERR(SCAN("{\"list_id\":5," DATE "}"), 0, "event_type is missing");
+  EXPECT_ERR(SCAN("{\"event_type\":1,\"list_id\":5," DATE "}"), 0,
+             "event_type must be a string");
+  EXPECT_ERR(SCAN(LID_EV(",\"list_id\":01")), -1, "leading zero in number");
+  EXPECT_ERR(SCAN(LID_EV(",\"list_id\":\"\\x\"")), -1,
+             "invalid escape in string");
+  EXPECT_ERR(SCAN(LID_EV(",\"list_id\":\"\xff\"")), 0, "invalid UTF-8");
+}
+
+/* One accepted event per value: 111, "50", null, absent, -7, 1e3, 7. */
+#define MIXED_A LID_EV(",\"list_id\":111")
+#define MIXED_B LID_EV(",\"list_id\":\"50\"")
+#define MIXED_C LID_EV(",\"list_id\":null")
+#define MIXED_D LID_EV("")
+#define MIXED_E LID_EV(",\"list_id\":-7")
+#define MIXED_F LID_EV(",\"list_id\":1e3")
+#define MIXED_G LID_EV(",\"x\":{\"list_id\":1},\"list\\u005fid\":7")
+
+static int mixed_list_ids_are_right(void) {
+  static const int64_t want[] = {111, 50, -1, -1, -1, -1, 7};
+
+  if (count != 7) return 0;
+  for (size_t i = 0; i < 7; i++)
+    if (spans[i].list_id != want[i]) return 0;
+  return 1;
+}
+
+static void json_scan_list_id_array_body(void) {
+  EXPECT_OK(SCAN("[" MIXED_A "," MIXED_B ",\n" MIXED_C "," MIXED_D ","
+                 MIXED_E "," MIXED_F "," MIXED_G "]"), 7);
+  CHECK(mixed_list_ids_are_right());
+}
+
+static void json_scan_list_id_ndjson_body(void) {
+  static const char nd[] = MIXED_A "\n" MIXED_B "\n\n" MIXED_C "\r\n" MIXED_D
+                           "\n" MIXED_E "\n" MIXED_F "\n" MIXED_G "\n";
+
+  EXPECT_OK(SCAN_ND(nd), 7);
+  CHECK(mixed_list_ids_are_right());
+  EXPECT_OK(SCAN(nd), 7); /* by fallback */
+  CHECK(mixed_list_ids_are_right());
+}
+
 /* ---- limits ------------------------------------------------------------- */
 
 static void json_scan_max_events(void) {
@@ -430,16 +573,18 @@ static void json_scan_max_events(void) {
 
 /* ---- the sample file ---------------------------------------------------- */
 
-/* Checks span i against its line: same text, and type and date equal to
- * what a plain search of the line finds. */
+/* Checks span i against its line: same text, and type, date and list_id
+ * (a plain integer on every line) equal to what a plain search of the line
+ * finds. */
 static int span_matches_line(size_t i, const char *line, size_t len) {
   const char *t = strstr(line, "\"event_type\":\"");
   const char *d = strstr(line, "\"event_date\":\"");
+  const char *l = strstr(line, "\"list_id\":");
   int64_t sec;
   int32_t nsec;
 
-  if (t == NULL || d == NULL || spans[i].json != line ||
-      spans[i].json_len != len)
+  if (t == NULL || d == NULL || l == NULL || spans[i].json != line ||
+      spans[i].json_len != len || spans[i].list_id != strtoll(l + 10, NULL, 10))
     return 0;
   t += 14;
   d += 14;
@@ -521,6 +666,19 @@ int main(void) {
   json_scan_event_date_invalid_echoes_value();
   json_scan_event_date_echo_truncated_to_40();
   json_scan_event_date_offset_applied();
+  json_scan_list_id_integer();
+  json_scan_list_id_string_of_digits();
+  json_scan_list_id_absent_or_null();
+  json_scan_list_id_other_types();
+  json_scan_list_id_negative();
+  json_scan_list_id_fraction_or_exponent();
+  json_scan_list_id_too_big();
+  json_scan_list_id_nested_ignored();
+  json_scan_list_id_duplicate_last_wins();
+  json_scan_list_id_escaped_key_recognised();
+  json_scan_list_id_does_not_change_validation();
+  json_scan_list_id_array_body();
+  json_scan_list_id_ndjson_body();
   json_scan_max_events();
   json_scan_sample_file();
   free(spans);

@@ -1,0 +1,468 @@
+/* Opening the store (identity checks, migrations, the data_dir lock) and
+ * its writer thread, which commits queued batches in groups. */
+#include "store_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+/* "hook" in ASCII: marks the file as a hookd store. */
+#define STORE_APPLICATION_ID 0x686f6f6b
+
+/* Schema versions, in order; version N is migrations[N - 1]. A new
+ * version is a new entry at the end: entries already released never
+ * change, since stores out there were made with them. */
+static const char *const migrations[] = {
+    /* 1: the first schema. Times are unix seconds (REAL). */
+    "CREATE TABLE events ("
+    "  id INTEGER PRIMARY KEY,"
+    "  received_at REAL NOT NULL,"
+    "  event_date REAL NOT NULL,"
+    "  event_type TEXT NOT NULL,"
+    "  list_id INTEGER,"
+    "  body TEXT NOT NULL);"
+    "CREATE INDEX events_by_date ON events(event_date);"
+    "CREATE INDEX events_by_type ON events(event_type, event_date);"
+    "CREATE INDEX events_by_list ON events(list_id, event_date);"
+    "CREATE TABLE outbox ("
+    "  id INTEGER PRIMARY KEY,"
+    "  hook TEXT NOT NULL,"
+    "  body TEXT NOT NULL,"
+    "  created_at REAL NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  first_attempt_at REAL,"
+    "  next_attempt_at REAL);"
+    "CREATE INDEX outbox_by_hook ON outbox(hook, id);"
+    "CREATE TABLE dead_letters ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  hook TEXT NOT NULL,"
+    "  destination TEXT,"
+    "  reason TEXT NOT NULL,"
+    "  attempts INTEGER NOT NULL,"
+    "  first_attempt_at REAL,"
+    "  last_attempt_at REAL,"
+    "  created_at REAL NOT NULL,"
+    "  body TEXT NOT NULL);"
+    "CREATE INDEX dead_letters_by_hook ON dead_letters(hook, id);"
+    "CREATE TABLE content ("
+    "  send_message_id TEXT PRIMARY KEY,"
+    "  body TEXT NOT NULL,"
+    "  stored_at REAL NOT NULL);"
+    "CREATE INDEX content_by_time ON content(stored_at);"
+    "CREATE TABLE profiles ("
+    "  list_id INTEGER NOT NULL,"
+    "  profile_id TEXT NOT NULL,"
+    "  fields TEXT NOT NULL,"
+    "  updated_at REAL NOT NULL,"
+    "  PRIMARY KEY (list_id, profile_id));"
+    "CREATE TABLE catalog ("
+    "  kind TEXT NOT NULL,"
+    "  id TEXT NOT NULL,"
+    "  body TEXT NOT NULL,"
+    "  source TEXT NOT NULL,"
+    "  updated_at REAL NOT NULL,"
+    "  PRIMARY KEY (kind, id));"
+    "CREATE TABLE hook_state ("
+    "  hook TEXT PRIMARY KEY,"
+    "  active INTEGER NOT NULL,"
+    "  updated_at REAL NOT NULL);",
+};
+
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+double hk_store_now(void) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void db_error(sqlite3 *db, const char *path, const char *what,
+                     char *err, size_t errlen) {
+  snprintf(err, errlen, "store %s: %s: %s", path, what, sqlite3_errmsg(db));
+}
+
+/* Reads one integer pragma. Returns 0, or -1 with err. */
+static int pragma_int(sqlite3 *db, const char *path, const char *sql,
+                      long *out, char *err, size_t errlen) {
+  sqlite3_stmt *st = NULL;
+  int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+
+  if (rc == SQLITE_OK) rc = sqlite3_step(st);
+  if (rc != SQLITE_ROW) {
+    if (rc == SQLITE_NOTADB || rc == SQLITE_CORRUPT)
+      snprintf(err, errlen,
+               "store %s: the file is not a usable SQLite database (%s); "
+               "hookd leaves it alone: move it aside or restore a backup",
+               path, sqlite3_errstr(rc));
+    else
+      db_error(db, path, sql, err, errlen);
+    sqlite3_finalize(st);
+    return -1;
+  }
+  *out = (long)sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return 0;
+}
+
+/* Refuses a database that is not ours or is newer than this build.
+ * Sets *version to the schema version found (0 for a new file). */
+static int check_identity(sqlite3 *db, const char *path, long *version,
+                          char *err, size_t errlen) {
+  long app_id, tables;
+
+  if (pragma_int(db, path, "PRAGMA application_id", &app_id, err, errlen) ||
+      pragma_int(db, path, "PRAGMA user_version", version, err, errlen) ||
+      pragma_int(db, path, "SELECT count(*) FROM sqlite_master", &tables, err,
+                 errlen))
+    return -1;
+  if (app_id == 0 && tables == 0) return 0; /* a new, empty database */
+  if (app_id != STORE_APPLICATION_ID) {
+    snprintf(err, errlen,
+             "store %s: this SQLite database belongs to another program "
+             "(application_id %ld); hookd leaves it alone: point data_dir "
+             "elsewhere or move the file aside",
+             path, app_id);
+    return -1;
+  }
+  if (*version > SCHEMA_VERSION) {
+    snprintf(err, errlen,
+             "store %s: made by a newer hookd (schema %ld; this build knows "
+             "up to %d); hookd leaves it alone",
+             path, *version, SCHEMA_VERSION);
+    return -1;
+  }
+  return 0;
+}
+
+/* Applies the migrations after version in one transaction. */
+static int migrate(sqlite3 *db, const char *path, long version, char *err,
+                   size_t errlen) {
+  char sql[96];
+
+  if (version == SCHEMA_VERSION) return 0;
+  if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+    goto fail;
+  for (long v = version; v < SCHEMA_VERSION; v++)
+    if (sqlite3_exec(db, migrations[v], NULL, NULL, NULL) != SQLITE_OK)
+      goto fail;
+  snprintf(sql, sizeof sql, "PRAGMA application_id=%d; PRAGMA user_version=%d",
+           STORE_APPLICATION_ID, SCHEMA_VERSION);
+  if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK ||
+      sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+    goto fail;
+  hk_info("store", "path=%s migrated_from=%ld schema=%d", path, version,
+          SCHEMA_VERSION);
+  return 0;
+fail:
+  db_error(db, path, "migration", err, errlen);
+  sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+  return -1;
+}
+
+/* WAL lets the loop read while the writer commits; synchronous=FULL
+ * makes each commit durable across a power cut (one fsync per group). */
+static int tune(sqlite3 *db, const char *path, int writer, char *err,
+                size_t errlen) {
+  sqlite3_busy_timeout(db, 5000);
+  if (writer && sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL,
+                             NULL) != SQLITE_OK) {
+    db_error(db, path, "journal_mode=WAL", err, errlen);
+    return -1;
+  }
+  if (sqlite3_exec(db, "PRAGMA synchronous=FULL; PRAGMA cache_size=-16384",
+                   NULL, NULL, NULL) != SQLITE_OK) {
+    db_error(db, path, "pragmas", err, errlen);
+    return -1;
+  }
+  return 0;
+}
+
+/* One hookd per data_dir: a second one would deliver everything twice. */
+static int lock_data_dir(hk_store *s, const char *data_dir, char *err,
+                         size_t errlen) {
+  char path[4096];
+
+  if (mkdir(data_dir, 0750) != 0 && errno != EEXIST) {
+    snprintf(err, errlen, "store: cannot create data_dir %s: %s", data_dir,
+             strerror(errno));
+    return -1;
+  }
+  snprintf(path, sizeof path, "%s/hookd.lock", data_dir);
+  s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (s->lock_fd < 0) {
+    snprintf(err, errlen, "store: cannot open %s: %s", path, strerror(errno));
+    return -1;
+  }
+  if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    snprintf(err, errlen,
+             "store: data_dir %s is in use by another hookd (lock %s held)",
+             data_dir, path);
+    return -1;
+  }
+  return 0;
+}
+
+static int open_db(hk_store *s, sqlite3 **db, int writer, char *err,
+                   size_t errlen) {
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+              SQLITE_OPEN_NOMUTEX;
+
+  if (sqlite3_open_v2(s->path, db, flags, NULL) != SQLITE_OK) {
+    db_error(*db, s->path, "open", err, errlen);
+    return -1;
+  }
+  sqlite3_extended_result_codes(*db, 1);
+  (void)writer;
+  return 0;
+}
+
+static int64_t max_outbox_id(sqlite3 *db) {
+  sqlite3_stmt *st = NULL;
+  int64_t id = 0;
+
+  if (sqlite3_prepare_v2(db, "SELECT max(id) FROM outbox", -1, &st, NULL) ==
+          SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    id = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return id;
+}
+
+static void writer_main(void *arg);
+static void async_cb(uv_async_t *a);
+
+static int open_files(hk_store *s, const char *data_dir, char *err,
+                      size_t errlen) {
+  long version = 0;
+
+  if (lock_data_dir(s, data_dir, err, errlen) != 0) return -1;
+  if (asprintf(&s->path, "%s/hookd.db", data_dir) < 0) return -1;
+  if (open_db(s, &s->wdb, 1, err, errlen) != 0 ||
+      check_identity(s->wdb, s->path, &version, err, errlen) != 0 ||
+      tune(s->wdb, s->path, 1, err, errlen) != 0 ||
+      migrate(s->wdb, s->path, version, err, errlen) != 0 ||
+      open_db(s, &s->rdb, 0, err, errlen) != 0 ||
+      tune(s->rdb, s->path, 0, err, errlen) != 0)
+    return -1;
+  s->next_outbox_id = max_outbox_id(s->wdb) + 1;
+  return 0;
+}
+
+hk_store *hk_store_open(uv_loop_t *loop, const char *data_dir, char *err,
+                        size_t errlen) {
+  hk_store *s = calloc(1, sizeof *s);
+
+  if (s == NULL) {
+    snprintf(err, errlen, "store: out of memory");
+    return NULL;
+  }
+  s->loop = loop;
+  s->lock_fd = -1;
+  if (open_files(s, data_dir, err, errlen) != 0) {
+    sqlite3_close(s->rdb);
+    sqlite3_close(s->wdb);
+    if (s->lock_fd >= 0) close(s->lock_fd);
+    free(s->path);
+    free(s);
+    return NULL;
+  }
+  uv_mutex_init(&s->lock);
+  uv_cond_init(&s->wake);
+  uv_cond_init(&s->done);
+  uv_async_init(loop, &s->async, async_cb);
+  s->async.data = s;
+  uv_unref((uv_handle_t *)&s->async);
+  uv_thread_create(&s->thread, writer_main, s);
+  hk_info("store", "path=%s schema=%d opened=1", s->path, SCHEMA_VERSION);
+  return s;
+}
+
+const char *hk_store_path(const hk_store *s) { return s->path; }
+
+/* ---- the writer thread ---- */
+
+/* Takes every batch that is due. Blocks while there is none; returns NULL
+ * when the store is closing and nothing is left. Called with the lock. */
+static hk_store_batch *take_due(hk_store *s) {
+  for (;;) {
+    hk_store_batch *due = NULL, **tail = &due, **pp = &s->queue_head;
+    double now = hk_store_now(), soonest = 0;
+
+    s->queue_tail = NULL;
+    while (*pp) {
+      hk_store_batch *b = *pp;
+      if (s->stopping || b->not_before <= now) {
+        *pp = b->next;
+        b->next = NULL;
+        *tail = b;
+        tail = &b->next;
+      } else {
+        if (soonest == 0 || b->not_before < soonest) soonest = b->not_before;
+        s->queue_tail = b;
+        pp = &b->next;
+      }
+    }
+    if (due) return due;
+    if (s->stopping) return NULL;
+    if (soonest > 0)
+      uv_cond_timedwait(&s->wake, &s->lock,
+                        (uint64_t)((soonest - now) * 1e9) + 1000000);
+    else
+      uv_cond_wait(&s->wake, &s->lock);
+  }
+}
+
+static void commit_group(hk_store *s, hk_store_batch *group) {
+  int began = sqlite3_exec(s->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+
+  for (hk_store_batch *b = group; b; b = b->next) {
+    if (began != SQLITE_OK) {
+      hk_store_batch_fail(b, s->wdb, "begin");
+      continue;
+    }
+    b->ok = hk_store_run_batch(s, b);
+  }
+  if (began != SQLITE_OK) return;
+  if (sqlite3_exec(s->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    for (hk_store_batch *b = group; b; b = b->next)
+      if (b->ok) hk_store_batch_fail(b, s->wdb, "commit");
+    sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+  }
+}
+
+/* Sends finished batches to the loop; a failed persistent batch goes back
+ * to the queue for another try in a second (unless closing). */
+static void hand_back(hk_store *s, hk_store_batch *group) {
+  static double warned_at;
+
+  uv_mutex_lock(&s->lock);
+  while (group) {
+    hk_store_batch *b = group;
+
+    group = b->next;
+    b->next = NULL;
+    if (!b->ok && b->persistent && !s->stopping) {
+      if (hk_store_now() - warned_at > 10) {
+        hk_error("store", "path=%s delivery_bookkeeping_delayed=1 "
+                 "retry_in=1s reason=\"%s\"", s->path, b->error);
+        warned_at = hk_store_now();
+      }
+      b->not_before = hk_store_now() + 1.0;
+      if (s->queue_tail) s->queue_tail->next = b;
+      else s->queue_head = b;
+      s->queue_tail = b;
+      continue;
+    }
+    b->finished = 1;
+    if (b->waited) continue; /* hk_store_submit_wait takes it back */
+    if (s->done_tail) s->done_tail->next = b;
+    else s->done_head = b;
+    s->done_tail = b;
+  }
+  uv_cond_broadcast(&s->done);
+  uv_mutex_unlock(&s->lock);
+  uv_async_send(&s->async);
+}
+
+static void writer_main(void *arg) {
+  hk_store *s = arg;
+
+  for (;;) {
+    hk_store_batch *group;
+
+    uv_mutex_lock(&s->lock);
+    group = take_due(s);
+    uv_mutex_unlock(&s->lock);
+    if (group == NULL) break;
+    commit_group(s, group);
+    hand_back(s, group);
+  }
+}
+
+/* ---- the loop side ---- */
+
+static void run_done(hk_store *s) {
+  hk_store_batch *list;
+
+  uv_mutex_lock(&s->lock);
+  list = s->done_head;
+  s->done_head = s->done_tail = NULL;
+  uv_mutex_unlock(&s->lock);
+  while (list) {
+    hk_store_batch *b = list;
+
+    list = b->next;
+    s->pending--;
+    if (b->cb) b->cb(b, b->ok, b->ctx);
+    hk_store_batch_free(b);
+  }
+}
+
+static void async_cb(uv_async_t *a) { run_done(a->data); }
+
+static void enqueue(hk_store *s, hk_store_batch *b) {
+  b->next = NULL;
+  uv_mutex_lock(&s->lock);
+  if (s->queue_tail) s->queue_tail->next = b;
+  else s->queue_head = b;
+  s->queue_tail = b;
+  uv_cond_signal(&s->wake);
+  uv_mutex_unlock(&s->lock);
+}
+
+void hk_store_submit(hk_store *s, hk_store_batch *b, hk_store_done_cb cb,
+                     void *ctx) {
+  b->cb = cb;
+  b->ctx = ctx;
+  s->pending++;
+  enqueue(s, b);
+}
+
+int hk_store_submit_wait(hk_store *s, hk_store_batch *b, char *err,
+                         size_t errlen) {
+  int ok;
+
+  b->waited = 1;
+  enqueue(s, b);
+  uv_mutex_lock(&s->lock);
+  while (!b->finished) uv_cond_wait(&s->done, &s->lock);
+  uv_mutex_unlock(&s->lock);
+  ok = b->ok;
+  if (!ok) snprintf(err, errlen, "%s", b->error);
+  hk_store_batch_free(b);
+  return ok ? 0 : -1;
+}
+
+size_t hk_store_pending(hk_store *s) { return s->pending; }
+
+static void close_async(uv_handle_t *h) { free(h->data); }
+
+void hk_store_close(hk_store *s) {
+  if (s == NULL) return;
+  uv_mutex_lock(&s->lock);
+  s->stopping = 1;
+  uv_cond_signal(&s->wake);
+  uv_mutex_unlock(&s->lock);
+  uv_thread_join(&s->thread);
+  run_done(s);
+  hk_store_finalize_all(s);
+  sqlite3_close(s->rdb);
+  sqlite3_close(s->wdb);
+  close(s->lock_fd);
+  uv_mutex_destroy(&s->lock);
+  uv_cond_destroy(&s->wake);
+  uv_cond_destroy(&s->done);
+  hk_info("store", "path=%s closed=1", s->path);
+  free(s->path);
+  s->async.data = s;
+  uv_close((uv_handle_t *)&s->async, close_async);
+}

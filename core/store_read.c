@@ -1,0 +1,281 @@
+/* Reads from the store, on the loop thread's own connection: outbox pages
+ * for the dispatchers, dead letters for the API, profiles, content, the
+ * catalog and hook state. */
+#include "store_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "json_write.h"
+#include "log.h"
+
+static const char *const read_sql[RD_KINDS] = {
+    [RD_OUTBOX] = "SELECT id, body, attempts, first_attempt_at, "
+                  "next_attempt_at FROM outbox WHERE hook = ?1 AND id > ?2 "
+                  "ORDER BY id LIMIT ?3",
+    [RD_OUTBOX_COUNT] = "SELECT count(*) FROM outbox WHERE hook = ?1",
+    [RD_DEAD_ALL] = "SELECT id, hook, destination, reason, attempts, "
+                    "first_attempt_at, last_attempt_at, created_at, body "
+                    "FROM dead_letters WHERE id > ?2 ORDER BY id LIMIT ?3",
+    [RD_DEAD_HOOK] = "SELECT id, hook, destination, reason, attempts, "
+                     "first_attempt_at, last_attempt_at, created_at, body "
+                     "FROM dead_letters WHERE hook = ?1 AND id > ?2 "
+                     "ORDER BY id LIMIT ?3",
+    [RD_DEAD_ONE] = "SELECT hook FROM dead_letters WHERE id = ?1",
+    [RD_DEAD_COUNT] = "SELECT count(*) FROM dead_letters WHERE hook = ?1",
+    [RD_PROFILE] = "SELECT fields FROM profiles WHERE list_id = ?1 AND "
+                   "profile_id = ?2",
+    [RD_CONTENT] = "SELECT body FROM content WHERE send_message_id = ?1 AND "
+                   "stored_at >= ?2",
+    [RD_CATALOG] = "SELECT kind, id, body FROM catalog ORDER BY kind, id",
+    [RD_HOOK_STATE] = "SELECT active FROM hook_state WHERE hook = ?1",
+};
+
+static sqlite3_stmt *rstmt(hk_store *s, enum store_read_kind kind) {
+  sqlite3_stmt **st = &s->rstmt[kind];
+
+  if (*st == NULL &&
+      sqlite3_prepare_v3(s->rdb, read_sql[kind], -1,
+                         SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK) {
+    hk_error("store", "path=%s read_failed=1 error=\"%s\"", s->path,
+             sqlite3_errmsg(s->rdb));
+    return NULL;
+  }
+  sqlite3_reset(*st);
+  sqlite3_clear_bindings(*st);
+  return *st;
+}
+
+/* Ends a read: resets the statement so it holds no read transaction, and
+ * logs rc when it is an error. Returns 0, or -1 for an error. */
+static int rdone(hk_store *s, sqlite3_stmt *st, int rc) {
+  sqlite3_reset(st);
+  if (rc == SQLITE_DONE || rc == SQLITE_ROW) return 0;
+  hk_error("store", "path=%s read_failed=1 error=\"%s\"", s->path,
+           sqlite3_errstr(rc));
+  return -1;
+}
+
+static void bind_cstr(sqlite3_stmt *st, int col, const char *v) {
+  sqlite3_bind_text(st, col, v, -1, SQLITE_STATIC);
+}
+
+long hk_store_outbox_read(hk_store *s, const char *hook, int64_t after,
+                          long limit,
+                          void (*cb)(void *ctx, const hk_outbox_row *row),
+                          void *ctx) {
+  sqlite3_stmt *st = rstmt(s, RD_OUTBOX);
+  hk_outbox_row row;
+  long n = 0;
+  int rc;
+
+  if (st == NULL) return -1;
+  bind_cstr(st, 1, hook);
+  sqlite3_bind_int64(st, 2, after);
+  sqlite3_bind_int64(st, 3, limit);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    row.id = sqlite3_column_int64(st, 0);
+    row.body = (const char *)sqlite3_column_text(st, 1);
+    row.len = (size_t)sqlite3_column_bytes(st, 1);
+    row.attempts = sqlite3_column_int(st, 2);
+    row.first_at = sqlite3_column_double(st, 3);
+    row.next_at = sqlite3_column_double(st, 4);
+    cb(ctx, &row);
+    n++;
+  }
+  return rdone(s, st, rc) == 0 ? n : -1;
+}
+
+/* Runs a one-value count query bound to hook. */
+static long count_for(hk_store *s, enum store_read_kind kind,
+                      const char *hook) {
+  sqlite3_stmt *st = rstmt(s, kind);
+  long n = -1;
+  int rc;
+
+  if (st == NULL) return -1;
+  bind_cstr(st, 1, hook);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) n = (long)sqlite3_column_int64(st, 0);
+  return rdone(s, st, rc) == 0 ? n : -1;
+}
+
+long hk_store_outbox_count(hk_store *s, const char *hook) {
+  return count_for(s, RD_OUTBOX_COUNT, hook);
+}
+
+long hk_store_dead_letters_count(hk_store *s, const char *hook) {
+  return count_for(s, RD_DEAD_COUNT, hook);
+}
+
+static void render_time(hk_buf *out, sqlite3_stmt *st, int col) {
+  double t = sqlite3_column_double(st, col);
+  time_t sec = (time_t)t;
+  struct tm tm;
+
+  if (sqlite3_column_type(st, col) == SQLITE_NULL || t <= 0) {
+    hk_buf_append(out, "null", 4);
+    return;
+  }
+  gmtime_r(&sec, &tm);
+  hk_buf_printf(out, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"",
+                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                tm.tm_min, tm.tm_sec, (int)((t - (double)sec) * 1000));
+}
+
+static void render_column_str(hk_buf *out, sqlite3_stmt *st, int col) {
+  const char *v = (const char *)sqlite3_column_text(st, col);
+
+  hk_json_write_cstr(out, v);
+}
+
+/* One dead letter: the message is embedded as the JSON it was sent as. */
+static void render_letter(hk_buf *out, sqlite3_stmt *st) {
+  hk_buf_printf(out, "{\"id\":%lld,\"hook\":",
+                (long long)sqlite3_column_int64(st, 0));
+  render_column_str(out, st, 1);
+  hk_buf_append(out, ",\"destination\":", 15);
+  render_column_str(out, st, 2);
+  hk_buf_append(out, ",\"reason\":", 10);
+  render_column_str(out, st, 3);
+  hk_buf_printf(out, ",\"attempts\":%d,\"first_attempt_at\":",
+                sqlite3_column_int(st, 4));
+  render_time(out, st, 5);
+  hk_buf_append(out, ",\"last_attempt_at\":", 19);
+  render_time(out, st, 6);
+  hk_buf_append(out, ",\"dead_at\":", 11);
+  render_time(out, st, 7);
+  hk_buf_append(out, ",\"message\":", 11);
+  hk_buf_append(out, sqlite3_column_text(st, 8),
+                (size_t)sqlite3_column_bytes(st, 8));
+  hk_buf_putc(out, '}');
+}
+
+int hk_store_dead_letters_render(hk_store *s, hk_buf *out, const char *hook,
+                                 int64_t after, int limit) {
+  sqlite3_stmt *st = rstmt(s, hook ? RD_DEAD_HOOK : RD_DEAD_ALL);
+  int64_t last = 0;
+  int n = 0, rc;
+
+  if (st == NULL) return -1;
+  if (hook) bind_cstr(st, 1, hook);
+  sqlite3_bind_int64(st, 2, after);
+  sqlite3_bind_int64(st, 3, (int64_t)limit + 1); /* one more: is there a next? */
+  hk_buf_append(out, "{\"items\":[", 10);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (n == limit) break;
+    if (n++) hk_buf_putc(out, ',');
+    render_letter(out, st);
+    last = sqlite3_column_int64(st, 0);
+  }
+  if (rdone(s, st, rc) != 0) return -1;
+  if (rc == SQLITE_ROW)
+    hk_buf_printf(out, "],\"next\":\"%lld\"}", (long long)last);
+  else
+    hk_buf_append(out, "],\"next\":null}", 14);
+  return 0;
+}
+
+int hk_store_dead_letter_hook(hk_store *s, int64_t id, char *hook, size_t n) {
+  sqlite3_stmt *st = rstmt(s, RD_DEAD_ONE);
+  int rc, found = 0;
+
+  if (st == NULL) return -1;
+  sqlite3_bind_int64(st, 1, id);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    snprintf(hook, n, "%s", (const char *)sqlite3_column_text(st, 0));
+    found = 1;
+  }
+  return rdone(s, st, rc) == 0 && found ? 0 : -1;
+}
+
+/* Copies column 0 of the statement's first row, or NULL when none. */
+static char *first_text(hk_store *s, sqlite3_stmt *st, size_t *len) {
+  int rc = sqlite3_step(st);
+  char *out = NULL;
+
+  if (rc == SQLITE_ROW) {
+    *len = (size_t)sqlite3_column_bytes(st, 0);
+    out = malloc(*len + 1);
+    if (out) {
+      memcpy(out, sqlite3_column_text(st, 0), *len);
+      out[*len] = '\0';
+    }
+  }
+  rdone(s, st, rc);
+  return out;
+}
+
+char *hk_store_profile_get(hk_store *s, const char *list_id,
+                           const char *profile_id, size_t *len) {
+  sqlite3_stmt *st = rstmt(s, RD_PROFILE);
+
+  if (st == NULL) return NULL;
+  bind_cstr(st, 1, list_id);
+  bind_cstr(st, 2, profile_id);
+  return first_text(s, st, len);
+}
+
+char *hk_store_content_get(hk_store *s, const char *send_message_id,
+                           double not_before, size_t *len) {
+  sqlite3_stmt *st = rstmt(s, RD_CONTENT);
+
+  if (st == NULL) return NULL;
+  bind_cstr(st, 1, send_message_id);
+  sqlite3_bind_double(st, 2, not_before);
+  return first_text(s, st, len);
+}
+
+int hk_store_catalog_render(hk_store *s, hk_buf *out) {
+  sqlite3_stmt *st = rstmt(s, RD_CATALOG);
+  char kind[64] = "";
+  int rc, n = 0;
+
+  if (st == NULL) return -1;
+  hk_buf_putc(out, '{');
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char *k = (const char *)sqlite3_column_text(st, 0);
+
+    if (strcmp(k, kind) != 0) {
+      hk_buf_append(out, n ? "}," : "", n ? 2 : 0);
+      hk_json_write_cstr(out, k);
+      hk_buf_append(out, ":{", 2);
+      snprintf(kind, sizeof kind, "%s", k);
+      n = 0;
+    }
+    if (n++) hk_buf_putc(out, ',');
+    render_column_str(out, st, 1);
+    hk_buf_putc(out, ':');
+    hk_buf_append(out, sqlite3_column_text(st, 2),
+                  (size_t)sqlite3_column_bytes(st, 2));
+  }
+  hk_buf_append(out, kind[0] ? "}}" : "}", kind[0] ? 2 : 1);
+  return rdone(s, st, rc);
+}
+
+int hk_store_hook_state(hk_store *s, const char *hook) {
+  sqlite3_stmt *st = rstmt(s, RD_HOOK_STATE);
+  int rc, v = -1;
+
+  if (st == NULL) return -1;
+  bind_cstr(st, 1, hook);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) v = sqlite3_column_int(st, 0);
+  rdone(s, st, rc);
+  return v;
+}
+
+long hk_store_count(hk_store *s, const char *table) {
+  sqlite3_stmt *st = NULL;
+  char sql[128];
+  long n = -1;
+
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM \"%s\"", table);
+  if (sqlite3_prepare_v2(s->rdb, sql, -1, &st, NULL) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    n = (long)sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  return n;
+}

@@ -1,0 +1,497 @@
+/* Batches of store writes: building them on the loop thread, and running
+ * their operations on the writer thread inside the group's transaction. */
+#include "store_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- building a batch (loop thread) ---- */
+
+hk_store_batch *hk_store_batch_new(void) {
+  return calloc(1, sizeof(hk_store_batch));
+}
+
+void hk_store_batch_free(hk_store_batch *b) {
+  if (b == NULL) return;
+  free(b->ops);
+  hk_buf_free(&b->arena);
+  free(b);
+}
+
+void hk_store_batch_persistent(hk_store_batch *b) { b->persistent = 1; }
+
+static arena_str keep(hk_store_batch *b, const char *p, size_t len) {
+  arena_str a = {b->arena.len, len};
+
+  if (p == NULL) {
+    a.len = (size_t)-1; /* NULL, as opposed to "" */
+    return a;
+  }
+  hk_buf_append(&b->arena, p, len);
+  return a;
+}
+
+static store_op *add_op(hk_store_batch *b, enum store_op_kind kind) {
+  store_op *op;
+
+  if (b->n_ops == b->cap_ops) {
+    size_t cap = b->cap_ops ? b->cap_ops * 2 : 16;
+    store_op *grown = realloc(b->ops, cap * sizeof *grown);
+
+    if (grown == NULL) abort(); /* the writer cannot work without memory */
+    b->ops = grown;
+    b->cap_ops = cap;
+  }
+  op = &b->ops[b->n_ops++];
+  memset(op, 0, sizeof *op);
+  op->kind = kind;
+  return op;
+}
+
+#define STR(s) keep(b, s, (s) ? strlen(s) : 0)
+
+size_t hk_store_add_event(hk_store_batch *b, const char *json, size_t len,
+                          const char *type, size_t type_len, int64_t list_id,
+                          double event_date) {
+  store_op *op = add_op(b, OP_EVENT);
+
+  op->s[0] = keep(b, json, len);
+  op->s[1] = keep(b, type, type_len);
+  op->i = list_id;
+  op->d[0] = event_date;
+  return b->n_ops - 1;
+}
+
+size_t hk_store_add_message(hk_store_batch *b, const char *hook,
+                            const char *json, size_t len) {
+  store_op *op = add_op(b, OP_MESSAGE);
+
+  op->s[0] = keep(b, json, len);
+  op->s[1] = STR(hook);
+  return b->n_ops - 1;
+}
+
+size_t hk_store_add_content(hk_store_batch *b, const char *send_message_id,
+                            const char *json, size_t len) {
+  store_op *op = add_op(b, OP_CONTENT);
+
+  op->s[0] = keep(b, json, len);
+  op->s[1] = STR(send_message_id);
+  return b->n_ops - 1;
+}
+
+size_t hk_store_add_profile(hk_store_batch *b, enum hk_profile_op which,
+                            const char *list_id, const char *profile_id,
+                            const char *json, size_t len) {
+  static const enum store_op_kind kinds[] = {OP_PROFILE_PUT, OP_PROFILE_MERGE,
+                                             OP_PROFILE_DELETE};
+  store_op *op = add_op(b, kinds[which]);
+
+  op->s[0] = keep(b, json ? json : "{}", json ? len : 2);
+  op->s[1] = STR(list_id);
+  op->s[2] = STR(profile_id);
+  return b->n_ops - 1;
+}
+
+size_t hk_store_add_catalog(hk_store_batch *b, const char *kind,
+                            const char *id, const char *json, size_t len,
+                            int from_file) {
+  store_op *op = add_op(b, OP_CATALOG);
+
+  op->s[0] = keep(b, json, len);
+  op->s[1] = STR(kind);
+  op->s[2] = STR(id);
+  op->n = from_file;
+  return b->n_ops - 1;
+}
+
+size_t hk_store_add_ack(hk_store_batch *b, int64_t id) {
+  add_op(b, OP_ACK)->i = id;
+  return b->n_ops - 1;
+}
+
+size_t hk_store_add_retry_state(hk_store_batch *b, int64_t id, int attempts,
+                                double first_at, double next_at) {
+  store_op *op = add_op(b, OP_RETRY_STATE);
+
+  op->i = id;
+  op->n = attempts;
+  op->d[0] = first_at;
+  op->d[1] = next_at;
+  return b->n_ops - 1;
+}
+
+size_t hk_store_add_dead(hk_store_batch *b, int64_t id, const char *reason,
+                         const char *destination, int attempts,
+                         double first_at, double last_at) {
+  store_op *op = add_op(b, OP_DEAD);
+
+  op->i = id;
+  op->s[0] = STR(reason);
+  op->s[1] = STR(destination);
+  op->n = attempts;
+  op->d[0] = first_at;
+  op->d[1] = last_at;
+  return b->n_ops - 1;
+}
+
+size_t hk_store_add_resend(hk_store_batch *b, int64_t id, const char *hook) {
+  store_op *op = add_op(b, OP_RESEND);
+
+  op->i = id;
+  op->s[0] = STR(hook);
+  return b->n_ops - 1;
+}
+
+size_t hk_store_add_forget(hk_store_batch *b, int64_t id) {
+  add_op(b, OP_FORGET)->i = id;
+  return b->n_ops - 1;
+}
+
+size_t hk_store_add_cleanup(hk_store_batch *b, double content_before,
+                            double events_before) {
+  store_op *op = add_op(b, OP_CLEANUP);
+
+  op->d[0] = content_before;
+  op->d[1] = events_before;
+  return b->n_ops - 1;
+}
+
+size_t hk_store_add_hook_state(hk_store_batch *b, const char *hook,
+                               int active) {
+  store_op *op = add_op(b, OP_HOOK_STATE);
+
+  op->s[0] = STR(hook);
+  op->n = active;
+  return b->n_ops - 1;
+}
+
+size_t hk_store_batch_size(const hk_store_batch *b) { return b->n_ops; }
+
+const char *hk_store_batch_text(const hk_store_batch *b, size_t op,
+                                size_t *len) {
+  const arena_str *a = &b->ops[op].s[0];
+
+  *len = a->len == (size_t)-1 ? 0 : a->len;
+  return b->arena.data ? b->arena.data + a->off : "";
+}
+
+int64_t hk_store_batch_result(const hk_store_batch *b, size_t op) {
+  return op < b->n_ops ? b->ops[op].result : 0;
+}
+
+const char *hk_store_batch_error(const hk_store_batch *b) { return b->error; }
+
+int hk_store_batch_disk_full(const hk_store_batch *b) { return b->disk_full; }
+
+void hk_store_batch_fail(hk_store_batch *b, sqlite3 *db, const char *what) {
+  int code = sqlite3_extended_errcode(db);
+
+  b->ok = 0;
+  b->disk_full = (code & 0xff) == SQLITE_FULL;
+  if (b->disk_full)
+    snprintf(b->error, sizeof b->error,
+             "the store's disk is full (%s: %s)", what, sqlite3_errmsg(db));
+  else
+    snprintf(b->error, sizeof b->error, "store error (%s: %s)", what,
+             sqlite3_errmsg(db));
+}
+
+/* ---- running a batch (writer thread) ---- */
+
+/* SQL per operation; an operation may need up to three statements. */
+static const char *const op_sql[OP_KINDS][3] = {
+    [OP_EVENT] = {"INSERT INTO events(received_at, event_date, event_type, "
+                  "list_id, body) VALUES(?1, ?2, ?3, ?4, ?5)"},
+    [OP_MESSAGE] = {"INSERT INTO outbox(id, hook, body, created_at) "
+                    "VALUES(?1, ?2, ?3, ?4)"},
+    [OP_CONTENT] = {"INSERT INTO content(send_message_id, body, stored_at) "
+                    "VALUES(?1, ?2, ?3) ON CONFLICT(send_message_id) DO "
+                    "UPDATE SET body = excluded.body, "
+                    "stored_at = excluded.stored_at"},
+    [OP_PROFILE_PUT] = {"INSERT INTO profiles(list_id, profile_id, fields, "
+                        "updated_at) VALUES(?1, ?2, ?3, ?4) ON CONFLICT DO "
+                        "UPDATE SET fields = excluded.fields, "
+                        "updated_at = excluded.updated_at"},
+    [OP_PROFILE_MERGE] = {"INSERT INTO profiles(list_id, profile_id, fields, "
+                          "updated_at) VALUES(?1, ?2, json_patch('{}', ?3), "
+                          "?4) ON CONFLICT DO UPDATE SET fields = "
+                          "json_patch(fields, ?3), "
+                          "updated_at = excluded.updated_at"},
+    [OP_PROFILE_DELETE] = {"DELETE FROM profiles WHERE list_id = ?1 AND "
+                           "profile_id = ?2"},
+    [OP_CATALOG] = {"INSERT INTO catalog(kind, id, body, source, updated_at) "
+                    "VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(kind, id) DO "
+                    "UPDATE SET body = excluded.body, source = "
+                    "excluded.source, updated_at = excluded.updated_at "
+                    "WHERE excluded.source = 'api' OR source = 'file'"},
+    [OP_ACK] = {"DELETE FROM outbox WHERE id = ?1"},
+    [OP_RETRY_STATE] = {"UPDATE outbox SET attempts = ?2, first_attempt_at "
+                        "= ?3, next_attempt_at = ?4 WHERE id = ?1"},
+    [OP_DEAD] = {"INSERT INTO dead_letters(hook, destination, reason, "
+                 "attempts, first_attempt_at, last_attempt_at, created_at, "
+                 "body) SELECT hook, ?2, ?3, ?4, ?5, ?6, ?7, body FROM "
+                 "outbox WHERE id = ?1",
+                 "DELETE FROM outbox WHERE id = ?1"},
+    [OP_RESEND] = {"INSERT INTO outbox(id, hook, body, created_at) SELECT "
+                   "?2, hook, body, ?3 FROM dead_letters WHERE id = ?1",
+                   "DELETE FROM dead_letters WHERE id = ?1",
+                   "SELECT id FROM dead_letters WHERE hook = ?1 ORDER BY id"},
+    [OP_FORGET] = {"DELETE FROM dead_letters WHERE id = ?1"},
+    [OP_CLEANUP] = {"DELETE FROM content WHERE stored_at < ?1",
+                    "DELETE FROM events WHERE id IN (SELECT id FROM events "
+                    "WHERE event_date < ?1 LIMIT 50000)"},
+    [OP_HOOK_STATE] = {"INSERT INTO hook_state(hook, active, updated_at) "
+                       "VALUES(?1, ?2, ?3) ON CONFLICT(hook) DO UPDATE SET "
+                       "active = excluded.active, "
+                       "updated_at = excluded.updated_at"},
+};
+
+/* The writer's prepared statement for (kind, which), prepared on first
+ * use. NULL on error (the connection holds the message). */
+static sqlite3_stmt *wstmt(hk_store *s, enum store_op_kind kind, int which) {
+  sqlite3_stmt **st = &s->wstmt[kind][which];
+
+  if (*st == NULL &&
+      sqlite3_prepare_v3(s->wdb, op_sql[kind][which], -1,
+                         SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK)
+    return NULL;
+  sqlite3_reset(*st);
+  sqlite3_clear_bindings(*st);
+  return *st;
+}
+
+static void bind_str(hk_store_batch *b, sqlite3_stmt *st, int col,
+                     arena_str a) {
+  if (a.len == (size_t)-1)
+    sqlite3_bind_null(st, col);
+  else
+    sqlite3_bind_text(st, col, b->arena.data ? b->arena.data + a.off : "",
+                      (int)a.len, SQLITE_STATIC);
+}
+
+static void bind_time(sqlite3_stmt *st, int col, double t) {
+  if (t > 0) sqlite3_bind_double(st, col, t);
+  else sqlite3_bind_null(st, col);
+}
+
+/* Steps a statement that returns no rows. Returns 1 or 0. */
+static int step_done(sqlite3_stmt *st) {
+  return st != NULL && sqlite3_step(st) == SQLITE_DONE;
+}
+
+static int run_event(hk_store *s, hk_store_batch *b, store_op *op,
+                     double now) {
+  sqlite3_stmt *st = wstmt(s, OP_EVENT, 0);
+
+  if (st == NULL) return 0;
+  sqlite3_bind_double(st, 1, now);
+  sqlite3_bind_double(st, 2, op->d[0]);
+  bind_str(b, st, 3, op->s[1]);
+  if (op->i >= 0) sqlite3_bind_int64(st, 4, op->i);
+  bind_str(b, st, 5, op->s[0]);
+  return step_done(st);
+}
+
+static int run_message(hk_store *s, hk_store_batch *b, store_op *op,
+                       double now) {
+  sqlite3_stmt *st = wstmt(s, OP_MESSAGE, 0);
+
+  if (st == NULL) return 0;
+  op->result = s->next_outbox_id++;
+  sqlite3_bind_int64(st, 1, op->result);
+  bind_str(b, st, 2, op->s[1]);
+  bind_str(b, st, 3, op->s[0]);
+  sqlite3_bind_double(st, 4, now);
+  return step_done(st);
+}
+
+/* Operations whose statement binds strings s[1], s[2], s[0] (in that
+ * order), then the time: content, profiles. */
+static int run_keyed(hk_store *s, hk_store_batch *b, store_op *op,
+                     double now) {
+  sqlite3_stmt *st = wstmt(s, op->kind, 0);
+  int col = 1;
+
+  if (st == NULL) return 0;
+  bind_str(b, st, col++, op->s[1]);
+  if (op->kind != OP_CONTENT) bind_str(b, st, col++, op->s[2]);
+  if (op->kind != OP_PROFILE_DELETE) {
+    bind_str(b, st, col++, op->s[0]);
+    sqlite3_bind_double(st, col, now);
+  }
+  if (!step_done(st)) return 0;
+  op->result = sqlite3_changes(s->wdb);
+  return 1;
+}
+
+static int run_catalog(hk_store *s, hk_store_batch *b, store_op *op,
+                       double now) {
+  sqlite3_stmt *st = wstmt(s, OP_CATALOG, 0);
+
+  if (st == NULL) return 0;
+  bind_str(b, st, 1, op->s[1]);
+  bind_str(b, st, 2, op->s[2]);
+  bind_str(b, st, 3, op->s[0]);
+  sqlite3_bind_text(st, 4, op->n ? "file" : "api", -1, SQLITE_STATIC);
+  sqlite3_bind_double(st, 5, now);
+  if (!step_done(st)) return 0;
+  op->result = sqlite3_changes(s->wdb);
+  return 1;
+}
+
+static int run_outbox_update(hk_store *s, store_op *op) {
+  sqlite3_stmt *st = wstmt(s, op->kind, 0);
+
+  if (st == NULL) return 0;
+  sqlite3_bind_int64(st, 1, op->i);
+  if (op->kind == OP_RETRY_STATE) {
+    sqlite3_bind_int(st, 2, op->n);
+    bind_time(st, 3, op->d[0]);
+    bind_time(st, 4, op->d[1]);
+  }
+  if (!step_done(st)) return 0;
+  op->result = sqlite3_changes(s->wdb);
+  return 1;
+}
+
+static int run_dead(hk_store *s, hk_store_batch *b, store_op *op,
+                    double now) {
+  sqlite3_stmt *st = wstmt(s, OP_DEAD, 0);
+
+  if (st == NULL) return 0;
+  sqlite3_bind_int64(st, 1, op->i);
+  bind_str(b, st, 2, op->s[1]);
+  bind_str(b, st, 3, op->s[0]);
+  sqlite3_bind_int(st, 4, op->n);
+  bind_time(st, 5, op->d[0]);
+  bind_time(st, 6, op->d[1]);
+  sqlite3_bind_double(st, 7, now);
+  if (!step_done(st)) return 0;
+  op->result = sqlite3_changes(s->wdb);
+  st = wstmt(s, OP_DEAD, 1);
+  if (st == NULL) return 0;
+  sqlite3_bind_int64(st, 1, op->i);
+  return step_done(st);
+}
+
+/* Moves one dead letter back to the end of its hook's outbox. Adds 1 to
+ * *moved when there was such a letter. */
+static int resend_one(hk_store *s, int64_t id, double now, int64_t *moved) {
+  sqlite3_stmt *st = wstmt(s, OP_RESEND, 0);
+
+  if (st == NULL) return 0;
+  sqlite3_bind_int64(st, 1, id);
+  sqlite3_bind_int64(st, 2, s->next_outbox_id);
+  sqlite3_bind_double(st, 3, now);
+  if (!step_done(st)) return 0;
+  if (sqlite3_changes(s->wdb) == 0) return 1;
+  s->next_outbox_id++;
+  (*moved)++;
+  st = wstmt(s, OP_RESEND, 1);
+  if (st == NULL) return 0;
+  sqlite3_bind_int64(st, 1, id);
+  return step_done(st);
+}
+
+static int run_resend(hk_store *s, hk_store_batch *b, store_op *op,
+                      double now) {
+  sqlite3_stmt *st;
+  int64_t *ids = NULL;
+  size_t n = 0, cap = 0;
+  int ok = 1, rc;
+
+  if (op->i >= 0) return resend_one(s, op->i, now, &op->result);
+  st = wstmt(s, OP_RESEND, 2);
+  if (st == NULL) return 0;
+  bind_str(b, st, 1, op->s[0]);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (n == cap) {
+      int64_t *grown = realloc(ids, (cap = cap ? cap * 2 : 64) * sizeof *ids);
+      if (grown == NULL) abort();
+      ids = grown;
+    }
+    ids[n++] = sqlite3_column_int64(st, 0);
+  }
+  if (rc != SQLITE_DONE) ok = 0;
+  for (size_t i = 0; ok && i < n; i++)
+    ok = resend_one(s, ids[i], now, &op->result);
+  free(ids);
+  return ok;
+}
+
+static int run_cleanup(hk_store *s, store_op *op) {
+  sqlite3_stmt *st = wstmt(s, OP_CLEANUP, 0);
+
+  if (st == NULL) return 0;
+  sqlite3_bind_double(st, 1, op->d[0]);
+  if (!step_done(st)) return 0;
+  op->result = sqlite3_changes(s->wdb);
+  if (op->d[1] <= 0) return 1;
+  st = wstmt(s, OP_CLEANUP, 1);
+  if (st == NULL) return 0;
+  sqlite3_bind_double(st, 1, op->d[1]);
+  if (!step_done(st)) return 0;
+  op->result += sqlite3_changes(s->wdb);
+  return 1;
+}
+
+static int run_hook_state(hk_store *s, hk_store_batch *b, store_op *op,
+                          double now) {
+  sqlite3_stmt *st = wstmt(s, OP_HOOK_STATE, 0);
+
+  if (st == NULL) return 0;
+  bind_str(b, st, 1, op->s[0]);
+  sqlite3_bind_int(st, 2, op->n);
+  sqlite3_bind_double(st, 3, now);
+  return step_done(st);
+}
+
+static int run_op(hk_store *s, hk_store_batch *b, store_op *op, double now) {
+  switch (op->kind) {
+  case OP_EVENT: return run_event(s, b, op, now);
+  case OP_MESSAGE: return run_message(s, b, op, now);
+  case OP_CONTENT:
+  case OP_PROFILE_PUT:
+  case OP_PROFILE_MERGE:
+  case OP_PROFILE_DELETE: return run_keyed(s, b, op, now);
+  case OP_CATALOG: return run_catalog(s, b, op, now);
+  case OP_ACK:
+  case OP_RETRY_STATE:
+  case OP_FORGET: return run_outbox_update(s, op);
+  case OP_DEAD: return run_dead(s, b, op, now);
+  case OP_RESEND: return run_resend(s, b, op, now);
+  case OP_CLEANUP: return run_cleanup(s, op);
+  case OP_HOOK_STATE: return run_hook_state(s, b, op, now);
+  default: return 0;
+  }
+}
+
+static const char *const op_names[OP_KINDS] = {
+    "event", "message", "content", "profile put", "profile merge",
+    "profile delete", "catalog", "ack", "retry state", "dead letter",
+    "resend", "forget", "cleanup", "hook state"};
+
+int hk_store_run_batch(hk_store *s, hk_store_batch *b) {
+  double now = hk_store_now();
+
+  if (sqlite3_exec(s->wdb, "SAVEPOINT batch", NULL, NULL, NULL) != SQLITE_OK) {
+    hk_store_batch_fail(b, s->wdb, "savepoint");
+    return 0;
+  }
+  for (size_t i = 0; i < b->n_ops; i++) {
+    if (run_op(s, b, &b->ops[i], now)) continue;
+    hk_store_batch_fail(b, s->wdb, op_names[b->ops[i].kind]);
+    sqlite3_exec(s->wdb, "ROLLBACK TO batch; RELEASE batch", NULL, NULL,
+                 NULL);
+    return 0;
+  }
+  sqlite3_exec(s->wdb, "RELEASE batch", NULL, NULL, NULL);
+  return 1;
+}
+
+void hk_store_finalize_all(hk_store *s) {
+  for (int k = 0; k < OP_KINDS; k++)
+    for (int j = 0; j < 3; j++) sqlite3_finalize(s->wstmt[k][j]);
+  for (int k = 0; k < RD_KINDS; k++) sqlite3_finalize(s->rstmt[k]);
+}

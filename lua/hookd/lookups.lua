@@ -1,0 +1,168 @@
+-- Profiles and message content as routing sees them: what events bring
+-- (content on send events, profiles on import events) is written to the
+-- store through the core, and what hooks ask for is read back from it.
+--
+-- A routing batch is committed to the store after it is routed, so what an
+-- event wrote is kept here as "pending" until the core settles that batch;
+-- later events of the same or of another uncommitted batch see it.
+
+local json = require "hookd.json"
+local core = require "hookd.core"
+local catalog_mod = require "hookd.catalog"
+
+local M = {}
+
+local type, pairs, getmetatable, setmetatable =
+  type, pairs, getmetatable, setmetatable
+local null, array_mt, object_mt = json.null, json.array_mt, json.object_mt
+local id_key = catalog_mod.id_key
+
+local CONTENT_EVENTS = { send = true, send_sms = true, send_push = true }
+
+local pending_content = {}  -- send_message_id -> {seq =, value =}
+local pending_profiles = {} -- "list:profile" -> {seq =, value =}
+local by_seq = {}           -- seq -> list of {table, key}
+local seq = 0
+local memo = {}             -- reads from the store during one batch
+
+local function is_object(v)
+  return type(v) == "table" and getmetatable(v) ~= array_mt
+end
+
+-- A profile or message id as text: strings as they are, integers in
+-- decimal; nil for anything else.
+local function id_text(v)
+  local t = type(v)
+  if t == "string" then return v ~= "" and v or nil end
+  if t == "number" or t == "userdata" then return id_key(v) end
+  return nil
+end
+M.id_text = id_text
+
+local function remember(tbl, key, value)
+  tbl[key] = { seq = seq, value = value }
+  local list = by_seq[seq]
+  if not list then list = {}; by_seq[seq] = list end
+  list[#list + 1] = { tbl, key }
+end
+
+-- Starts routing batch n: reads from the store are fresh again.
+function M.begin(n)
+  seq = n
+  memo = {}
+end
+
+-- Batch n is committed (or refused): its writes are now in the store (or
+-- nowhere), so the pending copies go.
+function M.settle(n)
+  local list = by_seq[n]
+  by_seq[n] = nil
+  if not list then return end
+  for i = 1, #list do
+    local tbl, key = list[i][1], list[i][2]
+    local entry = tbl[key]
+    if entry and entry.seq == n then tbl[key] = nil end
+  end
+end
+
+local function stored(kind, a, b)
+  local key = kind .. "\0" .. a .. "\0" .. (b or "")
+  local hit = memo[key]
+  if hit == nil then
+    local text = core.store_get(kind, a, b)
+    hit = text and json.decode(text) or false
+    memo[key] = hit
+  end
+  return hit or nil
+end
+
+-- The fields of a profile: pending, then stored. nil when none.
+function M.profile(list_id, profile_id)
+  local lid, pid = id_key(list_id), id_text(profile_id)
+  if not lid or not pid then return nil end
+  local p = pending_profiles[lid .. ":" .. pid]
+  if p then return p.value end
+  return stored("profile", lid, pid)
+end
+
+function M.profile_field(list_id, profile_id, name)
+  local fields = M.profile(list_id, profile_id)
+  if fields then return fields[name] end
+  return nil
+end
+
+function M.content(send_message_id)
+  local smid = id_text(send_message_id)
+  if not smid then return nil end
+  local c = pending_content[smid]
+  if c then return c.value end
+  return stored("content", smid)
+end
+
+-- Applies an import's fields to what is known of the profile: a field set
+-- to null is removed, like the store's merge.
+local function merged(old, fields)
+  local out = setmetatable({}, object_mt)
+  if old then for k, v in pairs(old) do out[k] = v end end
+  for k, v in pairs(fields) do
+    if v == null then out[k] = nil else out[k] = v end
+  end
+  return out
+end
+
+-- Takes what an event brings for the stores: content on send events, and
+-- a profile on import events.
+function M.capture(event, event_type)
+  if CONTENT_EVENTS[event_type] then
+    local content, smid = event.content, id_text(event.send_message_id)
+    if smid and is_object(content) then
+      core.store_put("content", smid, nil, content)
+      remember(pending_content, smid, content)
+    end
+  elseif type(event_type) == "string" and event_type:sub(1, 7) == "import_" then
+    local fields = event.profile
+    local lid, pid = id_key(event.list_id), id_text(event.profile_id)
+    if lid and pid and is_object(fields) then
+      core.store_put("profile", lid, pid, fields)
+      remember(pending_profiles, lid .. ":" .. pid,
+        merged(M.profile(lid, pid), fields))
+    end
+  end
+end
+
+-- For the API: checks a POST /v1/content body. Returns a flat list
+-- {id1, json1, id2, json2, ...}, or nil, reason, index.
+function M.check_content(text)
+  local doc, err = json.decode(text)
+  if doc == nil then return nil, "not valid JSON: " .. err end
+  local items = doc
+  if is_object(doc) then items = { doc } end
+  if type(items) ~= "table" or #items == 0 then
+    return nil, "expected {\"send_message_id\", \"content\"} or a list of them"
+  end
+  local out = {}
+  for i = 1, #items do
+    local item = items[i]
+    local smid = is_object(item) and id_text(item.send_message_id)
+    if not smid then
+      return nil, "send_message_id must be a non-empty string or an integer",
+        i - 1
+    end
+    if not is_object(item.content) then
+      return nil, "content must be an object", i - 1
+    end
+    out[#out + 1] = smid
+    out[#out + 1] = json.encode(item.content)
+  end
+  return out
+end
+
+-- For the API: a profile's fields must be one JSON object.
+function M.check_profile(text)
+  local doc, err = json.decode(text)
+  if doc == nil then return nil, "not valid JSON: " .. err end
+  if not is_object(doc) then return nil, "profile fields must be an object" end
+  return { json.encode(doc) }
+end
+
+return M
