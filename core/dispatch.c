@@ -416,7 +416,7 @@ hk_dispatch *hk_dispatch_create(uv_loop_t *loop, hk_http_client *client,
   d->counters = counters;
   d->settings.batch_size = 100;
   d->settings.timeout_sec = 5;
-  d->on_disk = 1; /* whatever an earlier run left in the outbox */
+  d->on_disk = store != NULL; /* whatever an earlier run left */
   uv_timer_init(loop, &d->timer);
   d->timer.data = d;
   return d;

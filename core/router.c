@@ -101,7 +101,7 @@ static hk_hook *hook_get_or_add(hk_router *r, const char *id) {
   h->slot = (int)r->n_hooks;
   h->dispatch = hk_dispatch_create(r->loop, r->http, r->store, h->id,
                                    &r->policy, &h->counters);
-  h->counters.queued = hk_store_outbox_count(r->store, h->id);
+  if (r->store) h->counters.queued = hk_store_outbox_count(r->store, h->id);
   if (h->counters.queued < 0) h->counters.queued = 0;
   r->hooks[r->n_hooks++] = h;
   return h;

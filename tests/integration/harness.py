@@ -104,10 +104,13 @@ class Sink:
 class Hookd:
     """A hookd process with a temporary plugins folder and main.json."""
 
-    def __init__(self, hooks=None, config=None, catalog=True, env=None):
-        self.dir = tempfile.mkdtemp(prefix="hookd-test-")
+    def __init__(self, hooks=None, config=None, catalog=True, env=None,
+                 workdir=None):
+        """workdir: the folder of an earlier Hookd, to start again on its
+        plugins and data_dir (a restart)."""
+        self.dir = workdir or tempfile.mkdtemp(prefix="hookd-test-")
         self.plugins = os.path.join(self.dir, "plugins")
-        os.makedirs(os.path.join(self.plugins, "lib"))
+        os.makedirs(os.path.join(self.plugins, "lib"), exist_ok=True)
         for hook_id, src in (hooks or {}).items():
             self.write_hook(hook_id, src, settle=False)
         cfg = {"listen": "127.0.0.1:0", "data_dir": "data",
@@ -193,6 +196,17 @@ class Hookd:
 
     def error_lines(self):
         return [l for l in self.drain_log() if l.startswith("error ")]
+
+    def db_path(self):
+        return os.path.join(self.dir, "data", "hookd.db")
+
+    def kill(self):
+        """SIGKILL: a crash, with no chance to tidy up."""
+        self.proc.kill()
+        self.proc.wait()
+        self.reader.join(5)
+        self.drain_log()
+        self.proc.stderr.close()
 
     def stop(self):
         if self.proc.poll() is None:

@@ -157,7 +157,8 @@ class Delivery(unittest.TestCase):
         [letter] = doc["items"]
         self.assertEqual(letter["attempts"], 3)
         self.assertIn("status=502", letter["reason"])
-        self.assertEqual(letter["body"][0]["custom_data"], {"n": 0})
+        self.assertEqual(letter["message"]["custom_data"], {"n": 0})
+        self.assertEqual(letter["hook"], "h")
 
     def test_dead_letter_paging_parameters_are_checked(self):
         self.start({"h": self.hook_src("/d", batch_size=1)})
