@@ -239,6 +239,23 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def thread_seconds(pid, name):
+    """utime + stime of the threads of pid called name, in seconds."""
+    total = 0.0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        base = "/proc/%d/task/%s/" % (pid, tid)
+        try:
+            with open(base + "comm") as f:
+                if f.read().strip() != name:
+                    continue
+            with open(base + "stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
 def machine_seconds():
     """CPU seconds of the whole machine (all cores) from /proc/stat:
     (user+nice+system, irq+softirq, steal)."""
@@ -253,6 +270,7 @@ def cpu_sample(hookd_pid, sink_pid):
     and the machine (see machine_seconds)."""
     task, irq, steal = machine_seconds()
     return {"hookd": cpu_seconds(hookd_pid), "sink": cpu_seconds(sink_pid),
+            "store": thread_seconds(hookd_pid, "hookd-store"),
             "poster": time.process_time(), "machine": task, "irq": irq,
             "steal": steal}
 
@@ -263,6 +281,8 @@ def cpu_shares(before, after, wall):
     process on the machine."""
     d = {k: after[k] - before[k] for k in before}
     d["other"] = d.pop("machine") - d["hookd"] - d["sink"] - d["poster"]
+    # The store's writer thread is part of hookd: its share is reported
+    # apart but not subtracted from anything.
     return {k: max(v, 0.0) / wall for k, v in d.items()}, d
 
 
@@ -307,8 +327,9 @@ class Hookd:
     """A hookd process with its own temp dir, main.json and plugins; its
     stderr is kept in self.log (read by a thread so the pipe never fills)."""
 
-    def __init__(self, binary, hooks, sink_port, workdir):
+    def __init__(self, binary, hooks, sink_port, workdir, history_days=30):
         self.dir = tempfile.mkdtemp(prefix="hookd-", dir=workdir)
+        self.history_days = history_days
         self.write_files(hooks, sink_port)
         self.log = []
         self.lines = queue.Queue()
@@ -327,7 +348,8 @@ class Hookd:
                 f.write(src.replace("{url}", url))
         cfg = {"listen": "127.0.0.1:0", "data_dir": "data",
                "plugins_dir": "plugins", "catalog": CATALOG,
-               "log_level": "info", "HOOK_RETRY_PERIOD_SEC": 1}
+               "log_level": "info", "HOOK_RETRY_PERIOD_SEC": 1,
+               "history_days": self.history_days}
         with open(os.path.join(self.dir, "main.json"), "w") as f:
             json.dump(cfg, f, indent=2)
 
@@ -477,7 +499,8 @@ def run_once(args, name, hooks, bodies, expected, workdir):
     sink = Sink()
     hookd = None
     try:
-        hookd = Hookd(args.hookd, hooks, sink.port, workdir)
+        hookd = Hookd(args.hookd, hooks, sink.port, workdir,
+                      args.history_days)
         hookd.wait_running(list(hooks))
         m = measure(args, hookd, sink, bodies)
     finally:
@@ -523,6 +546,9 @@ def make_result(name, n_hooks, m, problems):
         "sink_cpu_us_per_message": secs["sink"] / msgs * 1e6 if msgs else None,
         "cpu_s": secs,
         "hookd_cpu_share": shares["hookd"], "sink_cpu_share": shares["sink"],
+        "store_cpu_share": shares["store"],
+        "store_share_of_hookd": (secs["store"] / secs["hookd"]
+                                 if secs["hookd"] else 0.0),
         "poster_cpu_share": shares["poster"],
         "other_cpu_share": shares["other"], "irq_cpu_share": shares["irq"],
         "steal_share": shares["steal"],
@@ -543,6 +569,7 @@ COLUMNS = [("scenario", "%-10s", "scenario"), ("run", "%3s", "run"),
            ("ingest_events_per_s", "%8.0f", "ingest/s"),
            ("hookd_cpu_us_per_event", "%6.1f", "us/ev"),
            ("hookd_cpu_share", "%5.2f", "hk cpu"),
+           ("store_cpu_share", "%5.2f", "store"),
            ("sink_cpu_share", "%5.2f", "sk cpu"),
            ("poster_cpu_share", "%5.2f", "post cpu"),
            ("irq_cpu_share", "%5.2f", "irq"),
@@ -577,7 +604,8 @@ def summarize(results):
                      for k in ("events_per_s", "messages_per_s", "wall_s",
                                "hookd_cpu_us_per_event", "sink_cpu_share",
                                "hookd_cpu_share", "ingest_events_per_s",
-                               "poster_cpu_share")}
+                               "poster_cpu_share", "store_cpu_share",
+                               "store_share_of_hookd")}
         out[name]["runs"] = len(rs)
     return out
 
@@ -609,6 +637,8 @@ def parse_args():
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs of each scenario")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--history-days", type=float, default=30,
+                    help="main.json history_days (0: events not kept)")
     ap.add_argument("--hookd", default=os.path.join(ROOT, "build", "hookd"))
     ap.add_argument("--timeout", type=float, default=600,
                     help="seconds to wait for delivery")

@@ -90,6 +90,12 @@ class Sink:
         return http("GET", self.base + "/_sink/messages?path=" + path)[1][
             "messages"]
 
+    def reset(self):
+        """Forgets every recorded request and every script: from now on
+        each path gets the built-in 200."""
+        status, _ = http("POST", self.base + "/_sink/reset", b"")
+        assert status == 200, status
+
     def wait_messages(self, path, n, timeout=10.0):
         return wait_for("%d messages at %s" % (n, path),
                         lambda: len(self.messages(path)) >= n and

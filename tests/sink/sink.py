@@ -1,7 +1,16 @@
 #!/usr/bin/env python3
 """Scripted loopback HTTP sink for hookd's tests, benchmark and demo: records
 POSTed batches, answers them from per-path scripts, and serves a JSON control
-API under /_sink/ (script, requests, messages, stats, reset)."""
+API under /_sink/ (script, requests, messages, stats, reset).
+
+A script (POST /_sink/script) is {"path": P} with any of
+  "responses": [spec, ...]  answers for the next requests to P, in order;
+  "default": spec           the answer once those are used up;
+  "max_body": N             a request to P whose body is longer than N bytes
+                            is answered 413 instead, without using a scripted
+                            response (a size limit such as a proxy enforces).
+A spec is {"status", "body", "headers", "delay" (seconds), "close" (no
+answer)}; with no spec the answer is 200 {"ok":true}."""
 
 import argparse
 import http
@@ -53,6 +62,7 @@ class State:
             self.records = []
             self.scripts = {}   # path -> deque of response specs
             self.defaults = {}  # path -> response spec
+            self.max_body = {}  # path -> largest body answered normally
             self.per_path = {}  # path -> [requests, messages]
             self.n_requests = 0
             self.n_messages = 0
@@ -68,10 +78,13 @@ class State:
                     spec["responses"])
             if "default" in spec:
                 self.defaults[path] = spec["default"]
+            if "max_body" in spec:
+                self.max_body[path] = int(spec["max_body"])
 
-    def record(self, rec, n):
-        """Stores one batch (rec as in self.records) and returns the
-        response spec for it (None: the built-in 200)."""
+    def record(self, rec, n, size):
+        """Stores one batch (rec as in self.records; size is its body's
+        length, known in count-only mode too) and returns the response spec
+        for it (None: the built-in 200)."""
         path, t = rec[0], rec[4]
         with self.lock:
             self.n_requests += 1
@@ -85,6 +98,11 @@ class State:
                 self.last_t = t
             if not self.count_only:
                 self.records.append(rec)
+            limit = self.max_body.get(path)
+            if limit is not None and size > limit:
+                return {"status": 413,
+                        "body": {"error": "body of %d bytes exceeds %d" %
+                                 (size, limit)}}
             script = self.scripts.get(path)
             if script:
                 return script.popleft()
@@ -218,7 +236,7 @@ class Handler(BaseHTTPRequestHandler):
         rec = (path, query, dict(self.headers.items()),
                b"" if self.state.count_only else body, time.monotonic(),
                time.time(), self.conn_id, n)
-        spec = self.state.record(rec, n)
+        spec = self.state.record(rec, n, len(body))
         if self.print_batches:
             self.print_batch(path, n, doc)
         self.answer(spec)
