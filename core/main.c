@@ -136,13 +136,20 @@ static int app_open(app *a, const char *config_path, int with_store) {
   return a->http && a->router ? 0 : -1;
 }
 
+static void cleanup_cb(uv_timer_t *t);
+
+/* The store deletes history in chunks so one cleanup never holds the
+ * writer for long; a full chunk means there is more, at once. */
 static void cleanup_done(hk_store_batch *b, int ok, void *ctx) {
-  (void)ctx;
-  if (!ok)
+  app *a = ctx;
+  long long deleted = (long long)hk_store_batch_result(b, 0);
+
+  if (!ok) {
     hk_warn("store", "cleanup_failed=1 reason=\"%s\"", hk_store_batch_error(b));
-  else if (hk_store_batch_result(b, 0) > 0)
-    hk_debug("store", "cleanup_deleted=%lld",
-             (long long)hk_store_batch_result(b, 0));
+    return;
+  }
+  if (deleted > 0) hk_debug("store", "cleanup_deleted=%lld", deleted);
+  if (deleted >= HK_STORE_CLEANUP_CHUNK && !a->stopping) cleanup_cb(&a->cleanup);
 }
 
 /* Deletes content older than HOOK_CONTENT_CLEANUP_HOURS and events older
@@ -157,7 +164,7 @@ static void cleanup_cb(uv_timer_t *t) {
 
   hk_store_add_cleanup(b, now - a->cfg.content_cleanup_hours * 3600.0,
                        events_before);
-  hk_store_submit(a->store, b, cleanup_done, NULL);
+  hk_store_submit(a->store, b, cleanup_done, a);
 }
 
 static void stop_loop(app *a) {
@@ -217,6 +224,7 @@ static int cmd_run(const char *config_path) {
   a.plugins = hk_plugins_start(a.loop, a.router, a.cfg.plugins_dir, err,
                                sizeof err);
   if (a.plugins == NULL) goto fail;
+  hk_router_log_orphans(a.router);
   a.api.config = &a.cfg;
   a.api.router = a.router;
   a.api.bridge = a.bridge;

@@ -593,6 +593,16 @@ long hk_router_log_undelivered(hk_router *r) {
   return total;
 }
 
+static void orphan_cb(void *ctx, const char *hook, long n) {
+  if (hook_find(ctx, hook) == NULL)
+    hk_warn("main", "hook=%s kept_in_outbox=%ld reason=\"no hook file: "
+            "sent once plugins/%s.lua is back\"", hook, n, hook);
+}
+
+void hk_router_log_orphans(hk_router *r) {
+  if (r->store) hk_store_outbox_hooks(r->store, orphan_cb, r);
+}
+
 void hk_router_print_problems(hk_router *r, FILE *out) {
   for (size_t i = 0; i < r->n_hooks; i++)
     if (r->hooks[i]->error) fprintf(out, "%s\n", r->hooks[i]->error);

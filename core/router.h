@@ -67,6 +67,9 @@ int hk_router_settled(hk_router *r);
  * the next start); returns how many that is in all. */
 long hk_router_log_undelivered(hk_router *r);
 
+/* Warns about messages in the outbox of hooks that have no file. */
+void hk_router_log_orphans(hk_router *r);
+
 /* Prints "file: error" for every hook that failed to load, to out. */
 void hk_router_print_problems(hk_router *r, FILE *out);
 

@@ -88,7 +88,9 @@ size_t hk_store_add_resend(hk_store_batch *b, int64_t id, const char *hook);
 /* Result: letters deleted (0 or 1). */
 size_t hk_store_add_forget(hk_store_batch *b, int64_t id);
 /* Deletes content stored before content_before and events dated before
- * events_before (unix seconds). Result: rows deleted. */
+ * events_before (unix seconds), at most HK_STORE_CLEANUP_CHUNK events at
+ * a time. Result: rows deleted. */
+#define HK_STORE_CLEANUP_CHUNK 50000
 size_t hk_store_add_cleanup(hk_store_batch *b, double content_before,
                             double events_before);
 /* The state set through the API for hook: 1 active, 0 stopped. */
@@ -130,6 +132,11 @@ typedef struct hk_outbox_row {
 long hk_store_outbox_read(hk_store *s, const char *hook, int64_t after,
                           long limit,
                           void (*cb)(void *ctx, const hk_outbox_row *row),
+                          void *ctx);
+/* Calls cb for every hook with messages in the outbox, with their count.
+ * Returns 0 or -1. */
+int hk_store_outbox_hooks(hk_store *s,
+                          void (*cb)(void *ctx, const char *hook, long n),
                           void *ctx);
 /* Messages waiting in hook's outbox, or -1 on a store error. */
 long hk_store_outbox_count(hk_store *s, const char *hook);

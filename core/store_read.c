@@ -267,6 +267,22 @@ int hk_store_hook_state(hk_store *s, const char *hook) {
   return v;
 }
 
+int hk_store_outbox_hooks(hk_store *s,
+                          void (*cb)(void *ctx, const char *hook, long n),
+                          void *ctx) {
+  sqlite3_stmt *st = NULL;
+  int rc;
+
+  if (sqlite3_prepare_v2(s->rdb, "SELECT hook, count(*) FROM outbox GROUP "
+                         "BY hook ORDER BY hook", -1, &st, NULL) != SQLITE_OK)
+    return -1;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    cb(ctx, (const char *)sqlite3_column_text(st, 0),
+       (long)sqlite3_column_int64(st, 1));
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE ? 0 : -1;
+}
+
 long hk_store_count(hk_store *s, const char *table) {
   sqlite3_stmt *st = NULL;
   char sql[128];

@@ -240,7 +240,7 @@ static const char *const op_sql[OP_KINDS][3] = {
     [OP_FORGET] = {"DELETE FROM dead_letters WHERE id = ?1"},
     [OP_CLEANUP] = {"DELETE FROM content WHERE stored_at < ?1",
                     "DELETE FROM events WHERE id IN (SELECT id FROM events "
-                    "WHERE event_date < ?1 LIMIT 50000)"},
+                    "WHERE event_date < ?1 LIMIT ?2)"},
     [OP_HOOK_STATE] = {"INSERT INTO hook_state(hook, active, updated_at) "
                        "VALUES(?1, ?2, ?3) ON CONFLICT(hook) DO UPDATE SET "
                        "active = excluded.active, "
@@ -431,6 +431,7 @@ static int run_cleanup(hk_store *s, store_op *op) {
   st = wstmt(s, OP_CLEANUP, 1);
   if (st == NULL) return 0;
   sqlite3_bind_double(st, 1, op->d[1]);
+  sqlite3_bind_int(st, 2, HK_STORE_CLEANUP_CHUNK);
   if (!step_done(st)) return 0;
   op->result += sqlite3_changes(s->wdb);
   return 1;
