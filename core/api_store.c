@@ -116,9 +116,8 @@ static void answer_resent(store_call *call, hk_store_batch *b) {
     hk_api_error(call->req, 404, "no such dead letter", -1);
     return;
   }
-  hk_router_outbox_changed(call->api->router);
-  hk_info("api", "dead_letters_resent=%ld hook=%s", n,
-          call->key[0][0] ? call->key[0] : "-");
+  hk_router_resent(call->api->router, call->key[1], n);
+  hk_info("api", "dead_letters_resent=%ld hook=%s", n, call->key[1]);
   snprintf(text, sizeof text, "{\"resent\":%ld}", n);
   answer_text(call->req, 200, text);
 }
@@ -150,7 +149,8 @@ static void resend_hook(hk_api *api, hk_http_request *req) {
   op = hk_store_add_resend(b, -1, hook);
   call = submit(api, req, b, answer_resent, "dead letters");
   call->op = op;
-  snprintf(call->key[0], KEY_MAX, "%s", hook);
+  snprintf(call->key[0], KEY_MAX, "all");
+  snprintf(call->key[1], KEY_MAX, "%s", hook);
 }
 
 /* POST /v1/dead-letters/{id}/retry and DELETE /v1/dead-letters/{id}. */
@@ -177,6 +177,7 @@ static void one_letter(hk_api *api, hk_http_request *req, const char *id_text,
   call = submit(api, req, b, resend ? answer_resent : answer_forgotten,
                 "dead letter change");
   call->op = op;
+  snprintf(call->key[1], KEY_MAX, "%s", hook); /* key[0] "": one letter */
 }
 
 void hk_api_dead_letters(hk_api *api, hk_http_request *req) {

@@ -169,6 +169,14 @@ static int refill(hk_dispatch *d) {
 
 /* ---- writing outcomes back ---- */
 
+/* Dead letters count once they are in the store, so an operator who sees
+ * the counter move finds them listed. */
+static void dead_committed(hk_store_batch *b, int ok, void *ctx) {
+  hk_counters *counters = ctx;
+
+  if (ok) counters->dead += (long)hk_store_batch_size(b);
+}
+
 /* Takes the batch's messages out of the window, recording each outcome in
  * one store batch: acknowledged (reason NULL) or dead. */
 static void settle_batch(hk_dispatch *d, const char *reason) {
@@ -185,7 +193,7 @@ static void settle_batch(hk_dispatch *d, const char *reason) {
       hk_store_add_ack(b, n->id);
     free(n);
   }
-  hk_store_submit(d->store, b, NULL, NULL);
+  hk_store_submit(d->store, b, reason ? dead_committed : NULL, d->counters);
   d->counters->queued -= (long)d->batch_count;
   d->batch_count = 0;
   hk_buf_reset(&d->batch);
@@ -210,7 +218,6 @@ static void record_retry(hk_dispatch *d, double next_at) {
 static void make_dead(hk_dispatch *d, const char *reason) {
   size_t count = d->batch_count;
 
-  d->counters->dead += (long)count;
   hk_error("dispatch",
            "hook=%s dest=%s messages=%zu attempts=%d dead_letter=1 %s",
            d->hook_id, dest(d), count, d->attempts, reason);

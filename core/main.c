@@ -98,9 +98,14 @@ static int app_sync_catalog(app *a, char *err, size_t errlen) {
   for (size_t i = 0; i + 2 < entries.n; i += 3)
     hk_store_add_catalog(b, entries.s[i], entries.s[i + 1], entries.s[i + 2],
                          entries.len[i + 2], 1);
-  rc = hk_store_submit_wait(a->store, b, err, errlen);
+  /* A full disk must not keep the router from delivering what it has
+   * stored: the names of the store, or else of the file, are used. */
+  if (hk_store_submit_wait(a->store, b, err, errlen) != 0)
+    hk_warn("store", "catalog_file_saved=0 reason=\"%s\"", err);
   b = NULL;
-  if (rc == 0 && hk_store_catalog_render(a->store, &merged) != 0) rc = -1;
+  rc = 0;
+  if (hk_store_catalog_render(a->store, &merged) != 0) rc = -1;
+  if (rc == 0 && merged.len <= 2) goto done; /* nothing stored: the file */
   if (rc == 0)
     rc = hk_bridge_set_catalog(a->bridge, merged.data, merged.len, err,
                                errlen);

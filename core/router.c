@@ -468,9 +468,12 @@ void hk_router_job_finish(hk_router *r, hk_route_job *job, int committed) {
 
 size_t hk_router_job_messages(const hk_route_job *job) { return job->n_msgs; }
 
-void hk_router_outbox_changed(hk_router *r) {
-  for (size_t i = 0; i < r->n_hooks; i++)
-    hk_dispatch_outbox_changed(r->hooks[i]->dispatch);
+void hk_router_resent(hk_router *r, const char *id, long n) {
+  hk_hook *h = hook_find(r, id);
+
+  if (h == NULL || n <= 0) return;
+  h->counters.queued += n;
+  hk_dispatch_outbox_changed(h->dispatch);
 }
 
 int hk_router_has_hook(hk_router *r, const char *id) {

@@ -43,8 +43,9 @@ void hk_router_route(hk_router *r, hk_route_job *job,
 void hk_router_job_finish(hk_router *r, hk_route_job *job, int committed);
 size_t hk_router_job_messages(const hk_route_job *job);
 
-/* Dead letters went back to an outbox: every dispatcher looks. */
-void hk_router_outbox_changed(hk_router *r);
+/* n dead letters of hook id went back to its outbox: they count as
+ * queued again, and its dispatcher reads them from the store. */
+void hk_router_resent(hk_router *r, const char *id, long n);
 
 /* Nonzero when hook id exists and has a loaded version. */
 int hk_router_has_hook(hk_router *r, const char *id);

@@ -322,17 +322,26 @@ static hk_store_batch *take_due(hk_store *s) {
   }
 }
 
+/* Runs the group in one transaction. A batch that fails is rolled back
+ * to its savepoint and reported alone. Some errors (a full disk in the
+ * middle of a statement) make SQLite roll back the whole transaction: the
+ * batches that had succeeded are then run again in a new one, without the
+ * failed batch. Each pass decides at least one batch, so this ends. */
 static void commit_group(hk_store *s, hk_store_batch *group) {
-  int began = sqlite3_exec(s->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-
-  for (hk_store_batch *b = group; b; b = b->next) {
-    if (began != SQLITE_OK) {
-      hk_store_batch_fail(b, s->wdb, "begin");
-      continue;
-    }
-    b->ok = hk_store_run_batch(s, b);
+  for (hk_store_batch *b = group; b; b = b->next) b->refused = 0;
+again:
+  if (sqlite3_exec(s->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+    for (hk_store_batch *b = group; b; b = b->next)
+      if (!b->refused) hk_store_batch_fail(b, s->wdb, "begin");
+    return;
   }
-  if (began != SQLITE_OK) return;
+  for (hk_store_batch *b = group; b; b = b->next) {
+    if (b->refused) continue;
+    b->ok = hk_store_run_batch(s, b);
+    if (b->ok) continue;
+    b->refused = 1;
+    if (sqlite3_get_autocommit(s->wdb)) goto again; /* transaction gone */
+  }
   if (sqlite3_exec(s->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
     for (hk_store_batch *b = group; b; b = b->next)
       if (b->ok) hk_store_batch_fail(b, s->wdb, "commit");

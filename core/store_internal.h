@@ -48,6 +48,7 @@ struct hk_store_batch {
   int persistent;
   double not_before; /* a persistent batch waits until then to retry */
   int ok;
+  int refused; /* failed in this group's run; not run again */
   int disk_full;
   char error[300];
   hk_store_done_cb cb;

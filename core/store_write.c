@@ -481,6 +481,7 @@ int hk_store_run_batch(hk_store *s, hk_store_batch *b) {
     return 0;
   }
   for (size_t i = 0; i < b->n_ops; i++) {
+    b->ops[i].result = 0; /* the batch may be run again */
     if (run_op(s, b, &b->ops[i], now)) continue;
     hk_store_batch_fail(b, s->wdb, op_names[b->ops[i].kind]);
     sqlite3_exec(s->wdb, "ROLLBACK TO batch; RELEASE batch", NULL, NULL,

@@ -74,6 +74,14 @@ def dead_letters(hookd, hook_id, limit=100):
         after = doc["next"]
 
 
+def wait_letters(hookd, hook_id, n, timeout=15.0, limit=100):
+    """The dead letters of hook_id once there are n. The dead counter moves
+    before the store has committed the letters, so the list is polled."""
+    return wait_for("%d dead letters of %s" % (n, hook_id),
+                    lambda: (lambda items: len(items) == n and items)(
+                        dead_letters(hookd, hook_id, limit)), timeout)
+
+
 def free_port():
     """A loopback port nobody listens on (for a refused connection)."""
     s = socket.socket()
@@ -231,11 +239,8 @@ class Durability(unittest.TestCase):
                                         "body": "down for maintenance"})
         self.start({"h": hook_src(self.sink.url("/o"), batch_size=10)})
         self.post([event(n) for n in range(30)])
-        self.hookd.wait_hook("h", lambda h: h["counters"]["dead"] == 30 and
-                             h["counters"]["queued"] == 0, "30 dead letters",
-                             timeout=15)
-        letters = dead_letters(self.hookd, "h", limit=7)
-        self.assertEqual(len(letters), 30)
+        letters = wait_letters(self.hookd, "h", 30, limit=7)
+        self.assertEqual(self.hookd.counters("h")["dead"], 30)
         self.assertEqual(len({l["id"] for l in letters}), 30)
         self.assertEqual(sorted(l["message"]["custom_data"]["n"]
                                 for l in letters), list(range(30)))
@@ -266,8 +271,7 @@ class Durability(unittest.TestCase):
         self.sink.script("/q", default={"status": 503})
         self.start({"h": hook_src(self.sink.url("/q"), batch_size=5)})
         self.post([event(n) for n in range(10)])
-        self.hookd.wait_hook("h", lambda h: h["counters"]["dead"] == 10,
-                             "10 dead letters")
+        wait_letters(self.hookd, "h", 10)
         self.sink.reset()
         status, doc = http("POST", self.hookd.base +
                            "/v1/dead-letters/retry?hook=h")
@@ -327,9 +331,7 @@ class Durability(unittest.TestCase):
         first, _ = self.first_attempt_then_restart(
             lambda: self.hookd.kill(), retries=2, period=1.0, responses=(),
             default={"status": 503}, down_after=0.4)
-        self.hookd.wait_hook("h", lambda h: h["counters"]["dead"] == 1,
-                             "dead letter", timeout=10)
-        [letter] = dead_letters(self.hookd, "h")
+        [letter] = wait_letters(self.hookd, "h", 1, timeout=10)
         self.assertEqual(letter["attempts"], 3, "attempts before and after "
                          "the restart add up")
         reqs = self.sink.requests("/r")
@@ -348,12 +350,9 @@ class Durability(unittest.TestCase):
         self.start({"h": hook_src(self.sink.url("/h"), batch_size=1),
                     "g": hook_src(self.sink.url("/g"), batch_size=1)})
         self.post([event(n) for n in range(3)])
-        for hook_id in "hg":
-            self.hookd.wait_hook(hook_id, lambda h: h["counters"]["dead"] == 3,
-                                 "3 dead letters of " + hook_id)
         base = self.hookd.base + "/v1/dead-letters"
-        h_letters = dead_letters(self.hookd, "h")
-        [g_letter] = dead_letters(self.hookd, "g")[:1]
+        h_letters = wait_letters(self.hookd, "h", 3)
+        g_letter = wait_letters(self.hookd, "g", 3)[0]
         self.sink.reset()
 
         one, two, three = h_letters
@@ -395,7 +394,7 @@ class Durability(unittest.TestCase):
 
     def test_order_kept_across_restart(self):
         port = free_port()
-        self.config = {"HOOK_RETRY_TIMES": 1000, "HOOK_RETRY_PERIOD_SEC": 0.3}
+        self.config = {"HOOK_RETRY_TIMES": 100, "HOOK_RETRY_PERIOD_SEC": 0.3}
         url = "http://127.0.0.1:%d/ord" % port
         self.start({"h": hook_src(url, batch_size=50, timeout_sec=0.2)})
         for start in range(0, 300, 30):
@@ -408,6 +407,7 @@ class Durability(unittest.TestCase):
         sink = Sink("--port", str(port))
         try:
             self.restart()
+            self.hookd.wait_log("retry_resumed=1")
             self.wait_drained(["h"])
             got = received(sink, "/ord")
         finally:

@@ -1,0 +1,1134 @@
+/* Unit tests for the durable store (core/store*.c): opening and refusing
+ * database files, the outbox, dead letters, profiles, content, the catalog,
+ * cleanup, batch isolation inside a group commit, persistent batches and
+ * closing with work queued. Each test runs in a temp dir of its own. JSON
+ * the store renders is checked with SQLite's own JSON functions, so the
+ * test needs no Lua. */
+#include <ftw.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "log.h"
+#include "store.h"
+#include "test_util.h"
+
+#define CHECK_STR(got, want)                                               \
+  do {                                                                     \
+    const char *g_ = (got), *w_ = (want);                                  \
+    if (g_ == NULL || strcmp(g_, w_) != 0)                                 \
+      FAILF("got \"%s\", want \"%s\"", g_ ? g_ : "(null)", w_);            \
+  } while (0)
+
+#define CHECK_INT(got, want)                                               \
+  do {                                                                     \
+    long long g_ = (long long)(got), w_ = (long long)(want);               \
+    if (g_ != w_) FAILF("%s: got %lld, want %lld", #got, g_, w_);          \
+  } while (0)
+
+/* "hook" in ASCII, the application_id the store stamps on its files. */
+#define HOOKD_APP_ID 0x686f6f6b
+#define MAX_OPS 16
+#define MAX_ROWS 16
+
+/* A message body with bytes that break naive quoting: quotes (double and
+ * single), a raw newline, a backslash and multi-byte UTF-8. */
+static const char odd_body[] =
+    "{\"text\":\"say \\\"hi\\\"; it's\",\n \"name\":\"Zo\xc3\xab \xe2\x80\x94 "
+    "\xe6\x9d\xb1\xe4\xba\xac \xf0\x9f\x98\x80\"}";
+
+/* ---- files and directories ---------------------------------------------- */
+
+static int remove_one(const char *path, const struct stat *st, int flag,
+                      struct FTW *ftw) {
+  return remove(path);
+}
+
+/* Removes dir and everything under it (depth first, links not followed). */
+static void remove_tree(const char *dir) {
+  if (dir[0] && nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+    FAILF("cannot remove %s", dir);
+}
+
+/* Reads path whole into a malloc'd buffer. Returns it, or NULL. */
+static char *read_all(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  char *data = NULL;
+  long n;
+
+  if (f == NULL) return NULL;
+  if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 &&
+      fseek(f, 0, SEEK_SET) == 0 && (data = malloc((size_t)n + 1)) != NULL &&
+      fread(data, 1, (size_t)n, f) == (size_t)n) {
+    *len = (size_t)n;
+  } else {
+    free(data);
+    data = NULL;
+  }
+  fclose(f);
+  return data;
+}
+
+static int write_all(const char *path, const char *data, size_t len) {
+  FILE *f = fopen(path, "wb");
+  int ok = f != NULL && fwrite(data, 1, len, f) == len;
+
+  if (f != NULL && fclose(f) != 0) ok = 0;
+  return ok ? 0 : -1;
+}
+
+/* Runs sql on the database at path through a connection of the test's
+ * own, as another program (or an older hookd) would. */
+static int sql_exec(const char *path, const char *sql) {
+  sqlite3 *db = NULL;
+  int rc = sqlite3_open(path, &db);
+
+  if (rc == SQLITE_OK) rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+  if (rc != SQLITE_OK) FAILF("%s: %s: %s", path, sql, sqlite3_errmsg(db));
+  sqlite3_close(db);
+  return rc == SQLITE_OK ? 0 : -1;
+}
+
+/* The first column of the first row of sql on path, or -1. */
+static long long sql_int(const char *path, const char *sql) {
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  long long v = -1;
+
+  if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+      sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW)
+    v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
+}
+
+static double now_sec(void) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- JSON checks through an in-memory SQLite ---------------------------- */
+
+static sqlite3 *jdb;
+
+/* Runs "SELECT expr" with ?1 = json and ?2 = path. Returns the text
+ * (malloc'd) or NULL for an SQL NULL. */
+static char *json_query(const char *expr, const char *json, const char *path) {
+  char sql[128];
+  sqlite3_stmt *st = NULL;
+  char *out = NULL;
+
+  snprintf(sql, sizeof sql, "SELECT %s", expr);
+  if (sqlite3_prepare_v2(jdb, sql, -1, &st, NULL) != SQLITE_OK) {
+    FAILF("json query %s: %s", sql, sqlite3_errmsg(jdb));
+    return NULL;
+  }
+  sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
+  sqlite3_bind_text(st, 2, path, -1, SQLITE_STATIC);
+  if (sqlite3_step(st) == SQLITE_ROW &&
+      sqlite3_column_type(st, 0) != SQLITE_NULL)
+    out = strdup((const char *)sqlite3_column_text(st, 0));
+  sqlite3_finalize(st);
+  return out;
+}
+
+/* SQLite 3.40's json_valid() accepts strict RFC 8259 JSON only. */
+static int json_ok(const char *json) {
+  char *v = json_query("json_valid(?1)", json, "");
+  int ok = v != NULL && strcmp(v, "1") == 0;
+
+  free(v);
+  if (!ok) FAILF("not valid JSON: %s", json);
+  return ok;
+}
+
+/* The value at path (a string without quotes, other values as JSON), or
+ * NULL when it is missing or null. The caller frees it. */
+static char *json_at(const char *json, const char *path) {
+  return json_query("json_extract(?1, ?2)", json, path);
+}
+
+/* Checks that the value at path is the string or number want. */
+static void check_json_at(const char *file, int line, const char *json,
+                          const char *path, const char *want) {
+  char *got = json_at(json, path);
+
+  if (got == NULL || strcmp(got, want) != 0)
+    test_failf(file, line, "%s: got \"%s\", want \"%s\"", path,
+               got ? got : "(null)", want);
+  free(got);
+}
+#define CHECK_JSON_AT(json, path, want)                                    \
+  check_json_at(__FILE__, __LINE__, json, path, want)
+
+/* SQLite's json_type: "null", "object", "text", ... or NULL if missing. */
+static void check_json_type(const char *file, int line, const char *json,
+                            const char *path, const char *want) {
+  char *got = json_query("json_type(?1, ?2)", json, path);
+
+  if (got == NULL || strcmp(got, want) != 0)
+    test_failf(file, line, "type of %s: got %s, want %s", path,
+               got ? got : "(missing)", want);
+  free(got);
+}
+#define CHECK_JSON_TYPE(json, path, want)                                  \
+  check_json_type(__FILE__, __LINE__, json, path, want)
+
+/* Items in the array at path, or -1 when there is no array there. */
+static long json_len(const char *json, const char *path) {
+  char *v = json_query("json_array_length(?1, ?2)", json, path);
+  long n = v ? atol(v) : -1;
+
+  free(v);
+  return n;
+}
+
+/* 1 when json has no member at path. */
+static int json_missing(const char *json, const char *path) {
+  char *v = json_query("json_type(?1, ?2)", json, path);
+
+  free(v);
+  return v == NULL;
+}
+
+/* ---- the loop fixture ---------------------------------------------------- */
+
+typedef struct outcome {
+  int done, ok, disk_full;
+  char error[300];
+  int64_t result[MAX_OPS];
+} outcome;
+
+typedef struct fixture {
+  char dir[64];
+  char db[128];
+  uv_loop_t loop;
+  uv_timer_t tick; /* keeps the loop polling: the store's async is unref'd */
+  hk_store *s;
+  int loop_ready;
+} fixture;
+
+static void done_cb(hk_store_batch *b, int ok, void *ctx) {
+  outcome *o = ctx;
+  size_t n = hk_store_batch_size(b);
+
+  o->done++;
+  o->ok = ok;
+  o->disk_full = hk_store_batch_disk_full(b);
+  snprintf(o->error, sizeof o->error, "%s", hk_store_batch_error(b));
+  for (size_t i = 0; i < n && i < MAX_OPS; i++)
+    o->result[i] = hk_store_batch_result(b, i);
+}
+
+static void tick_cb(uv_timer_t *t) {}
+
+/* Makes the temp dir and the loop; the store is opened by fx_open. */
+static int fx_init(fixture *f) {
+  memset(f, 0, sizeof *f);
+  snprintf(f->dir, sizeof f->dir, "/tmp/hookd-store-XXXXXX");
+  if (mkdtemp(f->dir) == NULL) {
+    f->dir[0] = '\0';
+    return -1;
+  }
+  snprintf(f->db, sizeof f->db, "%s/hookd.db", f->dir);
+  if (uv_loop_init(&f->loop) != 0) return -1;
+  uv_timer_init(&f->loop, &f->tick);
+  f->loop_ready = 1;
+  return 0;
+}
+
+static int fx_open(fixture *f) {
+  char err[512];
+
+  f->s = hk_store_open(&f->loop, f->dir, err, sizeof err);
+  if (f->s == NULL) fprintf(stderr, "open %s: %s\n", f->dir, err);
+  return f->s ? 0 : -1;
+}
+
+/* Closes the store and lets the loop free it (its async handle closes). */
+static void fx_close_store(fixture *f) {
+  if (f->s == NULL) return;
+  hk_store_close(f->s);
+  f->s = NULL;
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+}
+
+static int fx_reopen(fixture *f) {
+  fx_close_store(f);
+  return fx_open(f);
+}
+
+/* Closes everything and removes the temp dir. */
+static void fx_done(fixture *f) {
+  fx_close_store(f);
+  if (f->loop_ready) {
+    uv_close((uv_handle_t *)&f->tick, NULL);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&f->loop) == 0);
+  }
+  remove_tree(f->dir);
+}
+
+/* Runs the loop until the n outcomes are done or max_sec passed. Returns 1
+ * when all are done. */
+static int fx_wait(fixture *f, outcome *o, int n, double max_sec) {
+  uint64_t deadline;
+  int all = 0;
+
+  uv_update_time(&f->loop);
+  deadline = uv_now(&f->loop) + (uint64_t)(max_sec * 1000);
+  uv_timer_start(&f->tick, tick_cb, 10, 10);
+  while (!all && uv_now(&f->loop) < deadline) {
+    uv_run(&f->loop, UV_RUN_ONCE);
+    all = 1;
+    for (int i = 0; i < n; i++) all &= o[i].done > 0;
+  }
+  uv_timer_stop(&f->tick);
+  return all;
+}
+
+static void fx_submit(fixture *f, hk_store_batch *b, outcome *o) {
+  memset(o, 0, sizeof *o);
+  hk_store_submit(f->s, b, done_cb, o);
+}
+
+/* Submits b and waits for its report. Returns 1 when it committed. */
+static int fx_commit(fixture *f, hk_store_batch *b, outcome *o) {
+  fx_submit(f, b, o);
+  if (!fx_wait(f, o, 1, 10)) {
+    FAILF("batch not reported within 10 s");
+    return 0;
+  }
+  if (!o->ok) fprintf(stderr, "batch failed: %s\n", o->error);
+  return o->ok;
+}
+
+/* Commits one message for hook; returns its outbox id or -1. */
+static int64_t fx_message(fixture *f, const char *hook, const char *body) {
+  hk_store_batch *b = hk_store_batch_new();
+  outcome o;
+
+  hk_store_add_message(b, hook, body, strlen(body));
+  return fx_commit(f, b, &o) ? o.result[0] : -1;
+}
+
+/* Commits one event of the given date. */
+static int fx_event(fixture *f, double event_date) {
+  hk_store_batch *b = hk_store_batch_new();
+  const char body[] = "{\"event_type\":\"click\"}";
+  outcome o;
+
+  hk_store_add_event(b, body, strlen(body), "click", 5, 7, event_date);
+  return fx_commit(f, b, &o);
+}
+
+/* ---- outbox rows --------------------------------------------------------- */
+
+typedef struct rows {
+  int n;
+  hk_outbox_row row[MAX_ROWS];
+  char *body[MAX_ROWS]; /* copies: the row's body lives for the callback */
+} rows;
+
+static void collect_cb(void *ctx, const hk_outbox_row *row) {
+  rows *r = ctx;
+
+  if (r->n == MAX_ROWS) return;
+  r->row[r->n] = *row;
+  r->body[r->n] = malloc(row->len + 1);
+  memcpy(r->body[r->n], row->body, row->len);
+  r->body[r->n][row->len] = '\0';
+  r->row[r->n].body = r->body[r->n];
+  r->n++;
+}
+
+static void rows_free(rows *r) {
+  for (int i = 0; i < r->n; i++) free(r->body[i]);
+  r->n = 0;
+}
+
+/* Reads hook's outbox into r (freeing what r held). Returns the count. */
+static long read_outbox(fixture *f, rows *r, const char *hook, int64_t after,
+                        long limit) {
+  rows_free(r);
+  return hk_store_outbox_read(f->s, hook, after, limit, collect_cb, r);
+}
+
+/* A blocking writer of the test's own: holding SQLite's write lock makes
+ * the store's writer wait in BEGIN IMMEDIATE, so the test can line up
+ * batches behind it or make it give up after its busy timeout. */
+static sqlite3 *block_writer(const char *path) {
+  sqlite3 *db = NULL;
+
+  if (sqlite3_open(path, &db) != SQLITE_OK ||
+      sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+    FAILF("cannot lock %s: %s", path, sqlite3_errmsg(db));
+    sqlite3_close(db);
+    return NULL;
+  }
+  return db;
+}
+
+static void unblock_writer(sqlite3 *db) {
+  if (db == NULL) return;
+  CHECK(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK);
+  sqlite3_close(db);
+}
+
+/* ---- opening ------------------------------------------------------------- */
+
+static void store_open_creates_missing_dir_and_stamps_file(void) {
+  fixture f;
+  char data[128], db[160];
+  struct stat st;
+  hk_store *s = NULL;
+  char err[512];
+
+  REQUIRE(fx_init(&f) == 0);
+  snprintf(data, sizeof data, "%s/data", f.dir);
+  snprintf(db, sizeof db, "%s/hookd.db", data);
+  REQUIRE(stat(data, &st) != 0);
+  s = hk_store_open(&f.loop, data, err, sizeof err);
+  if (s == NULL) FAILF("open: %s", err);
+  REQUIRE(s != NULL);
+  CHECK(stat(data, &st) == 0 && S_ISDIR(st.st_mode));
+  CHECK(stat(db, &st) == 0 && S_ISREG(st.st_mode));
+  CHECK_STR(hk_store_path(s), db);
+  f.s = s;
+  fx_close_store(&f);
+  CHECK_INT(sql_int(db, "PRAGMA application_id"), HOOKD_APP_ID);
+  CHECK(sql_int(db, "PRAGMA user_version") >= 1);
+  CHECK_INT(sql_int(db, "SELECT count(*) FROM sqlite_master WHERE name = "
+                        "'outbox'"), 1);
+  /* A second open of the same files finds them ours and current. */
+  f.s = hk_store_open(&f.loop, data, err, sizeof err);
+  if (f.s == NULL) FAILF("reopen: %s", err);
+  REQUIRE(f.s != NULL);
+  CHECK_INT(hk_store_outbox_count(f.s, "crm"), 0);
+done:
+  fx_done(&f);
+}
+
+/* Opens f's dir expecting a refusal whose reason contains want, and checks
+ * that hookd.db is byte for byte what it was before. */
+static void expect_refused(fixture *f, const char *want) {
+  size_t before_len = 0, after_len = 0;
+  char *before = read_all(f->db, &before_len), *after = NULL;
+  char err[512] = "";
+  hk_store *s;
+
+  REQUIRE(before != NULL);
+  s = hk_store_open(&f->loop, f->dir, err, sizeof err);
+  CHECK(s == NULL);
+  if (s != NULL) {
+    f->s = s;
+    goto done;
+  }
+  if (strstr(err, want) == NULL)
+    FAILF("error \"%s\" does not mention \"%s\"", err, want);
+  after = read_all(f->db, &after_len);
+  REQUIRE(after != NULL);
+  CHECK(before_len == after_len && memcmp(before, after, before_len) == 0);
+done:
+  free(before);
+  free(after);
+}
+
+static void store_refuses_text_file(void) {
+  fixture f;
+  hk_buf text = HK_BUF_INIT;
+
+  REQUIRE(fx_init(&f) == 0);
+  for (int i = 0; i < 20; i++)
+    hk_buf_printf(&text, "line %d: notes that are not a database\n", i);
+  REQUIRE(write_all(f.db, text.data, text.len) == 0);
+  expect_refused(&f, "not a usable SQLite database");
+done:
+  hk_buf_free(&text);
+  fx_done(&f);
+}
+
+static void store_refuses_other_programs_database(void) {
+  fixture f;
+
+  REQUIRE(fx_init(&f) == 0);
+  REQUIRE(sql_exec(f.db, "CREATE TABLE notes(id INTEGER PRIMARY KEY, t TEXT);"
+                         "INSERT INTO notes(t) VALUES('keep me')") == 0);
+  expect_refused(&f, "another program");
+done:
+  fx_done(&f);
+}
+
+static void store_refuses_newer_schema(void) {
+  fixture f;
+  char sql[256];
+
+  REQUIRE(fx_init(&f) == 0);
+  /* As a later hookd would leave it: WAL mode, tables this build does not
+   * know, a schema version beyond ours. */
+  snprintf(sql, sizeof sql,
+           "PRAGMA journal_mode=WAL; CREATE TABLE future(x);"
+           "INSERT INTO future VALUES(1);"
+           "PRAGMA application_id=%d; PRAGMA user_version=999",
+           HOOKD_APP_ID);
+  REQUIRE(sql_exec(f.db, sql) == 0);
+  expect_refused(&f, "newer");
+  CHECK_INT(sql_int(f.db, "PRAGMA user_version"), 999);
+done:
+  fx_done(&f);
+}
+
+static void store_second_open_is_refused_by_lock(void) {
+  fixture f;
+  char err[512] = "";
+  hk_store *second = NULL;
+
+  REQUIRE(fx_init(&f) == 0);
+  REQUIRE(fx_open(&f) == 0);
+  CHECK(fx_message(&f, "crm", "{\"n\":1}") > 0);
+  second = hk_store_open(&f.loop, f.dir, err, sizeof err);
+  REQUIRE(second == NULL);
+  if (strstr(err, "in use") == NULL) FAILF("lock error: %s", err);
+  /* The refused open must not have disturbed the first store. */
+  CHECK(fx_message(&f, "crm", "{\"n\":2}") > 0);
+  CHECK_INT(hk_store_outbox_count(f.s, "crm"), 2);
+done:
+  if (second != NULL) {
+    hk_store_close(second);
+    uv_run(&f.loop, UV_RUN_DEFAULT);
+  }
+  fx_done(&f);
+}
+
+/* ---- the outbox ---------------------------------------------------------- */
+
+static const char *const msg_bodies[] = {
+    "{\"n\":1}", odd_body, "{\"q\":\"it's; DROP TABLE outbox; --\"}"};
+
+typedef struct hook_count {
+  char names[4][16];
+  long counts[4];
+  int n;
+} hook_count;
+
+static void hooks_cb(void *ctx, const char *hook, long n) {
+  hook_count *h = ctx;
+
+  if (h->n == 4) return;
+  snprintf(h->names[h->n], sizeof h->names[0], "%s", hook);
+  h->counts[h->n++] = n;
+}
+
+static void store_messages_keep_order_and_bytes(void) {
+  fixture f;
+  hk_store_batch *b;
+  outcome o;
+  rows r = {0};
+  hook_count hc = {0};
+  int64_t id[3];
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  b = hk_store_batch_new();
+  for (int i = 0; i < 3; i++)
+    hk_store_add_message(b, "crm", msg_bodies[i], strlen(msg_bodies[i]));
+  hk_store_add_message(b, "other", "{}", 2);
+  REQUIRE(fx_commit(&f, b, &o));
+  for (int i = 0; i < 3; i++) id[i] = o.result[i];
+  CHECK(id[0] > 0 && id[0] < id[1] && id[1] < id[2] && id[2] < o.result[3]);
+  CHECK_INT(read_outbox(&f, &r, "crm", 0, 100), 3);
+  for (int i = 0; i < r.n && i < 3; i++) {
+    CHECK_INT(r.row[i].id, id[i]);
+    CHECK_INT(r.row[i].len, strlen(msg_bodies[i]));
+    CHECK_STR(r.row[i].body, msg_bodies[i]);
+    CHECK(r.row[i].attempts == 0 && r.row[i].first_at == 0 &&
+          r.row[i].next_at == 0);
+  }
+  /* after and limit page through the outbox. */
+  CHECK_INT(read_outbox(&f, &r, "crm", id[0], 1), 1);
+  CHECK(r.n == 1 && r.row[0].id == id[1]);
+  CHECK_INT(read_outbox(&f, &r, "crm", id[2], 10), 0);
+  CHECK_INT(hk_store_outbox_count(f.s, "crm"), 3);
+  CHECK_INT(hk_store_outbox_count(f.s, "other"), 1);
+  CHECK_INT(hk_store_outbox_count(f.s, "nobody"), 0);
+  CHECK(hk_store_outbox_hooks(f.s, hooks_cb, &hc) == 0);
+  CHECK(hc.n == 2 && strcmp(hc.names[0], "crm") == 0 && hc.counts[0] == 3 &&
+        strcmp(hc.names[1], "other") == 0 && hc.counts[1] == 1);
+  /* A later batch continues the sequence. */
+  CHECK(fx_message(&f, "crm", "{}") > o.result[3]);
+done:
+  rows_free(&r);
+  fx_done(&f);
+}
+
+static void store_ack_and_retry_state(void) {
+  fixture f;
+  hk_store_batch *b;
+  outcome o;
+  rows r = {0};
+  int64_t a, c;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  REQUIRE((a = fx_message(&f, "crm", "{\"n\":1}")) > 0);
+  REQUIRE((c = fx_message(&f, "crm", "{\"n\":2}")) > 0);
+  b = hk_store_batch_new();
+  hk_store_add_ack(b, a);
+  hk_store_add_retry_state(b, c, 3, 1700000000.25, 1700000060.5);
+  hk_store_add_ack(b, 999999); /* unknown ids change nothing */
+  REQUIRE(fx_commit(&f, b, &o));
+  CHECK_INT(o.result[0], 1);
+  CHECK_INT(o.result[1], 1);
+  CHECK_INT(o.result[2], 0);
+  CHECK_INT(hk_store_outbox_count(f.s, "crm"), 1);
+  REQUIRE(read_outbox(&f, &r, "crm", 0, 10) == 1);
+  CHECK_INT(r.row[0].id, c);
+  CHECK_INT(r.row[0].attempts, 3);
+  CHECK(r.row[0].first_at == 1700000000.25);
+  CHECK(r.row[0].next_at == 1700000060.5);
+  CHECK_STR(r.row[0].body, "{\"n\":2}");
+done:
+  rows_free(&r);
+  fx_done(&f);
+}
+
+/* ---- dead letters -------------------------------------------------------- */
+
+/* Moves outbox messages ids[0..n) to dead letters in one batch. */
+static int kill_messages(fixture *f, const int64_t *ids, int n) {
+  hk_store_batch *b = hk_store_batch_new();
+  outcome o;
+  int moved = 0;
+
+  for (int i = 0; i < n; i++)
+    hk_store_add_dead(b, ids[i], "status=500 body=\"boom\"",
+                      "https://crm.example/hook", 4, 1700000000.25,
+                      1700000300.5);
+  if (!fx_commit(f, b, &o)) return -1;
+  for (int i = 0; i < n; i++) moved += (int)o.result[i];
+  return moved;
+}
+
+/* Renders one page of hook's letters into a fresh string; NULL on error. */
+static char *render_page(fixture *f, const char *hook, int64_t after,
+                         int limit) {
+  hk_buf out = HK_BUF_INIT;
+
+  if (hk_store_dead_letters_render(f->s, &out, hook, after, limit) != 0) {
+    hk_buf_free(&out);
+    return NULL;
+  }
+  hk_buf_cstr(&out);
+  return hk_buf_steal(&out, NULL);
+}
+
+static void check_first_letter(const char *page, int64_t id) {
+  char want[32];
+
+  snprintf(want, sizeof want, "%lld", (long long)id);
+  CHECK_JSON_AT(page, "$.items[0].id", want);
+  CHECK_JSON_AT(page, "$.items[0].hook", "crm");
+  CHECK_JSON_AT(page, "$.items[0].destination", "https://crm.example/hook");
+  CHECK_JSON_AT(page, "$.items[0].reason", "status=500 body=\"boom\"");
+  CHECK_JSON_AT(page, "$.items[0].attempts", "4");
+  CHECK_JSON_AT(page, "$.items[0].first_attempt_at",
+                "2023-11-14T22:13:20.250Z");
+  CHECK_JSON_AT(page, "$.items[0].last_attempt_at",
+                "2023-11-14T22:18:20.500Z");
+  CHECK_JSON_TYPE(page, "$.items[0].dead_at", "text");
+  /* The message is embedded as JSON, not as a string. */
+  CHECK_JSON_TYPE(page, "$.items[0].message", "object");
+  CHECK_JSON_AT(page, "$.items[0].message.n", "0");
+}
+
+/* Pages through hook's 5 letters two at a time, checking the cursors. */
+static void check_paging(fixture *f, const int64_t *ids) {
+  int64_t after = 0;
+  char want[32], *page = NULL, *next = NULL;
+
+  for (int p = 0; p < 3; p++) {
+    page = render_page(f, "crm", after, 2);
+    REQUIRE(page != NULL && json_ok(page));
+    if (p == 0) check_first_letter(page, ids[0]);
+    CHECK_INT(json_len(page, "$.items"), p < 2 ? 2 : 1);
+    snprintf(want, sizeof want, "%lld", (long long)ids[2 * p]);
+    CHECK_JSON_AT(page, "$.items[0].id", want);
+    if (p == 2) {
+      CHECK_JSON_TYPE(page, "$.next", "null");
+      break;
+    }
+    CHECK_JSON_TYPE(page, "$.next", "text");
+    next = json_at(page, "$.next");
+    REQUIRE(next != NULL);
+    CHECK_INT(atoll(next), ids[2 * p + 1]);
+    after = atoll(next);
+    free(next);
+    next = NULL;
+    free(page);
+    page = NULL;
+  }
+done:
+  free(next);
+  free(page);
+}
+
+/* Five messages of crm, one of other; crm's five become dead letters. */
+static int make_letters(fixture *f, int64_t *ids) {
+  char body[32];
+
+  for (int i = 0; i < 5; i++) {
+    snprintf(body, sizeof body, "{\"n\":%d}", i);
+    if ((ids[i] = fx_message(f, "crm", body)) < 0) return -1;
+  }
+  if (fx_message(f, "other", "{\"n\":99}") < 0) return -1;
+  return kill_messages(f, ids, 5) == 5 ? 0 : -1;
+}
+
+static void store_dead_letters_render_and_page(void) {
+  fixture f;
+  int64_t ids[5];
+  char hook[64], *all = NULL;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  REQUIRE(make_letters(&f, ids) == 0);
+  CHECK_INT(hk_store_outbox_count(f.s, "crm"), 0);
+  CHECK_INT(hk_store_outbox_count(f.s, "other"), 1);
+  CHECK_INT(hk_store_dead_letters_count(f.s, "crm"), 5);
+  CHECK_INT(hk_store_dead_letters_count(f.s, "other"), 0);
+  check_paging(&f, ids);
+  all = render_page(&f, NULL, 0, 100);
+  REQUIRE(all != NULL && json_ok(all));
+  CHECK_INT(json_len(all, "$.items"), 5);
+  CHECK_JSON_TYPE(all, "$.next", "null");
+  CHECK(hk_store_dead_letter_hook(f.s, ids[3], hook, sizeof hook) == 0 &&
+        strcmp(hook, "crm") == 0);
+  CHECK(hk_store_dead_letter_hook(f.s, 987654, hook, sizeof hook) == -1);
+  /* A message that is no longer in the outbox cannot die twice. */
+  CHECK_INT(kill_messages(&f, ids, 1), 0);
+done:
+  free(all);
+  fx_done(&f);
+}
+
+/* Runs one resend, or forget when hook is "-forget"; returns its result. */
+static int64_t letter_op(fixture *f, int64_t id, const char *hook) {
+  hk_store_batch *b = hk_store_batch_new();
+  outcome o;
+
+  if (hook != NULL && strcmp(hook, "-forget") == 0)
+    hk_store_add_forget(b, id);
+  else
+    hk_store_add_resend(b, id, hook);
+  return fx_commit(f, b, &o) ? o.result[0] : -1;
+}
+
+static void store_dead_letters_resend_and_forget(void) {
+  fixture f;
+  int64_t ids[5], newest;
+  char hook[64];
+  rows r = {0};
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  REQUIRE(make_letters(&f, ids) == 0);
+  newest = fx_message(&f, "other", "{}"); /* the largest id so far */
+  REQUIRE(newest > ids[4]);
+  CHECK_INT(letter_op(&f, ids[0], NULL), 1);
+  CHECK(hk_store_dead_letter_hook(f.s, ids[0], hook, sizeof hook) == -1);
+  REQUIRE(read_outbox(&f, &r, "crm", 0, 10) == 1);
+  CHECK(r.row[0].id > newest);
+  CHECK_STR(r.row[0].body, "{\"n\":0}");
+  CHECK_INT(r.row[0].attempts, 0);
+  CHECK_INT(letter_op(&f, ids[0], NULL), 0); /* already moved */
+  CHECK_INT(letter_op(&f, ids[1], "-forget"), 1);
+  CHECK_INT(letter_op(&f, ids[1], "-forget"), 0);
+  CHECK_INT(letter_op(&f, -1, "other"), 0);
+  CHECK_INT(letter_op(&f, -1, "crm"), 3);
+  CHECK_INT(hk_store_dead_letters_count(f.s, "crm"), 0);
+  REQUIRE(read_outbox(&f, &r, "crm", 0, 10) == 4);
+  for (int i = 1; i < 4; i++) CHECK(r.row[i].id > r.row[i - 1].id);
+  CHECK_STR(r.body[1], "{\"n\":2}");
+  CHECK_STR(r.body[3], "{\"n\":4}");
+done:
+  rows_free(&r);
+  fx_done(&f);
+}
+
+/* ---- batch isolation ----------------------------------------------------- */
+
+/* A batch that must commit: a message of hook good and an event. */
+static hk_store_batch *good_batch(int n) {
+  hk_store_batch *b = hk_store_batch_new();
+  char body[32];
+
+  snprintf(body, sizeof body, "{\"n\":%d}", n);
+  hk_store_add_message(b, "good", body, strlen(body));
+  hk_store_add_event(b, body, strlen(body), "click", 5, -1, 1700000000);
+  return b;
+}
+
+/* A batch that must fail on its last operation, after a message, an event
+ * and a profile that would otherwise be kept. */
+static hk_store_batch *bad_batch(void) {
+  hk_store_batch *b = hk_store_batch_new();
+
+  hk_store_add_message(b, "bad", "{\"n\":-1}", 8);
+  hk_store_add_event(b, "{}", 2, "click", 5, -1, 1700000000);
+  hk_store_add_profile(b, HK_PROFILE_PUT, "42", "p-bad", "{\"a\":1}", 7);
+  hk_store_add_profile(b, HK_PROFILE_MERGE, "42", "p1", "not json", 8);
+  return b;
+}
+
+/* Commits the n batches as one group, as far as the test can arrange it:
+ * the writer takes a plug batch first and waits for the test's lock, and
+ * the n batches queue meanwhile. Returns 1 when all were reported. */
+static int commit_as_group(fixture *f, hk_store_batch **b, outcome *o,
+                           int n) {
+  hk_store_batch *plug;
+  outcome plugged;
+  sqlite3 *lock = block_writer(f->db);
+
+  if (lock == NULL) {
+    for (int i = 0; i < n; i++) hk_store_batch_free(b[i]);
+    return 0;
+  }
+  plug = hk_store_batch_new();
+  hk_store_add_hook_state(plug, "plug", 1);
+  fx_submit(f, plug, &plugged);
+  usleep(100 * 1000);
+  for (int i = 0; i < n; i++) fx_submit(f, b[i], &o[i]);
+  unblock_writer(lock);
+  return fx_wait(f, &plugged, 1, 10) && plugged.ok && fx_wait(f, o, n, 10);
+}
+
+static void store_failing_batch_fails_alone(void) {
+  fixture f;
+  outcome o[3];
+  hk_store_batch *b[3];
+  size_t len;
+  char *p = NULL;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  b[0] = good_batch(1);
+  b[1] = bad_batch();
+  b[2] = good_batch(2);
+  REQUIRE(commit_as_group(&f, b, o, 3));
+  CHECK(o[0].ok && o[2].ok);
+  CHECK(o[1].ok == 0 && o[1].disk_full == 0);
+  if (strstr(o[1].error, "profile merge") == NULL)
+    FAILF("bad batch error: \"%s\"", o[1].error);
+  CHECK_INT(hk_store_outbox_count(f.s, "good"), 2);
+  CHECK_INT(hk_store_outbox_count(f.s, "bad"), 0);
+  CHECK_INT(hk_store_count(f.s, "events"), 2);
+  CHECK((p = hk_store_profile_get(f.s, "42", "p-bad", &len)) == NULL);
+  CHECK(o[0].result[0] > 0 && o[2].result[0] > o[0].result[0]);
+  CHECK_INT(hk_store_pending(f.s), 0);
+done:
+  free(p);
+  fx_done(&f);
+}
+
+/* Checks that a batch reported committed kept its message and one
+ * reported failed left none: the caller acts on the report. */
+static void check_report_matches_outbox(fixture *f, const char *hook,
+                                        const outcome *o) {
+  long kept = hk_store_outbox_count(f->s, hook);
+
+  if (o->ok != (kept == 1))
+    FAILF("batch of %s reported ok=%d (%s) but the outbox holds %ld", hook,
+          o->ok, o->error, kept);
+}
+
+/* Some SQLite errors (SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM, an
+ * interrupt) may roll back the whole transaction, not just the failing
+ * statement. A RAISE(ROLLBACK) trigger, added here through the test's own
+ * connection, does the same on demand. The batches after the failing one
+ * must still be reported truthfully. */
+static void store_group_rollback_reports_truthfully(void) {
+  fixture f;
+  outcome o[3];
+  hk_store_batch *b[3];
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  REQUIRE(sql_exec(f.db, "CREATE TRIGGER boom BEFORE INSERT ON hook_state "
+                         "WHEN NEW.hook = 'boom' BEGIN "
+                         "SELECT RAISE(ROLLBACK, 'boom'); END") == 0);
+  for (int i = 0; i < 3; i++) b[i] = hk_store_batch_new();
+  hk_store_add_message(b[0], "before", "{}", 2);
+  hk_store_add_hook_state(b[1], "boom", 1);
+  hk_store_add_message(b[2], "after", "{}", 2);
+  REQUIRE(commit_as_group(&f, b, o, 3));
+  CHECK(o[1].ok == 0);
+  for (int i = 0; i < 3; i++) fprintf(stderr, "DBG %d ok=%d %s\n", i, o[i].ok, o[i].error);
+  check_report_matches_outbox(&f, "before", &o[0]);
+  check_report_matches_outbox(&f, "after", &o[2]);
+done:
+  fx_done(&f);
+}
+
+/* ---- profiles, content, catalog ------------------------------------------ */
+
+/* Commits one profile operation; returns its result or -1. */
+static int64_t profile_op(fixture *f, enum hk_profile_op op, const char *json) {
+  hk_store_batch *b = hk_store_batch_new();
+  outcome o;
+
+  hk_store_add_profile(b, op, "42", "p1", json, json ? strlen(json) : 0);
+  return fx_commit(f, b, &o) ? o.result[0] : -1;
+}
+
+static void store_profiles_put_merge_delete(void) {
+  fixture f;
+  const char put[] = "{\"name\":\"Ann\",\"age\":30,\"tags\":[\"a\"]}";
+  char *p = NULL;
+  size_t len = 0;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  CHECK_INT(profile_op(&f, HK_PROFILE_PUT, put), 1);
+  p = hk_store_profile_get(f.s, "42", "p1", &len);
+  REQUIRE(p != NULL);
+  CHECK_STR(p, put);
+  CHECK_INT(len, strlen(put));
+  free(p);
+  CHECK(hk_store_profile_get(f.s, "43", "p1", &len) == NULL);
+  CHECK_INT(profile_op(&f, HK_PROFILE_MERGE, "{\"city\":\"Oslo\",\"age\":null}"),
+            1);
+  p = hk_store_profile_get(f.s, "42", "p1", &len);
+  REQUIRE(p != NULL && json_ok(p));
+  CHECK_JSON_AT(p, "$.name", "Ann");
+  CHECK_JSON_AT(p, "$.city", "Oslo");
+  CHECK_JSON_AT(p, "$.tags[0]", "a");
+  CHECK(json_missing(p, "$.age"));
+  CHECK_INT(profile_op(&f, HK_PROFILE_DELETE, NULL), 1);
+  CHECK_INT(profile_op(&f, HK_PROFILE_DELETE, NULL), 0);
+  free(p);
+  p = hk_store_profile_get(f.s, "42", "p1", &len);
+  CHECK(p == NULL);
+done:
+  free(p);
+  fx_done(&f);
+}
+
+static void store_content_respects_not_before(void) {
+  fixture f;
+  hk_store_batch *b;
+  const char body[] = "{\"subject\":\"Hi \\\"you\\\"\"}";
+  double before, after;
+  char *c = NULL;
+  size_t len = 0;
+  outcome o;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  before = now_sec() - 1;
+  b = hk_store_batch_new();
+  hk_store_add_content(b, "sm-1", body, strlen(body));
+  REQUIRE(fx_commit(&f, b, &o));
+  CHECK_INT(o.result[0], 1);
+  after = now_sec() + 1;
+  c = hk_store_content_get(f.s, "sm-1", before, &len);
+  CHECK(c != NULL && len == strlen(body) && strcmp(c, body) == 0);
+  free(c);
+  c = hk_store_content_get(f.s, "sm-1", after, &len);
+  CHECK(c == NULL);
+  free(c);
+  c = hk_store_content_get(f.s, "sm-2", 0, &len);
+  CHECK(c == NULL);
+done:
+  free(c);
+  fx_done(&f);
+}
+
+/* Commits one catalog entry; returns rows changed or -1. */
+static int64_t catalog_op(fixture *f, const char *kind, const char *id,
+                          const char *json, int from_file) {
+  hk_store_batch *b = hk_store_batch_new();
+  outcome o;
+
+  hk_store_add_catalog(b, kind, id, json, strlen(json), from_file);
+  return fx_commit(f, b, &o) ? o.result[0] : -1;
+}
+
+static char *render_catalog(fixture *f) {
+  hk_buf out = HK_BUF_INIT;
+
+  if (hk_store_catalog_render(f->s, &out) != 0) {
+    hk_buf_free(&out);
+    return NULL;
+  }
+  hk_buf_cstr(&out);
+  return hk_buf_steal(&out, NULL);
+}
+
+static void store_catalog_api_wins_over_file(void) {
+  fixture f;
+  char *cat = NULL;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  cat = render_catalog(&f);
+  CHECK_STR(cat, "{}");
+  free(cat);
+  CHECK_INT(catalog_op(&f, "segment", "vip", "{\"v\":1}", 1), 1);
+  cat = render_catalog(&f);
+  CHECK_STR(cat, "{\"segment\":{\"vip\":{\"v\":1}}}");
+  free(cat);
+  CHECK_INT(catalog_op(&f, "segment", "vip", "{\"v\":2}", 0), 1);
+  CHECK_INT(catalog_op(&f, "segment", "vip", "{\"v\":3}", 1), 0);
+  CHECK_INT(catalog_op(&f, "segment", "new", "{\"v\":1}", 1), 1);
+  CHECK_INT(catalog_op(&f, "segment", "new", "{\"v\":4}", 1), 1);
+  CHECK_INT(catalog_op(&f, "campaign", "c1", "{\"name\":\"Spring\"}", 0), 1);
+  cat = render_catalog(&f);
+  REQUIRE(cat != NULL && json_ok(cat));
+  CHECK_STR(cat, "{\"campaign\":{\"c1\":{\"name\":\"Spring\"}},"
+                 "\"segment\":{\"new\":{\"v\":4},\"vip\":{\"v\":2}}}");
+done:
+  free(cat);
+  fx_done(&f);
+}
+
+/* ---- cleanup ------------------------------------------------------------- */
+
+static int put_content(fixture *f, const char *id) {
+  hk_store_batch *b = hk_store_batch_new();
+  outcome o;
+
+  hk_store_add_content(b, id, "{}", 2);
+  return fx_commit(f, b, &o);
+}
+
+static void store_cleanup_deletes_old_rows(void) {
+  fixture f;
+  hk_store_batch *b;
+  double cut;
+  char *c = NULL;
+  size_t len;
+  outcome o;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  REQUIRE(put_content(&f, "old"));
+  usleep(20 * 1000);
+  cut = now_sec();
+  usleep(20 * 1000);
+  REQUIRE(put_content(&f, "new"));
+  REQUIRE(fx_event(&f, 1000) && fx_event(&f, 2000) && fx_event(&f, 3000));
+  CHECK_INT(hk_store_count(f.s, "events"), 3);
+  b = hk_store_batch_new();
+  hk_store_add_cleanup(b, cut, 2500);
+  REQUIRE(fx_commit(&f, b, &o));
+  CHECK_INT(o.result[0], 3); /* one content row and two events */
+  CHECK((c = hk_store_content_get(f.s, "old", 0, &len)) == NULL);
+  free(c);
+  CHECK((c = hk_store_content_get(f.s, "new", 0, &len)) != NULL);
+  CHECK_INT(hk_store_count(f.s, "events"), 1);
+  CHECK_INT(hk_store_count(f.s, "content"), 1);
+done:
+  free(c);
+  fx_done(&f);
+}
+
+/* ---- persistence and closing --------------------------------------------- */
+
+/* A full disk cannot be arranged here, so the test holds SQLite's write
+ * lock past the writer's busy timeout (5 s): every batch then fails to
+ * begin. The plain batch is reported failed; the persistent one waits and
+ * commits once the lock is gone. */
+static void store_persistent_batch_retries_until_commit(void) {
+  fixture f;
+  outcome o[2];
+  hk_store_batch *plain, *kept;
+  sqlite3 *lock = NULL;
+  rows r = {0};
+  int64_t id;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  REQUIRE((id = fx_message(&f, "crm", "{}")) > 0);
+  REQUIRE((lock = block_writer(f.db)) != NULL);
+  plain = hk_store_batch_new();
+  kept = hk_store_batch_new();
+  hk_store_add_hook_state(plain, "crm", 0);
+  hk_store_add_retry_state(kept, id, 2, 1700000000, 1700000010);
+  hk_store_batch_persistent(kept);
+  fx_submit(&f, plain, &o[0]);
+  fx_submit(&f, kept, &o[1]);
+  CHECK(fx_wait(&f, o, 1, 15));
+  CHECK(o[0].ok == 0 && o[0].disk_full == 0 && o[0].error[0] != '\0');
+  CHECK(fx_wait(&f, o + 1, 1, 1.5) == 0); /* still waiting, not failed */
+  CHECK_INT(hk_store_pending(f.s), 1);
+  unblock_writer(lock);
+  lock = NULL;
+  REQUIRE(fx_wait(&f, o + 1, 1, 10));
+  CHECK(o[1].ok);
+  CHECK_INT(o[1].done, 1);
+  REQUIRE(read_outbox(&f, &r, "crm", 0, 10) == 1);
+  CHECK_INT(r.row[0].attempts, 2);
+  CHECK_INT(hk_store_hook_state(f.s, "crm"), -1);
+done:
+  unblock_writer(lock);
+  rows_free(&r);
+  fx_done(&f);
+}
+
+static void store_close_commits_queued_batches(void) {
+  fixture f;
+  outcome o[3];
+  int64_t last = 0;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  for (int i = 0; i < 3; i++) {
+    hk_store_batch *b = hk_store_batch_new();
+
+    hk_store_add_message(b, "crm", "{\"q\":1}", 7);
+    fx_submit(&f, b, &o[i]);
+  }
+  /* No loop turn between submitting and closing. */
+  fx_close_store(&f);
+  for (int i = 0; i < 3; i++) {
+    CHECK(o[i].done == 1 && o[i].ok == 1);
+    if (o[i].result[0] > last) last = o[i].result[0];
+  }
+  REQUIRE(fx_open(&f) == 0);
+  CHECK_INT(hk_store_outbox_count(f.s, "crm"), 3);
+  CHECK(fx_message(&f, "crm", "{}") > last);
+  REQUIRE(fx_reopen(&f) == 0);
+  CHECK_INT(hk_store_outbox_count(f.s, "crm"), 4);
+done:
+  fx_done(&f);
+}
+
+/* Runs the test unless a name filter was given that it does not match. */
+#define RUN(test)                                                          \
+  do {                                                                     \
+    if (argc < 2 || strstr(#test, argv[1]) != NULL) test();                \
+  } while (0)
+
+int main(int argc, char **argv) {
+  /* The store logs each open and close; only problems matter here. */
+  hk_log_min_level = HK_LOG_WARN;
+  if (sqlite3_open(":memory:", &jdb) != SQLITE_OK) return 1;
+  RUN(store_open_creates_missing_dir_and_stamps_file);
+  RUN(store_refuses_text_file);
+  RUN(store_refuses_other_programs_database);
+  RUN(store_refuses_newer_schema);
+  RUN(store_second_open_is_refused_by_lock);
+  RUN(store_messages_keep_order_and_bytes);
+  RUN(store_ack_and_retry_state);
+  RUN(store_dead_letters_render_and_page);
+  RUN(store_dead_letters_resend_and_forget);
+  RUN(store_failing_batch_fails_alone);
+  RUN(store_group_rollback_reports_truthfully);
+  RUN(store_profiles_put_merge_delete);
+  RUN(store_content_respects_not_before);
+  RUN(store_catalog_api_wins_over_file);
+  RUN(store_cleanup_deletes_old_rows);
+  RUN(store_persistent_batch_retries_until_commit);
+  RUN(store_close_commits_queued_batches);
+  sqlite3_close(jdb);
+  return test_finish("test_store");
+}
