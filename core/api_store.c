@@ -41,8 +41,9 @@ static void call_done(hk_store_batch *b, int ok, void *ctx) {
   free(c);
 }
 
-/* Submits b; answer runs once it is committed. Returns the call, whose
- * fields the caller may still fill in (the callback runs later). */
+/* Submits b, which must be complete: the writer thread may take it at
+ * once. answer runs once it is committed, on the loop thread, so the
+ * caller may still fill in the returned call's fields. */
 static store_call *submit(hk_api *api, hk_http_request *req,
                           hk_store_batch *b, answer_fn answer,
                           const char *what) {
@@ -320,6 +321,7 @@ void hk_api_profiles(hk_api *api, hk_http_request *req) {
   char seg[2][KEY_MAX];
   int n = path_segments(req->path, "/v1/profiles", seg, 2);
   hk_store_batch *b;
+  size_t op;
 
   if (n != 2) {
     hk_api_error(req, 404, "use /v1/profiles/{list_id}/{profile_id}", -1);
@@ -331,8 +333,8 @@ void hk_api_profiles(hk_api *api, hk_http_request *req) {
     put_profile(api, req, seg);
   } else if (req->method == HTTP_DELETE) {
     b = hk_store_batch_new();
-    submit(api, req, b, answer_profile_deleted, "profile deletion")->op =
-        hk_store_add_profile(b, HK_PROFILE_DELETE, seg[0], seg[1], NULL, 0);
+    op = hk_store_add_profile(b, HK_PROFILE_DELETE, seg[0], seg[1], NULL, 0);
+    submit(api, req, b, answer_profile_deleted, "profile deletion")->op = op;
   } else {
     hk_api_error(req, 405, "use GET, PUT or DELETE", -1);
   }

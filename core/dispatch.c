@@ -60,6 +60,8 @@ struct hk_dispatch {
   hk_buf batch;        /* the body being sent or retried */
   size_t batch_count;  /* the first batch_count messages of the window */
   size_t split_cap;    /* after a 413: at most this many per batch */
+  int64_t due_through; /* messages up to this id belong to a batch that was
+                          due; a split leaves the rest due too */
   int attempts;        /* attempts made for this batch */
   double first_attempt_at, last_attempt_at;
 
@@ -277,8 +279,16 @@ static void post_batch(hk_dispatch *d) {
 /* Starts a new batch from the head of the window, or sets aside a
  * message that can never fit. Returns 1 when a request started. */
 static int start_batch(hk_dispatch *d) {
-  size_t limit = d->settings.max_body_bytes;
+  size_t limit = d->settings.max_body_bytes, whole = 1;
+  msg_node *last = d->head;
 
+  /* The batch as it would be without max_body_bytes or a 413 split: when
+   * it leaves in parts, the later parts go at once, not a timeout later. */
+  while (last->next && whole < d->settings.batch_size) {
+    last = last->next;
+    whole++;
+  }
+  if (last->id > d->due_through) d->due_through = last->id;
   d->batch_count = batch_take(d, 0);
   d->attempts = 0;
   d->first_attempt_at = d->last_attempt_at = 0;
@@ -388,7 +398,7 @@ static void send_next(hk_dispatch *d) {
     /* The loop clock has millisecond steps: within one step of the
      * deadline counts as due. */
     if (d->queue_len < d->settings.batch_size && !d->on_disk &&
-        due >= 0.001) {
+        d->head->id > d->due_through && due >= 0.001) {
       if (!uv_is_active((uv_handle_t *)&d->timer)) timer_start(d, due);
       return;
     }

@@ -95,6 +95,7 @@ static int app_sync_catalog(app *a, char *err, size_t errlen) {
                                &entries, err, errlen) != 0)
       goto done;
   }
+  hk_store_add_catalog_reset(b);
   for (size_t i = 0; i + 2 < entries.n; i += 3)
     hk_store_add_catalog(b, entries.s[i], entries.s[i + 1], entries.s[i + 2],
                          entries.len[i + 2], 1);
@@ -161,7 +162,7 @@ static void cleanup_done(hk_store_batch *b, int ok, void *ctx) {
  * than history_days. */
 static void cleanup_cb(uv_timer_t *t) {
   app *a = t->data;
-  double now = (double)time(NULL);
+  double now = hk_store_now();
   hk_store_batch *b = hk_store_batch_new();
   double events_before = a->cfg.history_days > 0
                              ? now - a->cfg.history_days * 86400.0

@@ -72,6 +72,10 @@ size_t hk_store_add_catalog(hk_store_batch *b, const char *kind,
                             const char *id, const char *json, size_t len,
                             int from_file);
 
+/* Forgets every entry that came from the catalog file (before the file's
+ * current entries are added again). */
+size_t hk_store_add_catalog_reset(hk_store_batch *b);
+
 /* The transport acknowledged outbox message id: it leaves the outbox. */
 size_t hk_store_add_ack(hk_store_batch *b, int64_t id);
 /* Outbox message id failed attempts times; the next one is due at
@@ -162,6 +166,9 @@ char *hk_store_content_get(hk_store *s, const char *send_message_id,
 int hk_store_catalog_render(hk_store *s, hk_buf *out);
 /* The active state stored for hook: 1, 0, or -1 when none is stored. */
 int hk_store_hook_state(hk_store *s, const char *hook);
+
+/* Wall-clock time in unix seconds, as the store records it. */
+double hk_store_now(void);
 
 /* Rows in the events table, or -1 on error (for tests and metrics). */
 long hk_store_count(hk_store *s, const char *table);

@@ -15,6 +15,7 @@ enum store_op_kind {
   OP_PROFILE_MERGE,
   OP_PROFILE_DELETE,
   OP_CATALOG,
+  OP_CATALOG_RESET,
   OP_ACK,
   OP_RETRY_STATE,
   OP_DEAD,
@@ -101,7 +102,5 @@ int hk_store_run_batch(hk_store *s, hk_store_batch *b);
 void hk_store_batch_fail(hk_store_batch *b, sqlite3 *db, const char *what);
 
 void hk_store_finalize_all(hk_store *s);
-
-double hk_store_now(void);
 
 #endif

@@ -105,6 +105,11 @@ size_t hk_store_add_catalog(hk_store_batch *b, const char *kind,
   return b->n_ops - 1;
 }
 
+size_t hk_store_add_catalog_reset(hk_store_batch *b) {
+  add_op(b, OP_CATALOG_RESET);
+  return b->n_ops - 1;
+}
+
 size_t hk_store_add_ack(hk_store_batch *b, int64_t id) {
   add_op(b, OP_ACK)->i = id;
   return b->n_ops - 1;
@@ -225,6 +230,7 @@ static const char *const op_sql[OP_KINDS][3] = {
                     "UPDATE SET body = excluded.body, source = "
                     "excluded.source, updated_at = excluded.updated_at "
                     "WHERE excluded.source = 'api' OR source = 'file'"},
+    [OP_CATALOG_RESET] = {"DELETE FROM catalog WHERE source = 'file'"},
     [OP_ACK] = {"DELETE FROM outbox WHERE id = ?1"},
     [OP_RETRY_STATE] = {"UPDATE outbox SET attempts = ?2, first_attempt_at "
                         "= ?3, next_attempt_at = ?4 WHERE id = ?1"},
@@ -457,6 +463,7 @@ static int run_op(hk_store *s, hk_store_batch *b, store_op *op, double now) {
   case OP_PROFILE_MERGE:
   case OP_PROFILE_DELETE: return run_keyed(s, b, op, now);
   case OP_CATALOG: return run_catalog(s, b, op, now);
+  case OP_CATALOG_RESET: return step_done(wstmt(s, OP_CATALOG_RESET, 0));
   case OP_ACK:
   case OP_RETRY_STATE:
   case OP_FORGET: return run_outbox_update(s, op);
@@ -470,7 +477,8 @@ static int run_op(hk_store *s, hk_store_batch *b, store_op *op, double now) {
 
 static const char *const op_names[OP_KINDS] = {
     "event", "message", "content", "profile put", "profile merge",
-    "profile delete", "catalog", "ack", "retry state", "dead letter",
+    "profile delete", "catalog", "catalog reset", "ack", "retry state",
+    "dead letter",
     "resend", "forget", "cleanup", "hook state"};
 
 int hk_store_run_batch(hk_store *s, hk_store_batch *b) {

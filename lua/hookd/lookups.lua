@@ -91,6 +91,17 @@ function M.profile_field(list_id, profile_id, name)
   return nil
 end
 
+-- The send an event is about: event_data.send_message_id, where the
+-- platform puts it, or a top-level send_message_id.
+local function send_id(event)
+  local data = event.event_data
+  local smid = is_object(data) and data.send_message_id or nil
+  if smid == nil or smid == null then smid = event.send_message_id end
+  return id_text(smid)
+end
+M.send_id = send_id
+
+-- The content stored for a send_message_id, or nil.
 function M.content(send_message_id)
   local smid = id_text(send_message_id)
   if not smid then return nil end
@@ -99,13 +110,21 @@ function M.content(send_message_id)
   return stored("content", smid)
 end
 
--- Applies an import's fields to what is known of the profile: a field set
--- to null is removed, like the store's merge.
-local function merged(old, fields)
+-- The content of the send an event is about, or nil.
+function M.event_content(event)
+  local smid = send_id(event)
+  return smid and M.content(smid) or nil
+end
+
+-- Applies an import's fields to what is known of the profile the way the
+-- store does (a JSON merge patch, RFC 7396): objects merge key by key, a
+-- null removes the key, anything else replaces the value.
+local function merged(old, patch)
+  if not is_object(patch) then return patch end
   local out = setmetatable({}, object_mt)
-  if old then for k, v in pairs(old) do out[k] = v end end
-  for k, v in pairs(fields) do
-    if v == null then out[k] = nil else out[k] = v end
+  if is_object(old) then for k, v in pairs(old) do out[k] = v end end
+  for k, v in pairs(patch) do
+    if v == null then out[k] = nil else out[k] = merged(out[k], v) end
   end
   return out
 end
@@ -114,7 +133,7 @@ end
 -- a profile on import events.
 function M.capture(event, event_type)
   if CONTENT_EVENTS[event_type] then
-    local content, smid = event.content, id_text(event.send_message_id)
+    local content, smid = event.content, send_id(event)
     if smid and is_object(content) then
       core.store_put("content", smid, nil, content)
       remember(pending_content, smid, content)

@@ -74,9 +74,9 @@ end
 -- added as is, nil means the profile has no such field. It must not raise
 -- or yield: this runs on the router's hot path.
 --
--- content_lookup(send_message_id) -> content | nil is optional too: for a
--- hook with content on, an event that carries no content of its own gets
--- the one stored for its send_message_id, when there is one.
+-- content_lookup(event) -> content | nil is optional too: for a hook with
+-- content on, an event that carries no content of its own gets the one
+-- stored for the send it is about, when there is one.
 function M.build(hook, event, ctx, profile_lookup, content_lookup)
   local msg = setmetatable({}, object_mt)
   for k, v in pairs(event) do msg[k] = v end
@@ -84,8 +84,7 @@ function M.build(hook, event, ctx, profile_lookup, content_lookup)
   if not hook.content then
     msg.content = nil
   elseif msg.content == nil and content_lookup then
-    local smid = event.send_message_id
-    if smid ~= nil and smid ~= null then msg.content = content_lookup(smid) end
+    msg.content = content_lookup(event)
   end
   if not has_custom_data(event.custom_data) then
     msg.custom_data = build_custom_data(hook, event, ctx, profile_lookup)

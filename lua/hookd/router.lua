@@ -193,7 +193,7 @@ local function route_one(hook, event, ctx)
     if not keep then return false end
   end
   local msg = message.build(hook.settings, event, ctx, lookups.profile_field,
-    lookups.content)
+    lookups.event_content)
   if hook.shape then
     local ok, shaped, stopped = guard.call(hook.shape, first_line, msg,
       event)

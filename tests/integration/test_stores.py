@@ -428,21 +428,23 @@ class Stores(unittest.TestCase):
         self.assertEqual(self.api("GET", "/v1/profiles/50/p2")[1]["fields"],
                          {"email": "p2@example.com"})
 
-    def test_import_field_values_are_replaced_whole(self):
-        """An import sets each of its fields to the value it brings; an
-        object value replaces the stored object. Events later in the same
-        request and events of later requests see the same profile."""
+    def test_import_merges_like_a_json_merge_patch(self):
+        """An import is a JSON merge patch (RFC 7396) on the stored
+        profile: objects merge key by key, null removes, arrays and other
+        values replace. Events later in the same request and events of
+        later requests see the same profile."""
         self.start({"h": hook_src(self.sink.url("/whole"), extra="""
   profile_fields = {"address", "tags"},""")})
         self.api("PUT", "/v1/profiles/111/p1",
-                 {"address": {"city": "Paris", "zip": "75001"},
+                 {"address": {"city": "Paris", "zip": "75001", "floor": 2},
                   "tags": [1, 2]})
         self.post([bare(0, event_type="import_api", profile_id="p1",
-                        profile={"address": {"city": "Rome"}, "tags": [3]}),
+                        profile={"address": {"city": "Rome", "floor": None},
+                                 "tags": [3]}),
                    bare(1, profile_id="p1")])
         self.post(bare(2, profile_id="p1"))
         got = self.sink.wait_messages("/whole", 2)
-        want = {"address": {"city": "Rome"}, "tags": [3]}
+        want = {"address": {"city": "Rome", "zip": "75001"}, "tags": [3]}
         self.assertEqual([m["custom_data"] for m in got], [want, want],
                          "same request, then a later request")
         self.assertEqual(self.api("GET", "/v1/profiles/111/p1")[1]["fields"],
