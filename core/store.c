@@ -125,7 +125,7 @@ static int check_identity(sqlite3 *db, const char *path, long *version,
       pragma_int(db, path, "SELECT count(*) FROM sqlite_master", &tables, err,
                  errlen))
     return -1;
-  if (app_id == 0 && tables == 0) return 0; /* a new, empty database */
+  if (app_id == 0 && tables == 0 && *version == 0) return 0; /* new, empty */
   if (app_id != STORE_APPLICATION_ID) {
     snprintf(err, errlen,
              "store %s: this SQLite database belongs to another program "
