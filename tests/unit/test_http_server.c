@@ -957,12 +957,6 @@ static void http_two_servers_share_a_loop(void) {
   harness_free(&h);
 }
 
-/* Runs the test unless a name filter was given that it does not match. */
-#define RUN(test)                                                          \
-  do {                                                                     \
-    if (argc < 2 || strstr(#test, argv[1]) != NULL) test();                \
-  } while (0)
-
 int main(int argc, char **argv) {
   curl_global_init(CURL_GLOBAL_DEFAULT);
   RUN(http_get_parses_path_query_and_headers);

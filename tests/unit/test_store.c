@@ -1116,12 +1116,6 @@ done:
   fx_done(&f);
 }
 
-/* Runs the test unless a name filter was given that it does not match. */
-#define RUN(test)                                                          \
-  do {                                                                     \
-    if (argc < 2 || strstr(#test, argv[1]) != NULL) test();                \
-  } while (0)
-
 int main(int argc, char **argv) {
   /* The store logs each open and close; only problems matter here. */
   hk_log_min_level = HK_LOG_WARN;

@@ -97,4 +97,11 @@ done:
   return data;
 }
 
+/* In main(argc, argv): runs the test unless a name filter was given on
+ * the command line that it does not match. */
+#define RUN(test)                                                          \
+  do {                                                                     \
+    if (argc < 2 || strstr(#test, argv[1]) != NULL) test();                \
+  } while (0)
+
 #endif
