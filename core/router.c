@@ -154,6 +154,7 @@ static char *store_get_cb(void *ctx, const char *kind, const char *key1,
   hk_router *r = ctx;
   double not_before = wall_now() - r->content_hours * 3600.0;
 
+  if (r->store == NULL) return NULL;
   if (strcmp(kind, "content") == 0)
     return hk_store_content_get(r->store, key1, not_before, len);
   if (strcmp(kind, "profile") == 0 && key2)
