@@ -30,14 +30,32 @@ void hk_api_error(hk_http_request *req, int status, const char *msg,
   hk_buf_free(&b);
 }
 
+/* One line a second at most: a full disk refuses every request, and the
+ * log must not fill what is left of it. The lines held back are counted
+ * in the next one. */
+static void log_refusal(const char *path, const char *reason) {
+  static double last_at;
+  static long held_back;
+  double now = hk_store_now();
+  char quoted[512];
+
+  if (now - last_at < 1.0) {
+    held_back++;
+    return;
+  }
+  hk_error("api", "status=503 path=%s suppressed=%ld reason=\"%s\"", path,
+           held_back, hk_log_escape(quoted, sizeof quoted, reason));
+  last_at = now;
+  held_back = 0;
+}
+
 void hk_api_store_refused(hk_http_request *req, hk_store_batch *b,
                           const char *what) {
   char msg[512];
 
   snprintf(msg, sizeof msg, "%s not stored, try again later: %s", what,
            hk_store_batch_error(b));
-  hk_error("api", "status=503 path=%s reason=\"%s\"", req->path,
-           hk_store_batch_error(b));
+  log_refusal(req->path, hk_store_batch_error(b));
   hk_api_error(req, 503, msg, -1);
 }
 
@@ -71,6 +89,7 @@ int hk_api_query(const char *query, const char *name, char *out,
         unsigned hi, lo;
         if (p[i] == '%' && i + 2 < seglen &&
             sscanf(p + i + 1, "%1x%1x", &hi, &lo) == 2) {
+          if (hi == 0 && lo == 0) return -1; /* would cut the value */
           out[j++] = (char)(hi * 16 + lo);
           i += 2;
         } else {
@@ -90,9 +109,12 @@ static int is_ndjson(const char *content_type) {
                           strstr(content_type, "jsonl"));
 }
 
-/* Routes the accepted events in chunks, one call into Lua per chunk. */
-static void route_spans(hk_router *router, hk_route_job *job,
-                        const hk_event_span *spans, size_t n) {
+/* Routes the accepted events in chunks, one call into Lua per chunk.
+ * Stops (returning -1) once what the request and the requests still
+ * waiting for the store hold passes max_pending_bytes: many hooks can
+ * turn one large request into many times its size in messages. */
+static int route_spans(hk_api *api, hk_route_job *job, hk_store_batch *b,
+                       const hk_event_span *spans, size_t n) {
   const char *texts[ROUTE_CHUNK];
   size_t lens[ROUTE_CHUNK];
 
@@ -103,8 +125,12 @@ static void route_spans(hk_router *router, hk_route_job *job,
       texts[j] = spans[i + j].json;
       lens[j] = spans[i + j].json_len;
     }
-    hk_router_route(router, job, texts, lens, m);
+    hk_router_route(api->router, job, texts, lens, m);
+    if (api->pending_bytes + hk_store_batch_bytes(b) >
+        api->config->max_pending_bytes)
+      return -1;
   }
+  return 0;
 }
 
 /* A request whose events are routed and wait for the store. */
@@ -113,6 +139,7 @@ typedef struct ingest_call {
   hk_http_request *req;
   hk_route_job *job;
   size_t events;
+  size_t bytes; /* counted in api->pending_bytes until committed */
 } ingest_call;
 
 /* The events and their messages are committed (202), or nothing of the
@@ -121,6 +148,7 @@ static void ingest_done(hk_store_batch *b, int ok, void *ctx) {
   ingest_call *call = ctx;
   char answer[64];
 
+  call->api->pending_bytes -= call->bytes;
   hk_router_job_finish(call->api->router, call->job, ok);
   if (ok) {
     call->api->events_accepted += (long)call->events;
@@ -130,6 +158,28 @@ static void ingest_done(hk_store_batch *b, int ok, void *ctx) {
     call->api->requests_refused++;
     hk_api_store_refused(call->req, b, "events");
   }
+  free(call);
+}
+
+/* The request made more than max_pending_bytes of events and messages
+ * (alone: 413, it must be split; with others waiting: 503, try later).
+ * Nothing of it is kept. */
+static void refuse_too_big(hk_api *api, ingest_call *call,
+                           hk_store_batch *batch) {
+  int alone = api->pending_bytes == 0;
+  char msg[256];
+
+  hk_router_job_finish(api->router, call->job, 0);
+  hk_store_batch_free(batch);
+  api->requests_refused++;
+  snprintf(msg, sizeof msg, alone
+           ? "the hooks' messages for this request exceed max_pending_bytes "
+             "(%zu): send fewer events per request"
+           : "busy: earlier requests are still being stored; try again "
+             "(max_pending_bytes %zu)", api->config->max_pending_bytes);
+  hk_warn("ingest", "refused=1 status=%d events=%zu reason=\"%s\"",
+          alone ? 413 : 503, call->events, msg);
+  hk_api_error(call->req, alone ? 413 : 503, msg, -1);
   free(call);
 }
 
@@ -158,6 +208,12 @@ static void handle_events(hk_api *api, hk_http_request *req) {
     hk_api_error(req, err.http_status, err.message, err.index);
     return;
   }
+  if (api->pending_bytes > api->config->max_pending_bytes) {
+    free(spans);
+    hk_api_error(req, 503, "busy: earlier requests are still being "
+                 "stored; try again", -1);
+    return;
+  }
   batch = hk_store_batch_new();
   call = calloc(1, sizeof *call);
   if (batch == NULL || call == NULL) abort();
@@ -165,9 +221,16 @@ static void handle_events(hk_api *api, hk_http_request *req) {
     hk_store_add_event(batch, spans[i].json, spans[i].json_len,
                        spans[i].type, spans[i].type_len, spans[i].list_id,
                        (double)spans[i].date_sec + spans[i].date_nsec / 1e9);
-  *call = (ingest_call){api, req, hk_router_job_begin(api->router, batch), n};
-  route_spans(api->router, call->job, spans, n);
+  *call = (ingest_call){api, req, hk_router_job_begin(api->router, batch), n,
+                        0};
+  if (route_spans(api, call->job, batch, spans, n) != 0) {
+    refuse_too_big(api, call, batch);
+    free(spans);
+    return;
+  }
   free(spans);
+  call->bytes = hk_store_batch_bytes(batch);
+  api->pending_bytes += call->bytes;
   hk_store_submit(api->store, batch, ingest_done, call);
 }
 

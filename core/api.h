@@ -15,6 +15,7 @@ typedef struct hk_api {
   hk_store *store;
   int keep_history; /* store accepted events in the history table */
   int closing;      /* shutting down: new events are refused */
+  size_t pending_bytes; /* held by requests waiting for the store */
   long events_accepted;
   long requests_refused;
 } hk_api;

@@ -63,8 +63,9 @@ static void answer_text(hk_http_request *req, int status, const char *text) {
 }
 
 /* Splits the path after prefix into up to n segments (each at most
- * KEY_MAX-1 bytes). Returns the number of segments, or -1 when there are
- * more, an empty one, or one too long. */
+ * KEY_MAX-1 bytes). Returns the number of segments, -1 when there are
+ * more or an empty one, or TOO_LONG. */
+#define TOO_LONG (-2)
 static int path_segments(const char *path, const char *prefix,
                          char seg[][KEY_MAX], int n) {
   const char *p = path + strlen(prefix);
@@ -75,7 +76,8 @@ static int path_segments(const char *path, const char *prefix,
     const char *end = strchr(p + 1, '/');
     size_t len = end ? (size_t)(end - p - 1) : strlen(p + 1);
 
-    if (count == n || len == 0 || len >= KEY_MAX) return -1;
+    if (count == n || len == 0) return -1;
+    if (len >= KEY_MAX) return TOO_LONG;
     memcpy(seg[count], p + 1, len);
     seg[count++][len] = '\0';
     p += len + 1;
@@ -323,7 +325,9 @@ void hk_api_profiles(hk_api *api, hk_http_request *req) {
   hk_store_batch *b;
   size_t op;
 
-  if (n != 2) {
+  if (n == TOO_LONG) {
+    hk_api_error(req, 400, "ids in the path are at most 255 bytes", -1);
+  } else if (n != 2) {
     hk_api_error(req, 404, "use /v1/profiles/{list_id}/{profile_id}", -1);
   } else if (canonical_list_id(seg[0]) != 0) {
     hk_api_error(req, 400, "list_id must be a non-negative integer", -1);
@@ -393,7 +397,9 @@ void hk_api_catalog(hk_api *api, hk_http_request *req) {
   int n = path_segments(req->path, "/v1/catalog", seg, 2);
   hk_buf out = HK_BUF_INIT;
 
-  if (n == 0 && req->method == HTTP_GET) {
+  if (n == TOO_LONG) {
+    hk_api_error(req, 400, "ids in the path are at most 255 bytes", -1);
+  } else if (n == 0 && req->method == HTTP_GET) {
     if (hk_store_catalog_render(api->store, &out) == 0)
       hk_api_json(req, 200, &out);
     else

@@ -26,6 +26,8 @@ typedef struct hk_config {
   double shutdown_grace_sec; /* how long SIGTERM waits for queues */
   double history_days;       /* accepted events kept; 0 = none kept */
   double cleanup_interval_sec; /* how often expired rows are deleted */
+  size_t max_pending_bytes;    /* events and messages of ingest requests
+                                  waiting for the store, at most */
 } hk_config;
 
 /* Reads and validates path with the runtime of b (path NULL: defaults). Returns 0, or -1 with

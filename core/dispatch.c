@@ -171,12 +171,22 @@ static int refill(hk_dispatch *d) {
 
 /* ---- writing outcomes back ---- */
 
-/* Dead letters count once they are in the store, so an operator who sees
- * the counter move finds them listed. */
+/* A batch's outcome counts once it is in the store: queued is what the
+ * outbox holds, and an operator who sees dead move finds the letters
+ * listed. Persistent batches are retried until they commit; ok is 0 only
+ * for the last try while the store closes. */
+static void acked_committed(hk_store_batch *b, int ok, void *ctx) {
+  hk_counters *counters = ctx;
+
+  if (ok) counters->queued -= (long)hk_store_batch_size(b);
+}
+
 static void dead_committed(hk_store_batch *b, int ok, void *ctx) {
   hk_counters *counters = ctx;
 
-  if (ok) counters->dead += (long)hk_store_batch_size(b);
+  if (!ok) return;
+  counters->queued -= (long)hk_store_batch_size(b);
+  counters->dead += (long)hk_store_batch_size(b);
 }
 
 /* Takes the batch's messages out of the window, recording each outcome in
@@ -195,8 +205,8 @@ static void settle_batch(hk_dispatch *d, const char *reason) {
       hk_store_add_ack(b, n->id);
     free(n);
   }
-  hk_store_submit(d->store, b, reason ? dead_committed : NULL, d->counters);
-  d->counters->queued -= (long)d->batch_count;
+  hk_store_submit(d->store, b, reason ? dead_committed : acked_committed,
+                  d->counters);
   d->batch_count = 0;
   hk_buf_reset(&d->batch);
   d->state = STATE_IDLE;

@@ -36,7 +36,7 @@ typedef struct app {
   hk_http_server *server;
   hk_store *store; /* NULL for check and try */
   hk_api api;
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
   uv_timer_t drain, cleanup;
   uint64_t drain_started;
   int stopping;
@@ -221,6 +221,15 @@ static void signal_cb(uv_signal_t *s, int signum) {
   uv_timer_start(&a->drain, drain_cb, 0, 50);
 }
 
+/* SIGHUP would end the process by default. Logs go to stderr and hooks
+ * reload by themselves, so there is nothing to reopen or reread: it is
+ * logged and ignored rather than dropping requests in flight. */
+static void sighup_cb(uv_signal_t *s, int signum) {
+  (void)s;
+  hk_info("main", "signal=%d ignored=1 reason=\"hooks reload on change; use "
+          "SIGTERM to stop\"", signum);
+}
+
 static int cmd_run(const char *config_path) {
   hk_http_server_options sopt = {0};
   char err[1024];
@@ -247,6 +256,9 @@ static int cmd_run(const char *config_path) {
   a.sigterm.data = a.sigint.data = &a;
   uv_signal_start(&a.sigterm, signal_cb, SIGTERM);
   uv_signal_start(&a.sigint, signal_cb, SIGINT);
+  uv_signal_init(a.loop, &a.sighup);
+  uv_signal_start(&a.sighup, sighup_cb, SIGHUP);
+  uv_unref((uv_handle_t *)&a.sighup);
   uv_timer_init(a.loop, &a.cleanup);
   a.cleanup.data = &a;
   uv_timer_start(&a.cleanup, cleanup_cb, 0,

@@ -597,10 +597,16 @@ long hk_router_log_undelivered(hk_router *r) {
   return total;
 }
 
+/* A hook with messages in its outbox but no file is listed as removed,
+ * with its queue, until its file is back and it sends them. */
 static void orphan_cb(void *ctx, const char *hook, long n) {
-  if (hook_find(ctx, hook) == NULL)
-    hk_warn("main", "hook=%s kept_in_outbox=%ld reason=\"no hook file: "
-            "sent once plugins/%s.lua is back\"", hook, n, hook);
+  hk_hook *h;
+
+  if (hook_find(ctx, hook) != NULL) return;
+  h = hook_get_or_add(ctx, hook);
+  if (h) h->removed = 1;
+  hk_warn("main", "hook=%s kept_in_outbox=%ld reason=\"no hook file: "
+          "sent once %s.lua is back in plugins_dir\"", hook, n, hook);
 }
 
 void hk_router_log_orphans(hk_router *r) {

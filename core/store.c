@@ -187,27 +187,53 @@ static int tune(sqlite3 *db, const char *path, int writer, char *err,
   return 0;
 }
 
-/* One hookd per data_dir: a second one would deliver everything twice. */
-static int lock_data_dir(hk_store *s, const char *data_dir, char *err,
-                         size_t errlen) {
-  char path[4096];
-
+/* One hookd per store: a second one would deliver everything twice. The
+ * lock is an flock on the database file itself, which cannot be deleted
+ * away like a lock file, and which does not disturb SQLite's own POSIX
+ * locks as long as this descriptor stays open while SQLite uses the file.
+ * Creating the file here also gives it owner-only permissions, which
+ * SQLite passes on to the -wal and -shm files. */
+static int lock_store(hk_store *s, const char *data_dir, char *err,
+                      size_t errlen) {
   if (mkdir(data_dir, 0750) != 0 && errno != EEXIST) {
     snprintf(err, errlen, "store: cannot create data_dir %s: %s", data_dir,
              strerror(errno));
     return -1;
   }
-  snprintf(path, sizeof path, "%s/hookd.lock", data_dir);
-  s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  s->lock_fd = open(s->path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (s->lock_fd < 0) {
-    snprintf(err, errlen, "store: cannot open %s: %s", path, strerror(errno));
+    snprintf(err, errlen, "store: cannot open %s: %s", s->path,
+             strerror(errno));
     return -1;
   }
   if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
     snprintf(err, errlen,
-             "store: data_dir %s is in use by another hookd (lock %s held)",
-             data_dir, path);
+             "store: %s is in use by another hookd (its lock is held)",
+             s->path);
     return -1;
+  }
+  return 0;
+}
+
+/* Every table this build expects, for a store that says it is current. */
+static int check_tables(sqlite3 *db, const char *path, char *err,
+                        size_t errlen) {
+  static const char *const tables[] = {"events",   "outbox",  "dead_letters",
+                                       "content",  "profiles", "catalog",
+                                       "hook_state"};
+  char sql[160];
+  long n;
+
+  for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM sqlite_master WHERE "
+             "type = 'table' AND name = '%s'", tables[i]);
+    if (pragma_int(db, path, sql, &n, err, errlen) != 0) return -1;
+    if (n == 0) {
+      snprintf(err, errlen, "store %s: damaged: table %s is missing; "
+               "hookd leaves it alone: restore a backup or move it aside",
+               path, tables[i]);
+      return -1;
+    }
   }
   return 0;
 }
@@ -245,12 +271,16 @@ static int open_files(hk_store *s, const char *data_dir, char *err,
                       size_t errlen) {
   long version = 0;
 
-  if (lock_data_dir(s, data_dir, err, errlen) != 0) return -1;
   if (asprintf(&s->path, "%s/hookd.db", data_dir) < 0) return -1;
+  if (lock_store(s, data_dir, err, errlen) != 0) return -1;
+  /* A current store is checked before anything is written to it. */
   if (open_db(s, &s->wdb, 1, err, errlen) != 0 ||
       check_identity(s->wdb, s->path, &version, err, errlen) != 0 ||
+      (version == SCHEMA_VERSION &&
+       check_tables(s->wdb, s->path, err, errlen) != 0) ||
       tune(s->wdb, s->path, 1, err, errlen) != 0 ||
       migrate(s->wdb, s->path, version, err, errlen) != 0 ||
+      check_tables(s->wdb, s->path, err, errlen) != 0 ||
       open_db(s, &s->rdb, 0, err, errlen) != 0 ||
       tune(s->rdb, s->path, 0, err, errlen) != 0)
     return -1;

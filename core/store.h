@@ -102,6 +102,8 @@ size_t hk_store_add_hook_state(hk_store_batch *b, const char *hook,
                                int active);
 
 size_t hk_store_batch_size(const hk_store_batch *b);
+/* The bytes of text the batch holds. */
+size_t hk_store_batch_bytes(const hk_store_batch *b);
 /* The first string of operation op (the JSON of an event or message). */
 const char *hk_store_batch_text(const hk_store_batch *b, size_t op,
                                 size_t *len);

@@ -173,6 +173,10 @@ size_t hk_store_add_hook_state(hk_store_batch *b, const char *hook,
 
 size_t hk_store_batch_size(const hk_store_batch *b) { return b->n_ops; }
 
+size_t hk_store_batch_bytes(const hk_store_batch *b) {
+  return b->arena.len + b->n_ops * sizeof(store_op);
+}
+
 const char *hk_store_batch_text(const hk_store_batch *b, size_t op,
                                 size_t *len) {
   const arena_str *a = &b->ops[op].s[0];

@@ -23,13 +23,32 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The demo runs on a store of its own, so it neither sees nor leaves
+# anything in the data_dir of examples/main.json.
+python3 - "$work" <<'PY'
+import json, os, sys
+work = sys.argv[1]
+with open("examples/main.json") as f:
+    cfg = json.load(f)
+for key in ("plugins_dir", "catalog", "lua_dir"):
+    if key in cfg:
+        cfg[key] = os.path.abspath(os.path.join("examples", cfg[key]))
+cfg["data_dir"] = os.path.join(work, "data")
+with open(os.path.join(work, "main.json"), "w") as f:
+    json.dump(cfg, f)
+PY
+
 python3 tests/sink/sink.py --port "$sink_port" --quiet > "$work/sink.out" 2>&1 &
 sink_pid=$!
-CRM_TOKEN=demo-token build/hookd run --config examples/main.json 2> "$work/hookd.log" &
+for _ in $(seq 1 100); do
+  grep -q READY "$work/sink.out" && break
+  sleep 0.1
+done
+CRM_TOKEN=demo-token build/hookd run --config "$work/main.json" 2> "$work/hookd.log" &
 hookd_pid=$!
 
 for _ in $(seq 1 100); do
-  curl -sf "$api/healthz" >/dev/null 2>&1 && grep -q READY "$work/sink.out" && break
+  curl -sf "$api/healthz" >/dev/null 2>&1 && break
   sleep 0.1
 done
 curl -sf "$api/healthz" >/dev/null || { cat "$work/hookd.log"; exit 1; }

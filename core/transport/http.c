@@ -494,27 +494,31 @@ static int curl_error_is_permanent(CURLcode rc) {
          rc == CURLE_UNKNOWN_OPTION;
 }
 
+/* The response body in a reason is quoted and escaped, so a destination
+ * cannot add key=value fields of its own to the log line. */
 static void classify_status(hk_http_req *r, long code, hk_tx_result *res) {
-  char snip[HK_HTTP_SNIPPET + 1];
+  char raw[HK_HTTP_SNIPPET + 1], snip[2 * HK_HTTP_SNIPPET + 3];
 
-  snippet_make(r->resp.data ? r->resp.data : "", r->resp.len, snip,
-               sizeof snip);
+  snippet_make(r->resp.data ? r->resp.data : "", r->resp.len, raw,
+               sizeof raw);
+  hk_log_escape(snip, sizeof snip, raw);
   if (status_is_success(r->t, code)) {
     if (!r->t->has_re ||
         regexec(&r->t->re, hk_buf_cstr(&r->resp), 0, NULL, 0) == 0)
       result_set(res, HK_TX_OK, "status=%ld", code);
     else
       result_set(res, HK_TX_FAIL,
-                 "status=%ld body did not match success_regex body=%s", code,
+                 "status=%ld body did not match success_regex body=\"%s\"",
+                 code,
                  snip);
   } else if (code == 408 || code == 429 || code >= 500) {
-    result_set(res, HK_TX_RETRY, "status=%ld body=%s", code, snip);
+    result_set(res, HK_TX_RETRY, "status=%ld body=\"%s\"", code, snip);
   } else if (code == 413) {
     res->too_large = 1;
-    result_set(res, HK_TX_FAIL, "status=413 payload too large body=%s",
+    result_set(res, HK_TX_FAIL, "status=413 payload too large body=\"%s\"",
                snip);
   } else {
-    result_set(res, HK_TX_FAIL, "status=%ld body=%s", code, snip);
+    result_set(res, HK_TX_FAIL, "status=%ld body=\"%s\"", code, snip);
   }
 }
 

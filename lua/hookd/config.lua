@@ -33,7 +33,10 @@ local KEYS = {
   HOOK_RETRY_PERIOD_SEC = {kind = "number", default = 15, min = 0.001},
   HOOK_CONTENT_CLEANUP_HOURS = {kind = "number", default = 72, min = 0},
   history_days = {kind = "number", default = 30, min = 0},
-  cleanup_interval_sec = {kind = "number", default = 60, min = 0.05},
+  cleanup_interval_sec = {kind = "number", default = 60, min = 0.05,
+    max = 86400},
+  max_pending_bytes = {kind = "integer", default = 256 * 1024 * 1024,
+    min = 1024 * 1024},
 }
 
 -- Replaces ${NAME} in every string of v (recursively). Returns the new

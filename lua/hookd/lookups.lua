@@ -33,7 +33,11 @@ end
 -- decimal; nil for anything else.
 local function id_text(v)
   local t = type(v)
-  if t == "string" then return v ~= "" and v or nil end
+  if t == "string" then
+    -- A NUL would end the key early in the core and name another record.
+    if v == "" or v:find("\0", 1, true) then return nil end
+    return v
+  end
   if t == "number" or t == "userdata" then return id_key(v) end
   return nil
 end
@@ -164,7 +168,8 @@ function M.check_content(text)
     local item = items[i]
     local smid = is_object(item) and id_text(item.send_message_id)
     if not smid then
-      return nil, "send_message_id must be a non-empty string or an integer",
+      return nil, "send_message_id must be a non-empty string without NUL "
+        .. "or a non-negative integer",
         i - 1
     end
     if not is_object(item.content) then

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -517,6 +518,46 @@ class Durability(unittest.TestCase):
             db.commit()
             db.close()
         self.check_refused(newer, ["newer", "999"])
+
+    def test_refuses_a_store_with_a_table_missing(self):
+        def damaged(path):
+            db = sqlite3.connect(path)
+            db.execute("CREATE TABLE events (id INTEGER PRIMARY KEY)")
+            db.execute("PRAGMA application_id=%d" % 0x686f6f6b)
+            db.execute("PRAGMA user_version=1")
+            db.commit()
+            db.close()
+        self.check_refused(damaged, ["damaged", "outbox"])
+
+    def test_hook_without_file_is_listed_with_its_queue_after_restart(self):
+        port = free_port()
+        self.config = {"HOOK_RETRY_TIMES": 100, "HOOK_RETRY_PERIOD_SEC": 0.3}
+        src = hook_src("http://127.0.0.1:%d/gone" % port)
+        self.start({"h": src})
+        self.post([event(n) for n in range(12)])
+        self.hookd.wait_log("retry_in=")
+        os.remove(os.path.join(self.hookd.plugins, "h.lua"))
+        self.hookd.kill()
+        self.hookd = Hookd(None, self.config, workdir=self.hookd.dir)
+        self.hookd.wait_log("kept_in_outbox=12")
+        h = self.hookd.hook("h")
+        self.assertEqual((h["state"], h["counters"]["queued"]),
+                         ("removed", 12))
+        sink = Sink("--port", str(port))
+        try:
+            self.hookd.write_hook("h", src)
+            self.wait_drained(["h"])
+            self.assertEqual(sorted(received(sink, "/gone")), list(range(12)))
+        finally:
+            sink.stop()
+
+    def test_sighup_is_logged_and_ignored(self):
+        self.start({"h": hook_src(self.sink.url("/hup"))})
+        self.hookd.proc.send_signal(signal.SIGHUP)
+        self.hookd.wait_log("ignored=1")
+        self.post([event(1)])
+        self.sink.wait_messages("/hup", 1)
+        self.assertIsNone(self.hookd.proc.poll())
 
     def test_second_router_on_same_data_dir_is_refused(self):
         self.start({"h": hook_src(self.sink.url("/one"), batch_size=1)})

@@ -5,6 +5,7 @@ profiles (the API, import events merging fields, inline profile first),
 the catalog of names (the API, and API entries winning over the file across
 restarts), and bodies that are too large (413 halving, max_body_bytes)."""
 
+import collections
 import json
 import os
 import shutil
@@ -744,6 +745,47 @@ class Stores(unittest.TestCase):
         self.assertEqual(letter["message"]["custom_data"]["n"], 1)
         self.assertIn("max_body_bytes", letter["reason"])
         self.assertEqual(letter["attempts"], 0, "never sent")
+
+
+    # ---- limits and odd keys ----
+
+    def test_request_whose_messages_exceed_max_pending_bytes_is_refused(self):
+        """Twenty hooks turn one request into twenty times its size in
+        messages: past max_pending_bytes the request is refused whole with
+        413, nothing of it is kept, and a smaller request still goes."""
+        hooks = {"h%02d" % i: hook_src(self.sink.url("/many"))
+                 for i in range(20)}
+        self.start(hooks, max_pending_bytes=1024 * 1024)
+        pad = "x" * 1000
+        big = [click(i, pad=pad) for i in range(200)]  # ~240 KB of events
+        status, doc = self.hookd.post_events(big)
+        self.assertEqual(status, 413, doc)
+        self.assertIn("max_pending_bytes", doc["error"])
+        self.assertEqual(self.query("SELECT count(*) FROM outbox"), [(0,)])
+        self.assertEqual(self.query("SELECT count(*) FROM events"), [(0,)])
+        self.post([click(i, pad=pad) for i in range(10)])
+        self.sink.wait_messages("/many", 200)
+        counts = collections.Counter(
+            m["custom_data"]["n"] for m in self.sink.messages("/many"))
+        self.assertEqual(counts, {i: 20 for i in range(10)})
+
+    def test_ids_with_nul_are_refused_not_cut(self):
+        """A NUL inside an id must not address the record named by the part
+        before it."""
+        self.start({"h": hook_src(self.sink.url("/nul"))})
+        self.api("PUT", "/v1/profiles/1/p", {"email": "victim@x"})
+        self.post([bare(0, event_type="import_api", list_id=1,
+                        profile_id="p\u0000attacker",
+                        profile={"email": "attacker@x"})])
+        status, doc = self.api("POST", "/v1/content",
+                               {"send_message_id": "a\u0000b",
+                                "content": {"x": 1}})
+        self.assertEqual(status, 400, doc)
+        self.assertEqual(self.api("GET", "/v1/profiles/1/p")[1]["fields"],
+                         {"email": "victim@x"})
+        status, _ = http("POST", self.hookd.base +
+                         "/v1/dead-letters/retry?hook=h%00x")
+        self.assertEqual(status, 400)
 
 
 if __name__ == "__main__":

@@ -275,7 +275,7 @@ static void http_regex_mismatch_fails(void) {
   REQUIRE(o.res.status == HK_TX_FAIL);
   REQUIRE(o.res.http_status == 200);
   REQUIRE(strstr(o.res.reason, "status=200 body did not match success_regex "
-                               "body={\"accepted\": 0}") != NULL);
+                               "body=\"{\\\"accepted\\\": 0}\"") != NULL);
 done:
   CHECK(fx_close(&f) == 0);
 }
@@ -288,7 +288,7 @@ static void http_503_retries_with_snippet(void) {
                        NULL, &o) == 0);
   REQUIRE(o.res.status == HK_TX_RETRY);
   REQUIRE(o.res.http_status == 503);
-  REQUIRE(strcmp(o.res.reason, "status=503 body=busy now") == 0);
+  REQUIRE(strcmp(o.res.reason, "status=503 body=\"busy now\"") == 0);
 done:
   CHECK(fx_close(&f) == 0);
 }
@@ -581,7 +581,7 @@ static void http_reason_hides_credentials(void) {
   REQUIRE(strstr(o.res.reason, "tok-123456") == NULL);
   REQUIRE(strstr(o.res.reason, "s3cret-pw") == NULL);
   REQUIRE(strstr(o.res.reason, "YWxpY2U6czNjcmV0LXB3") == NULL);
-  REQUIRE(strcmp(o.res.reason, "status=500 body=*** *** ***") == 0);
+  REQUIRE(strcmp(o.res.reason, "status=500 body=\"*** *** ***\"") == 0);
 done:
   CHECK(fx_close(&f) == 0);
 }
