@@ -368,27 +368,44 @@ static void answer_catalog_put(store_call *call, hk_store_batch *b) {
   hk_buf_free(&out);
 }
 
+static void answer_catalog_deleted(store_call *call, hk_store_batch *b) {
+  if (hk_store_batch_result(b, call->op) == 0) {
+    hk_api_error(call->req, 404, "no such catalog entry", -1);
+    return;
+  }
+  answer_catalog_put(call, b);
+}
+
+/* PUT sets an entry; DELETE removes it (its answer shows "entry": null). */
 static void put_catalog(hk_api *api, hk_http_request *req,
                         char seg[][KEY_MAX]) {
+  int del = req->method == HTTP_DELETE;
   const char *args[3] = {seg[0], seg[1], req->body};
   size_t lens[3] = {strlen(seg[0]), strlen(seg[1]), req->body_len};
+  size_t op;
   hk_strlist entry;
   hk_store_batch *b;
   store_call *call;
   char err[512];
 
-  if (hk_bridge_call_strings(api->bridge, "check_catalog_entry", 3, args,
-                             lens, &entry, err, sizeof err) != 0) {
+  if (hk_bridge_call_strings(api->bridge, del ? "check_catalog_key"
+                                             : "check_catalog_entry",
+                             del ? 2 : 3, args, lens, &entry, err,
+                             sizeof err) != 0) {
     hk_api_error(req, 400, err, -1);
     return;
   }
   b = hk_store_batch_new();
-  hk_store_add_catalog(b, seg[0], entry.s[0], entry.s[1], entry.len[1], 0);
-  call = submit(api, req, b, answer_catalog_put, "catalog entry");
+  op = del ? hk_store_add_catalog_delete(b, seg[0], entry.s[0])
+           : hk_store_add_catalog(b, seg[0], entry.s[0], entry.s[1],
+                                  entry.len[1], 0);
+  call = submit(api, req, b, del ? answer_catalog_deleted : answer_catalog_put,
+                "catalog entry");
+  call->op = op;
   snprintf(call->key[0], KEY_MAX, "%s", seg[0]);
   snprintf(call->key[1], KEY_MAX, "%s", entry.s[0]);
-  call->text = entry.s[1];
-  entry.s[1] = NULL;
+  call->text = del ? strdup("null") : entry.s[1];
+  if (!del) entry.s[1] = NULL;
   hk_strlist_free(&entry);
 }
 
@@ -405,10 +422,11 @@ void hk_api_catalog(hk_api *api, hk_http_request *req) {
     else
       hk_api_error(req, 503, "the store cannot be read now", -1);
     hk_buf_free(&out);
-  } else if (n == 2 && req->method == HTTP_PUT) {
+  } else if (n == 2 &&
+             (req->method == HTTP_PUT || req->method == HTTP_DELETE)) {
     put_catalog(api, req, seg);
   } else if (n == 0 || n == 2) {
-    hk_api_error(req, 405, "use GET /v1/catalog or PUT "
+    hk_api_error(req, 405, "use GET /v1/catalog, or PUT or DELETE "
                  "/v1/catalog/{kind}/{id}", -1);
   } else {
     hk_api_error(req, 404, "use /v1/catalog/{kind}/{id}", -1);

@@ -72,6 +72,9 @@ size_t hk_store_add_catalog(hk_store_batch *b, const char *kind,
                             const char *id, const char *json, size_t len,
                             int from_file);
 
+/* Deletes one catalog entry. Result: rows deleted (0 or 1). */
+size_t hk_store_add_catalog_delete(hk_store_batch *b, const char *kind,
+                                   const char *id);
 /* Forgets every entry that came from the catalog file (before the file's
  * current entries are added again). */
 size_t hk_store_add_catalog_reset(hk_store_batch *b);

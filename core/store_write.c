@@ -105,6 +105,15 @@ size_t hk_store_add_catalog(hk_store_batch *b, const char *kind,
   return b->n_ops - 1;
 }
 
+size_t hk_store_add_catalog_delete(hk_store_batch *b, const char *kind,
+                                   const char *id) {
+  store_op *op = add_op(b, OP_CATALOG_DELETE);
+
+  op->s[1] = STR(kind);
+  op->s[2] = STR(id);
+  return b->n_ops - 1;
+}
+
 size_t hk_store_add_catalog_reset(hk_store_batch *b) {
   add_op(b, OP_CATALOG_RESET);
   return b->n_ops - 1;
@@ -235,6 +244,7 @@ static const char *const op_sql[OP_KINDS][3] = {
                     "excluded.source, updated_at = excluded.updated_at "
                     "WHERE excluded.source = 'api' OR source = 'file'"},
     [OP_CATALOG_RESET] = {"DELETE FROM catalog WHERE source = 'file'"},
+    [OP_CATALOG_DELETE] = {"DELETE FROM catalog WHERE kind = ?1 AND id = ?2"},
     [OP_ACK] = {"DELETE FROM outbox WHERE id = ?1"},
     [OP_RETRY_STATE] = {"UPDATE outbox SET attempts = ?2, first_attempt_at "
                         "= ?3, next_attempt_at = ?4 WHERE id = ?1"},
@@ -345,6 +355,17 @@ static int run_catalog(hk_store *s, hk_store_batch *b, store_op *op,
   bind_str(b, st, 3, op->s[0]);
   sqlite3_bind_text(st, 4, op->n ? "file" : "api", -1, SQLITE_STATIC);
   sqlite3_bind_double(st, 5, now);
+  if (!step_done(st)) return 0;
+  op->result = sqlite3_changes(s->wdb);
+  return 1;
+}
+
+static int run_catalog_delete(hk_store *s, hk_store_batch *b, store_op *op) {
+  sqlite3_stmt *st = wstmt(s, OP_CATALOG_DELETE, 0);
+
+  if (st == NULL) return 0;
+  bind_str(b, st, 1, op->s[1]);
+  bind_str(b, st, 2, op->s[2]);
   if (!step_done(st)) return 0;
   op->result = sqlite3_changes(s->wdb);
   return 1;
@@ -468,6 +489,7 @@ static int run_op(hk_store *s, hk_store_batch *b, store_op *op, double now) {
   case OP_PROFILE_DELETE: return run_keyed(s, b, op, now);
   case OP_CATALOG: return run_catalog(s, b, op, now);
   case OP_CATALOG_RESET: return step_done(wstmt(s, OP_CATALOG_RESET, 0));
+  case OP_CATALOG_DELETE: return run_catalog_delete(s, b, op);
   case OP_ACK:
   case OP_RETRY_STATE:
   case OP_FORGET: return run_outbox_update(s, op);
@@ -481,7 +503,8 @@ static int run_op(hk_store *s, hk_store_batch *b, store_op *op, double now) {
 
 static const char *const op_names[OP_KINDS] = {
     "event", "message", "content", "profile put", "profile merge",
-    "profile delete", "catalog", "catalog reset", "ack", "retry state",
+    "profile delete", "catalog", "catalog reset", "catalog delete", "ack",
+    "retry state",
     "dead letter",
     "resend", "forget", "cleanup", "hook state"};
 

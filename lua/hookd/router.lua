@@ -73,6 +73,14 @@ function M.catalog_entries(text)
   return out
 end
 
+-- Checks the kind and id of DELETE /v1/catalog/{kind}/{id}. Returns
+-- {canonical id} or nil and the error.
+function M.check_catalog_key(kind, id)
+  local ok, err = catalog_mod.new({}):set(kind, id, nil)
+  if not ok then return nil, err end
+  return { catalog_mod.id_key(id) }
+end
+
 -- Checks one entry for PUT /v1/catalog/{kind}/{id}. Returns {canonical
 -- id, entry JSON} or nil and the error.
 function M.check_catalog_entry(kind, id, text)
@@ -87,9 +95,10 @@ function M.check_catalog_entry(kind, id, text)
   return { key, json.encode(copy) }
 end
 
--- Sets one entry that the store has committed.
+-- Sets one entry that the store has committed; text "null" removes it.
 function M.set_catalog_entry(kind, id, text)
   local entry = json.decode(text)
+  if entry == json.null then entry = nil end
   local ok, err = catalog:set(kind, id, entry)
   if not ok then return nil, err end
   return {}

@@ -538,6 +538,21 @@ class Stores(unittest.TestCase):
         m = self.sink.wait_messages("/names", 3)[2]
         self.assertEqual(m["custom_data"]["campaign"], "BF III")
 
+    def test_catalog_api_delete_removes_an_entry(self):
+        self.start({"h": self.names_hook("/del")})
+        self.api("PUT", "/v1/catalog/campaigns/9000", {"name": "Temp"})
+        status, doc = self.api("DELETE", "/v1/catalog/campaigns/09000")
+        self.assertEqual((status, doc), (200, {
+            "kind": "campaigns", "id": "9000", "entry": None}))
+        self.assertEqual(self.api("DELETE", "/v1/catalog/campaigns/9000")[0],
+                         404)
+        self.assertEqual(self.api("DELETE", "/v1/catalog/campains/1")[0], 400)
+        self.assertNotIn("9000", self.api("GET", "/v1/catalog")[1]
+                         .get("campaigns", {}))
+        self.post(self.names_event(0, campaign=9000))
+        m = self.sink.wait_messages("/del", 1)[0]
+        self.assertEqual(m["custom_data"]["campaign"], "")
+
     def test_catalog_api_refuses_bad_requests(self):
         self.start({})
         before = self.api("GET", "/v1/catalog")[1]
