@@ -259,13 +259,17 @@ static hk_bridge *bridge_upvalue(lua_State *L) {
   return b;
 }
 
-/* core.emit(slot, message) -> true | nil, reason. Encodes the message once
- * and hands the bytes to the dispatcher. */
+/* core.emit(slot, message [, route [, key]]) -> true | nil, reason.
+ * Encodes the message once and hands the bytes, with a broker message's
+ * route and key, to the core. */
 static int core_emit(lua_State *L) {
   hk_bridge *b = bridge_upvalue(L);
   int slot = (int)luaL_checkinteger(L, 1);
+  hk_emit_meta meta = {NULL, NULL, 0};
   char err[256];
 
+  meta.route = luaL_optstring(L, 3, NULL);
+  meta.key = luaL_optlstring(L, 4, NULL, &meta.key_len);
   hk_buf_reset(&b->scratch);
   if (hk_json_encode_append(L, 2, &b->scratch, err, sizeof err) != 0) {
     lua_pushnil(L);
@@ -273,7 +277,7 @@ static int core_emit(lua_State *L) {
     return 2;
   }
   if (b->cbs.emit_cb)
-    b->cbs.emit_cb(b->cbs.ctx, slot, b->scratch.data, b->scratch.len);
+    b->cbs.emit_cb(b->cbs.ctx, slot, b->scratch.data, b->scratch.len, &meta);
   lua_pushboolean(L, 1);
   return 1;
 }

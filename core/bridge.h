@@ -13,8 +13,17 @@ typedef struct hk_bridge hk_bridge;
 /* What the runtime reports back while routing. slot is the number the
  * core gave the hook when it was loaded. json is one encoded message, owned
  * by the bridge and valid only during the call. */
+/* Where a broker message goes: its queue, routing key or topic, and its
+ * Kafka key; all NULL for an HTTP message. Valid during the call. */
+typedef struct hk_emit_meta {
+  const char *route;
+  const char *key;
+  size_t key_len;
+} hk_emit_meta;
+
 typedef struct hk_bridge_callbacks {
-  void (*emit_cb)(void *ctx, int slot, const char *json, size_t len);
+  void (*emit_cb)(void *ctx, int slot, const char *json, size_t len,
+                  const hk_emit_meta *meta);
   void (*matched_cb)(void *ctx, int slot, long count);
   void (*failed_cb)(void *ctx, int slot, const char *reason);
   void (*suspended_cb)(void *ctx, int slot, const char *reason);

@@ -26,6 +26,9 @@ typedef struct msg_node {
   int attempts;   /* failed attempts so far (kept in the store) */
   double first_at, next_at;
   size_t len;
+  const char *route; /* broker messages: in data, after the message */
+  const char *key;   /* the Kafka key, in data too; NULL for none */
+  size_t key_len;
   char data[];
 } msg_node;
 
@@ -44,7 +47,8 @@ enum dispatch_state {
 struct hk_dispatch {
   uv_loop_t *loop;
   hk_http_client *client;
-  hk_http_target *target;
+  hk_http_target *target; /* an HTTP hook's endpoint, or NULL */
+  hk_tx_target *tx;       /* a broker hook's connection, or NULL */
   hk_store *store;
   const char *hook_id;
   hk_retry_policy policy;
@@ -83,7 +87,12 @@ static double loop_now(hk_dispatch *d) {
 }
 
 static const char *dest(const hk_dispatch *d) {
+  if (d->tx) return d->tx->ops->describe(d->tx);
   return d->target ? hk_http_target_url(d->target) : "-";
+}
+
+static int has_target(const hk_dispatch *d) {
+  return d->target != NULL || d->tx != NULL;
 }
 
 /* Arms the timer at least 1 ms ahead: a 0 ms timer re-armed from its own
@@ -107,14 +116,30 @@ static int window_full(const hk_dispatch *d) {
   return d->queue_len >= window_size(d) || d->queue_bytes >= WINDOW_BYTES;
 }
 
-static msg_node *node_new(int64_t id, const char *json, size_t len) {
-  msg_node *n = malloc(sizeof *n + len);
+/* A message with its route and key (both may be NULL) in one block. */
+static msg_node *node_new(int64_t id, const char *json, size_t len,
+                          const char *route, const char *key,
+                          size_t key_len) {
+  size_t rlen = route ? strlen(route) + 1 : 0;
+  msg_node *n = malloc(sizeof *n + len + rlen + key_len);
+  char *p;
 
   if (n == NULL) return NULL;
   memset(n, 0, sizeof *n);
   n->id = id;
   n->len = len;
   memcpy(n->data, json, len);
+  p = n->data + len;
+  if (route) {
+    memcpy(p, route, rlen);
+    n->route = p;
+    p += rlen;
+  }
+  if (key) {
+    memcpy(p, key, key_len);
+    n->key = p;
+    n->key_len = key_len;
+  }
   return n;
 }
 
@@ -141,7 +166,8 @@ static msg_node *window_pop(hk_dispatch *d) {
 
 static void refill_row(void *ctx, const hk_outbox_row *row) {
   hk_dispatch *d = ctx;
-  msg_node *n = node_new(row->id, row->body, row->len);
+  msg_node *n = node_new(row->id, row->body, row->len, row->route, row->key,
+                         row->key_len);
 
   if (n == NULL) return;
   n->attempts = row->attempts;
@@ -269,16 +295,42 @@ static void build_body(hk_dispatch *d) {
 }
 
 static void post_cb(void *ctx, const hk_tx_result *res);
+static void tx_cb(void *ctx, const hk_tx_result *results, size_t n);
+
+/* Hands the batch's messages to the broker transport. Returns 0, or -1
+ * when the send could not start. */
+static int tx_send(hk_dispatch *d) {
+  hk_tx_msg *msgs = calloc(d->batch_count ? d->batch_count : 1, sizeof *msgs);
+  msg_node *n = d->head;
+  int rc;
+
+  if (msgs == NULL) return -1;
+  for (size_t i = 0; i < d->batch_count; i++, n = n->next) {
+    msgs[i].data = n->data;
+    msgs[i].len = n->len;
+    msgs[i].route = n->route ? n->route : "";
+    msgs[i].key = n->key;
+    msgs[i].key_len = n->key_len;
+  }
+  rc = d->tx->ops->send(d->tx, msgs, d->batch_count, tx_cb, d);
+  free(msgs);
+  return rc;
+}
 
 static void post_batch(hk_dispatch *d) {
   hk_tx_result res;
+  int rc;
 
   d->state = STATE_SENDING;
   d->attempts++;
   d->last_attempt_at = wall_now();
   if (d->first_attempt_at == 0) d->first_attempt_at = d->last_attempt_at;
-  if (hk_http_post(d->client, d->target, d->batch.data, d->batch.len,
-                   post_cb, d) != 0) {
+  if (d->tx)
+    rc = tx_send(d);
+  else
+    rc = hk_http_post(d->client, d->target, d->batch.data, d->batch.len,
+                      post_cb, d);
+  if (rc != 0) {
     memset(&res, 0, sizeof res);
     res.status = HK_TX_RETRY;
     snprintf(res.reason, sizeof res.reason, "error=\"cannot start request\"");
@@ -302,7 +354,7 @@ static int start_batch(hk_dispatch *d) {
   d->batch_count = batch_take(d, 0);
   d->attempts = 0;
   d->first_attempt_at = d->last_attempt_at = 0;
-  if (limit && d->batch_count == 1 && d->head->len + 2 > limit) {
+  if (limit && !d->tx && d->batch_count == 1 && d->head->len + 2 > limit) {
     char reason[160];
 
     snprintf(reason, sizeof reason,
@@ -311,7 +363,7 @@ static int start_batch(hk_dispatch *d) {
     make_dead(d, reason);
     return 0;
   }
-  build_body(d);
+  if (!d->tx) build_body(d);
   post_batch(d);
   return 1;
 }
@@ -325,7 +377,7 @@ static void resume_retry(hk_dispatch *d) {
   d->attempts = d->head->attempts;
   d->first_attempt_at = d->head->first_at;
   d->last_attempt_at = 0;
-  build_body(d);
+  if (!d->tx) build_body(d);
   d->state = STATE_WAITING;
   hk_info("dispatch", "hook=%s dest=%s messages=%zu attempts=%d "
           "retry_resumed=1 retry_in=%.3fs", d->hook_id, dest(d),
@@ -383,6 +435,89 @@ static void post_cb(void *ctx, const hk_tx_result *res) {
   send_next(d);
 }
 
+static void submit_or_free(hk_dispatch *d, hk_store_batch *b,
+                           hk_store_done_cb cb) {
+  if (hk_store_batch_size(b) == 0) hk_store_batch_free(b);
+  else hk_store_submit(d->store, b, cb, d->counters);
+}
+
+/* Removes node from the window; prev is the node before it or NULL. */
+static void window_unlink(hk_dispatch *d, msg_node *prev, msg_node *node) {
+  if (prev) prev->next = node->next;
+  else d->head = node->next;
+  if (d->tail == node) d->tail = prev;
+  d->queue_len--;
+  d->queue_bytes -= node->len;
+}
+
+/* Records the delivered and the refused messages of a broker send in the
+ * store and takes them out of the window. What is to be retried stays at
+ * the head of the window, in order, as the next batch. Returns the index
+ * of the first retriable result, or n when there is none. */
+static size_t settle_each(hk_dispatch *d, const hk_tx_result *res,
+                          size_t n) {
+  hk_store_batch *acked = hk_store_batch_new(), *dead = hk_store_batch_new();
+  msg_node *prev = NULL, *node = d->head, *next;
+  size_t first_retry = n, kept = 0;
+
+  hk_store_batch_persistent(acked);
+  hk_store_batch_persistent(dead);
+  for (size_t i = 0; i < n && node; i++, node = next) {
+    next = node->next;
+    if (res[i].status == HK_TX_RETRY) {
+      if (first_retry == n) first_retry = i;
+      prev = node;
+      kept++;
+      continue;
+    }
+    if (res[i].status == HK_TX_OK) hk_store_add_ack(acked, node->id);
+    else
+      hk_store_add_dead(dead, node->id, res[i].reason, dest(d), d->attempts,
+                        d->first_attempt_at, d->last_attempt_at);
+    window_unlink(d, prev, node);
+    free(node);
+  }
+  d->counters->sent += (long)hk_store_batch_size(acked);
+  d->counters->failed += (long)hk_store_batch_size(dead);
+  submit_or_free(d, acked, acked_committed);
+  submit_or_free(d, dead, dead_committed);
+  d->batch_count = kept;
+  return first_retry;
+}
+
+static void log_refused(hk_dispatch *d, const hk_tx_result *res, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (res[i].status == HK_TX_FAIL)
+      hk_error("dispatch", "hook=%s dest=%s messages=1 attempts=%d "
+               "dead_letter=1 %s", d->hook_id, dest(d), d->attempts,
+               res[i].reason);
+}
+
+/* A broker answered for each message of the batch: the delivered and
+ * the refused leave, the rest is retried as the next batch. */
+static void tx_cb(void *ctx, const hk_tx_result *res, size_t n) {
+  hk_dispatch *d = ctx;
+  hk_tx_result wrong = {.status = HK_TX_RETRY};
+  size_t retry;
+
+  d->state = STATE_IDLE;
+  if (n != d->batch_count) { /* a transport bug: everything again */
+    snprintf(wrong.reason, sizeof wrong.reason, "error=\"transport answered "
+             "for %zu of %zu messages\"", n, d->batch_count);
+    hk_error("dispatch", "hook=%s dest=%s %s", d->hook_id, dest(d),
+             wrong.reason);
+    post_cb(d, &wrong);
+    return;
+  }
+  log_refused(d, res, n);
+  retry = settle_each(d, res, n);
+  if (d->batch_count > 0) {
+    post_cb(d, &res[retry]);
+    return;
+  }
+  send_next(d);
+}
+
 /* Starts the next batch when one is due: a full batch at once, a partial
  * one when its first message has waited timeout_sec, messages read back
  * from the store at once; otherwise arms the timer for that moment. Only
@@ -390,7 +525,7 @@ static void post_cb(void *ctx, const hk_tx_result *res) {
 static void send_next(hk_dispatch *d) {
   double due;
 
-  while (d->state == STATE_IDLE && d->target) {
+  while (d->state == STATE_IDLE && has_target(d)) {
     if (refill(d) != 0) {
       timer_start(d, STORE_RETRY_MS / 1000.0);
       return;
@@ -451,11 +586,16 @@ hk_dispatch *hk_dispatch_create(uv_loop_t *loop, hk_http_client *client,
 
 int hk_dispatch_configure(hk_dispatch *d, const hk_delivery_settings *s,
                           char *err, size_t errlen) {
-  hk_http_target *t = hk_http_target_create(&s->http, err, errlen);
+  hk_http_target *t = NULL;
 
-  if (t == NULL) return -1;
+  if (s->tx == NULL) {
+    t = hk_http_target_create(&s->http, err, errlen);
+    if (t == NULL) return -1;
+  }
   if (d->target) hk_http_target_destroy(d->target);
+  if (d->tx) d->tx->ops->destroy(d->tx);
   d->target = t;
+  d->tx = s->tx;
   d->settings.batch_size = s->batch_size ? s->batch_size : 1;
   d->settings.timeout_sec = s->timeout_sec;
   d->settings.max_body_bytes = s->max_body_bytes;
@@ -469,7 +609,8 @@ int hk_dispatch_configure(hk_dispatch *d, const hk_delivery_settings *s,
 }
 
 int hk_dispatch_enqueue(hk_dispatch *d, int64_t id, const char *json,
-                        size_t len) {
+                        size_t len, const char *route, const char *key,
+                        size_t key_len) {
   msg_node *n;
 
   if (id <= d->last_id) return 0; /* already read back from the store */
@@ -477,14 +618,14 @@ int hk_dispatch_enqueue(hk_dispatch *d, int64_t id, const char *json,
     d->on_disk = 1;
     return 0;
   }
-  n = node_new(id, json, len);
+  n = node_new(id, json, len, route, key, key_len);
   if (n == NULL) {
     d->on_disk = 1; /* it is in the store; read it from there later */
     return -1;
   }
   n->arrived = loop_now(d);
   window_push(d, n);
-  if (d->state == STATE_IDLE && d->target &&
+  if (d->state == STATE_IDLE && has_target(d) &&
       (d->queue_len >= d->settings.batch_size ||
        !uv_is_active((uv_handle_t *)&d->timer)))
     send_next(d);
@@ -498,7 +639,7 @@ void hk_dispatch_outbox_changed(hk_dispatch *d) {
 }
 
 void hk_dispatch_flush(hk_dispatch *d) {
-  if (d->state != STATE_IDLE || d->head == NULL || d->target == NULL) return;
+  if (d->state != STATE_IDLE || d->head == NULL || !has_target(d)) return;
   uv_timer_stop(&d->timer);
   if (d->head->attempts > 0) {
     resume_retry(d);

@@ -35,8 +35,10 @@ typedef struct hk_delivery_settings {
   size_t batch_size;
   double timeout_sec;    /* a partial batch leaves this long after its
                             first message arrived */
-  size_t max_body_bytes; /* 0 = no limit */
-  hk_http_settings http;
+  size_t max_body_bytes; /* 0 = no limit (HTTP only) */
+  hk_http_settings http; /* when tx is NULL */
+  hk_tx_target *tx;      /* a broker connection; the dispatcher owns it
+                            once configure succeeds */
 } hk_delivery_settings;
 
 /* hook_id and counters must outlive the dispatcher (the hook owns both).
@@ -55,7 +57,8 @@ int hk_dispatch_configure(hk_dispatch *d, const hk_delivery_settings *s,
  * memory when the window has room; otherwise it is read from the store
  * when its turn comes. Returns 0 or -1 (memory). */
 int hk_dispatch_enqueue(hk_dispatch *d, int64_t id, const char *json,
-                        size_t len);
+                        size_t len, const char *route, const char *key,
+                        size_t key_len);
 
 /* Messages were added to the outbox behind the dispatcher's back (dead
  * letters sent again): look in the store. */

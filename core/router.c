@@ -111,7 +111,8 @@ static hk_hook *hook_get_or_add(hk_router *r, const char *id) {
 
 /* A message goes into the store batch being routed; the dispatcher gets
  * it once the batch is committed (hk_router_job_finish). */
-static void emit_cb(void *ctx, int slot, const char *json, size_t len) {
+static void emit_cb(void *ctx, int slot, const char *json, size_t len,
+                    const hk_emit_meta *meta) {
   hk_router *r = ctx;
   hk_hook *h = hook_slot(r, slot);
   hk_route_job *job = r->job;
@@ -126,8 +127,9 @@ static void emit_cb(void *ctx, int slot, const char *json, size_t len) {
     job->cap_msgs = cap;
   }
   job->msgs[job->n_msgs].slot = slot;
-  job->msgs[job->n_msgs++].op = hk_store_add_message(job->batch, h->id, json,
-                                                     len);
+  job->msgs[job->n_msgs++].op =
+      hk_store_add_routed(job->batch, h->id, json, len, meta->route,
+                          meta->key, meta->key_len);
 }
 
 static void matched_cb(void *ctx, int slot, long count) {
@@ -309,10 +311,100 @@ static void read_send_lists(lua_State *L, hk_http_settings *http,
   lua_pop(L, 1);
 }
 
+/* A broker's settings as text pairs (see hk_kv), kept until the
+ * transport copied them. */
+typedef struct kv_list {
+  hk_kv kv[128];
+  char *owned[128];
+  size_t n;
+} kv_list;
+
+static void kv_add(kv_list *l, char *key, char *value) {
+  if (l->n == 128 || key == NULL || value == NULL) {
+    free(key);
+    free(value);
+    return;
+  }
+  l->kv[l->n].key = key;
+  l->kv[l->n].value = value;
+  l->owned[l->n++] = key; /* the value is freed with kv_free too */
+}
+
+static void kv_free(kv_list *l) {
+  for (size_t i = 0; i < l->n; i++) {
+    free(l->owned[i]);
+    free((char *)l->kv[i].value);
+  }
+}
+
+/* The value at the top of the stack as text: lists joined with ",". */
+static char *value_text(lua_State *L) {
+  hk_buf b = HK_BUF_INIT;
+  size_t n;
+
+  switch (lua_type(L, -1)) {
+  case LUA_TBOOLEAN: return strdup(lua_toboolean(L, -1) ? "true" : "false");
+  case LUA_TNUMBER:
+  case LUA_TSTRING: return strdup(lua_tostring(L, -1));
+  case LUA_TTABLE:
+    n = lua_objlen(L, -1);
+    for (size_t i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, (int)i);
+      if (i > 1) hk_buf_putc(&b, ',');
+      if (lua_isstring(L, -1)) hk_buf_printf(&b, "%s", lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+    return hk_buf_steal(&b, &n);
+  default: return NULL;
+  }
+}
+
+/* Stack: [send] -> [send]. Every setting as text; a map (properties) as
+ * "name.key" entries. */
+static void read_kv(lua_State *L, kv_list *l) {
+  lua_pushnil(L);
+  while (lua_next(L, -2) != 0) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+    int map = lua_istable(L, -1) && lua_objlen(L, -1) == 0;
+
+    if (map) {
+      lua_pushnil(L);
+      while (lua_next(L, -2) != 0) {
+        char *key = NULL;
+
+        if (lua_type(L, -2) == LUA_TSTRING &&
+            asprintf(&key, "%s.%s", k, lua_tostring(L, -2)) >= 0)
+          kv_add(l, key, value_text(L));
+        lua_pop(L, 1);
+      }
+    } else {
+      kv_add(l, strdup(k), value_text(L));
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* Stack: [send] -> [send]. A broker transport for a broker send type. */
+static hk_tx_target *broker_target(hk_router *r, lua_State *L,
+                                   const char *type, char *err,
+                                   size_t errlen) {
+  kv_list l;
+  hk_tx_target *t;
+
+  memset(&l, 0, sizeof l);
+  read_kv(L, &l);
+  if (strcmp(type, "kafka") == 0)
+    t = hk_kafka_target_create(r->loop, l.kv, l.n, err, errlen);
+  else
+    t = hk_amqp_target_create(r->loop, type, l.kv, l.n, err, errlen);
+  kv_free(&l);
+  return t;
+}
+
 /* Configures h's dispatcher from the description the runtime returned.
  * Stack: [info] -> [info]. Returns 0 or -1 with err. */
-static int configure_delivery(hk_hook *h, lua_State *L, char *err,
-                              size_t errlen) {
+static int configure_delivery(hk_router *r, hk_hook *h, lua_State *L,
+                              char *err, size_t errlen) {
   hk_delivery_settings s;
   send_strings keep;
   const char *type;
@@ -322,17 +414,32 @@ static int configure_delivery(hk_hook *h, lua_State *L, char *err,
   memset(&keep, 0, sizeof keep);
   lua_getfield(L, -1, "send");
   type = field_str(L, "type");
-  if (type == NULL || strcmp(type, "http") != 0) {
-    snprintf(err, errlen, "%s: send.type '%s' is not available in this build",
-             h->file, type ? type : "?");
+  if (type == NULL) {
+    snprintf(err, errlen, "%s: send.type is missing", h->file);
+    goto done;
+  }
+  s.batch_size = (size_t)field_num(L, "batch_size", 100);
+  s.timeout_sec = field_num(L, "timeout_sec", 5);
+  if (strcmp(type, "http") != 0) {
+    char why[512];
+
+    s.tx = broker_target(r, L, type, why, sizeof why);
+    if (s.tx == NULL) {
+      snprintf(err, errlen, "%s: send: %s", h->file, why);
+      goto done;
+    }
+    if (hk_dispatch_configure(h->dispatch, &s, err, errlen) != 0) {
+      s.tx->ops->destroy(s.tx);
+      goto done;
+    }
+    set_str(&h->destination, s.tx->ops->describe(s.tx));
+    rc = 0;
     goto done;
   }
   s.http.url = field_str(L, "url");
   s.http.bearer_token = field_str(L, "bearer_token");
   s.http.success_regex = field_str(L, "success_regex");
   s.http.request_timeout_sec = field_num(L, "request_timeout_sec", 30);
-  s.batch_size = (size_t)field_num(L, "batch_size", 100);
-  s.timeout_sec = field_num(L, "timeout_sec", 5);
   s.max_body_bytes = (size_t)field_num(L, "max_body_bytes", 0);
   read_send_lists(L, &s.http, &keep);
   if (hk_dispatch_configure(h->dispatch, &s, err, errlen) != 0) goto done;
@@ -363,7 +470,7 @@ static int load_source(hk_router *r, hk_hook *h, const char *src, size_t len,
   if (hk_bridge_load_hook(r->bridge, h->id, h->slot, h->file, src, len, err,
                           errlen) != 0)
     return -1;
-  if (configure_delivery(h, L, err, errlen) != 0) {
+  if (configure_delivery(r, h, L, err, errlen) != 0) {
     lua_pop(L, 1);
     hk_bridge_commit_hook(r->bridge, h->id, 0); /* keep the old version */
     return -1;
@@ -445,6 +552,8 @@ void hk_router_route(hk_router *r, hk_route_job *job,
 /* Committed: the messages go to their dispatchers and count as matched.
  * Refused: they are forgotten, like the request. */
 void hk_router_job_finish(hk_router *r, hk_route_job *job, int committed) {
+  hk_store_meta meta;
+
   for (size_t i = 0; committed && i < job->n_msgs; i++) {
     hk_hook *h = hook_slot(r, job->msgs[i].slot);
     size_t len;
@@ -452,9 +561,10 @@ void hk_router_job_finish(hk_router *r, hk_route_job *job, int committed) {
 
     if (h == NULL) continue;
     h->counters.queued++;
+    hk_store_batch_meta(job->batch, job->msgs[i].op, &meta);
     hk_dispatch_enqueue(h->dispatch,
                         hk_store_batch_result(job->batch, job->msgs[i].op),
-                        text, len);
+                        text, len, meta.route, meta.key, meta.key_len);
   }
   for (size_t s = 0; committed && s < job->n_slots; s++) {
     hk_hook *h = hook_slot(r, (int)s);

@@ -75,6 +75,12 @@ static const char *const migrations[] = {
     "  hook TEXT PRIMARY KEY,"
     "  active INTEGER NOT NULL,"
     "  updated_at REAL NOT NULL);",
+    /* 2: where a broker message goes (queue, routing key or topic) and
+     * its Kafka key, decided when the message was made. */
+    "ALTER TABLE outbox ADD COLUMN route TEXT;"
+    "ALTER TABLE outbox ADD COLUMN msg_key BLOB;"
+    "ALTER TABLE dead_letters ADD COLUMN route TEXT;"
+    "ALTER TABLE dead_letters ADD COLUMN msg_key BLOB;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
@@ -273,11 +279,11 @@ static int open_files(hk_store *s, const char *data_dir, char *err,
 
   if (asprintf(&s->path, "%s/hookd.db", data_dir) < 0) return -1;
   if (lock_store(s, data_dir, err, errlen) != 0) return -1;
-  /* A current store is checked before anything is written to it. */
+  /* An existing store is checked before anything is written to it (every
+   * version so far has all the tables). */
   if (open_db(s, &s->wdb, 1, err, errlen) != 0 ||
       check_identity(s->wdb, s->path, &version, err, errlen) != 0 ||
-      (version == SCHEMA_VERSION &&
-       check_tables(s->wdb, s->path, err, errlen) != 0) ||
+      (version > 0 && check_tables(s->wdb, s->path, err, errlen) != 0) ||
       tune(s->wdb, s->path, 1, err, errlen) != 0 ||
       migrate(s->wdb, s->path, version, err, errlen) != 0 ||
       check_tables(s->wdb, s->path, err, errlen) != 0 ||

@@ -56,6 +56,11 @@ size_t hk_store_add_event(hk_store_batch *b, const char *json, size_t len,
 /* A message for hook's outbox; its result is the outbox id. */
 size_t hk_store_add_message(hk_store_batch *b, const char *hook,
                             const char *json, size_t len);
+/* The same for a broker message: route is its queue, routing key or
+ * topic, key its Kafka key (NULL: none). */
+size_t hk_store_add_routed(hk_store_batch *b, const char *hook,
+                           const char *json, size_t len, const char *route,
+                           const char *key, size_t key_len);
 size_t hk_store_add_content(hk_store_batch *b, const char *send_message_id,
                             const char *json, size_t len);
 
@@ -107,6 +112,15 @@ size_t hk_store_add_hook_state(hk_store_batch *b, const char *hook,
 size_t hk_store_batch_size(const hk_store_batch *b);
 /* The bytes of text the batch holds. */
 size_t hk_store_batch_bytes(const hk_store_batch *b);
+/* The route and key of a message operation (NULL when it has none). */
+typedef struct hk_store_meta {
+  const char *route;
+  const char *key;
+  size_t key_len;
+} hk_store_meta;
+void hk_store_batch_meta(const hk_store_batch *b, size_t op,
+                         hk_store_meta *meta);
+
 /* The first string of operation op (the JSON of an event or message). */
 const char *hk_store_batch_text(const hk_store_batch *b, size_t op,
                                 size_t *len);
@@ -130,8 +144,11 @@ size_t hk_store_pending(hk_store *s);
 
 typedef struct hk_outbox_row {
   int64_t id;
-  const char *body; /* valid during the callback only */
+  const char *body; /* valid during the callback only, like route, key */
   size_t len;
+  const char *route; /* NULL for HTTP messages */
+  const char *key;   /* NULL for none */
+  size_t key_len;
   int attempts;
   double first_at, next_at; /* 0 when the message was never tried */
 } hk_outbox_row;

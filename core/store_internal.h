@@ -35,7 +35,7 @@ typedef struct arena_str {
 
 typedef struct store_op {
   enum store_op_kind kind;
-  arena_str s[3];
+  arena_str s[4];
   int64_t i;
   int n;
   double d[3];

@@ -48,7 +48,16 @@ static store_op *add_op(hk_store_batch *b, enum store_op_kind kind) {
   return op;
 }
 
-#define STR(s) keep(b, s, (s) ? strlen(s) : 0)
+/* A C string: kept with a NUL after it (not counted in len), so that
+ * hk_store_batch_meta can hand it out as a C string. */
+static arena_str keep_cstr(hk_store_batch *b, const char *s) {
+  arena_str a = keep(b, s, s ? strlen(s) : 0);
+
+  if (s) hk_buf_putc(&b->arena, '\0');
+  return a;
+}
+
+#define STR(s) keep_cstr(b, s)
 
 size_t hk_store_add_event(hk_store_batch *b, const char *json, size_t len,
                           const char *type, size_t type_len, int64_t list_id,
@@ -64,10 +73,18 @@ size_t hk_store_add_event(hk_store_batch *b, const char *json, size_t len,
 
 size_t hk_store_add_message(hk_store_batch *b, const char *hook,
                             const char *json, size_t len) {
+  return hk_store_add_routed(b, hook, json, len, NULL, NULL, 0);
+}
+
+size_t hk_store_add_routed(hk_store_batch *b, const char *hook,
+                           const char *json, size_t len, const char *route,
+                           const char *key, size_t key_len) {
   store_op *op = add_op(b, OP_MESSAGE);
 
   op->s[0] = keep(b, json, len);
   op->s[1] = STR(hook);
+  op->s[2] = STR(route);
+  op->s[3] = keep(b, key, key_len);
   return b->n_ops - 1;
 }
 
@@ -194,6 +211,21 @@ const char *hk_store_batch_text(const hk_store_batch *b, size_t op,
   return b->arena.data ? b->arena.data + a->off : "";
 }
 
+/* A string of the arena, or NULL when it was given as NULL. */
+static const char *arena_get(const hk_store_batch *b, arena_str a) {
+  if (a.len == (size_t)-1) return NULL;
+  return b->arena.data ? b->arena.data + a.off : "";
+}
+
+void hk_store_batch_meta(const hk_store_batch *b, size_t op,
+                         hk_store_meta *meta) {
+  const store_op *o = &b->ops[op];
+
+  meta->route = arena_get(b, o->s[2]);
+  meta->key = arena_get(b, o->s[3]);
+  meta->key_len = meta->key ? o->s[3].len : 0;
+}
+
 int64_t hk_store_batch_result(const hk_store_batch *b, size_t op) {
   return op < b->n_ops ? b->ops[op].result : 0;
 }
@@ -221,8 +253,8 @@ void hk_store_batch_fail(hk_store_batch *b, sqlite3 *db, const char *what) {
 static const char *const op_sql[OP_KINDS][3] = {
     [OP_EVENT] = {"INSERT INTO events(received_at, event_date, event_type, "
                   "list_id, body) VALUES(?1, ?2, ?3, ?4, ?5)"},
-    [OP_MESSAGE] = {"INSERT INTO outbox(id, hook, body, created_at) "
-                    "VALUES(?1, ?2, ?3, ?4)"},
+    [OP_MESSAGE] = {"INSERT INTO outbox(id, hook, body, created_at, route, "
+                    "msg_key) VALUES(?1, ?2, ?3, ?4, ?5, ?6)"},
     [OP_CONTENT] = {"INSERT INTO content(send_message_id, body, stored_at) "
                     "VALUES(?1, ?2, ?3) ON CONFLICT(send_message_id) DO "
                     "UPDATE SET body = excluded.body, "
@@ -250,11 +282,12 @@ static const char *const op_sql[OP_KINDS][3] = {
                         "= ?3, next_attempt_at = ?4 WHERE id = ?1"},
     [OP_DEAD] = {"INSERT INTO dead_letters(hook, destination, reason, "
                  "attempts, first_attempt_at, last_attempt_at, created_at, "
-                 "body) SELECT hook, ?2, ?3, ?4, ?5, ?6, ?7, body FROM "
-                 "outbox WHERE id = ?1",
+                 "body, route, msg_key) SELECT hook, ?2, ?3, ?4, ?5, ?6, ?7, "
+                 "body, route, msg_key FROM outbox WHERE id = ?1",
                  "DELETE FROM outbox WHERE id = ?1"},
-    [OP_RESEND] = {"INSERT INTO outbox(id, hook, body, created_at) SELECT "
-                   "?2, hook, body, ?3 FROM dead_letters WHERE id = ?1",
+    [OP_RESEND] = {"INSERT INTO outbox(id, hook, body, created_at, route, "
+                   "msg_key) SELECT ?2, hook, body, ?3, route, msg_key FROM "
+                   "dead_letters WHERE id = ?1",
                    "DELETE FROM dead_letters WHERE id = ?1",
                    "SELECT id FROM dead_letters WHERE hook = ?1 ORDER BY id"},
     [OP_FORGET] = {"DELETE FROM dead_letters WHERE id = ?1"},
@@ -323,6 +356,10 @@ static int run_message(hk_store *s, hk_store_batch *b, store_op *op,
   bind_str(b, st, 2, op->s[1]);
   bind_str(b, st, 3, op->s[0]);
   sqlite3_bind_double(st, 4, now);
+  bind_str(b, st, 5, op->s[2]);
+  if (op->s[3].len != (size_t)-1)
+    sqlite3_bind_blob(st, 6, b->arena.data + op->s[3].off, (int)op->s[3].len,
+                      SQLITE_STATIC);
   return step_done(st);
 }
 

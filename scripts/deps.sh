@@ -5,7 +5,8 @@ set -euo pipefail
 
 packages=(cmake make gcc pkg-config python3 curl
           libluajit2-5.1-dev lua-cjson-dev libuv1-dev libcurl4-openssl-dev
-          libhttp-parser-dev libsqlite3-dev)
+          libhttp-parser-dev libsqlite3-dev librabbitmq-dev librdkafka-dev
+          rabbitmq-server)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -187,6 +187,45 @@ local function note_breach(hook)
   end
 end
 
+local id_key = catalog_mod.id_key
+
+-- A value that keys a Kafka message: strings as they are, integers in
+-- decimal; nil (no key) for anything else.
+local function key_text(v)
+  if type(v) == "string" then return v end
+  if type(v) == "number" or type(v) == "userdata" then
+    return id_key(v) or (v ~= json.null and tostring(v) or nil)
+  end
+  return nil
+end
+
+local function field_at(event, path)
+  local v = event
+  for part in path:gmatch("[^.]+") do
+    if type(v) ~= "table" then return nil end
+    v = v[part]
+  end
+  return v
+end
+
+-- Where a broker message goes, and its key: a queue (the hook's, or one
+-- named after the event type), an exchange routing key
+-- "<list_id>.<event_type>" ("none" for an event without a database), or
+-- a Kafka topic and key. nil for HTTP hooks.
+local function destination(send, event)
+  local t, et = send.type, event.event_type
+  if t == "rabbitmq_queue" then
+    return send.queue ~= "" and send.queue or et
+  elseif t == "rabbitmq_exchange" then
+    return (id_key(event.list_id) or "none") .. "." .. et
+  elseif t == "kafka" then
+    local key = send.key and key_text(field_at(event, send.key)) or nil
+    return send.topic ~= "" and send.topic or et, key
+  end
+  return nil
+end
+M.destination = destination
+
 -- Runs the hook's own functions and the standard message builder for one
 -- event; the message or the failure goes to the core. Returns true when the
 -- event passed the hook's filter (it counts as matched), false otherwise.
@@ -214,7 +253,8 @@ local function route_one(hook, event, ctx)
     if not shaped then return true end -- nil or false: dropped
     msg = shaped
   end
-  local sent, err = emit(hook.slot, msg)
+  local sent, err = emit(hook.slot, msg, destination(hook.settings.send,
+    event))
   if not sent then failed(hook.slot, "cannot encode message: " .. err) end
   return true
 end

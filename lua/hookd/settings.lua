@@ -296,13 +296,33 @@ local function check_exchange_type(v, k)
   return v
 end
 
+-- Batching for broker transports: a send publishes up to batch_size
+-- messages and waits for all their confirmations.
+local BATCHING = {
+  batch_size = opt(function(v, k) return want_int(v, k, 1, 10000) end, 100),
+  timeout_sec = opt(want_positive_number, 1),
+}
+
+-- An AMQP short string: a queue, exchange or routing key name.
+local function check_amqp_name(v, k)
+  want_string(v, k, true)
+  if #v > 255 or find(v, "%c") then
+    bad("%s must be at most 255 bytes without control characters", k)
+  end
+  return v
+end
+
 local RABBIT_COMMON = {
   host = req(want_string), port = opt(check_port, 5672),
-  user = opt(want_string), password = opt(function(v, k)
+  user = opt(want_string, "guest"), password = opt(function(v, k)
     return want_string(v, k, true)
-  end),
+  end, "guest"),
   vhost = opt(want_string, "/"),
   durable = opt(want_bool, true), auto_delete = opt(want_bool, false),
+  tls = opt(want_bool, false), tls_ca_file = opt(want_string),
+  heartbeat_sec = opt(function(v, k) return want_int(v, k, 0, 3600) end, 30),
+  confirm_timeout_sec = opt(want_positive_number, 30),
+  connect_timeout_sec = opt(want_positive_number, 10),
 }
 
 local function extend(base, extra)
@@ -312,9 +332,15 @@ local function extend(base, extra)
   return t
 end
 
-local RABBIT_QUEUE = extend(RABBIT_COMMON, { queue = req(want_string) })
-local RABBIT_EXCHANGE = extend(RABBIT_COMMON, {
-  exchange = req(want_string),
+-- queue "" means a queue named after each event's type.
+local RABBIT_QUEUE = extend(extend(RABBIT_COMMON, BATCHING),
+  { queue = opt(check_amqp_name, "") })
+local RABBIT_EXCHANGE = extend(extend(RABBIT_COMMON, BATCHING), {
+  exchange = req(function(v, k)
+    check_amqp_name(v, k)
+    if v == "" then bad("%s must name an exchange", k) end
+    return v
+  end),
   exchange_type = opt(check_exchange_type, "direct"),
 })
 
@@ -347,17 +373,21 @@ local function check_properties(v, key)
   return out
 end
 
-local KAFKA = {
+-- topic "" means a topic named after each event's type; key is the
+-- event field whose value keys the message (false: no key).
+local KAFKA = extend(BATCHING, {
   brokers = req(function(v, k) return want_list(v, k, check_broker) end),
-  topic = req(function(v, k)
-    if type(v) ~= "string" or #v > 249 or not find(v, "^[%w._%-]+$") then
-      bad("%s must be a topic name (1 to 249 of A-Z a-z 0-9 . _ -)", k)
+  topic = opt(function(v, k)
+    if type(v) ~= "string" or #v > 249 or
+        (v ~= "" and not find(v, "^[%w._%-]+$")) then
+      bad("%s must be a topic name (up to 249 of A-Z a-z 0-9 . _ -) or "
+        .. "\"\" for one topic per event type", k)
     end
     return v
-  end),
-  key = opt(check_kafka_key, false),
+  end, ""),
+  key = opt(check_kafka_key, "profile_id"),
   properties = opt(check_properties),
-}
+})
 
 local SCHEMAS = {
   http = HTTP, kafka = KAFKA,

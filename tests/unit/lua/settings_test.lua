@@ -220,8 +220,12 @@ check("settings_rabbitmq_queue", function()
   eq(s.send.vhost, "/", "vhost")
   eq(s.send.durable, true, "durable")
   eq(s.send.auto_delete, false, "auto_delete")
-  fails({ send = { type = "rabbitmq_queue", host = "h" } },
-    { "plugins/crm.lua: send.queue is required" })
+  eq(valid({ send = { type = "rabbitmq_queue", host = "h" } }).send.queue,
+    "", "queue defaults to one per event type")
+  eq(s.send.batch_size, 100, "batch_size")
+  eq(s.send.confirm_timeout_sec, 30, "confirm_timeout_sec")
+  fails({ send = { type = "rabbitmq_queue", host = "h",
+    queue = string.rep("q", 256) } }, { "send.queue", "255" })
   fails({ send = { type = "rabbitmq_queue", host = "h", queue = "q",
     exchange = "x" } }, { "unknown setting 'send.exchange'" })
   fails({ send = { type = "rabbitmq_queue", host = "h", queue = "q",
@@ -245,7 +249,11 @@ check("settings_kafka", function()
     properties = { ["compression.type"] = "lz4" } } })
   eq(s.send.key, "event_data.campaign_id", "key")
   eq(valid({ send = { type = "kafka", brokers = { "h:1" }, topic = "t" } })
-    .send.key, false, "default key")
+    .send.key, "profile_id", "default key")
+  eq(valid({ send = { type = "kafka", brokers = { "h:1" }, key = false } })
+    .send.key, false, "no key")
+  eq(valid({ send = { type = "kafka", brokers = { "h:1" } } }).send.topic,
+    "", "topic defaults to one per event type")
   fails({ send = { type = "kafka", topic = "t" } },
     { "plugins/crm.lua: send.brokers is required" })
   fails({ send = { type = "kafka", brokers = { "nohost" }, topic = "t" } },
