@@ -110,9 +110,12 @@ static int is_ndjson(const char *content_type) {
 }
 
 /* Routes the accepted events in chunks, one call into Lua per chunk.
- * Stops (returning -1) once what the request and the requests still
- * waiting for the store hold passes max_pending_bytes: many hooks can
- * turn one large request into many times its size in messages. */
+ * Stops once what the request holds passes max_pending_bytes (TOO_BIG),
+ * or that and what the requests still waiting for the store hold (BUSY):
+ * many hooks can turn one large request into many times its size in
+ * messages. */
+enum { TOO_BIG = -1, BUSY = -2 };
+
 static int route_spans(hk_api *api, hk_route_job *job, hk_store_batch *b,
                        const hk_event_span *spans, size_t n) {
   const char *texts[ROUTE_CHUNK];
@@ -126,9 +129,11 @@ static int route_spans(hk_api *api, hk_route_job *job, hk_store_batch *b,
       lens[j] = spans[i + j].json_len;
     }
     hk_router_route(api->router, job, texts, lens, m);
+    if (hk_store_batch_bytes(b) > api->config->max_pending_bytes)
+      return TOO_BIG;
     if (api->pending_bytes + hk_store_batch_bytes(b) >
         api->config->max_pending_bytes)
-      return -1;
+      return BUSY;
   }
   return 0;
 }
@@ -162,11 +167,11 @@ static void ingest_done(hk_store_batch *b, int ok, void *ctx) {
 }
 
 /* The request made more than max_pending_bytes of events and messages
- * (alone: 413, it must be split; with others waiting: 503, try later).
- * Nothing of it is kept. */
+ * (alone: 413, it must be split; with the others waiting: 503, try
+ * later). Nothing of it is kept. */
 static void refuse_too_big(hk_api *api, ingest_call *call,
-                           hk_store_batch *batch) {
-  int alone = api->pending_bytes == 0;
+                           hk_store_batch *batch, int why) {
+  int alone = why == TOO_BIG;
   char msg[256];
 
   hk_router_job_finish(api->router, call->job, 0);
@@ -190,6 +195,7 @@ static void handle_events(hk_api *api, hk_http_request *req) {
   ingest_call *call;
   hk_scan_error err;
   size_t n = 0;
+  int rc;
 
   if (!authorized(req, api->config->ingest_token)) {
     hk_api_error(req, 401, "missing or wrong ingest token", -1);
@@ -223,8 +229,8 @@ static void handle_events(hk_api *api, hk_http_request *req) {
                        (double)spans[i].date_sec + spans[i].date_nsec / 1e9);
   *call = (ingest_call){api, req, hk_router_job_begin(api->router, batch), n,
                         0};
-  if (route_spans(api, call->job, batch, spans, n) != 0) {
-    refuse_too_big(api, call, batch);
+  if ((rc = route_spans(api, call->job, batch, spans, n)) != 0) {
+    refuse_too_big(api, call, batch, rc);
     free(spans);
     return;
   }

@@ -9,6 +9,7 @@
 #include "api_internal.h"
 #include "json_write.h"
 #include "log.h"
+#include "utf8.h"
 
 #define KEY_MAX 256
 
@@ -83,6 +84,21 @@ static int path_segments(const char *path, const char *prefix,
     p += len + 1;
   }
   return *p == '\0' ? count : -1;
+}
+
+/* Nonzero when every segment is valid UTF-8: ids are JSON strings in
+ * events, so any other bytes would name a record no event can reach. */
+static int segments_utf8(char seg[][KEY_MAX], int n) {
+  for (int i = 0; i < n; i++) {
+    const unsigned char *p = (const unsigned char *)seg[i];
+    size_t left = strlen(seg[i]), step;
+
+    for (; left > 0; p += step, left -= step) {
+      step = *p < 0x80 ? 1 : hk_utf8_seq_len(p, left);
+      if (step == 0) return 0;
+    }
+  }
+  return 1;
 }
 
 /* ---- dead letters ---- */
@@ -329,6 +345,8 @@ void hk_api_profiles(hk_api *api, hk_http_request *req) {
     hk_api_error(req, 400, "ids in the path are at most 255 bytes", -1);
   } else if (n != 2) {
     hk_api_error(req, 404, "use /v1/profiles/{list_id}/{profile_id}", -1);
+  } else if (!segments_utf8(seg, n)) {
+    hk_api_error(req, 400, "profile_id must be valid UTF-8", -1);
   } else if (canonical_list_id(seg[0]) != 0) {
     hk_api_error(req, 400, "list_id must be a non-negative integer", -1);
   } else if (req->method == HTTP_GET) {

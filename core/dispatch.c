@@ -68,6 +68,7 @@ struct hk_dispatch {
                           due; a split leaves the rest due too */
   int attempts;        /* attempts made for this batch */
   double first_attempt_at, last_attempt_at;
+  int quiet;           /* shutting down: nothing new is sent */
 
   uv_timer_t timer;
 };
@@ -399,7 +400,7 @@ static void schedule_retry(hk_dispatch *d, const hk_tx_result *res) {
           res->reason);
   record_retry(d, wall_now() + wait);
   d->state = STATE_WAITING;
-  timer_start(d, wait);
+  if (!d->quiet) timer_start(d, wait);
 }
 
 /* A 413 for a batch of several: the next batches carry half as many. */
@@ -525,7 +526,7 @@ static void tx_cb(void *ctx, const hk_tx_result *res, size_t n) {
 static void send_next(hk_dispatch *d) {
   double due;
 
-  while (d->state == STATE_IDLE && has_target(d)) {
+  while (d->state == STATE_IDLE && has_target(d) && !d->quiet) {
     if (refill(d) != 0) {
       timer_start(d, STORE_RETRY_MS / 1000.0);
       return;
@@ -555,6 +556,7 @@ static void send_next(hk_dispatch *d) {
 static void timer_cb(uv_timer_t *t) {
   hk_dispatch *d = t->data;
 
+  if (d->quiet) return;
   if (d->state == STATE_WAITING) {
     d->counters->retried += (long)d->batch_count;
     post_batch(d);
@@ -638,18 +640,9 @@ void hk_dispatch_outbox_changed(hk_dispatch *d) {
     send_next(d);
 }
 
-void hk_dispatch_flush(hk_dispatch *d) {
-  if (d->state != STATE_IDLE || d->head == NULL || !has_target(d)) return;
+void hk_dispatch_quiet(hk_dispatch *d) {
+  d->quiet = 1;
   uv_timer_stop(&d->timer);
-  if (d->head->attempts > 0) {
-    resume_retry(d);
-    return;
-  }
-  start_batch(d);
-}
-
-int hk_dispatch_idle(const hk_dispatch *d) {
-  return d->state == STATE_IDLE && d->head == NULL;
 }
 
 int hk_dispatch_settled(const hk_dispatch *d) {

@@ -64,12 +64,9 @@ int hk_dispatch_enqueue(hk_dispatch *d, int64_t id, const char *json,
  * letters sent again): look in the store. */
 void hk_dispatch_outbox_changed(hk_dispatch *d);
 
-/* Sends partial batches now instead of waiting for their timeout. */
-void hk_dispatch_flush(hk_dispatch *d);
-
-/* Nonzero when nothing is queued in memory, in flight or waiting for a
- * retry. */
-int hk_dispatch_idle(const hk_dispatch *d);
+/* Shutting down: sends in flight finish, nothing new starts (no batch,
+ * no retry); what is left stays in the outbox for the next start. */
+void hk_dispatch_quiet(hk_dispatch *d);
 
 /* Nonzero when no request is in flight: what is left is in the store. */
 int hk_dispatch_settled(const hk_dispatch *d);

@@ -183,9 +183,10 @@ static void stop_loop(app *a) {
 }
 
 /* Shutting down: requests already routed wait for their commit and get
- * their answer; then the server closes, partial batches leave, and the
- * loop stops once deliveries are done or the grace period is over. What
- * is not delivered by then stays in the outbox for the next start. */
+ * their answer; then the server closes. No new delivery starts (nor a
+ * retry, which could turn a message into a dead letter just because the
+ * router was stopping); the loop stops once the deliveries in flight are
+ * done or the grace period is over. What is left stays in the outbox. */
 static void drain_cb(uv_timer_t *t) {
   app *a = t->data;
   uint64_t waited = uv_now(a->loop) - a->drain_started;
@@ -194,10 +195,9 @@ static void drain_cb(uv_timer_t *t) {
   if (!a->server_closed && (hk_store_pending(a->store) == 0 || late)) {
     hk_http_server_close(a->server);
     a->server_closed = 1;
-    hk_router_flush(a->router);
   }
   if (a->server_closed &&
-      ((hk_router_idle(a->router) && hk_store_pending(a->store) == 0) ||
+      ((hk_router_settled(a->router) && hk_store_pending(a->store) == 0) ||
        late))
     stop_loop(a);
 }
@@ -215,6 +215,7 @@ static void signal_cb(uv_signal_t *s, int signum) {
   a->api.closing = 1;
   hk_info("main", "signal=%d shutting_down=1", signum);
   hk_plugins_stop(a->plugins);
+  hk_router_quiet(a->router);
   a->drain_started = uv_now(a->loop);
   uv_timer_init(a->loop, &a->drain);
   a->drain.data = a;

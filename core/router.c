@@ -676,15 +676,9 @@ int hk_router_broken_count(hk_router *r) {
   return n;
 }
 
-void hk_router_flush(hk_router *r) {
+void hk_router_quiet(hk_router *r) {
   for (size_t i = 0; i < r->n_hooks; i++)
-    hk_dispatch_flush(r->hooks[i]->dispatch);
-}
-
-int hk_router_idle(hk_router *r) {
-  for (size_t i = 0; i < r->n_hooks; i++)
-    if (!hk_dispatch_idle(r->hooks[i]->dispatch)) return 0;
-  return 1;
+    hk_dispatch_quiet(r->hooks[i]->dispatch);
 }
 
 int hk_router_settled(hk_router *r) {

@@ -58,9 +58,8 @@ int hk_router_render_hook(hk_router *r, const char *id, hk_buf *out);
 /* Number of hooks whose file failed to load (for `hookd check`). */
 int hk_router_broken_count(hk_router *r);
 
-/* Sends every partial batch now; nonzero when all queues are empty. */
-void hk_router_flush(hk_router *r);
-int hk_router_idle(hk_router *r);
+/* Shutting down: deliveries in flight finish, nothing new is sent. */
+void hk_router_quiet(hk_router *r);
 /* Nonzero when no delivery is in flight. */
 int hk_router_settled(hk_router *r);
 

@@ -284,9 +284,11 @@ static int open_files(hk_store *s, const char *data_dir, char *err,
   if (open_db(s, &s->wdb, 1, err, errlen) != 0 ||
       check_identity(s->wdb, s->path, &version, err, errlen) != 0 ||
       (version > 0 && check_tables(s->wdb, s->path, err, errlen) != 0) ||
+      (version == SCHEMA_VERSION && hk_store_check_all(s, err, errlen) != 0) ||
       tune(s->wdb, s->path, 1, err, errlen) != 0 ||
       migrate(s->wdb, s->path, version, err, errlen) != 0 ||
       check_tables(s->wdb, s->path, err, errlen) != 0 ||
+      hk_store_check_all(s, err, errlen) != 0 ||
       open_db(s, &s->rdb, 0, err, errlen) != 0 ||
       tune(s->rdb, s->path, 0, err, errlen) != 0)
     return -1;

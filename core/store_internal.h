@@ -104,4 +104,11 @@ void hk_store_batch_fail(hk_store_batch *b, sqlite3 *db, const char *what);
 
 void hk_store_finalize_all(hk_store *s);
 
+/* Compiles every statement the store uses (those of store_write.c and
+ * read_sql) against the database, so a table or column that is missing
+ * is found at start. Returns 0, or -1 with err. */
+int hk_store_check_statements(hk_store *s, const char *const *read_sql,
+                              int n_read, char *err, size_t errlen);
+int hk_store_check_all(hk_store *s, char *err, size_t errlen);
+
 #endif

@@ -32,6 +32,10 @@ static const char *const read_sql[RD_KINDS] = {
     [RD_HOOK_STATE] = "SELECT active FROM hook_state WHERE hook = ?1",
 };
 
+int hk_store_check_all(hk_store *s, char *err, size_t errlen) {
+  return hk_store_check_statements(s, read_sql, RD_KINDS, err, errlen);
+}
+
 static sqlite3_stmt *rstmt(hk_store *s, enum store_read_kind kind) {
   sqlite3_stmt **st = &s->rstmt[kind];
 

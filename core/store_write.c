@@ -300,6 +300,27 @@ static const char *const op_sql[OP_KINDS][3] = {
                        "updated_at = excluded.updated_at"},
 };
 
+int hk_store_check_statements(hk_store *s, const char *const *read_sql,
+                              int n_read, char *err, size_t errlen) {
+  for (int k = 0; k < OP_KINDS + n_read; k++) {
+    for (int j = 0; j < 3; j++) {
+      const char *sql = k < OP_KINDS ? op_sql[k][j]
+                                     : (j == 0 ? read_sql[k - OP_KINDS] : NULL);
+      sqlite3_stmt *st = NULL;
+
+      if (sql == NULL) continue;
+      if (sqlite3_prepare_v2(s->wdb, sql, -1, &st, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "store %s: damaged or changed by hand: %s; "
+                 "hookd leaves it alone: restore a backup or move it aside",
+                 s->path, sqlite3_errmsg(s->wdb));
+        return -1;
+      }
+      sqlite3_finalize(st);
+    }
+  }
+  return 0;
+}
+
 /* The writer's prepared statement for (kind, which), prepared on first
  * use. NULL on error (the connection holds the message). */
 static sqlite3_stmt *wstmt(hk_store *s, enum store_op_kind kind, int which) {

@@ -88,6 +88,7 @@ typedef struct amqp_conn {
   double next_try; /* monotonic time of the next background attempt */
   double last_end; /* when the last attempt finished */
   char err[400];   /* why the last attempt or the connection failed */
+  size_t body_max; /* the broker's max_message_size, once it told us */
   amqp_ret ret;
 } amqp_conn;
 
@@ -579,19 +580,18 @@ static int exchange_declare(hk_amqp *a, char *why, size_t n) {
   return rpc_failed(a, what, why, n);
 }
 
-/* Declares queue name unless this connection already did. Returns 0, 1
- * when the broker refused it (the channel is closed), -1 when the
- * connection is gone. */
+/* Declares queue name (durable, never auto-deleted: the durable and
+ * auto_delete settings are the exchange's) unless this connection already
+ * did. Returns 0, 1 when the broker refused it (the channel is closed),
+ * -1 when the connection is gone. */
 static int queue_declare_once(hk_amqp *a, const char *name, char *why,
                               size_t n) {
-  const amqp_conf *f = &a->conf;
   char what[300];
 
   if (declared_find(&a->c, name) >= 0) return 0;
   touch(a);
-  if (amqp_queue_declare(a->c.st, a->c.ch, amqp_cstring_bytes(name), 0,
-                         f->durable, 0, f->auto_delete,
-                         amqp_empty_table) != NULL) {
+  if (amqp_queue_declare(a->c.st, a->c.ch, amqp_cstring_bytes(name), 0, 1, 0,
+                         0, amqp_empty_table) != NULL) {
     declared_add(&a->c, name);
     return 0;
   }
@@ -670,7 +670,7 @@ static amqp_connection_state_t conn_open(hk_amqp *a) {
   sock = f->tls ? tls_socket(a, st) : amqp_tcp_socket_new(st);
   if (sock == NULL) goto fail;
   rc = amqp_socket_open_noblock(sock, f->host, f->port, &tv);
-  if (rc != AMQP_STATUS_OK) {
+  if (rc != AMQP_STATUS_OK) { /* rabbitmq-c keeps no errno worth quoting */
     snprintf(a->c.err, sizeof a->c.err, "cannot connect to %s:%d: %s",
              f->host, f->port, amqp_error_string2(rc));
     goto fail;
@@ -818,6 +818,25 @@ static void broker_closed_connection(hk_amqp *a, amqp_job *job,
   if (job != NULL) job_settle(job, HK_TX_RETRY, why);
 }
 
+/* RabbitMQ closes the channel for a body over its max_message_size
+ * ("PRECONDITION_FAILED - message size S is larger than configured max
+ * size N"). The messages over N fail as too large, and N is remembered so
+ * later ones are refused before publishing instead of costing the channel
+ * (and every other unconfirmed message) again. */
+static void size_refused(hk_amqp *a, amqp_job *job, unsigned code,
+                         const char *text) {
+  const char *p = strstr(text, "max size ");
+  unsigned long long max;
+
+  if (code != 406 || p == NULL || sscanf(p + 9, "%llu", &max) != 1) return;
+  a->c.body_max = (size_t)max;
+  for (size_t i = 0; job != NULL && i < job->n; i++) {
+    if (job->items[i].done || job->items[i].len <= max) continue;
+    item_set(job, i, HK_TX_FAIL, text);
+    job->res[i].too_large = 1;
+  }
+}
+
 /* The broker closed a channel (e.g. NOT_FOUND after the exchange was
  * deleted): what was not confirmed is retried on a new channel, which
  * declares the exchange again. */
@@ -835,6 +854,7 @@ static void broker_closed_channel(hk_amqp *a, amqp_job *job,
   snprintf(why, sizeof why, "channel closed by broker: %s", text);
   hk_warn("amqp", "dest=%s msg=\"channel closed\" reason=\"%s\"", a->desc,
           esc(buf, sizeof buf, text));
+  size_refused(a, job, m->reply_code, text);
   if (job != NULL) job_settle(job, HK_TX_RETRY, why);
 }
 
@@ -877,9 +897,9 @@ static int item_refusal(const hk_amqp *a, const amqp_item *it, char *why,
   const char *what = a->conf.is_exchange ? "routing key" : "queue name";
   size_t klen = strlen(it->key);
 
-  if (it->len > HK_AMQP_BODY_MAX) {
+  if (it->len > a->c.body_max) {
     snprintf(why, n, "message of %zu bytes is over the broker's limit of "
-             "%zu", it->len, HK_AMQP_BODY_MAX);
+             "%zu", it->len, a->c.body_max);
     return 1;
   }
   if (klen > HK_AMQP_NAME_MAX)
@@ -904,7 +924,7 @@ static void refuse_bad(const hk_amqp *a, amqp_job *job) {
   for (size_t i = 0; i < job->n; i++) {
     if (!item_refusal(a, &job->items[i], why, sizeof why)) continue;
     item_set(job, i, HK_TX_FAIL, why);
-    job->res[i].too_large = job->items[i].len > HK_AMQP_BODY_MAX;
+    job->res[i].too_large = job->items[i].len > a->c.body_max;
   }
 }
 
@@ -1097,9 +1117,9 @@ static void worker_wait(hk_amqp *a) {
     }
     ms = (int)(left * 1000) + 1;
   } else {
+    int hb = amqp_get_heartbeat(a->c.st); /* as negotiated */
     p[1].fd = amqp_get_sockfd(a->c.st);
-    if (a->conf.heartbeat > 0 && a->conf.heartbeat * 500 < ms)
-      ms = a->conf.heartbeat * 500;
+    if (hb > 0 && hb * 500 < ms) ms = hb * 500;
     if (amqp_data_in_buffer(a->c.st) || amqp_frames_enqueued(a->c.st)) ms = 0;
   }
   poll(p, 2, ms);
@@ -1226,6 +1246,17 @@ static void kick(hk_amqp *a, double quiet) {
 
 static void watchdog_cb(uv_timer_t *t);
 
+/* n results, all RETRY with reason; NULL when out of memory. */
+static hk_tx_result *retry_results(size_t n, const char *reason) {
+  hk_tx_result *res = calloc(n ? n : 1, sizeof *res);
+
+  for (size_t i = 0; res != NULL && i < n; i++) {
+    res[i].status = HK_TX_RETRY;
+    snprintf(res[i].reason, sizeof res[i].reason, "%s", reason);
+  }
+  return res;
+}
+
 /* The worker did not answer even after the kick: the send is answered
  * RETRY without it. The callback and its context are read before the job
  * is marked abandoned, since from then on the worker may free it. */
@@ -1234,34 +1265,25 @@ static void abandon(hk_amqp *a) {
   hk_tx_batch_cb cb = job->cb;
   void *ctx = job->ctx;
   size_t n = job->n;
-  hk_tx_result *res = calloc(n ? n : 1, sizeof *res);
-  int ours = 0;
+  hk_tx_result *res = retry_results(n, a->destroyed ? "shutting down"
+                                    : "send stalled: the broker connection hangs");
+  int ours = 0, answered;
 
   if (res == NULL) { /* try again shortly */
     uv_timer_start(&a->watchdog, watchdog_cb, 1000, 0);
     return;
   }
   lock(a);
-  if (a->answered == job) { /* just in time: async_cb delivers it */
-    unlock(a);
-    free(res);
-    return;
-  }
-  if (a->todo == job) {
+  answered = a->answered == job; /* just in time: async_cb delivers it */
+  if (!answered && a->todo == job) {
     a->todo = NULL;
     ours = 1;
-  } else {
+  } else if (!answered) {
     job->abandoned = 1;
   }
   unlock(a);
-  for (size_t i = 0; i < n; i++) {
-    res[i].status = HK_TX_RETRY;
-    snprintf(res[i].reason, sizeof res[i].reason, "%s",
-             a->destroyed ? "shutting down"
-                          : "send stalled: no answer from the broker connection");
-  }
   if (ours) job_free(job);
-  deliver(a, cb, ctx, res, n);
+  if (!answered) deliver(a, cb, ctx, res, n);
   free(res);
 }
 
@@ -1352,6 +1374,7 @@ static hk_amqp *target_alloc(const char *type, const hk_kv *kv, size_t n,
   a->refs = 1;
   a->fd = -1;
   a->c.backoff = HK_AMQP_BACKOFF_MIN;
+  a->c.body_max = HK_AMQP_BODY_MAX;
   /* Long enough for a connect attempt, the declares and a full confirm
    * wait, so only a worker that is really stuck gets kicked. */
   a->stall_sec = a->conf.confirm_timeout + 2 * a->conf.connect_timeout + 5;

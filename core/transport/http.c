@@ -523,6 +523,7 @@ static void classify_status(hk_http_req *r, long code, hk_tx_result *res) {
 }
 
 static void classify(hk_http_req *r, CURLcode rc, hk_tx_result *res) {
+  char raw[CURL_ERROR_SIZE + 128], quoted[2 * sizeof raw];
   long code = 0;
 
   memset(res, 0, sizeof *res);
@@ -533,10 +534,11 @@ static void classify(hk_http_req *r, CURLcode rc, hk_tx_result *res) {
     classify_status(r, code, res);
     return;
   }
+  snprintf(raw, sizeof raw, "%s%s%s", curl_easy_strerror(rc),
+           r->errbuf[0] ? ": " : "", r->errbuf);
   result_set(res,
              curl_error_is_permanent(rc) ? HK_TX_FAIL : HK_TX_RETRY,
-             "error=%s%s%s", curl_easy_strerror(rc),
-             r->errbuf[0] ? ": " : "", r->errbuf);
+             "error=\"%s\"", hk_log_escape(quoted, sizeof quoted, raw));
 }
 
 /* A reused keep-alive connection that died before any response byte and

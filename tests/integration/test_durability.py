@@ -529,6 +529,29 @@ class Durability(unittest.TestCase):
             db.close()
         self.check_refused(damaged, ["damaged", "outbox"])
 
+    def test_refuses_a_store_with_a_column_missing(self):
+        def damaged(path):
+            """A store made by this build, then a column dropped."""
+            root = os.path.dirname(os.path.dirname(path))
+            config = os.path.join(root, "make.json")
+            with open(config, "w") as f:
+                json.dump({"listen": "127.0.0.1:0", "data_dir": "data",
+                           "plugins_dir": "plugins"}, f)
+            proc = subprocess.Popen([harness.HOOKD, "run", "--config",
+                                     config], stderr=subprocess.PIPE,
+                                    text=True)
+            for line in proc.stderr:
+                if "port=" in line:
+                    break
+            proc.terminate()
+            proc.wait(10)
+            proc.stderr.close()
+            db = sqlite3.connect(path)
+            db.execute("ALTER TABLE outbox DROP COLUMN next_attempt_at")
+            db.commit()
+            db.close()
+        self.check_refused(damaged, ["damaged", "next_attempt_at"])
+
     def test_hook_without_file_is_listed_with_its_queue_after_restart(self):
         port = free_port()
         self.config = {"HOOK_RETRY_TIMES": 100, "HOOK_RETRY_PERIOD_SEC": 0.3}

@@ -108,7 +108,7 @@ class Kafka(unittest.TestCase):
         status, doc = self.hookd.post_events(body, "application/x-ndjson")
         self.assertEqual((status, doc), (202, {"accepted": len(events)}))
 
-    def wait_sent(self, hook_id, n, timeout=20):
+    def wait_sent(self, hook_id, n, timeout=40):
         self.hookd.wait_hook(hook_id, lambda h: h["counters"]["sent"] >= n
                              and h["counters"]["queued"] == 0,
                              "%d sent by %s" % (n, hook_id), timeout)

@@ -13,7 +13,8 @@
 # With BROKER_TLS_PORT set on the first start of a DIR, the node also takes
 # amqps on that port, with a test CA made by openssl in DIR/tls (ca.pem;
 # the server certificate is for "localhost" only). Without openssl it
-# starts without TLS and says so.
+# starts without TLS and says so. BROKER_EXTRA_CONF (lines of rabbitmq.conf)
+# is added to the node's settings on the first start of a DIR.
 #
 # Exit status 0 on success; 2 when rabbitmq-server is not installed, so
 # callers can skip; 1 for any other failure (the node's log tail is printed).
@@ -82,6 +83,7 @@ EOF
   printf 'disk_free_limit.absolute = 1MB\nloopback_users.guest = true\n' \
     >"$dir/rabbitmq.conf"
   tls_conf "$dir"
+  [ -z "${BROKER_EXTRA_CONF:-}" ] || printf '%s\n' "$BROKER_EXTRA_CONF" >>"$dir/rabbitmq.conf"
   echo '[].' >"$dir/advanced.config"
   echo '[].' >"$dir/enabled_plugins"
   : >"$dir/rabbitmq-env.conf"
@@ -188,6 +190,8 @@ stop() {
     # The start script passes SIGTERM on to the node, which shuts down
     # cleanly (closing client connections with connection.close). If it
     # has not within 30 s, SIGKILL its process group (setsid made it ours).
+    # SIGCONT first, for a node a test has stopped to play a hung broker.
+    kill -CONT -- "-$pid" 2>/dev/null || true
     if kill -TERM "$pid" 2>/dev/null && ! wait_gone "$pid" 300; then
       kill -KILL -- "-$pid" 2>/dev/null || true
       wait_gone "$pid" 50 || true

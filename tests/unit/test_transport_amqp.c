@@ -1,11 +1,12 @@
 /* Tests of the RabbitMQ transport (core/transport/amqp.c) against a private
  * broker this program starts with tests/rabbitmq/broker.sh on free
  * loopback ports: publish and consume, queues per route, direct and topic
- * exchanges, unroutable messages, declare conflicts, a broker restart in
- * the middle of a stream, a 5 MB body, refused routes, heartbeats while
- * idle, descriptions without secrets and shutdown with a send in flight.
- * The test plays the dispatcher: it resends what came back RETRY. It is
- * skipped only when rabbitmq-server is not installed. */
+ * exchanges, unroutable messages, declare conflicts, a 5 MB body, the
+ * broker's size limit, refused routes, descriptions without secrets, TLS,
+ * heartbeats while idle, shutdown with a send in flight, a hung broker
+ * and a broker restart in the middle of a stream. The test plays the
+ * dispatcher: it resends what came back RETRY. It is skipped only when
+ * rabbitmq-server is not installed. */
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
 #include <arpa/inet.h>
@@ -32,6 +33,7 @@ static char broker_dir[256];
 static char broker_script[1024];
 static int broker_port;
 static char port_text[16];
+static char tls_port_text[16], ca_file[600]; /* amqps, when openssl works */
 
 static amqp_connection_state_t adm; /* the test's own connection */
 static amqp_channel_t adm_ch, adm_next_ch;
@@ -253,7 +255,7 @@ typedef struct got_msg {
   int persistent; /* delivery_mode was 2 */
 } got_msg;
 
-static int props_check(const amqp_basic_properties_t *p, got_msg *m) {
+static void props_check(const amqp_basic_properties_t *p, got_msg *m) {
   static const char ct[] = "application/json";
 
   m->json = (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) &&
@@ -261,7 +263,6 @@ static int props_check(const amqp_basic_properties_t *p, got_msg *m) {
             memcmp(p->content_type.bytes, ct, strlen(ct)) == 0;
   m->persistent = (p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG) &&
                   p->delivery_mode == 2;
-  return 1;
 }
 
 /* Takes the next message of queue q: 1 with *m filled, 0 when the queue
@@ -273,7 +274,10 @@ static int adm_get(const char *q, got_msg *m) {
 
   memset(m, 0, sizeof *m);
   r = amqp_basic_get(adm, ch, amqp_cstring_bytes(q), 1);
-  if (r.reply_type != AMQP_RESPONSE_NORMAL) return adm_ok() ? -1 : -1;
+  if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+    adm_ok(); /* reopens the channel after a refusal */
+    return -1;
+  }
   if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD) return 0;
   r = amqp_read_message(adm, ch, &msg, 0);
   if (r.reply_type != AMQP_RESPONSE_NORMAL) return -1;
@@ -344,10 +348,16 @@ static void on_batch(void *ctx, const hk_tx_result *res, size_t n) {
   memcpy(o->res, res, (n < MAX_MSGS ? n : MAX_MSGS) * sizeof *res);
 }
 
+/* Runs the loop until o has its outcome or limit seconds pass. */
+static void wait_outcome(const outcome *o, double limit) {
+  double end = now_sec() + limit;
+
+  while (o->calls == 0 && now_sec() < end) uv_run(loop, UV_RUN_ONCE);
+}
+
 /* Sends msgs and runs the loop until the outcome or limit seconds. */
 static int send_wait(hk_tx_target *t, const hk_tx_msg *msgs, size_t n,
                      outcome *o, double limit) {
-  double end = now_sec() + limit;
   int rc;
 
   memset(o, 0, sizeof *o);
@@ -355,7 +365,7 @@ static int send_wait(hk_tx_target *t, const hk_tx_msg *msgs, size_t n,
   rc = t->ops->send(t, msgs, n, on_batch, o);
   in_send = 0;
   if (rc != 0) return -1;
-  while (o->calls == 0 && now_sec() < end) uv_run(loop, UV_RUN_ONCE);
+  wait_outcome(o, limit);
   return o->calls == 1 && o->n == n ? 0 : -1;
 }
 
@@ -396,13 +406,13 @@ static void test_queue_publish(void) {
   expect_msg("hk.q1", "{\"n\":3,\"s\":\"\\u00e9\"}");
   CHECK(adm_get("hk.q1", &g) == 0);
   /* At most one send in flight. */
+  memset(&o, 0, sizeof o);
   in_send = 1;
   CHECK(t->ops->send(t, m, 1, on_batch, &o) == 0);
   CHECK(t->ops->send(t, m, 1, on_batch, &o) == -1);
   in_send = 0;
-  memset(&o, 0, sizeof o);
-  while (o.calls == 0) uv_run(loop, UV_RUN_ONCE);
-  CHECK(all_ok(&o));
+  wait_outcome(&o, 15);
+  CHECK(o.calls == 1 && all_ok(&o));
   expect_msg("hk.q1", "{\"n\":1}");
 done:
   destroy(t);
@@ -501,6 +511,22 @@ done:
   destroy(t);
 }
 
+/* durable=false reaches the exchange's declaration: declaring it durable
+ * afterwards is refused as inequivalent. */
+static void test_exchange_flags(void) {
+  hk_tx_target *t = make("rabbitmq_exchange", "exchange", "hk.transient",
+                         "durable", "false", NULL);
+  hk_tx_msg m[1] = {msg("{\"f\":1}", "1.f")};
+  outcome o;
+
+  REQUIRE(t != NULL);
+  REQUIRE(send_wait(t, m, 1, &o, 15) == 0);
+  expect_fail(&o.res[0], "unroutable", NULL);
+  CHECK(!adm_exchange("hk.transient", "direct"));
+done:
+  destroy(t);
+}
+
 static void test_queue_conflict(void) {
   hk_tx_target *t = NULL;
   hk_tx_msg m[2] = {msg("{\"c\":1}", "hk.conflict"),
@@ -587,6 +613,36 @@ done:
   destroy(t);
 }
 
+/* A body over the broker's max_message_size (16 MiB here): the broker
+ * closes the channel; that message fails as too large, what else was not
+ * confirmed is retried, and later big ones are refused before publishing,
+ * so the rest of their send goes through. */
+static void test_size_limit(void) {
+  size_t len = 17u << 20;
+  char *big = malloc(len);
+  hk_tx_target *t = make("rabbitmq_queue", "queue", "hk.size", NULL);
+  hk_tx_msg m[3] = {msg("{\"s\":1}", "hk.size"), {big, len, "hk.size", NULL, 0},
+                    msg("{\"s\":2}", "hk.size")};
+  outcome o;
+
+  REQUIRE(big != NULL && t != NULL);
+  memset(big, ' ', len);
+  big[0] = '{';
+  big[len - 1] = '}';
+  REQUIRE(send_wait(t, m, 3, &o, 30) == 0);
+  CHECK(o.res[0].status != HK_TX_FAIL);
+  expect_fail(&o.res[1], "larger than configured max size 16777216", NULL);
+  CHECK(o.res[1].too_large);
+  CHECK(o.res[2].status == HK_TX_RETRY);
+  REQUIRE(send_wait(t, m, 3, &o, 30) == 0);
+  CHECK(o.res[0].status == HK_TX_OK && o.res[2].status == HK_TX_OK);
+  expect_fail(&o.res[1], "over the broker's limit of 16777216", NULL);
+  CHECK(o.res[1].too_large);
+done:
+  free(big);
+  destroy(t);
+}
+
 static void test_bad_routes(void) {
   char route[301];
   hk_tx_target *t = make("rabbitmq_queue", "queue", "", NULL);
@@ -660,6 +716,59 @@ done:
   destroy(r);
 }
 
+/* A TLS target on our broker trusting the system CAs only; NULL (the
+ * case skipped) when the system has no CA bundle. */
+static hk_tx_target *tls_system_ca(void) {
+  hk_kv kv[] = {{"host", "localhost"}, {"port", tls_port_text},
+                {"tls", "true"}, {"queue", "hk.tls"}};
+  char err[256] = "";
+  hk_tx_target *t = hk_amqp_target_create(loop, "rabbitmq_queue", kv, 4, err,
+                                          sizeof err);
+
+  if (t == NULL && strstr(err, "no system CA bundle") != NULL)
+    printf("test_tls: system CAs part skipped: %s\n", err);
+  else if (t == NULL)
+    FAILF("create: %s", err);
+  return t;
+}
+
+/* amqps with the test CA, whose server certificate names localhost:
+ * publishes. By IP address (not in the certificate) or with only the
+ * system CAs the peer check refuses, and sends come back RETRY. */
+static void test_tls(void) {
+  hk_tx_target *ok = NULL, *ip = NULL, *sys = NULL;
+  hk_tx_msg m[1] = {msg("{\"tls\":1}", "hk.tls")};
+  char expect[128];
+  outcome o;
+
+  if (access(ca_file, R_OK) != 0) {
+    printf("test_tls: SKIP: the broker has no TLS listener (openssl?)\n");
+    return;
+  }
+  ok = make("rabbitmq_queue", "host", "localhost", "port", tls_port_text,
+            "tls", "true", "tls_ca_file", ca_file, "queue", "hk.tls", NULL);
+  ip = make("rabbitmq_queue", "port", tls_port_text, "tls", "true",
+            "tls_ca_file", ca_file, "queue", "hk.tls", NULL);
+  REQUIRE(ok != NULL && ip != NULL);
+  snprintf(expect, sizeof expect, "amqps://localhost:%s/%%2F queue=hk.tls",
+           tls_port_text);
+  CHECK(strcmp(ok->ops->describe(ok), expect) == 0);
+  REQUIRE(send_wait(ok, m, 1, &o, 15) == 0);
+  CHECK(all_ok(&o));
+  expect_msg("hk.tls", "{\"tls\":1}");
+  REQUIRE(send_wait(ip, m, 1, &o, 15) == 0);
+  CHECK(o.res[0].status == HK_TX_RETRY && strstr(o.res[0].reason, "SSL"));
+  printf("tls by IP address: %s\n", o.res[0].reason);
+  sys = tls_system_ca();
+  if (sys == NULL) goto done;
+  REQUIRE(send_wait(sys, m, 1, &o, 15) == 0);
+  CHECK(o.res[0].status == HK_TX_RETRY && strstr(o.res[0].reason, "SSL"));
+done:
+  destroy(ok);
+  destroy(ip);
+  destroy(sys);
+}
+
 /* Nobody listens: sends come back RETRY at once, nothing blocks. */
 static void test_broker_absent(void) {
   char port[16];
@@ -731,7 +840,7 @@ static void test_hung_broker(void) {
   REQUIRE(t->ops->send(t, m, 1, on_batch, &o) == 0);
   start = now_sec();
   max_tick_gap = last_tick = 0; /* from here on, copying is done */
-  while (o.calls == 0 && now_sec() < start + 30) uv_run(loop, UV_RUN_ONCE);
+  wait_outcome(&o, 30);
   printf("hung broker: 32 MB publish answered after %.1fs (longest loop "
          "pause %.3fs): %s\n", now_sec() - start, max_tick_gap,
          o.res[0].reason);
@@ -867,9 +976,9 @@ done:
 static void test_destroy_in_flight(void) {
   hk_tx_target *t = make("rabbitmq_queue", "queue", "hk.destroy", NULL);
   hk_tx_target *idle = make("rabbitmq_queue", "queue", "hk.destroy", NULL);
-  hk_tx_msg m[2] = {msg("{\"z\":1}", "hk.destroy"), msg("{\"z\":2}", "hk.destroy")};
+  hk_tx_msg m[2] = {msg("{\"z\":1}", "hk.destroy"),
+                    msg("{\"z\":2}", "hk.destroy")};
   outcome o;
-  double end = now_sec() + 20;
 
   REQUIRE(t != NULL && idle != NULL);
   memset(&o, 0, sizeof o);
@@ -878,8 +987,8 @@ static void test_destroy_in_flight(void) {
   t = NULL;
   idle->ops->destroy(idle);
   idle = NULL;
-  while (o.calls == 0 && now_sec() < end) uv_run(loop, UV_RUN_ONCE);
-  run_for(0.3);
+  wait_outcome(&o, 20);
+  run_for(0.3); /* no second call */
   CHECK(o.calls == 1 && o.n == 2);
   for (size_t i = 0; i < o.n; i++)
     CHECK(o.res[i].status == HK_TX_OK ||
@@ -907,6 +1016,10 @@ static int broker_setup(void) {
   snprintf(broker_dir, sizeof broker_dir, "%s", tmpl);
   broker_port = free_port();
   snprintf(port_text, sizeof port_text, "%d", broker_port);
+  snprintf(tls_port_text, sizeof tls_port_text, "%d", free_port());
+  setenv("BROKER_TLS_PORT", tls_port_text, 1);
+  setenv("BROKER_EXTRA_CONF", "max_message_size = 16777216", 1);
+  snprintf(ca_file, sizeof ca_file, "%s/tls/ca.pem", broker_dir);
   rc = broker("start");
   if (rc == 2) return 1;
   if (rc != 0) return -1;
@@ -923,6 +1036,28 @@ static void broker_teardown(void) {
   if (system(line) != 0) fprintf(stderr, "cannot remove %s\n", broker_dir);
 }
 
+static void run_all(int argc, char **argv) {
+  RUN(test_queue_publish);
+  RUN(test_per_route_queues);
+  RUN(test_exchange_direct);
+  RUN(test_exchange_topic);
+  RUN(test_exchange_unbound);
+  RUN(test_exchange_flags);
+  RUN(test_queue_conflict);
+  RUN(test_route_conflict);
+  RUN(test_exchange_conflict);
+  RUN(test_large_body);
+  RUN(test_size_limit);
+  RUN(test_bad_routes);
+  RUN(test_describe_and_secrets);
+  RUN(test_tls);
+  RUN(test_broker_absent);
+  RUN(test_idle_heartbeats);
+  RUN(test_destroy_in_flight);
+  RUN(test_hung_broker);
+  RUN(test_broker_restart); /* last: it restarts the broker */
+}
+
 int main(int argc, char **argv) {
   double start = now_sec();
   int rc;
@@ -937,26 +1072,8 @@ int main(int argc, char **argv) {
     printf("test_transport_amqp: SKIP: rabbitmq-server is not installed\n");
     return 0;
   }
-  if (rc != 0) {
-    FAILF("cannot start rabbitmq-server (see above)");
-  } else {
-    RUN(test_queue_publish);
-    RUN(test_per_route_queues);
-    RUN(test_exchange_direct);
-    RUN(test_exchange_topic);
-    RUN(test_exchange_unbound);
-    RUN(test_queue_conflict);
-    RUN(test_route_conflict);
-    RUN(test_exchange_conflict);
-    RUN(test_large_body);
-    RUN(test_bad_routes);
-    RUN(test_describe_and_secrets);
-    RUN(test_broker_absent);
-    RUN(test_idle_heartbeats);
-    RUN(test_destroy_in_flight);
-    RUN(test_hung_broker);
-    RUN(test_broker_restart);
-  }
+  if (rc == 0) run_all(argc, argv);
+  else FAILF("cannot start rabbitmq-server (see above)");
   broker_teardown();
   uv_close((uv_handle_t *)&tick, NULL);
   uv_run(loop, UV_RUN_DEFAULT); /* every target's handles close */

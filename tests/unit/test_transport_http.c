@@ -434,7 +434,7 @@ static void http_refused_retries(void) {
   REQUIRE(fx_wait(&f, &o, 1, 10));
   REQUIRE(o.res.status == HK_TX_RETRY);
   REQUIRE(o.res.http_status == 0);
-  REQUIRE(strncmp(o.res.reason, "error=Couldn't connect to server", 32) == 0);
+  REQUIRE(strncmp(o.res.reason, "error=\"Couldn't connect to server", 33) == 0);
 done:
   CHECK(fx_close(&f) == 0);
 }
