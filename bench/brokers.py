@@ -76,7 +76,7 @@ class Hookd:
         self.log = open(os.path.join(self.dir, "hookd.log"), "w+")
         self.proc = subprocess.Popen(
             [binary, "run", "--config", os.path.join(self.dir, "main.json")],
-            stderr=self.log)
+            stdout=subprocess.DEVNULL, stderr=self.log)
         try:
             self.port = self.wait_port()
         except RuntimeError:
