@@ -92,6 +92,14 @@ static const char *dest(const hk_dispatch *d) {
   return d->target ? hk_http_target_url(d->target) : "-";
 }
 
+/* A reason as the value of a quoted log field. One buffer: use once per
+ * log line. */
+static const char *quote(const char *reason) {
+  static char buf[1100];
+
+  return hk_log_escape(buf, sizeof buf, reason);
+}
+
 static int has_target(const hk_dispatch *d) {
   return d->target != NULL || d->tx != NULL;
 }
@@ -258,8 +266,9 @@ static void make_dead(hk_dispatch *d, const char *reason) {
   size_t count = d->batch_count;
 
   hk_error("dispatch",
-           "hook=%s dest=%s messages=%zu attempts=%d dead_letter=1 %s",
-           d->hook_id, dest(d), count, d->attempts, reason);
+           "hook=%s dest=%s messages=%zu attempts=%d dead_letter=1 "
+           "reason=\"%s\"", d->hook_id, dest(d), count, d->attempts,
+           quote(reason));
   settle_batch(d, reason);
 }
 
@@ -395,9 +404,10 @@ static void schedule_retry(hk_dispatch *d, const hk_tx_result *res) {
     wait = res->retry_after_sec < HK_RETRY_AFTER_MAX_SEC
                ? res->retry_after_sec
                : HK_RETRY_AFTER_MAX_SEC;
-  hk_warn("dispatch", "hook=%s dest=%s messages=%zu attempt=%d retry_in=%.3fs %s",
+  hk_warn("dispatch", "hook=%s dest=%s messages=%zu attempt=%d "
+          "retry_in=%.3fs reason=\"%s\"",
           d->hook_id, dest(d), d->batch_count, d->attempts, wait,
-          res->reason);
+          quote(res->reason));
   record_retry(d, wall_now() + wait);
   d->state = STATE_WAITING;
   if (!d->quiet) timer_start(d, wait);
@@ -407,8 +417,8 @@ static void schedule_retry(hk_dispatch *d, const hk_tx_result *res) {
 static void split_after_413(hk_dispatch *d, const hk_tx_result *res) {
   d->split_cap = (d->batch_count + 1) / 2;
   hk_warn("dispatch", "hook=%s dest=%s messages=%zu too_large=1 "
-          "next_batch_max=%zu %s", d->hook_id, dest(d), d->batch_count,
-          d->split_cap, res->reason);
+          "next_batch_max=%zu reason=\"%s\"", d->hook_id, dest(d),
+          d->batch_count, d->split_cap, quote(res->reason));
   d->batch_count = 0;
   hk_buf_reset(&d->batch);
   d->state = STATE_IDLE;
@@ -490,8 +500,8 @@ static void log_refused(hk_dispatch *d, const hk_tx_result *res, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (res[i].status == HK_TX_FAIL)
       hk_error("dispatch", "hook=%s dest=%s messages=1 attempts=%d "
-               "dead_letter=1 %s", d->hook_id, dest(d), d->attempts,
-               res[i].reason);
+               "dead_letter=1 reason=\"%s\"", d->hook_id, dest(d),
+               d->attempts, quote(res[i].reason));
 }
 
 /* A broker answered for each message of the batch: the delivered and
@@ -505,8 +515,8 @@ static void tx_cb(void *ctx, const hk_tx_result *res, size_t n) {
   if (n != d->batch_count) { /* a transport bug: everything again */
     snprintf(wrong.reason, sizeof wrong.reason, "error=\"transport answered "
              "for %zu of %zu messages\"", n, d->batch_count);
-    hk_error("dispatch", "hook=%s dest=%s %s", d->hook_id, dest(d),
-             wrong.reason);
+    hk_error("dispatch", "hook=%s dest=%s reason=\"%s\"", d->hook_id,
+             dest(d), quote(wrong.reason));
     post_cb(d, &wrong);
     return;
   }
