@@ -134,17 +134,6 @@ static struct timeval tv_from(double sec) {
   return tv;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-
-  if (err == NULL || errlen == 0) return;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static void lock(hk_amqp *a) { pthread_mutex_lock(&a->mu); }
 static void unlock(hk_amqp *a) { pthread_mutex_unlock(&a->mu); }
@@ -269,7 +258,7 @@ static int conf_bool(int *out, const hk_kv *kv, size_t n, const char *key,
     *out = v[0] == 't';
     return 0;
   }
-  set_err(err, errlen, "%s must be \"true\" or \"false\"", key);
+  hk_tx_errorf(err, errlen, "%s must be \"true\" or \"false\"", key);
   return -1;
 }
 
@@ -285,7 +274,7 @@ static int conf_num(double *out, const hk_kv *kv, size_t n, const char *key,
   *out = strtod(v, &end);
   if (errno == 0 && end != v && *end == '\0' && *out >= min && *out <= max)
     return 0;
-  set_err(err, errlen, "%s must be a number from %g to %g", key, min, max);
+  hk_tx_errorf(err, errlen, "%s must be a number from %g to %g", key, min, max);
   return -1;
 }
 
@@ -303,22 +292,22 @@ static int conf_names(amqp_conf *f, const hk_kv *kv, size_t n, char *err,
 
   if (conf_str(&f->queue, kv, n, "queue", "") != 0 ||
       conf_str(&f->exchange, kv, n, "exchange", "") != 0) {
-    set_err(err, errlen, "out of memory");
+    hk_tx_errorf(err, errlen, "out of memory");
     return -1;
   }
   if (!name_ok(f->queue) || !name_ok(f->exchange)) {
-    set_err(err, errlen, "queue and exchange must be at most 255 bytes "
+    hk_tx_errorf(err, errlen, "queue and exchange must be at most 255 bytes "
             "without control characters");
     return -1;
   }
   if (f->is_exchange && f->exchange[0] == '\0') {
-    set_err(err, errlen, "exchange must name an exchange");
+    hk_tx_errorf(err, errlen, "exchange must name an exchange");
     return -1;
   }
   f->exchange_type = "direct";
   if (type != NULL && strcmp(type, "topic") == 0) f->exchange_type = "topic";
   else if (type != NULL && strcmp(type, "direct") != 0) {
-    set_err(err, errlen, "exchange_type must be \"direct\" or \"topic\"");
+    hk_tx_errorf(err, errlen, "exchange_type must be \"direct\" or \"topic\"");
     return -1;
   }
   return 0;
@@ -350,15 +339,15 @@ static int conf_tls(amqp_conf *f, const hk_kv *kv, size_t n, char *err,
   if (!f->tls) return 0;
   if (ca == NULL || *ca == '\0') ca = ca_default();
   if (ca == NULL) {
-    set_err(err, errlen, "tls: no system CA bundle found; set tls_ca_file");
+    hk_tx_errorf(err, errlen, "tls: no system CA bundle found; set tls_ca_file");
     return -1;
   }
   if (access(ca, R_OK) != 0) {
-    set_err(err, errlen, "tls_ca_file %s: %s", ca, strerror(errno));
+    hk_tx_errorf(err, errlen, "tls_ca_file %s: %s", ca, strerror(errno));
     return -1;
   }
   f->ca_file = strdup(ca);
-  if (f->ca_file == NULL) set_err(err, errlen, "out of memory");
+  if (f->ca_file == NULL) hk_tx_errorf(err, errlen, "out of memory");
   return f->ca_file != NULL ? 0 : -1;
 }
 
@@ -385,18 +374,18 @@ static int conf_load(amqp_conf *f, const char *type, const hk_kv *kv,
   if (type != NULL && strcmp(type, "rabbitmq_exchange") == 0)
     f->is_exchange = 1;
   else if (type == NULL || strcmp(type, "rabbitmq_queue") != 0) {
-    set_err(err, errlen, "unknown send type %s", type ? type : "(none)");
+    hk_tx_errorf(err, errlen, "unknown send type %s", type ? type : "(none)");
     return -1;
   }
   if (conf_str(&f->host, kv, n, "host", "") != 0 ||
       conf_str(&f->user, kv, n, "user", "guest") != 0 ||
       conf_str(&f->password, kv, n, "password", "guest") != 0 ||
       conf_str(&f->vhost, kv, n, "vhost", "/") != 0) {
-    set_err(err, errlen, "out of memory");
+    hk_tx_errorf(err, errlen, "out of memory");
     return -1;
   }
   if (f->host[0] == '\0') {
-    set_err(err, errlen, "host is required");
+    hk_tx_errorf(err, errlen, "host is required");
     return -1;
   }
   if (conf_names(f, kv, n, err, errlen) != 0 ||
@@ -1360,14 +1349,14 @@ static hk_amqp *target_alloc(const char *type, const hk_kv *kv, size_t n,
   hk_amqp *a = calloc(1, sizeof *a);
 
   if (a == NULL) {
-    set_err(err, errlen, "out of memory");
+    hk_tx_errorf(err, errlen, "out of memory");
     return NULL;
   }
   a->wake[0] = a->wake[1] = -1;
   pthread_mutex_init(&a->mu, NULL);
   if (conf_load(&a->conf, type, kv, n, err, errlen) != 0) goto fail;
   if (pipe2(a->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
-    set_err(err, errlen, "pipe: %s", strerror(errno));
+    hk_tx_errorf(err, errlen, "pipe: %s", strerror(errno));
     goto fail;
   }
   a->base.ops = &amqp_ops;
@@ -1393,7 +1382,7 @@ hk_tx_target *hk_amqp_target_create(uv_loop_t *loop, const char *type,
   if (a == NULL) return NULL;
   a->loop = loop;
   if (uv_async_init(loop, &a->async, async_cb) != 0) {
-    set_err(err, errlen, "cannot create async handle");
+    hk_tx_errorf(err, errlen, "cannot create async handle");
     target_free(a);
     return NULL;
   }
@@ -1401,7 +1390,7 @@ hk_tx_target *hk_amqp_target_create(uv_loop_t *loop, const char *type,
   a->async.data = a->watchdog.data = a;
   a->n_handles = 2;
   if (worker_start(a) != 0) {
-    set_err(err, errlen, "cannot start the connection thread");
+    hk_tx_errorf(err, errlen, "cannot start the connection thread");
     a->destroyed = 1;
     close_handles(a);
     return NULL;

@@ -72,17 +72,6 @@ static const char *const reserved_props[] = {
 
 /* ---- results ----------------------------------------------------------- */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  va_list ap;
-
-  if (err == NULL || errlen == 0) return;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 /* Errors that no retry can fix for this message: its size, its topic, its
  * content, or the permission to write it. Everything else (timeouts,
@@ -227,7 +216,7 @@ static int conf_put(rd_kafka_conf_t *conf, const char *name,
       RD_KAFKA_CONF_OK)
     return 0;
   scrub(why, value);
-  set_err(err, errlen, "kafka property \"%s\" refused: %s", name, why);
+  hk_tx_errorf(err, errlen, "kafka property \"%s\" refused: %s", name, why);
   return -1;
 }
 
@@ -237,7 +226,7 @@ static int conf_property(rd_kafka_conf_t *conf, const char *name,
 
   for (size_t i = 0; i < n; i++)
     if (strcmp(name, reserved_props[i]) == 0) {
-      set_err(err, errlen, "kafka property \"%s\" refused: hookd needs "
+      hk_tx_errorf(err, errlen, "kafka property \"%s\" refused: hookd needs "
               "its own value", name);
       return -1;
     }
@@ -280,7 +269,7 @@ static rd_kafka_conf_t *conf_build(const hk_kv *kv, size_t n,
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
 
   if (conf == NULL) {
-    set_err(err, errlen, "kafka: out of memory");
+    hk_tx_errorf(err, errlen, "kafka: out of memory");
     return NULL;
   }
   if (conf_defaults(conf, brokers, err, errlen) != 0) goto fail;
@@ -442,7 +431,7 @@ static kafka_prod *prod_new(uv_loop_t *loop, const rd_kafka_conf_t *tmpl,
   kp->loop = loop;
   if ((kp->desc = strdup(desc)) == NULL) goto oom;
   if (pipe2(kp->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
-    set_err(err, errlen, "kafka: no pipe: %s", strerror(errno));
+    hk_tx_errorf(err, errlen, "kafka: no pipe: %s", strerror(errno));
     goto fail;
   }
   if ((conf = rd_kafka_conf_dup(tmpl)) == NULL) goto oom;
@@ -450,16 +439,16 @@ static kafka_prod *prod_new(uv_loop_t *loop, const rd_kafka_conf_t *tmpl,
   kp->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
   if (kp->rk == NULL) {
     rd_kafka_conf_destroy(conf);
-    set_err(err, errlen, "kafka producer refused its settings: %s", why);
+    hk_tx_errorf(err, errlen, "kafka producer refused its settings: %s", why);
     goto fail;
   }
   if (prod_watch(kp) != 0) {
-    set_err(err, errlen, "kafka: cannot watch the producer's queue");
+    hk_tx_errorf(err, errlen, "kafka: cannot watch the producer's queue");
     goto fail;
   }
   return kp;
 oom:
-  set_err(err, errlen, "kafka: out of memory");
+  hk_tx_errorf(err, errlen, "kafka: out of memory");
 fail:
   if (kp != NULL) prod_abandon(kp);
   return NULL;
@@ -595,7 +584,7 @@ hk_tx_target *hk_kafka_target_create(uv_loop_t *loop, const hk_kv *kv,
   t->loop = loop;
   settings_read(kv, n, &brokers, &topic);
   if (brokers == NULL || *brokers == '\0') {
-    set_err(err, errlen, "kafka: brokers is missing");
+    hk_tx_errorf(err, errlen, "kafka: brokers is missing");
     goto fail;
   }
   if (target_names(t, brokers, topic) != 0) goto oom;
@@ -605,7 +594,7 @@ hk_tx_target *hk_kafka_target_create(uv_loop_t *loop, const hk_kv *kv,
   hk_info("kafka", "dest=%s msg=\"producer started\"", t->desc);
   return &t->base;
 oom:
-  set_err(err, errlen, "kafka: out of memory");
+  hk_tx_errorf(err, errlen, "kafka: out of memory");
 fail:
   if (t != NULL) {
     if (t->conf != NULL) rd_kafka_conf_destroy(t->conf);

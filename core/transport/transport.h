@@ -67,6 +67,10 @@ typedef struct hk_tx_ops {
   const char *(*describe)(const hk_tx_target *t);
 } hk_tx_ops;
 
+/* Formats a message into err (when err is not NULL and errlen > 0). */
+void hk_tx_errorf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Every concrete target starts with this. */
 struct hk_tx_target {
   const hk_tx_ops *ops;
