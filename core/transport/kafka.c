@@ -230,6 +230,15 @@ static int conf_property(rd_kafka_conf_t *conf, const char *name,
               "its own value", name);
       return -1;
     }
+  /* A report from a producer that does not wait for the broker is not a
+   * confirmation: only acks=all (or -1) counts a message as delivered. */
+  if (strcmp(name, "acks") == 0 && strcmp(value, "all") != 0 &&
+      strcmp(value, "-1") != 0) {
+    hk_tx_errorf(err, errlen, "kafka property \"acks\" must be \"all\": "
+                 "a message counts as delivered only when every in-sync "
+                 "replica has it");
+    return -1;
+  }
   return conf_put(conf, name, value, err, errlen);
 }
 

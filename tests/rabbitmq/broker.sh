@@ -146,6 +146,10 @@ watch_owner() {
 start() {
   local dir=$1 port=$2 pid waited=0
   [ -x "$RMQ_BIN/rabbitmq-server" ] || { echo "rabbitmq-server not installed" >&2; exit 2; }
+  if [ -f "$dir/server.pid" ] && kill -0 "$(cat "$dir/server.pid")" 2>/dev/null; then
+    echo "a broker already runs for $dir (pid $(cat "$dir/server.pid"))" >&2
+    exit 1
+  fi
   write_env "$dir" "$port"
   # shellcheck disable=SC1091
   . "$dir/env"

@@ -312,6 +312,8 @@ static void kafka_refused_settings_name_the_property(void) {
   const char *bad_value[] = {"properties.security.protocol", "hunter2pw",
                              NULL};
   const char *conflict[] = {"properties.acks", "1", NULL};
+  const char *no_acks[] = {"properties.enable.idempotence", "false",
+                           "properties.acks", "0", NULL};
   const char *reserved[] = {"properties.delivery.report.only.error", "true",
                             NULL};
   hk_kv none[] = {{"topic", "x"}};
@@ -320,6 +322,7 @@ static void kafka_refused_settings_name_the_property(void) {
   expect_refused(unknown, "no.such.prop", NULL);
   expect_refused(bad_value, "security.protocol", "hunter2pw");
   expect_refused(conflict, "acks", NULL);
+  expect_refused(no_acks, "acks", NULL);
   expect_refused(reserved, "delivery.report.only.error", NULL);
   CHECK(hk_kafka_target_create(&loop, none, 1, err, sizeof err) == NULL);
   CHECK(strstr(err, "brokers") != NULL);
