@@ -354,6 +354,14 @@ static int step_done(sqlite3_stmt *st) {
   return st != NULL && sqlite3_step(st) == SQLITE_DONE;
 }
 
+/* Steps a statement that returns no rows and keeps the rows it changed
+ * as the operation's result. Returns 1 or 0. */
+static int step_count(hk_store *s, sqlite3_stmt *st, store_op *op) {
+  if (!step_done(st)) return 0;
+  op->result = sqlite3_changes(s->wdb);
+  return 1;
+}
+
 static int run_event(hk_store *s, hk_store_batch *b, store_op *op,
                      double now) {
   sqlite3_stmt *st = wstmt(s, OP_EVENT, 0);
@@ -398,9 +406,7 @@ static int run_keyed(hk_store *s, hk_store_batch *b, store_op *op,
     bind_str(b, st, col++, op->s[0]);
     sqlite3_bind_double(st, col, now);
   }
-  if (!step_done(st)) return 0;
-  op->result = sqlite3_changes(s->wdb);
-  return 1;
+  return step_count(s, st, op);
 }
 
 static int run_catalog(hk_store *s, hk_store_batch *b, store_op *op,
@@ -413,9 +419,7 @@ static int run_catalog(hk_store *s, hk_store_batch *b, store_op *op,
   bind_str(b, st, 3, op->s[0]);
   sqlite3_bind_text(st, 4, op->n ? "file" : "api", -1, SQLITE_STATIC);
   sqlite3_bind_double(st, 5, now);
-  if (!step_done(st)) return 0;
-  op->result = sqlite3_changes(s->wdb);
-  return 1;
+  return step_count(s, st, op);
 }
 
 static int run_catalog_delete(hk_store *s, hk_store_batch *b, store_op *op) {
@@ -424,9 +428,7 @@ static int run_catalog_delete(hk_store *s, hk_store_batch *b, store_op *op) {
   if (st == NULL) return 0;
   bind_str(b, st, 1, op->s[1]);
   bind_str(b, st, 2, op->s[2]);
-  if (!step_done(st)) return 0;
-  op->result = sqlite3_changes(s->wdb);
-  return 1;
+  return step_count(s, st, op);
 }
 
 static int run_outbox_update(hk_store *s, store_op *op) {
@@ -439,9 +441,7 @@ static int run_outbox_update(hk_store *s, store_op *op) {
     bind_time(st, 3, op->d[0]);
     bind_time(st, 4, op->d[1]);
   }
-  if (!step_done(st)) return 0;
-  op->result = sqlite3_changes(s->wdb);
-  return 1;
+  return step_count(s, st, op);
 }
 
 static int run_dead(hk_store *s, hk_store_batch *b, store_op *op,
