@@ -1,6 +1,7 @@
 /* Request handling for the HTTP API. Every error answer is a JSON object
  * {"error": "..."} with a fitting status; ingest errors add the index of
  * the refused event. */
+#include <errno.h>
 #include <http_parser.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -245,15 +246,16 @@ long hk_api_parse_count(const char *s) {
   long v;
 
   if (*s < '0' || *s > '9') return -1;
+  errno = 0;
   v = strtol(s, &end, 10);
-  return *end == '\0' ? v : -1;
+  return *end == '\0' && errno == 0 ? v : -1; /* out of range: not one */
 }
 
 static void handle_hooks(hk_api *api, hk_http_request *req) {
   const char *rest = req->path + strlen("/v1/hooks");
   hk_buf b = HK_BUF_INIT;
 
-  if (*rest == '\0' || strcmp(rest, "/") == 0) {
+  if (*rest == '\0') {
     hk_router_render_hooks(api->router, &b);
     hk_api_json(req, 200, &b);
   } else if (rest[0] == '/' && strchr(rest + 1, '/') == NULL &&
@@ -299,8 +301,11 @@ static void handle_admin(hk_api *api, hk_http_request *req,
 void hk_api_handle_cb(hk_http_request *req, void *data) {
   hk_api *api = data;
 
-  if (strcmp(req->path, "/healthz") == 0 && req->method == HTTP_GET) {
-    hk_http_respond(req, 200, NULL, NULL, "{\"status\":\"ok\"}", 15);
+  if (strcmp(req->path, "/healthz") == 0) {
+    if (req->method == HTTP_GET)
+      hk_http_respond(req, 200, NULL, NULL, "{\"status\":\"ok\"}", 15);
+    else
+      hk_api_error(req, 405, "use GET for /healthz", -1);
     return;
   }
   if (strcmp(req->path, "/v1/events") == 0) {

@@ -160,9 +160,10 @@ function M.check_content(text)
   if doc == nil then return nil, "not valid JSON: " .. err end
   local items = doc
   if is_object(doc) then items = { doc } end
-  if type(items) ~= "table" or #items == 0 then
+  if type(items) ~= "table" then
     return nil, "expected {\"send_message_id\", \"content\"} or a list of them"
   end
+  if #items == 0 then return nil, "the list of content is empty" end
   local out = {}
   for i = 1, #items do
     local item = items[i]

@@ -165,6 +165,8 @@ class Delivery(unittest.TestCase):
         base = self.hookd.base + "/v1/dead-letters"
         self.assertEqual(http("GET", base + "?limit=-5")[0], 400)
         self.assertEqual(http("GET", base + "?after=zzz")[0], 400)
+        self.assertEqual(
+            http("GET", base + "?after=99999999999999999999999")[0], 400)
         status, doc = http("GET", base + "?limit=10&after=0")
         self.assertEqual((status, doc), (200, {"items": [], "next": None}))
 

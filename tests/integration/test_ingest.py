@@ -138,6 +138,8 @@ class Ingest(unittest.TestCase):
 
     def test_healthz(self):
         self.assertEqual(http("GET", self.hookd.base + "/healthz")[0], 200)
+        self.assertEqual(http("POST", self.hookd.base + "/healthz")[0], 405)
+        self.assertEqual(http("GET", self.hookd.base + "/v1/hooks/")[0], 404)
 
     def test_unknown_path_is_404(self):
         status, doc = http("GET", self.hookd.base + "/nope")
