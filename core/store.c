@@ -81,6 +81,30 @@ static const char *const migrations[] = {
     "ALTER TABLE outbox ADD COLUMN msg_key BLOB;"
     "ALTER TABLE dead_letters ADD COLUMN route TEXT;"
     "ALTER TABLE dead_letters ADD COLUMN msg_key BLOB;",
+    /* 3: historical exports, one row per hook, and the profiles deleted
+     * through the API (an export sends null for their fields). */
+    "CREATE TABLE exports ("
+    "  hook TEXT PRIMARY KEY,"
+    "  from_day TEXT NOT NULL,"
+    "  to_day TEXT NOT NULL,"
+    "  status TEXT NOT NULL,"
+    "  paused_by TEXT,"
+    "  reason TEXT,"
+    "  total INTEGER NOT NULL,"
+    "  scanned INTEGER NOT NULL,"
+    "  sent INTEGER NOT NULL,"
+    "  started_at REAL NOT NULL,"
+    "  ended_at REAL,"
+    "  cursor_date REAL,"
+    "  cursor_id INTEGER,"
+    "  chunk_first INTEGER,"
+    "  chunk_last INTEGER,"
+    "  chunk_count INTEGER);"
+    "CREATE TABLE profile_tombstones ("
+    "  list_id INTEGER NOT NULL,"
+    "  profile_id TEXT NOT NULL,"
+    "  deleted_at REAL NOT NULL,"
+    "  PRIMARY KEY (list_id, profile_id));",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
@@ -221,23 +245,28 @@ static int lock_store(hk_store *s, const char *data_dir, char *err,
   return 0;
 }
 
-/* Every table this build expects, for a store that says it is current. */
-static int check_tables(sqlite3 *db, const char *path, char *err,
-                        size_t errlen) {
-  static const char *const tables[] = {"events",   "outbox",  "dead_letters",
-                                       "content",  "profiles", "catalog",
-                                       "hook_state"};
+/* Every table a store of schema version has (this build's version once
+ * migrated): a missing one means the file was damaged or edited. */
+static int check_tables(sqlite3 *db, const char *path, long version,
+                        char *err, size_t errlen) {
+  static const struct {
+    const char *name;
+    long since;
+  } tables[] = {{"events", 1},     {"outbox", 1},  {"dead_letters", 1},
+                {"content", 1},    {"profiles", 1}, {"catalog", 1},
+                {"hook_state", 1}, {"exports", 3}, {"profile_tombstones", 3}};
   char sql[160];
   long n;
 
   for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+    if (tables[i].since > version) continue;
     snprintf(sql, sizeof sql, "SELECT count(*) FROM sqlite_master WHERE "
-             "type = 'table' AND name = '%s'", tables[i]);
+             "type = 'table' AND name = '%s'", tables[i].name);
     if (pragma_int(db, path, sql, &n, err, errlen) != 0) return -1;
     if (n == 0) {
       snprintf(err, errlen, "store %s: damaged: table %s is missing; "
                "hookd leaves it alone: restore a backup or move it aside",
-               path, tables[i]);
+               path, tables[i].name);
       return -1;
     }
   }
@@ -283,11 +312,12 @@ static int open_files(hk_store *s, const char *data_dir, char *err,
    * version so far has all the tables). */
   if (open_db(s, &s->wdb, 1, err, errlen) != 0 ||
       check_identity(s->wdb, s->path, &version, err, errlen) != 0 ||
-      (version > 0 && check_tables(s->wdb, s->path, err, errlen) != 0) ||
+      (version > 0 &&
+       check_tables(s->wdb, s->path, version, err, errlen) != 0) ||
       (version == SCHEMA_VERSION && hk_store_check_all(s, err, errlen) != 0) ||
       tune(s->wdb, s->path, 1, err, errlen) != 0 ||
       migrate(s->wdb, s->path, version, err, errlen) != 0 ||
-      check_tables(s->wdb, s->path, err, errlen) != 0 ||
+      check_tables(s->wdb, s->path, SCHEMA_VERSION, err, errlen) != 0 ||
       hk_store_check_all(s, err, errlen) != 0 ||
       open_db(s, &s->rdb, 0, err, errlen) != 0 ||
       tune(s->rdb, s->path, 0, err, errlen) != 0)

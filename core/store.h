@@ -109,6 +109,17 @@ size_t hk_store_add_cleanup(hk_store_batch *b, double content_before,
 size_t hk_store_add_hook_state(hk_store_batch *b, const char *hook,
                                int active);
 
+/* A deleted hook: the messages of its outbox become dead letters (with
+ * destination and reason), or are dropped when discard is set; its
+ * stored state and export go. Result: the messages it had queued. */
+size_t hk_store_add_hook_delete(hk_store_batch *b, const char *hook,
+                                int discard, const char *destination,
+                                const char *reason);
+/* The state of hook's historical export, as a JSON object with the
+ * fields of hk_store_export_row (see export.c); replaces the old one. */
+size_t hk_store_add_export(hk_store_batch *b, const char *hook,
+                           const char *json, size_t len);
+
 size_t hk_store_batch_size(const hk_store_batch *b);
 /* The bytes of text the batch holds. */
 size_t hk_store_batch_bytes(const hk_store_batch *b);
@@ -188,6 +199,48 @@ char *hk_store_content_get(hk_store *s, const char *send_message_id,
 int hk_store_catalog_render(hk_store *s, hk_buf *out);
 /* The active state stored for hook: 1, 0, or -1 when none is stored. */
 int hk_store_hook_state(hk_store *s, const char *hook);
+
+/* Nonzero when the profile was deleted through the API and not written
+ * since. */
+int hk_store_profile_deleted(hk_store *s, const char *list_id,
+                             const char *profile_id);
+
+/* ---- historical exports ---- */
+
+/* One stored event for an export; body valid during the callback. */
+typedef struct hk_event_row {
+  int64_t id;
+  double event_date;
+  const char *body;
+  size_t len;
+} hk_event_row;
+
+/* Calls cb for up to limit stored events dated in [from, to) and after
+ * (after_date, after_id) in (event_date, id) order, leaving out the types
+ * never exported. Returns how many, or -1 after logging a store error. */
+long hk_store_events_page(hk_store *s, double from, double to,
+                          double after_date, int64_t after_id, long limit,
+                          void (*cb)(void *ctx, const hk_event_row *row),
+                          void *ctx);
+/* How many events such pages hold in all, or -1. */
+long hk_store_events_count(hk_store *s, double from, double to);
+/* Messages of hook with ids in [first, last] still in the outbox, or -1. */
+long hk_store_outbox_range(hk_store *s, const char *hook, int64_t first,
+                           int64_t last);
+
+typedef struct hk_store_export_row {
+  const char *hook, *from, *to, *status, *paused_by, *reason;
+  long total, scanned, sent;
+  double started_at, ended_at, cursor_date;
+  int64_t cursor_id, chunk_first, chunk_last;
+  long chunk_count;
+} hk_store_export_row;
+
+/* Calls cb for every stored export (strings valid during the call; NULL
+ * for SQL NULL). Returns 0 or -1. */
+int hk_store_exports(hk_store *s,
+                     void (*cb)(void *ctx, const hk_store_export_row *row),
+                     void *ctx);
 
 /* Wall-clock time in unix seconds, as the store records it. */
 double hk_store_now(void);

@@ -24,8 +24,12 @@ enum store_op_kind {
   OP_FORGET,
   OP_CLEANUP,
   OP_HOOK_STATE,
+  OP_HOOK_DELETE,
+  OP_EXPORT,
   OP_KINDS
 };
+
+#define OP_STATEMENTS 4 /* at most, per operation */
 
 /* A string inside the batch's arena, as an offset: the arena may move
  * while the batch is being built. */
@@ -71,6 +75,11 @@ enum store_read_kind {
   RD_CONTENT,
   RD_CATALOG,
   RD_HOOK_STATE,
+  RD_TOMBSTONE,
+  RD_EVENTS_PAGE,
+  RD_EVENTS_COUNT,
+  RD_OUTBOX_RANGE,
+  RD_EXPORTS,
   RD_KINDS
 };
 
@@ -80,7 +89,7 @@ struct hk_store {
   int lock_fd;
   sqlite3 *wdb; /* the writer thread's connection */
   sqlite3 *rdb; /* the loop thread's connection */
-  sqlite3_stmt *wstmt[OP_KINDS][3];
+  sqlite3_stmt *wstmt[OP_KINDS][OP_STATEMENTS];
   sqlite3_stmt *rstmt[RD_KINDS];
   int64_t next_outbox_id; /* writer thread only */
 

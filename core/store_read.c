@@ -10,6 +10,11 @@
 #include "json_write.h"
 #include "log.h"
 
+/* Event types a historical export never sends: they describe the
+ * platform's own work, not something that happened to a subscriber. */
+#define NOT_EXPORTED \
+  "event_type NOT IN ('campaign_launch', 'profile_merge', 'profile_split')"
+
 static const char *const read_sql[RD_KINDS] = {
     [RD_OUTBOX] = "SELECT id, body, attempts, first_attempt_at, "
                   "next_attempt_at, route, msg_key FROM outbox WHERE hook = "
@@ -30,6 +35,22 @@ static const char *const read_sql[RD_KINDS] = {
                    "stored_at >= ?2",
     [RD_CATALOG] = "SELECT kind, id, body FROM catalog ORDER BY kind, id",
     [RD_HOOK_STATE] = "SELECT active FROM hook_state WHERE hook = ?1",
+    [RD_TOMBSTONE] = "SELECT 1 FROM profile_tombstones WHERE list_id = ?1 "
+                     "AND profile_id = ?2",
+    /* (event_date, id) follows the date index, whose entries end with the
+     * row id: a page starts where the last one stopped, without a scan. */
+    [RD_EVENTS_PAGE] = "SELECT id, event_date, body FROM events WHERE "
+                       "event_date >= ?1 AND event_date < ?2 AND "
+                       "(event_date, id) > (?3, ?4) AND " NOT_EXPORTED
+                       " ORDER BY event_date, id LIMIT ?5",
+    [RD_EVENTS_COUNT] = "SELECT count(*) FROM events WHERE event_date >= ?1 "
+                        "AND event_date < ?2 AND " NOT_EXPORTED,
+    [RD_OUTBOX_RANGE] = "SELECT count(*) FROM outbox WHERE hook = ?1 AND "
+                        "id BETWEEN ?2 AND ?3",
+    [RD_EXPORTS] = "SELECT hook, from_day, to_day, status, paused_by, "
+                   "reason, total, scanned, sent, started_at, ended_at, "
+                   "cursor_date, cursor_id, chunk_first, chunk_last, "
+                   "chunk_count FROM exports ORDER BY hook",
 };
 
 int hk_store_check_all(hk_store *s, char *err, size_t errlen) {
@@ -95,17 +116,21 @@ long hk_store_outbox_read(hk_store *s, const char *hook, int64_t after,
 }
 
 /* Runs a one-value count query bound to hook. */
+/* The single integer a counting statement answers, or -1. */
+static long count_of(hk_store *s, sqlite3_stmt *st) {
+  int rc = sqlite3_step(st);
+  long n = rc == SQLITE_ROW ? (long)sqlite3_column_int64(st, 0) : -1;
+
+  return rdone(s, st, rc) == 0 ? n : -1;
+}
+
 static long count_for(hk_store *s, enum store_read_kind kind,
                       const char *hook) {
   sqlite3_stmt *st = rstmt(s, kind);
-  long n = -1;
-  int rc;
 
   if (st == NULL) return -1;
   bind_cstr(st, 1, hook);
-  rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW) n = (long)sqlite3_column_int64(st, 0);
-  return rdone(s, st, rc) == 0 ? n : -1;
+  return count_of(s, st);
 }
 
 long hk_store_outbox_count(hk_store *s, const char *hook) {
@@ -301,4 +326,98 @@ long hk_store_count(hk_store *s, const char *table) {
     n = (long)sqlite3_column_int64(st, 0);
   sqlite3_finalize(st);
   return n;
+}
+
+int hk_store_profile_deleted(hk_store *s, const char *list_id,
+                             const char *profile_id) {
+  sqlite3_stmt *st = rstmt(s, RD_TOMBSTONE);
+  int rc;
+
+  if (st == NULL) return 0;
+  bind_cstr(st, 1, list_id);
+  bind_cstr(st, 2, profile_id);
+  rc = sqlite3_step(st);
+  rdone(s, st, rc);
+  return rc == SQLITE_ROW;
+}
+
+long hk_store_events_page(hk_store *s, double from, double to,
+                          double after_date, int64_t after_id, long limit,
+                          void (*cb)(void *ctx, const hk_event_row *row),
+                          void *ctx) {
+  sqlite3_stmt *st = rstmt(s, RD_EVENTS_PAGE);
+  hk_event_row row;
+  long n = 0;
+  int rc;
+
+  if (st == NULL) return -1;
+  sqlite3_bind_double(st, 1, from);
+  sqlite3_bind_double(st, 2, to);
+  sqlite3_bind_double(st, 3, after_date);
+  sqlite3_bind_int64(st, 4, after_id);
+  sqlite3_bind_int64(st, 5, limit);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    row.id = sqlite3_column_int64(st, 0);
+    row.event_date = sqlite3_column_double(st, 1);
+    row.body = (const char *)sqlite3_column_text(st, 2);
+    row.len = (size_t)sqlite3_column_bytes(st, 2);
+    cb(ctx, &row);
+    n++;
+  }
+  return rdone(s, st, rc) == 0 ? n : -1;
+}
+
+long hk_store_events_count(hk_store *s, double from, double to) {
+  sqlite3_stmt *st = rstmt(s, RD_EVENTS_COUNT);
+
+  if (st == NULL) return -1;
+  sqlite3_bind_double(st, 1, from);
+  sqlite3_bind_double(st, 2, to);
+  return count_of(s, st);
+}
+
+long hk_store_outbox_range(hk_store *s, const char *hook, int64_t first,
+                           int64_t last) {
+  sqlite3_stmt *st = rstmt(s, RD_OUTBOX_RANGE);
+
+  if (st == NULL) return -1;
+  bind_cstr(st, 1, hook);
+  sqlite3_bind_int64(st, 2, first);
+  sqlite3_bind_int64(st, 3, last);
+  return count_of(s, st);
+}
+
+static const char *col_text(sqlite3_stmt *st, int col) {
+  return (const char *)sqlite3_column_text(st, col);
+}
+
+int hk_store_exports(hk_store *s,
+                     void (*cb)(void *ctx, const hk_store_export_row *row),
+                     void *ctx) {
+  sqlite3_stmt *st = rstmt(s, RD_EXPORTS);
+  hk_store_export_row r;
+  int rc;
+
+  if (st == NULL) return -1;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    memset(&r, 0, sizeof r);
+    r.hook = col_text(st, 0);
+    r.from = col_text(st, 1);
+    r.to = col_text(st, 2);
+    r.status = col_text(st, 3);
+    r.paused_by = col_text(st, 4);
+    r.reason = col_text(st, 5);
+    r.total = (long)sqlite3_column_int64(st, 6);
+    r.scanned = (long)sqlite3_column_int64(st, 7);
+    r.sent = (long)sqlite3_column_int64(st, 8);
+    r.started_at = sqlite3_column_double(st, 9);
+    r.ended_at = sqlite3_column_double(st, 10);
+    r.cursor_date = sqlite3_column_double(st, 11);
+    r.cursor_id = sqlite3_column_int64(st, 12);
+    r.chunk_first = sqlite3_column_int64(st, 13);
+    r.chunk_last = sqlite3_column_int64(st, 14);
+    r.chunk_count = (long)sqlite3_column_int64(st, 15);
+    cb(ctx, &r);
+  }
+  return rdone(s, st, rc);
 }

@@ -197,6 +197,27 @@ size_t hk_store_add_hook_state(hk_store_batch *b, const char *hook,
   return b->n_ops - 1;
 }
 
+size_t hk_store_add_hook_delete(hk_store_batch *b, const char *hook,
+                                int discard, const char *destination,
+                                const char *reason) {
+  store_op *op = add_op(b, OP_HOOK_DELETE);
+
+  op->s[0] = STR(hook);
+  op->s[1] = STR(destination);
+  op->s[2] = STR(reason);
+  op->n = discard;
+  return b->n_ops - 1;
+}
+
+size_t hk_store_add_export(hk_store_batch *b, const char *hook,
+                           const char *json, size_t len) {
+  store_op *op = add_op(b, OP_EXPORT);
+
+  op->s[0] = STR(hook);
+  op->s[1] = keep(b, json, len);
+  return b->n_ops - 1;
+}
+
 size_t hk_store_batch_size(const hk_store_batch *b) { return b->n_ops; }
 
 size_t hk_store_batch_bytes(const hk_store_batch *b) {
@@ -249,8 +270,12 @@ void hk_store_batch_fail(hk_store_batch *b, sqlite3 *db, const char *what) {
 
 /* ---- running a batch (writer thread) ---- */
 
-/* SQL per operation; an operation may need up to three statements. */
-static const char *const op_sql[OP_KINDS][3] = {
+/* A profile written again is no longer a deleted one. */
+#define TOMBSTONE_CLEAR \
+  "DELETE FROM profile_tombstones WHERE list_id = ?1 AND profile_id = ?2"
+
+/* SQL per operation; an operation may need up to OP_STATEMENTS. */
+static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
     [OP_EVENT] = {"INSERT INTO events(received_at, event_date, event_type, "
                   "list_id, body) VALUES(?1, ?2, ?3, ?4, ?5)"},
     [OP_MESSAGE] = {"INSERT INTO outbox(id, hook, body, created_at, route, "
@@ -262,14 +287,19 @@ static const char *const op_sql[OP_KINDS][3] = {
     [OP_PROFILE_PUT] = {"INSERT INTO profiles(list_id, profile_id, fields, "
                         "updated_at) VALUES(?1, ?2, ?3, ?4) ON CONFLICT DO "
                         "UPDATE SET fields = excluded.fields, "
-                        "updated_at = excluded.updated_at"},
+                        "updated_at = excluded.updated_at",
+                        TOMBSTONE_CLEAR},
     [OP_PROFILE_MERGE] = {"INSERT INTO profiles(list_id, profile_id, fields, "
                           "updated_at) VALUES(?1, ?2, json_patch('{}', ?3), "
                           "?4) ON CONFLICT DO UPDATE SET fields = "
                           "json_patch(fields, ?3), "
-                          "updated_at = excluded.updated_at"},
+                          "updated_at = excluded.updated_at",
+                          TOMBSTONE_CLEAR},
     [OP_PROFILE_DELETE] = {"DELETE FROM profiles WHERE list_id = ?1 AND "
-                           "profile_id = ?2"},
+                           "profile_id = ?2",
+                           "INSERT OR REPLACE INTO profile_tombstones("
+                           "list_id, profile_id, deleted_at) "
+                           "VALUES(?1, ?2, ?3)"},
     [OP_CATALOG] = {"INSERT INTO catalog(kind, id, body, source, updated_at) "
                     "VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(kind, id) DO "
                     "UPDATE SET body = excluded.body, source = "
@@ -298,12 +328,31 @@ static const char *const op_sql[OP_KINDS][3] = {
                        "VALUES(?1, ?2, ?3) ON CONFLICT(hook) DO UPDATE SET "
                        "active = excluded.active, "
                        "updated_at = excluded.updated_at"},
+    [OP_HOOK_DELETE] = {"INSERT INTO dead_letters(hook, destination, reason, "
+                        "attempts, first_attempt_at, last_attempt_at, "
+                        "created_at, body, route, msg_key) SELECT hook, ?2, "
+                        "?3, attempts, first_attempt_at, NULL, "
+                        "?4, body, route, msg_key FROM outbox WHERE hook = "
+                        "?1 ORDER BY id",
+                        "DELETE FROM outbox WHERE hook = ?1",
+                        "DELETE FROM hook_state WHERE hook = ?1",
+                        "DELETE FROM exports WHERE hook = ?1"},
+    /* The export's state comes as one JSON object (see export.c). */
+    [OP_EXPORT] = {"INSERT OR REPLACE INTO exports(hook, from_day, to_day, "
+                   "status, paused_by, reason, total, scanned, sent, "
+                   "started_at, ended_at, cursor_date, cursor_id, "
+                   "chunk_first, chunk_last, chunk_count) SELECT ?1, "
+                   "j->>'from', j->>'to', j->>'status', j->>'paused_by', "
+                   "j->>'reason', j->>'total', j->>'scanned', j->>'sent', "
+                   "j->>'started_at', j->>'ended_at', j->>'cursor_date', "
+                   "j->>'cursor_id', j->>'chunk_first', j->>'chunk_last', "
+                   "j->>'chunk_count' FROM (SELECT ?2 AS j)"},
 };
 
 int hk_store_check_statements(hk_store *s, const char *const *read_sql,
                               int n_read, char *err, size_t errlen) {
   for (int k = 0; k < OP_KINDS + n_read; k++) {
-    for (int j = 0; j < 3; j++) {
+    for (int j = 0; j < OP_STATEMENTS; j++) {
       const char *sql = k < OP_KINDS ? op_sql[k][j]
                                      : (j == 0 ? read_sql[k - OP_KINDS] : NULL);
       sqlite3_stmt *st = NULL;
@@ -406,7 +455,15 @@ static int run_keyed(hk_store *s, hk_store_batch *b, store_op *op,
     bind_str(b, st, col++, op->s[0]);
     sqlite3_bind_double(st, col, now);
   }
-  return step_count(s, st, op);
+  if (!step_count(s, st, op)) return 0;
+  if (op->kind == OP_CONTENT) return 1;
+  /* The profile's tombstone: set by a delete, cleared by a write. */
+  st = wstmt(s, op->kind, 1);
+  if (st == NULL) return 0;
+  bind_str(b, st, 1, op->s[1]);
+  bind_str(b, st, 2, op->s[2]);
+  if (op->kind == OP_PROFILE_DELETE) sqlite3_bind_double(st, 3, now);
+  return step_done(st);
 }
 
 static int run_catalog(hk_store *s, hk_store_batch *b, store_op *op,
@@ -537,6 +594,35 @@ static int run_hook_state(hk_store *s, hk_store_batch *b, store_op *op,
   return step_done(st);
 }
 
+/* Sets aside (or, with n set, discards) what a deleted hook had in its
+ * outbox and forgets its state. Result: the messages of its outbox. */
+static int run_hook_delete(hk_store *s, hk_store_batch *b, store_op *op,
+                           double now) {
+  sqlite3_stmt *st;
+
+  for (int j = op->n ? 1 : 0; j < OP_STATEMENTS; j++) {
+    if ((st = wstmt(s, OP_HOOK_DELETE, j)) == NULL) return 0;
+    bind_str(b, st, 1, op->s[0]);
+    if (j == 0) {
+      bind_str(b, st, 2, op->s[1]);
+      bind_str(b, st, 3, op->s[2]);
+      sqlite3_bind_double(st, 4, now);
+    }
+    if (!step_done(st)) return 0;
+    if (j == 1) op->result = sqlite3_changes(s->wdb);
+  }
+  return 1;
+}
+
+static int run_export(hk_store *s, hk_store_batch *b, store_op *op) {
+  sqlite3_stmt *st = wstmt(s, OP_EXPORT, 0);
+
+  if (st == NULL) return 0;
+  bind_str(b, st, 1, op->s[0]);
+  bind_str(b, st, 2, op->s[1]);
+  return step_done(st);
+}
+
 static int run_op(hk_store *s, hk_store_batch *b, store_op *op, double now) {
   switch (op->kind) {
   case OP_EVENT: return run_event(s, b, op, now);
@@ -555,6 +641,8 @@ static int run_op(hk_store *s, hk_store_batch *b, store_op *op, double now) {
   case OP_RESEND: return run_resend(s, b, op, now);
   case OP_CLEANUP: return run_cleanup(s, op);
   case OP_HOOK_STATE: return run_hook_state(s, b, op, now);
+  case OP_HOOK_DELETE: return run_hook_delete(s, b, op, now);
+  case OP_EXPORT: return run_export(s, b, op);
   default: return 0;
   }
 }
@@ -564,7 +652,7 @@ static const char *const op_names[OP_KINDS] = {
     "profile delete", "catalog", "catalog reset", "catalog delete", "ack",
     "retry state",
     "dead letter",
-    "resend", "forget", "cleanup", "hook state"};
+    "resend", "forget", "cleanup", "hook state", "hook delete", "export"};
 
 int hk_store_run_batch(hk_store *s, hk_store_batch *b) {
   double now = hk_store_now();
@@ -587,6 +675,6 @@ int hk_store_run_batch(hk_store *s, hk_store_batch *b) {
 
 void hk_store_finalize_all(hk_store *s) {
   for (int k = 0; k < OP_KINDS; k++)
-    for (int j = 0; j < 3; j++) sqlite3_finalize(s->wstmt[k][j]);
+    for (int j = 0; j < OP_STATEMENTS; j++) sqlite3_finalize(s->wstmt[k][j]);
   for (int k = 0; k < RD_KINDS; k++) sqlite3_finalize(s->rstmt[k]);
 }
