@@ -524,22 +524,45 @@ void hk_bridge_unload_hook(hk_bridge *b, const char *id) {
     hk_error("lua", "hook=%s unload failed: %s", id, err);
 }
 
-int hk_bridge_route(hk_bridge *b, const char *const *events,
-                    const size_t *lens, size_t n, long seq) {
-  lua_State *L = b->L;
-  char err[1024];
-
+/* Pushes the events as one Lua array and seq. */
+static void push_batch(lua_State *L, const char *const *events,
+                       const size_t *lens, size_t n, long seq) {
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
     lua_pushlstring(L, events[i], lens[i]);
     lua_rawseti(L, -2, (int)i + 1);
   }
   lua_pushnumber(L, (lua_Number)seq);
+}
+
+int hk_bridge_route(hk_bridge *b, const char *const *events,
+                    const size_t *lens, size_t n, long seq) {
+  char err[1024];
+
+  push_batch(b->L, events, lens, n, seq);
   if (call_router(b, "route", 2, 0, err, sizeof err) != 0) {
-    hk_error("lua", "routing failed events=%zu error=%s", n, err);
+    hk_error("lua", "routing failed events=%zu error=\"%s\"", n, err);
     return -1;
   }
   return 0;
+}
+
+long hk_bridge_route_export(hk_bridge *b, const char *id,
+                            const char *const *events, const size_t *lens,
+                            size_t n, long seq) {
+  char err[1024];
+  long captured;
+
+  push_batch(b->L, events, lens, n, seq);
+  lua_pushstring(b->L, id);
+  if (call_router(b, "route_export", 3, 1, err, sizeof err) != 0) {
+    hk_error("lua", "hook=%s export routing failed events=%zu "
+             "error=\"%s\"", id, n, err);
+    return -1;
+  }
+  captured = (long)lua_tonumber(b->L, -1);
+  lua_pop(b->L, 1);
+  return captured;
 }
 
 void hk_bridge_settle(hk_bridge *b, long seq) {

@@ -76,6 +76,13 @@ void hk_bridge_unload_hook(hk_bridge *b, const char *id);
 int hk_bridge_route(hk_bridge *b, const char *const *events,
                     const size_t *lens, size_t n, long seq);
 
+/* Routes stored events through hook id alone, as a historical export
+ * does (its filters, no content; see router.lua). Returns the number of
+ * events the hook captured, or -1 when the runtime failed (logged). */
+long hk_bridge_route_export(hk_bridge *b, const char *id,
+                            const char *const *events, const size_t *lens,
+                            size_t n, long seq);
+
 /* Store batch seq is committed or refused: the runtime forgets the writes
  * it kept for it. */
 void hk_bridge_settle(hk_bridge *b, long seq);

@@ -69,6 +69,17 @@ struct hk_dispatch {
   int attempts;        /* attempts made for this batch */
   double first_attempt_at, last_attempt_at;
   int quiet;           /* shutting down: nothing new is sent */
+  int held;            /* the hook is stopped: nothing is sent */
+  double retry_at;     /* wall time of a waiting batch's next attempt */
+
+  /* A test send: on a broker it waits for the batch in flight, and no
+   * batch starts while it is out (one send at a time per target). */
+  hk_tx_done_cb test_cb;
+  void *test_ctx;
+  hk_buf test_body;      /* the message (broker) or [message] (HTTP) */
+  char *test_route, *test_key;
+  size_t test_key_len;
+  int testing;           /* a test send is in flight */
 
   uv_timer_t timer;
 };
@@ -102,6 +113,11 @@ static const char *quote(const char *reason) {
 
 static int has_target(const hk_dispatch *d) {
   return d->target != NULL || d->tx != NULL;
+}
+
+/* Whether a batch may start or a retry go out now. */
+static int may_send(const hk_dispatch *d) {
+  return !d->quiet && !d->held && !(d->tx && d->testing);
 }
 
 /* Arms the timer at least 1 ms ahead: a 0 ms timer re-armed from its own
@@ -306,6 +322,7 @@ static void build_body(hk_dispatch *d) {
 
 static void post_cb(void *ctx, const hk_tx_result *res);
 static void tx_cb(void *ctx, const hk_tx_result *results, size_t n);
+static void start_test(hk_dispatch *d);
 
 /* Hands the batch's messages to the broker transport. Returns 0, or -1
  * when the send could not start. */
@@ -389,6 +406,7 @@ static void resume_retry(hk_dispatch *d) {
   d->last_attempt_at = 0;
   if (!d->tx) build_body(d);
   d->state = STATE_WAITING;
+  d->retry_at = d->head->next_at;
   hk_info("dispatch", "hook=%s dest=%s messages=%zu attempts=%d "
           "retry_resumed=1 retry_in=%.3fs", d->hook_id, dest(d),
           d->batch_count, d->attempts, wait > 0 ? wait : 0);
@@ -408,9 +426,10 @@ static void schedule_retry(hk_dispatch *d, const hk_tx_result *res) {
           "retry_in=%.3fs reason=\"%s\"",
           d->hook_id, dest(d), d->batch_count, d->attempts, wait,
           quote(res->reason));
-  record_retry(d, wall_now() + wait);
+  d->retry_at = wall_now() + wait;
+  record_retry(d, d->retry_at);
   d->state = STATE_WAITING;
-  if (!d->quiet) timer_start(d, wait);
+  if (may_send(d)) timer_start(d, wait);
 }
 
 /* A 413 for a batch of several: the next batches carry half as many. */
@@ -512,6 +531,7 @@ static void tx_cb(void *ctx, const hk_tx_result *res, size_t n) {
   size_t retry;
 
   d->state = STATE_IDLE;
+  if (d->test_cb && !d->testing) start_test(d); /* it waited for this */
   if (n != d->batch_count) { /* a transport bug: everything again */
     snprintf(wrong.reason, sizeof wrong.reason, "error=\"transport answered "
              "for %zu of %zu messages\"", n, d->batch_count);
@@ -536,7 +556,7 @@ static void tx_cb(void *ctx, const hk_tx_result *res, size_t n) {
 static void send_next(hk_dispatch *d) {
   double due;
 
-  while (d->state == STATE_IDLE && has_target(d) && !d->quiet) {
+  while (d->state == STATE_IDLE && has_target(d) && may_send(d)) {
     if (refill(d) != 0) {
       timer_start(d, STORE_RETRY_MS / 1000.0);
       return;
@@ -566,7 +586,7 @@ static void send_next(hk_dispatch *d) {
 static void timer_cb(uv_timer_t *t) {
   hk_dispatch *d = t->data;
 
-  if (d->quiet) return;
+  if (!may_send(d)) return; /* hk_dispatch_hold or the test's end resumes */
   if (d->state == STATE_WAITING) {
     d->counters->retried += (long)d->batch_count;
     post_batch(d);
@@ -657,4 +677,127 @@ void hk_dispatch_quiet(hk_dispatch *d) {
 
 int hk_dispatch_settled(const hk_dispatch *d) {
   return d->state != STATE_SENDING;
+}
+
+/* ---- test sends ---- */
+
+static void test_clear(hk_dispatch *d) {
+  hk_buf_reset(&d->test_body);
+  free(d->test_route);
+  free(d->test_key);
+  d->test_route = d->test_key = NULL;
+  d->test_cb = NULL;
+  d->testing = 0;
+}
+
+/* The test is answered; what it held back (a batch, a due retry) goes. */
+static void test_finish(hk_dispatch *d, const hk_tx_result *res) {
+  hk_tx_done_cb cb = d->test_cb;
+  void *ctx = d->test_ctx;
+
+  if (res->status == HK_TX_OK) d->counters->test_sent++;
+  else d->counters->test_failed++;
+  hk_info("dispatch", "hook=%s dest=%s test_send=1 delivered=%d "
+          "reason=\"%s\"", d->hook_id, dest(d), res->status == HK_TX_OK,
+          quote(res->reason));
+  test_clear(d);
+  cb(ctx, res);
+  if (!may_send(d)) return;
+  if (d->state == STATE_WAITING && !uv_is_active((uv_handle_t *)&d->timer))
+    timer_start(d, d->retry_at - wall_now());
+  else if (d->state == STATE_IDLE)
+    send_next(d);
+}
+
+static void test_post_cb(void *ctx, const hk_tx_result *res) {
+  test_finish(ctx, res);
+}
+
+static void test_tx_cb(void *ctx, const hk_tx_result *res, size_t n) {
+  hk_tx_result none = {.status = HK_TX_FAIL};
+
+  if (n == 1) {
+    test_finish(ctx, res);
+    return;
+  }
+  snprintf(none.reason, sizeof none.reason,
+           "error=\"transport answered for %zu of 1 messages\"", n);
+  test_finish(ctx, &none);
+}
+
+static void start_test(hk_dispatch *d) {
+  hk_tx_msg m = {d->test_body.data, d->test_body.len, d->test_route,
+                 d->test_key, d->test_key_len};
+  hk_tx_result res = {.status = HK_TX_RETRY};
+  int rc;
+
+  d->testing = 1;
+  if (d->tx)
+    rc = d->tx->ops->send(d->tx, &m, 1, test_tx_cb, d);
+  else
+    rc = hk_http_post(d->client, d->target, d->test_body.data,
+                      d->test_body.len, test_post_cb, d);
+  if (rc != 0) {
+    snprintf(res.reason, sizeof res.reason, "error=\"cannot start request\"");
+    test_finish(d, &res);
+  }
+}
+
+int hk_dispatch_test(hk_dispatch *d, const hk_tx_msg *msg, hk_tx_done_cb cb,
+                     void *ctx, char *err, size_t errlen) {
+  if (!has_target(d) || d->quiet) {
+    snprintf(err, errlen, "the hook has no working destination");
+    return -1;
+  }
+  if (d->test_cb) {
+    snprintf(err, errlen, "a test send of this hook is still in progress");
+    return -1;
+  }
+  hk_buf_reset(&d->test_body);
+  if (!d->tx) hk_buf_putc(&d->test_body, '[');
+  hk_buf_append(&d->test_body, msg->data, msg->len);
+  if (!d->tx) hk_buf_putc(&d->test_body, ']');
+  d->test_route = strdup(msg->route ? msg->route : "");
+  d->test_key = msg->key ? malloc(msg->key_len ? msg->key_len : 1) : NULL;
+  if (d->test_key) memcpy(d->test_key, msg->key, msg->key_len);
+  d->test_key_len = msg->key_len;
+  d->test_cb = cb;
+  d->test_ctx = ctx;
+  /* A broker target takes one send at a time: the test goes when the
+   * batch in flight is answered (see tx_cb). */
+  if (!(d->tx && d->state == STATE_SENDING)) start_test(d);
+  return 0;
+}
+
+/* ---- stopping and deleting the hook ---- */
+
+void hk_dispatch_hold(hk_dispatch *d, int held) {
+  if (d->held == held) return;
+  d->held = held;
+  if (held) {
+    uv_timer_stop(&d->timer);
+    return;
+  }
+  if (!may_send(d)) return;
+  if (d->state == STATE_WAITING)
+    timer_start(d, d->retry_at - wall_now());
+  else if (d->state == STATE_IDLE)
+    send_next(d);
+}
+
+void hk_dispatch_drop(hk_dispatch *d) {
+  msg_node *n = d->head, *next;
+
+  for (; n; n = next) {
+    next = n->next;
+    free(n);
+  }
+  d->head = d->tail = NULL;
+  d->queue_len = d->queue_bytes = 0;
+  d->batch_count = 0;
+  d->split_cap = 0;
+  hk_buf_reset(&d->batch);
+  if (d->state != STATE_SENDING) d->state = STATE_IDLE;
+  d->on_disk = 1;
+  uv_timer_stop(&d->timer);
 }

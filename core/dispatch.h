@@ -24,6 +24,8 @@ typedef struct hk_counters {
   long retried; /* messages sent again after a failed attempt */
   long dead;    /* set aside as dead letters */
   long queued;  /* accepted for the hook, not yet acknowledged or dead */
+  long test_sent;   /* test sends the destination acknowledged */
+  long test_failed; /* test sends that failed */
 } hk_counters;
 
 typedef struct hk_retry_policy {
@@ -70,6 +72,21 @@ void hk_dispatch_quiet(hk_dispatch *d);
 
 /* Nonzero when no request is in flight: what is left is in the store. */
 int hk_dispatch_settled(const hk_dispatch *d);
+
+/* Stops (held 1) or resumes delivery. A held hook keeps its queue and
+ * any retry wait; the request in flight, if any, is still answered. */
+void hk_dispatch_hold(hk_dispatch *d, int held);
+
+/* The hook is deleted and its outbox emptied in the store: forgets the
+ * window. Call only when hk_dispatch_settled. */
+void hk_dispatch_drop(hk_dispatch *d);
+
+/* Sends one message at once, outside batching and retries: an HTTP hook
+ * posts [message], a broker publishes it (after the batch in flight, if
+ * any). cb runs once on the loop thread with the outcome. Returns 0, or
+ * -1 with err when the hook has no destination or a test is in flight. */
+int hk_dispatch_test(hk_dispatch *d, const hk_tx_msg *msg, hk_tx_done_cb cb,
+                     void *ctx, char *err, size_t errlen);
 
 /* A dispatcher lives as long as its hook slot, that is as long as the
  * process; there is no destroy. */

@@ -23,6 +23,7 @@ typedef struct hk_hook {
   int active;
   int removed; /* the file is gone */
   int suspended; /* its code kept breaching the CPU limit */
+  int deleted;   /* deleted through the API: not listed, nothing kept */
   long version;
   double loaded_at;
   char *error; /* the last load error, or NULL */
@@ -161,6 +162,11 @@ static char *store_get_cb(void *ctx, const char *kind, const char *key1,
     return hk_store_content_get(r->store, key1, not_before, len);
   if (strcmp(kind, "profile") == 0 && key2)
     return hk_store_profile_get(r->store, key1, key2, len);
+  if (strcmp(kind, "tombstone") == 0 && key2 &&
+      hk_store_profile_deleted(r->store, key1, key2)) {
+    *len = 4;
+    return strdup("true");
+  }
   return NULL;
 }
 
@@ -481,6 +487,28 @@ static int load_source(hk_router *r, hk_hook *h, const char *src, size_t len,
   return 0;
 }
 
+/* Tells the runtime and the dispatcher whether h runs. */
+static void apply_active(hk_router *r, hk_hook *h) {
+  const char *args[2] = {h->id, h->active ? "1" : "0"};
+  size_t lens[2] = {strlen(h->id), 1};
+  hk_strlist out;
+  char err[256];
+
+  if (h->loaded &&
+      hk_bridge_call_strings(r->bridge, "set_active", 2, args, lens, &out,
+                             err, sizeof err) == 0)
+    hk_strlist_free(&out);
+  hk_dispatch_hold(h->dispatch, !h->active);
+}
+
+/* A state set through the API wins over the file's `active`. */
+static void apply_stored_state(hk_router *r, hk_hook *h) {
+  int stored = r->store ? hk_store_hook_state(r->store, h->id) : -1;
+
+  if (stored >= 0) h->active = stored;
+  apply_active(r, h);
+}
+
 int hk_router_load_file(hk_router *r, const char *id, const char *path) {
   hk_hook *h = hook_get_or_add(r, id);
   char err[1024];
@@ -498,7 +526,9 @@ int hk_router_load_file(hk_router *r, const char *id, const char *path) {
     snprintf(err, sizeof err, "%s: the file is empty", path);
   } else if (load_source(r, h, src, len, err, sizeof err) == 0) {
     h->loaded = 1;
+    h->deleted = 0;
     h->suspended = 0;
+    apply_stored_state(r, h);
     h->version++;
     h->loaded_at = wall_now();
     set_str(&h->error, NULL);
@@ -522,7 +552,7 @@ int hk_router_load_file(hk_router *r, const char *id, const char *path) {
 void hk_router_remove(hk_router *r, const char *id) {
   hk_hook *h = hook_find(r, id);
 
-  if (h == NULL || h->removed) return;
+  if (h == NULL || h->removed || h->deleted) return;
   hk_bridge_unload_hook(r->bridge, id);
   h->loaded = 0;
   h->removed = 1;
@@ -587,6 +617,66 @@ void hk_router_resent(hk_router *r, const char *id, long n) {
   hk_dispatch_outbox_changed(h->dispatch);
 }
 
+int hk_router_set_active(hk_router *r, const char *id, int active) {
+  hk_hook *h = hook_find(r, id);
+
+  if (h == NULL || h->deleted) return -1;
+  h->active = active;
+  if (active && h->suspended) {
+    h->suspended = 0;
+    set_str(&h->error, NULL);
+  }
+  apply_active(r, h);
+  hk_info("api", "hook=%s active=%d", h->id, active);
+  return 0;
+}
+
+void hk_router_delete(hk_router *r, const char *id) {
+  hk_hook *h = hook_find(r, id);
+
+  if (h == NULL) return;
+  if (h->loaded) hk_bridge_unload_hook(r->bridge, id);
+  h->loaded = 0;
+  h->removed = 1;
+  h->deleted = 1;
+  h->active = 0;
+  hk_dispatch_hold(h->dispatch, 1);
+}
+
+void hk_router_deleted(hk_router *r, const char *id) {
+  hk_hook *h = hook_find(r, id);
+
+  if (h == NULL) return;
+  hk_dispatch_drop(h->dispatch);
+  memset(&h->counters, 0, sizeof h->counters);
+  set_str(&h->error, NULL);
+  h->version = 0;
+}
+
+hk_dispatch *hk_router_dispatch(hk_router *r, const char *id) {
+  hk_hook *h = hook_find(r, id);
+
+  return h && !h->deleted ? h->dispatch : NULL;
+}
+
+const char *hk_router_hook_file(hk_router *r, const char *id) {
+  hk_hook *h = hook_find(r, id);
+
+  return h && !h->deleted ? h->file : NULL;
+}
+
+const char *hk_router_destination(hk_router *r, const char *id) {
+  hk_hook *h = hook_find(r, id);
+
+  return h && h->destination ? h->destination : "-";
+}
+
+int hk_router_hook_active(hk_router *r, const char *id) {
+  hk_hook *h = hook_find(r, id);
+
+  return h && h->loaded && h->active && !h->suspended && !h->deleted;
+}
+
 int hk_router_has_hook(hk_router *r, const char *id) {
   hk_hook *h = hook_find(r, id);
 
@@ -644,7 +734,7 @@ static void render_hook(const hk_hook *h, hk_buf *out) {
 }
 
 static int hook_listed(const hk_hook *h) {
-  return !h->removed || h->counters.queued > 0;
+  return !h->deleted && (!h->removed || h->counters.queued > 0);
 }
 
 void hk_router_render_hooks(hk_router *r, hk_buf *out) {
@@ -658,6 +748,12 @@ void hk_router_render_hooks(hk_router *r, hk_buf *out) {
     first = 0;
   }
   hk_buf_append(out, "]}", 2);
+}
+
+int hk_router_hook_exists(hk_router *r, const char *id) {
+  hk_hook *h = hook_find(r, id);
+
+  return h != NULL && hook_listed(h);
 }
 
 int hk_router_render_hook(hk_router *r, const char *id, hk_buf *out) {

@@ -47,6 +47,29 @@ size_t hk_router_job_messages(const hk_route_job *job);
  * queued again, and its dispatcher reads them from the store. */
 void hk_router_resent(hk_router *r, const char *id, long n);
 
+/* Activate (1) or stop (0) hook id, as stored through the API: a stopped
+ * hook captures nothing and holds its queue. Returns -1 when there is no
+ * such hook. */
+int hk_router_set_active(hk_router *r, const char *id, int active);
+
+/* Deleting hook id: hk_router_delete unloads it and holds its queue at
+ * once; once the store has emptied its outbox, hk_router_deleted forgets
+ * its window and counters. A file of that id loaded later is a new hook. */
+void hk_router_delete(hk_router *r, const char *id);
+void hk_router_deleted(hk_router *r, const char *id);
+
+/* The hook's dispatcher, file and destination (for logs: "-" when none);
+ * NULL for a hook that does not exist or was deleted. */
+hk_dispatch *hk_router_dispatch(hk_router *r, const char *id);
+const char *hk_router_hook_file(hk_router *r, const char *id);
+const char *hk_router_destination(hk_router *r, const char *id);
+
+/* Nonzero when hook id is loaded, active and not suspended. */
+int hk_router_hook_active(hk_router *r, const char *id);
+/* Nonzero when hook id is listed by the API (loaded, broken, or removed
+ * with messages still queued). */
+int hk_router_hook_exists(hk_router *r, const char *id);
+
 /* Nonzero when hook id exists and has a loaded version. */
 int hk_router_has_hook(hk_router *r, const char *id);
 

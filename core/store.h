@@ -116,7 +116,9 @@ size_t hk_store_add_hook_delete(hk_store_batch *b, const char *hook,
                                 int discard, const char *destination,
                                 const char *reason);
 /* The state of hook's historical export, as a JSON object with the
- * fields of hk_store_export_row (see export.c); replaces the old one. */
+ * fields of hk_store_export_row (see export.c); replaces the old one.
+ * When the batch holds messages before it, chunk_first and chunk_last
+ * become the outbox ids the first and last of them got. */
 size_t hk_store_add_export(hk_store_batch *b, const char *hook,
                            const char *json, size_t len);
 

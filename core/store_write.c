@@ -345,8 +345,9 @@ static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
                    "j->>'from', j->>'to', j->>'status', j->>'paused_by', "
                    "j->>'reason', j->>'total', j->>'scanned', j->>'sent', "
                    "j->>'started_at', j->>'ended_at', j->>'cursor_date', "
-                   "j->>'cursor_id', j->>'chunk_first', j->>'chunk_last', "
-                   "j->>'chunk_count' FROM (SELECT ?2 AS j)"},
+                   "j->>'cursor_id', coalesce(?3, j->>'chunk_first'), "
+                   "coalesce(?4, j->>'chunk_last'), j->>'chunk_count' "
+                   "FROM (SELECT ?2 AS j)"},
 };
 
 int hk_store_check_statements(hk_store *s, const char *const *read_sql,
@@ -614,12 +615,24 @@ static int run_hook_delete(hk_store *s, hk_store_batch *b, store_op *op,
   return 1;
 }
 
+/* The export's state, with the outbox ids its messages in this batch
+ * got (they are known only here, in the writer) as its chunk. */
 static int run_export(hk_store *s, hk_store_batch *b, store_op *op) {
   sqlite3_stmt *st = wstmt(s, OP_EXPORT, 0);
+  int64_t first = 0, last = 0;
 
   if (st == NULL) return 0;
+  for (store_op *m = b->ops; m < op; m++) {
+    if (m->kind != OP_MESSAGE) continue;
+    if (first == 0) first = m->result;
+    last = m->result;
+  }
   bind_str(b, st, 1, op->s[0]);
   bind_str(b, st, 2, op->s[1]);
+  if (first) {
+    sqlite3_bind_int64(st, 3, first);
+    sqlite3_bind_int64(st, 4, last);
+  }
   return step_done(st);
 }
 

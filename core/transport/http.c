@@ -505,7 +505,7 @@ static void classify_status(hk_http_req *r, long code, hk_tx_result *res) {
   if (status_is_success(r->t, code)) {
     if (!r->t->has_re ||
         regexec(&r->t->re, hk_buf_cstr(&r->resp), 0, NULL, 0) == 0)
-      result_set(res, HK_TX_OK, "status=%ld", code);
+      result_set(res, HK_TX_OK, "status=%ld body=\"%s\"", code, snip);
     else
       result_set(res, HK_TX_FAIL,
                  "status=%ld body did not match success_regex body=\"%s\"",

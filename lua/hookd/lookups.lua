@@ -95,6 +95,13 @@ function M.profile_field(list_id, profile_id, name)
   return nil
 end
 
+-- Whether a profile was deleted through the API and not written since.
+function M.profile_deleted(list_id, profile_id)
+  local lid, pid = id_key(list_id), id_text(profile_id)
+  if not lid or not pid then return false end
+  return stored("tombstone", lid, pid) == true
+end
+
 -- The send an event is about: event_data.send_message_id, where the
 -- platform puts it, or a top-level send_message_id.
 local function send_id(event)

@@ -21,6 +21,7 @@ local pending = {} -- id -> a validated version waiting for commit
 local order = {}   -- loaded hooks sorted by id: the routing order
 
 local decode, emit, failed = json.decode, core.emit, core.failed
+local null = json.null
 
 -- Error handler for a hook's functions: the message with its file and
 -- line, on one line so a log line stays one line.
@@ -167,6 +168,16 @@ function M.unload(id)
   rebuild_order()
 end
 
+-- Switches a loaded hook on ("1") or off ("0") as the API stored it.
+-- Switching on also lifts a suspension: an operator has looked at it.
+function M.set_active(id, active)
+  local hook = hooks[id]
+  if not hook then return nil, "the hook is not loaded" end
+  hook.active = active == "1"
+  if hook.active then hook.suspended, hook.breaches = false, {} end
+  return {}
+end
+
 -- A hook whose code the CPU guard stopped BREACH_LIMIT times within
 -- BREACH_WINDOW seconds is suspended: it captures nothing until its file
 -- is loaded again. This bounds what one runaway hook costs everybody.
@@ -229,7 +240,42 @@ M.destination = destination
 -- Runs the hook's own functions and the standard message builder for one
 -- event; the message or the failure goes to the core. Returns true when the
 -- event passed the hook's filter (it counts as matched), false otherwise.
-local function route_one(hook, event, ctx)
+-- The message of live traffic: content attached when the hook asks.
+local function live_message(settings, event, ctx)
+  return message.build(settings, event, ctx, lookups.profile_field,
+    lookups.event_content)
+end
+
+-- The message a historical export sends: never content, and null for
+-- the profile fields of a profile deleted since (even those the event
+-- carried inline: the subscriber asked to be forgotten).
+local function null_field() return null end
+
+local function export_message(settings, event, ctx)
+  local s = setmetatable({ content = false }, { __index = settings })
+  if not lookups.profile_deleted(event.list_id, event.profile_id) then
+    return message.build(s, event, ctx, lookups.profile_field, nil)
+  end
+  local bare = {}
+  for k, v in pairs(event) do bare[k] = v end
+  bare.profile = nil
+  return message.build(s, bare, ctx, null_field, nil)
+end
+
+-- custom_data, content and shape() for one event. Returns the message;
+-- false when shape() dropped it; or nil and why the hook failed.
+local function make_message(hook, event, ctx, build)
+  local msg = build(hook.settings, event, ctx)
+  if not hook.shape then return msg end
+  local ok, shaped, stopped = guard.call(hook.shape, first_line, msg, event)
+  if not ok then
+    if stopped then note_breach(hook) end
+    return nil, "shape: " .. shaped
+  end
+  return shaped or false -- nil or false: dropped
+end
+
+local function route_one(hook, event, ctx, build)
   if hook.isolate then event = deep_copy(event) end
   if hook.filter then
     local ok, keep, stopped = guard.call(hook.filter, first_line, event)
@@ -240,19 +286,9 @@ local function route_one(hook, event, ctx)
     end
     if not keep then return false end
   end
-  local msg = message.build(hook.settings, event, ctx, lookups.profile_field,
-    lookups.event_content)
-  if hook.shape then
-    local ok, shaped, stopped = guard.call(hook.shape, first_line, msg,
-      event)
-    if not ok then
-      failed(hook.slot, "shape: " .. shaped)
-      if stopped then note_breach(hook) end
-      return true
-    end
-    if not shaped then return true end -- nil or false: dropped
-    msg = shaped
-  end
+  local msg, why = make_message(hook, event, ctx, build or live_message)
+  if msg == nil then failed(hook.slot, why) end
+  if not msg then return true end
   local sent, err = emit(hook.slot, msg, destination(hook.settings.send,
     event))
   if not sent then failed(hook.slot, "cannot encode message: " .. err) end
@@ -283,6 +319,88 @@ function M.route(batch, seq)
   for h = 1, n do
     if matched[h] > 0 then core.matched(order[h].slot, matched[h]) end
   end
+end
+
+-- Event types a historical export never sends (the store leaves them out
+-- too; this holds for events that reach here another way).
+local NOT_EXPORTED = {
+  campaign_launch = true, profile_merge = true, profile_split = true,
+}
+
+-- Routes stored events through hook id alone, as a historical export:
+-- its current settings and filters, no content. seq names the store
+-- batch, as in M.route. Returns the number of events it captured.
+function M.route_export(batch, seq, id)
+  local hook = hooks[id]
+  if not hook or hook.suspended then return 0 end
+  local captured = 0
+  lookups.begin(seq or 0)
+  for i = 1, #batch do
+    local event = decode(batch[i])
+    if not NOT_EXPORTED[event.event_type] and
+        filters.match(hook.match, event) then
+      local ctx = template.new_context(event, catalog)
+      if route_one(hook, event, ctx, export_message) then
+        captured = captured + 1
+      end
+    end
+  end
+  return captured
+end
+
+local EVENT_TYPE = "^[%w_%-%.]+$"
+
+-- The event of a test send: the caller's own, or an example of a type.
+local function test_event(hook, doc)
+  if doc.event ~= nil then
+    local e = doc.event
+    if type(e) ~= "table" or getmetatable(e) == json.array_mt then
+      return nil, "event must be a JSON object"
+    end
+    local et = e.event_type
+    if type(et) ~= "string" or #et > 128 or not et:match(EVENT_TYPE) then
+      return nil, "event.event_type must be 1-128 letters, digits, _ - ."
+    end
+    return e
+  end
+  if type(doc.event_type) ~= "string" then
+    return nil, 'give {"event_type": "<type>"} or {"event": {...}}'
+  end
+  local db = hook.settings.database
+  return require("hookd.samples").event(doc.event_type, {
+    list_id = type(db) == "number" and db or nil, catalog = catalog,
+  })
+end
+
+-- For a test send: the event (an example of a type, or the caller's own)
+-- through hook id's custom_data and shape(), bypassing its filters.
+-- Returns {"ok", event, message, route or "", key or "", "1" when keyed};
+-- or {"request", reason} for a mistake of the caller, or {"hook", reason,
+-- event} when the hook's code failed or dropped the event.
+function M.test_message(id, body)
+  local hook = hooks[id]
+  if not hook then return { "request", "the hook is not loaded" } end
+  local doc, err = json.decode(body ~= "" and body or "{}")
+  if type(doc) ~= "table" or getmetatable(doc) == json.array_mt then
+    return { "request", "the body must be a JSON object" ..
+      (err and (": " .. err) or "") }
+  end
+  local event
+  event, err = test_event(hook, doc)
+  if not event then return { "request", err } end
+  local event_text = json.encode(event)
+  event = decode(event_text)
+  if hook.isolate then event = deep_copy(event) end
+  local msg, why = make_message(hook, event,
+    template.new_context(event, catalog), live_message)
+  if msg == false then why = "shape() returned nil or false: nothing sent" end
+  if not msg then return { "hook", why, event_text } end
+  local ok, text = pcall(json.encode, msg)
+  if not ok then
+    return { "hook", "cannot encode message: " .. tostring(text), event_text }
+  end
+  local route, key = destination(hook.settings.send, event)
+  return { "ok", event_text, text, route or "", key or "", key and "1" or "0" }
 end
 
 -- Runs one hook over event texts without sending anything. Returns one
