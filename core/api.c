@@ -18,10 +18,9 @@ void hk_api_json(hk_http_request *req, int status, hk_buf *b) {
   hk_http_respond(req, status, NULL, NULL, b->data ? b->data : "", b->len);
 }
 
-void hk_api_error(hk_http_request *req, int status, const char *msg,
-                  long index) {
+static void error_with(hk_http_request *req, int status, const char *msg,
+                       long index, const char *extra) {
   hk_buf b = HK_BUF_INIT;
-  const char *extra = status == 503 ? "Retry-After: 5\r\n" : NULL;
 
   hk_buf_append(&b, "{\"error\":", 9);
   hk_json_write_cstr(&b, msg);
@@ -29,6 +28,20 @@ void hk_api_error(hk_http_request *req, int status, const char *msg,
   hk_buf_putc(&b, '}');
   hk_http_respond(req, status, NULL, extra, b.data, b.len);
   hk_buf_free(&b);
+}
+
+void hk_api_error(hk_http_request *req, int status, const char *msg,
+                  long index) {
+  error_with(req, status, msg, index,
+             status == 503 ? "Retry-After: 5\r\n" : NULL);
+}
+
+void hk_api_not_allowed(hk_http_request *req, const char *allow) {
+  char extra[64], msg[64];
+
+  snprintf(extra, sizeof extra, "Allow: %s\r\n", allow);
+  snprintf(msg, sizeof msg, "method not allowed: use %s", allow);
+  error_with(req, 405, msg, -1, extra);
 }
 
 /* One line a second at most: a full disk refuses every request, and the
@@ -251,22 +264,6 @@ long hk_api_parse_count(const char *s) {
   return *end == '\0' && errno == 0 ? v : -1; /* out of range: not one */
 }
 
-static void handle_hooks(hk_api *api, hk_http_request *req) {
-  const char *rest = req->path + strlen("/v1/hooks");
-  hk_buf b = HK_BUF_INIT;
-
-  if (*rest == '\0') {
-    hk_router_render_hooks(api->router, &b);
-    hk_api_json(req, 200, &b);
-  } else if (rest[0] == '/' && strchr(rest + 1, '/') == NULL &&
-             hk_router_render_hook(api->router, rest + 1, &b) == 0) {
-    hk_api_json(req, 200, &b);
-  } else {
-    hk_api_error(req, 404, "no such hook", -1);
-  }
-  hk_buf_free(&b);
-}
-
 static int path_is(const hk_http_request *req, const char *prefix) {
   size_t n = strlen(prefix);
 
@@ -279,7 +276,7 @@ static const struct admin_route {
   const char *prefix;
   void (*handle)(hk_api *api, hk_http_request *req);
 } admin_routes[] = {
-    {"/v1/hooks", NULL}, /* GET only: handle_hooks */
+    {"/v1/hooks", hk_api_hooks},
     {"/v1/dead-letters", hk_api_dead_letters},
     {"/v1/content", hk_api_content},
     {"/v1/profiles", hk_api_profiles},
@@ -290,12 +287,8 @@ static void handle_admin(hk_api *api, hk_http_request *req,
                          const struct admin_route *route) {
   if (!authorized(req, api->config->api_token))
     hk_api_error(req, 401, "missing or wrong API token", -1);
-  else if (route->handle)
-    route->handle(api, req);
-  else if (req->method != HTTP_GET)
-    hk_api_error(req, 405, "method not allowed", -1);
   else
-    handle_hooks(api, req);
+    route->handle(api, req);
 }
 
 void hk_api_handle_cb(hk_http_request *req, void *data) {
@@ -305,14 +298,14 @@ void hk_api_handle_cb(hk_http_request *req, void *data) {
     if (req->method == HTTP_GET)
       hk_http_respond(req, 200, NULL, NULL, "{\"status\":\"ok\"}", 15);
     else
-      hk_api_error(req, 405, "use GET for /healthz", -1);
+      hk_api_not_allowed(req, "GET");
     return;
   }
   if (strcmp(req->path, "/v1/events") == 0) {
     if (req->method == HTTP_POST)
       handle_events(api, req);
     else
-      hk_api_error(req, 405, "use POST for /v1/events", -1);
+      hk_api_not_allowed(req, "POST");
     return;
   }
   for (size_t i = 0; i < sizeof admin_routes / sizeof admin_routes[0]; i++)

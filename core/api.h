@@ -4,6 +4,7 @@
 #define HOOKD_API_H
 
 #include "config.h"
+#include "export.h"
 #include "http_server.h"
 #include "router.h"
 #include "store.h"
@@ -13,6 +14,8 @@ typedef struct hk_api {
   hk_router *router;
   hk_bridge *bridge;
   hk_store *store;
+  struct hk_plugins *plugins; /* the watcher, for files the API writes */
+  hk_exports *exports;
   int keep_history; /* store accepted events in the history table */
   int closing;      /* shutting down: new events are refused */
   size_t pending_bytes; /* held by requests waiting for the store */

@@ -17,6 +17,12 @@ int hk_api_query(const char *query, const char *name, char *out,
 /* A non-negative decimal integer, or -1. */
 long hk_api_parse_count(const char *s);
 
+/* 405, with the methods the path allows ("GET, POST") in Allow. */
+void hk_api_not_allowed(hk_http_request *req, const char *allow);
+
+/* Everything under /v1/hooks (api_hooks.c). */
+void hk_api_hooks(hk_api *api, hk_http_request *req);
+
 /* The store endpoints: dead letters, content, profiles and the catalog. */
 void hk_api_dead_letters(hk_api *api, hk_http_request *req);
 void hk_api_content(hk_api *api, hk_http_request *req);

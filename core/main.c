@@ -215,6 +215,7 @@ static void signal_cb(uv_signal_t *s, int signum) {
   a->api.closing = 1;
   hk_info("main", "signal=%d shutting_down=1", signum);
   hk_plugins_stop(a->plugins);
+  hk_exports_quiet(a->api.exports);
   hk_router_quiet(a->router);
   a->drain_started = uv_now(a->loop);
   uv_timer_init(a->loop, &a->drain);
@@ -246,6 +247,12 @@ static int cmd_run(const char *config_path) {
   a.api.bridge = a.bridge;
   a.api.store = a.store;
   a.api.keep_history = a.cfg.history_days > 0;
+  a.api.plugins = a.plugins;
+  a.api.exports = hk_exports_create(a.loop, a.router, a.store);
+  if (a.api.exports == NULL) {
+    snprintf(err, sizeof err, "out of memory");
+    goto fail;
+  }
   sopt.max_body_bytes = a.cfg.max_body_bytes;
   a.server = hk_http_server_start(a.loop, a.cfg.listen, &sopt,
                                   hk_api_handle_cb, &a.api, err, sizeof err);

@@ -278,6 +278,13 @@ static void handle_closed_cb(uv_handle_t *h) {
   plugins_free(p);
 }
 
+void hk_plugins_load_one(hk_plugins *p, const char *id) {
+  char name[160];
+
+  snprintf(name, sizeof name, "%s.lua", id);
+  scan_entry(p, name, 0);
+}
+
 void hk_plugins_stop(hk_plugins *p) {
   if (p == NULL) return;
   p->open_handles = 3;

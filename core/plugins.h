@@ -19,6 +19,10 @@ hk_plugins *hk_plugins_start(uv_loop_t *loop, hk_router *router,
 int hk_plugins_load_all(hk_router *router, const char *dir, char *err,
                         size_t errlen);
 
+/* Loads <id>.lua now rather than when the watcher notices it (a file the
+ * API has just written). */
+void hk_plugins_load_one(hk_plugins *p, const char *id);
+
 void hk_plugins_stop(hk_plugins *p);
 
 #endif

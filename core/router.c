@@ -579,6 +579,17 @@ void hk_router_route(hk_router *r, hk_route_job *job,
   r->job = NULL;
 }
 
+long hk_router_route_export(hk_router *r, hk_route_job *job, const char *id,
+                            const char *const *events, const size_t *lens,
+                            size_t n) {
+  long captured;
+
+  r->job = job;
+  captured = hk_bridge_route_export(r->bridge, id, events, lens, n, job->seq);
+  r->job = NULL;
+  return captured;
+}
+
 /* Committed: the messages go to their dispatchers and count as matched.
  * Refused: they are forgotten, like the request. */
 void hk_router_job_finish(hk_router *r, hk_route_job *job, int committed) {
@@ -608,6 +619,14 @@ void hk_router_job_finish(hk_router *r, hk_route_job *job, int committed) {
 }
 
 size_t hk_router_job_messages(const hk_route_job *job) { return job->n_msgs; }
+
+void hk_router_job_ids(const hk_route_job *job, int64_t *first,
+                       int64_t *last) {
+  *first = *last = 0;
+  if (job->n_msgs == 0) return;
+  *first = hk_store_batch_result(job->batch, job->msgs[0].op);
+  *last = hk_store_batch_result(job->batch, job->msgs[job->n_msgs - 1].op);
+}
 
 void hk_router_resent(hk_router *r, const char *id, long n) {
   hk_hook *h = hook_find(r, id);
@@ -652,6 +671,8 @@ void hk_router_deleted(hk_router *r, const char *id) {
   set_str(&h->error, NULL);
   h->version = 0;
 }
+
+uv_loop_t *hk_router_loop(hk_router *r) { return r->loop; }
 
 hk_dispatch *hk_router_dispatch(hk_router *r, const char *id) {
   hk_hook *h = hook_find(r, id);

@@ -41,7 +41,16 @@ void hk_router_route(hk_router *r, hk_route_job *job,
                      const char *const *events, const size_t *lens,
                      size_t n);
 void hk_router_job_finish(hk_router *r, hk_route_job *job, int committed);
+/* Routes stored events through hook id alone, as a historical export,
+ * into job. Returns the events it captured, or -1 (logged). */
+long hk_router_route_export(hk_router *r, hk_route_job *job, const char *id,
+                            const char *const *events, const size_t *lens,
+                            size_t n);
 size_t hk_router_job_messages(const hk_route_job *job);
+/* The outbox ids of the job's first and last message, once committed
+ * (0 and 0 when it made none). */
+void hk_router_job_ids(const hk_route_job *job, int64_t *first,
+                       int64_t *last);
 
 /* n dead letters of hook id went back to its outbox: they count as
  * queued again, and its dispatcher reads them from the store. */
@@ -57,6 +66,8 @@ int hk_router_set_active(hk_router *r, const char *id, int active);
  * its window and counters. A file of that id loaded later is a new hook. */
 void hk_router_delete(hk_router *r, const char *id);
 void hk_router_deleted(hk_router *r, const char *id);
+
+uv_loop_t *hk_router_loop(hk_router *r);
 
 /* The hook's dispatcher, file and destination (for logs: "-" when none);
  * NULL for a hook that does not exist or was deleted. */

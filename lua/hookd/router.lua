@@ -403,6 +403,31 @@ function M.test_message(id, body)
   return { "ok", event_text, text, route or "", key or "", key and "1" or "0" }
 end
 
+-- For the API: the named string fields of a JSON object body, in order,
+-- or nil and the reason. A name is at most 255 bytes of UTF-8 without
+-- control characters.
+function M.string_fields(text, ...)
+  local doc, err = json.decode(text ~= "" and text or "null")
+  if type(doc) ~= "table" or getmetatable(doc) == json.array_mt then
+    return nil, "the body must be a JSON object" ..
+      (err and (": " .. err) or "")
+  end
+  local out = {}
+  for i = 1, select("#", ...) do
+    local name = select(i, ...)
+    local v = doc[name]
+    if type(v) ~= "string" or v == "" then
+      return nil, name .. " must be a non-empty string"
+    end
+    if #v > 255 or v:find("%c") then
+      return nil, name .. " must be at most 255 bytes, without control " ..
+        "characters"
+    end
+    out[i] = v
+  end
+  return out
+end
+
 -- Runs one hook over event texts without sending anything. Returns one
 -- line per event (the message as JSON, or why there is none), or nil and
 -- the load error.
