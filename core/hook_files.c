@@ -29,17 +29,21 @@ int hk_hook_id_valid(const char *id) {
   return 1;
 }
 
-/* s as a Lua string literal: every byte that is not a plain printable
- * character is written as a decimal escape, so no name can end the
- * literal or the line early. */
+/* s as a Lua string literal: quotes and backslashes escaped, control
+ * bytes as decimal escapes, so no name can end the literal or the line
+ * early. */
 static void lua_quote(hk_buf *out, const char *s) {
   hk_buf_putc(out, '"');
   for (; *s; s++) {
     unsigned char c = (unsigned char)*s;
-    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+    if (c == '"' || c == '\\') {
+      hk_buf_putc(out, '\\');
       hk_buf_putc(out, (char)c);
-    else
+    } else if (c >= 0x20 && c != 0x7f) {
+      hk_buf_putc(out, (char)c); /* UTF-8 bytes pass through */
+    } else {
       hk_buf_printf(out, "\\%03u", c);
+    }
   }
   hk_buf_putc(out, '"');
 }

@@ -749,9 +749,10 @@ static void render_hook(const hk_hook *h, hk_buf *out) {
     hk_buf_append(out, "null", 4);
   hk_buf_printf(out,
                 ",\"counters\":{\"matched\":%ld,\"sent\":%ld,\"failed\":%ld,"
-                "\"retried\":%ld,\"dead\":%ld,\"queued\":%ld}}",
+                "\"retried\":%ld,\"dead\":%ld,\"queued\":%ld,"
+                "\"test_sent\":%ld,\"test_failed\":%ld}}",
                 c->matched, c->sent, c->failed, c->retried, c->dead,
-                c->queued);
+                c->queued, c->test_sent, c->test_failed);
 }
 
 static int hook_listed(const hk_hook *h) {
