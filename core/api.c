@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api_internal.h"
 #include "json_scan.h"
@@ -80,7 +81,7 @@ static int authorized(const hk_http_request *req, const char *token) {
   unsigned diff = 0;
 
   if (token == NULL) return 1;
-  if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0) return 0;
+  if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0) return 0;
   auth += 7;
   n = strlen(token);
   if (strlen(auth) != n) return 0;

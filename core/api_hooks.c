@@ -27,6 +27,7 @@ typedef struct hook_call {
   size_t op;
   char trashed[4400]; /* a deleted hook's file, now in the trash */
   char file[4096];    /* where it was */
+  hk_dispatch *dispatch; /* a deleted hook's, until nothing is in flight */
   uv_timer_t timer;
 } hook_call;
 
@@ -192,7 +193,7 @@ done:
  * and its outbox to the dead letters (or nowhere), in that order. */
 static void delete_when_settled(uv_timer_t *t) {
   hook_call *c = t->data;
-  hk_dispatch *d = hk_router_dispatch(c->api->router, c->id);
+  hk_dispatch *d = c->dispatch;
   const char *dest = hk_router_destination(c->api->router, c->id);
   char err[600];
   struct stat st;
@@ -223,6 +224,7 @@ static void delete_hook(hk_api *api, hk_http_request *req, const char *id) {
   if (hk_api_query(req->query, "discard", v, sizeof v) == 0)
     c->flag = strcmp(v, "true") == 0 || strcmp(v, "1") == 0;
   snprintf(c->file, sizeof c->file, "%s", file ? file : "");
+  c->dispatch = hk_router_dispatch(api->router, id);
   hk_router_delete(api->router, id);
   uv_timer_init(hk_router_loop(api->router), &c->timer);
   c->timer.data = c;

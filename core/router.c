@@ -519,6 +519,9 @@ int hk_router_load_file(hk_router *r, const char *id, const char *path) {
   if (h == NULL) return -1;
   set_str(&h->file, path);
   h->removed = 0;
+  /* A hook seen for the first time may be stored as stopped: nothing of
+   * its outbox leaves before its state is known (apply_stored_state). */
+  if (!h->loaded) hk_dispatch_hold(h->dispatch, 1);
   src = hk_read_file(path, &len);
   if (src == NULL) {
     snprintf(err, sizeof err, "%s: %s", path, strerror(errno));

@@ -5,6 +5,7 @@ polling. Tests are plain unittest cases run as `test_x.py --hookd PATH`."""
 import json
 import os
 import queue
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,26 @@ def http(method, url, body=None, headers=None, timeout=10):
         return status, json.loads(raw)
     except ValueError:
         return status, raw.decode("utf-8", "replace")
+
+
+def http_full(method, url, body=None, headers=None, timeout=10):
+    """Returns (status, raw body, response headers) without raising."""
+    req = urllib.request.Request(url, data=body, method=method,
+                                 headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read(), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers
+
+
+def sqlite_rows(path, sql):
+    """The rows of a query on a store, read-only."""
+    con = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
 
 
 def wait_for(what, check, timeout=10.0, interval=0.02):
