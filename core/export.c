@@ -274,21 +274,22 @@ static void next_page(hk_exports *xs, hk_export *x) {
   page_free(&p);
 }
 
-/* Moves x on when it can: its last page must have left the outbox. */
+/* Moves x on when it can: its last page must have left the outbox. A
+ * paused or aborted export still counts what its last page sent. */
 static void step(hk_exports *xs, hk_export *x) {
   long left;
 
-  if (x->busy || !is(x, "in_progress") || now_sec() < x->not_before ||
-      !hk_router_hook_active(xs->router, x->hook))
-    return;
+  if (x->busy || now_sec() < x->not_before) return;
   if (x->chunk_count > 0) {
     left = hk_store_outbox_range(xs->store, x->hook, x->chunk_first,
                                  x->chunk_last);
     if (left != 0) return; /* still on its way (or a read error: later) */
     x->sent += x->chunk_count;
     x->chunk_count = 0;
+    if (!is(x, "in_progress")) save(xs, x);
   }
-  next_page(xs, x);
+  if (is(x, "in_progress") && hk_router_hook_active(xs->router, x->hook))
+    next_page(xs, x);
 }
 
 static void tick_cb(uv_timer_t *t) {
