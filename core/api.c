@@ -302,6 +302,15 @@ void hk_api_handle_cb(hk_http_request *req, void *data) {
       hk_api_not_allowed(req, "GET");
     return;
   }
+  if (strcmp(req->path, "/metrics") == 0) {
+    if (!authorized(req, api->config->metrics_token))
+      hk_api_error(req, 401, "missing or wrong metrics token", -1);
+    else if (req->method == HTTP_GET)
+      hk_api_metrics(api, req);
+    else
+      hk_api_not_allowed(req, "GET");
+    return;
+  }
   if (strcmp(req->path, "/v1/events") == 0) {
     if (req->method == HTTP_POST)
       handle_events(api, req);

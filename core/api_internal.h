@@ -20,6 +20,9 @@ long hk_api_parse_count(const char *s);
 /* 405, with the methods the path allows ("GET, POST") in Allow. */
 void hk_api_not_allowed(hk_http_request *req, const char *allow);
 
+/* GET /metrics (metrics.c). */
+void hk_api_metrics(hk_api *api, hk_http_request *req);
+
 /* Everything under /v1/hooks (api_hooks.c). */
 void hk_api_hooks(hk_api *api, hk_http_request *req);
 

@@ -23,6 +23,7 @@ typedef struct msg_node {
   struct msg_node *next;
   int64_t id;     /* outbox id */
   double arrived; /* loop time in seconds; 0 for messages read back */
+  double created; /* wall time it was accepted, for the latency metric */
   int attempts;   /* failed attempts so far (kept in the store) */
   double first_at, next_at;
   size_t len;
@@ -198,6 +199,7 @@ static void refill_row(void *ctx, const hk_outbox_row *row) {
   n->attempts = row->attempts;
   n->first_at = row->first_at;
   n->next_at = row->next_at;
+  n->created = row->created_at;
   window_push(d, n);
 }
 
@@ -242,6 +244,11 @@ static void dead_committed(hk_store_batch *b, int ok, void *ctx) {
 
 /* Takes the batch's messages out of the window, recording each outcome in
  * one store batch: acknowledged (reason NULL) or dead. */
+static void observe_latency(hk_dispatch *d, const msg_node *n) {
+  if (n->created > 0)
+    hk_histogram_observe(&d->counters->latency, wall_now() - n->created);
+}
+
 static void settle_batch(hk_dispatch *d, const char *reason) {
   hk_store_batch *b = hk_store_batch_new();
 
@@ -249,11 +256,13 @@ static void settle_batch(hk_dispatch *d, const char *reason) {
   for (size_t i = 0; i < d->batch_count; i++) {
     msg_node *n = window_pop(d);
 
-    if (reason)
+    if (reason) {
       hk_store_add_dead(b, n->id, reason, dest(d), d->attempts,
                         d->first_attempt_at, d->last_attempt_at);
-    else
+    } else {
       hk_store_add_ack(b, n->id);
+      observe_latency(d, n);
+    }
     free(n);
   }
   hk_store_submit(d->store, b, reason ? dead_committed : acked_committed,
@@ -350,6 +359,7 @@ static void post_batch(hk_dispatch *d) {
 
   d->state = STATE_SENDING;
   d->attempts++;
+  hk_histogram_observe(&d->counters->batches, (double)d->batch_count);
   d->last_attempt_at = wall_now();
   if (d->first_attempt_at == 0) d->first_attempt_at = d->last_attempt_at;
   if (d->tx)
@@ -500,8 +510,10 @@ static size_t settle_each(hk_dispatch *d, const hk_tx_result *res,
       kept++;
       continue;
     }
-    if (res[i].status == HK_TX_OK) hk_store_add_ack(acked, node->id);
-    else
+    if (res[i].status == HK_TX_OK) {
+      hk_store_add_ack(acked, node->id);
+      observe_latency(d, node);
+    } else
       hk_store_add_dead(dead, node->id, res[i].reason, dest(d), d->attempts,
                         d->first_attempt_at, d->last_attempt_at);
     window_unlink(d, prev, node);
@@ -608,6 +620,8 @@ hk_dispatch *hk_dispatch_create(uv_loop_t *loop, hk_http_client *client,
   d->hook_id = hook_id;
   d->policy = *policy;
   d->counters = counters;
+  hk_histogram_init(&counters->latency, hk_latency_bounds, hk_latency_n);
+  hk_histogram_init(&counters->batches, hk_batch_bounds, hk_batch_n);
   d->settings.batch_size = 100;
   d->settings.timeout_sec = 5;
   d->on_disk = store != NULL; /* whatever an earlier run left */
@@ -656,6 +670,7 @@ int hk_dispatch_enqueue(hk_dispatch *d, int64_t id, const char *json,
     return -1;
   }
   n->arrived = loop_now(d);
+  n->created = wall_now();
   window_push(d, n);
   if (d->state == STATE_IDLE && has_target(d) &&
       (d->queue_len >= d->settings.batch_size ||

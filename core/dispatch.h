@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "histogram.h"
 #include "store.h"
 #include "transport/http.h"
 
@@ -26,6 +27,8 @@ typedef struct hk_counters {
   long queued;  /* accepted for the hook, not yet acknowledged or dead */
   long test_sent;   /* test sends the destination acknowledged */
   long test_failed; /* test sends that failed */
+  hk_histogram latency; /* acceptance to acknowledgement, seconds */
+  hk_histogram batches; /* messages per delivery attempt */
 } hk_counters;
 
 typedef struct hk_retry_policy {

@@ -29,6 +29,9 @@ typedef struct hk_hook {
   char *error; /* the last load error, or NULL */
   char *settings_json;
   char *destination;
+  char *transport; /* the send type: http, rabbitmq_queue, ... */
+  long load_failures;
+  double lua_seconds;
   hk_counters counters;
   hk_dispatch *dispatch;
   double fail_log_at; /* rate limit for per-event failure logs */
@@ -424,6 +427,7 @@ static int configure_delivery(hk_router *r, hk_hook *h, lua_State *L,
     snprintf(err, errlen, "%s: send.type is missing", h->file);
     goto done;
   }
+  set_str(&h->transport, type);
   s.batch_size = (size_t)field_num(L, "batch_size", 100);
   s.timeout_sec = field_num(L, "timeout_sec", 5);
   if (strcmp(type, "http") != 0) {
@@ -543,6 +547,7 @@ int hk_router_load_file(hk_router *r, const char *id, const char *path) {
     char quoted[1100];
 
     set_str(&h->error, err);
+    h->load_failures++;
     hk_error("plugins",
              "hook=%s load_failed=1 running_version=%ld error=\"%s\"", h->id,
              h->loaded ? h->version : 0L,
@@ -671,6 +676,8 @@ void hk_router_deleted(hk_router *r, const char *id) {
   if (h == NULL) return;
   hk_dispatch_drop(h->dispatch);
   memset(&h->counters, 0, sizeof h->counters);
+  hk_histogram_init(&h->counters.latency, hk_latency_bounds, hk_latency_n);
+  hk_histogram_init(&h->counters.batches, hk_batch_bounds, hk_batch_n);
   set_str(&h->error, NULL);
   h->version = 0;
 }
@@ -795,6 +802,34 @@ int hk_router_broken_count(hk_router *r) {
   for (size_t i = 0; i < r->n_hooks; i++)
     if (r->hooks[i]->error) n++;
   return n;
+}
+
+/* Reads each hook's estimated Lua time from the runtime. */
+static void refresh_lua_times(hk_router *r) {
+  hk_strlist l;
+  char err[256];
+  hk_hook *h;
+
+  if (hk_bridge_call_strings(r->bridge, "lua_times", 0, NULL, NULL, &l, err,
+                             sizeof err) != 0)
+    return;
+  for (size_t i = 0; i + 1 < l.n; i += 2)
+    if ((h = hook_find(r, l.s[i])) != NULL) h->lua_seconds = atof(l.s[i + 1]);
+  hk_strlist_free(&l);
+}
+
+void hk_router_each(hk_router *r,
+                    void (*cb)(void *ctx, const hk_hook_view *v),
+                    void *ctx) {
+  refresh_lua_times(r);
+  for (size_t i = 0; i < r->n_hooks; i++) {
+    const hk_hook *h = r->hooks[i];
+    hk_hook_view v = {h->id, h->transport ? h->transport : "none",
+                      hook_state(h), &h->counters, h->version,
+                      h->load_failures, h->lua_seconds};
+
+    if (hook_listed(h)) cb(ctx, &v);
+  }
 }
 
 void hk_router_quiet(hk_router *r) {

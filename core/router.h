@@ -89,6 +89,19 @@ int hk_router_has_hook(hk_router *r, const char *id);
 void hk_router_render_hooks(hk_router *r, hk_buf *out);
 int hk_router_render_hook(hk_router *r, const char *id, hk_buf *out);
 
+/* What the metrics show of a hook. */
+typedef struct hk_hook_view {
+  const char *id, *transport, *state;
+  const hk_counters *counters;
+  long loads, load_failures;
+  double lua_seconds; /* estimated time in its Lua code */
+} hk_hook_view;
+
+/* Calls cb for every hook the API lists. */
+void hk_router_each(hk_router *r,
+                    void (*cb)(void *ctx, const hk_hook_view *v),
+                    void *ctx);
+
 /* Number of hooks whose file failed to load (for `hookd check`). */
 int hk_router_broken_count(hk_router *r);
 

@@ -164,6 +164,7 @@ typedef struct hk_outbox_row {
   size_t key_len;
   int attempts;
   double first_at, next_at; /* 0 when the message was never tried */
+  double created_at;        /* when it was accepted */
 } hk_outbox_row;
 
 /* Calls cb for up to limit messages of hook with ids above after, in id

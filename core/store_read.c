@@ -17,8 +17,8 @@
 
 static const char *const read_sql[RD_KINDS] = {
     [RD_OUTBOX] = "SELECT id, body, attempts, first_attempt_at, "
-                  "next_attempt_at, route, msg_key FROM outbox WHERE hook = "
-                  "?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                  "next_attempt_at, route, msg_key, created_at FROM outbox "
+                  "WHERE hook = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
     [RD_OUTBOX_COUNT] = "SELECT count(*) FROM outbox WHERE hook = ?1",
     [RD_DEAD_ALL] = "SELECT id, hook, destination, reason, attempts, "
                     "first_attempt_at, last_attempt_at, created_at, body "
@@ -109,6 +109,7 @@ long hk_store_outbox_read(hk_store *s, const char *hook, int64_t after,
     row.route = (const char *)sqlite3_column_text(st, 5);
     row.key = sqlite3_column_blob(st, 6);
     row.key_len = (size_t)sqlite3_column_bytes(st, 6);
+    row.created_at = sqlite3_column_double(st, 7);
     cb(ctx, &row);
     n++;
   }
