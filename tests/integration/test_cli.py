@@ -92,6 +92,28 @@ class Cli(unittest.TestCase):
         self.assertEqual(code, 2)
         self.assertIn(str(port), err)
 
+    def test_non_loopback_listen_without_token_is_refused(self):
+        for listen in ("0.0.0.0:0", ":0", "[::]:0", "192.0.2.1:8765"):
+            code, _, err = run("run", "--config",
+                               config_file({"listen": listen}))
+            self.assertEqual(code, 2, listen)
+            self.assertIn("api_token", err, listen)
+            self.assertIn("listen", err, listen)
+
+    def test_non_loopback_listen_with_token_starts(self):
+        h = harness.Hookd(config={"listen": "0.0.0.0:0",
+                                  "api_token": "t0ken"})
+        try:
+            status, _ = harness.http("GET", h.base + "/v1/hooks")
+            self.assertEqual(status, 401)
+        finally:
+            h.stop()
+
+    def test_loopback_listen_needs_no_token(self):
+        for listen in ("127.0.0.2:0", "[::1]:0"):
+            h = harness.Hookd(config={"listen": listen})
+            h.stop()
+
     def test_check_reports_broken_hook(self):
         path = config_file({})
         plugins = os.path.join(os.path.dirname(path), "plugins")
