@@ -158,6 +158,47 @@ class Kafka(unittest.TestCase):
         self.assertEqual(sorted(m["custom_data"]["n"] for m in got),
                          list(range(60)))
 
+    def test_test_event_is_published_at_once_and_reported(self):
+        self.cluster.command("topic clicks 2 3")
+        self.start({"k": kafka_hook(self.cluster.brokers)})
+        status, doc = http("POST", self.hookd.base + "/v1/hooks/k/test",
+                           {"event_type": "click"})
+        self.assertEqual(status, 200, doc)
+        self.assertTrue(doc["delivered"], doc)
+        self.assertEqual(doc["route"], "clicks")
+        records = self.cluster.consume("clicks")
+        self.assertEqual(len(records), 1)
+        self.assertEqual(json.loads(records[0]["value"]), doc["message"])
+        self.assertEqual(records[0]["key"], doc["event"]["profile_id"])
+        self.assertTrue(doc["message"]["hookd_test"])
+        # A broker that refuses it: the reason comes back, nothing is kept.
+        self.cluster.command("errors - Produce 1 MSG_SIZE_TOO_LARGE")
+        status, doc = http("POST", self.hookd.base + "/v1/hooks/k/test",
+                           {"event_type": "click"})
+        self.assertEqual(status, 200, doc)
+        self.assertFalse(doc["delivered"])
+        self.assertIn("MSG_SIZE_TOO_LARGE", doc["reason"])
+        c = self.hookd.counters("k")
+        self.assertEqual((c["test_sent"], c["test_failed"], c["dead"]),
+                         (1, 1, 0))
+
+    def test_test_event_waits_for_the_batch_in_flight(self):
+        self.cluster.command("topic clicks 1 3")
+        self.start({"k": kafka_hook(self.cluster.brokers)})
+        self.cluster.command("rtt -1 300")
+        self.post([event(n, "a") for n in range(50)])
+        time.sleep(0.15)  # the batch of 50 leaves, and waits for its acks
+        status, doc = http("POST", self.hookd.base + "/v1/hooks/k/test",
+                           {"event_type": "click"})
+        self.assertEqual(status, 200, doc)
+        self.assertTrue(doc["delivered"], doc)
+        self.wait_sent("k", 50)
+        got = values(self.cluster.consume("clicks"))
+        self.assertEqual(len(got), 51)
+        self.assertTrue(got[-1].get("hookd_test"), "after the batch")
+        self.assertEqual(sorted(m["custom_data"]["n"] for m in got[:50]),
+                         list(range(50)))
+
     def test_message_too_large_is_a_dead_letter_and_neighbours_arrive(self):
         self.cluster.command("topic clicks 1 3")
         self.start({"k": kafka_hook(

@@ -298,6 +298,27 @@ class RabbitMQ(unittest.TestCase):
         self.assertEqual(letters[0]["attempts"], 1, "no retry loop")
         self.assertEqual(self.hookd.counters("u")["sent"], 0)
 
+    def test_test_event_gets_the_broker_ack_or_its_refusal(self):
+        self.declare("tq")
+        self.start({"q": rabbit_hook(self.broker.port, queue_send("tq")),
+                    "u": rabbit_hook(self.broker.port,
+                                     exchange_send("ex_test_lonely",
+                                                   "direct"))})
+        status, doc = http("POST", self.hookd.base + "/v1/hooks/q/test",
+                           {"event_type": "open"})
+        self.assertEqual(status, 200, doc)
+        self.assertTrue(doc["delivered"], doc)
+        self.assertEqual(doc["route"], "tq")
+        msgs = self.tool.consume("tq", 10, wait_ms=500)
+        self.assertEqual([m["body"] for m in msgs], [doc["message"]])
+        status, doc = http("POST", self.hookd.base + "/v1/hooks/u/test",
+                           {"event_type": "open"})
+        self.assertEqual(status, 200, doc)
+        self.assertFalse(doc["delivered"])
+        self.assertEqual(doc["outcome"], "failed")
+        self.assertIn("NO_ROUTE", doc["reason"])
+        self.assertEqual(self.hookd.counters("u")["dead"], 0)
+
     def test_declare_conflict_is_a_dead_letter_and_others_deliver(self):
         self.declare("conf", durable=0)  # the hook declares it durable
         self.declare("fine")
