@@ -249,6 +249,20 @@ class Hookd:
         return self.proc.returncode
 
 
+class SinkTest(unittest.TestCase):
+    """A test with a sink of its own and, once a test starts one, a hookd
+    (self.hookd); both are stopped after the test."""
+
+    def setUp(self):
+        self.sink = Sink()
+        self.hookd = None
+
+    def tearDown(self):
+        if self.hookd:
+            self.hookd.stop()
+        self.sink.stop()
+
+
 def http_hook(url, actions=("click",), database="all", extra=""):
     """Source of a simple HTTP hook for tests."""
     return """return {

@@ -4,6 +4,7 @@ received. Also: types never exported, no content, null profile fields for
 deleted profiles, pause and resume, abort, stopping the hook, a crash, live
 traffic alongside, and every refusal."""
 
+import calendar
 import collections
 import json
 import time
@@ -52,16 +53,7 @@ def hook_src(url, batch_size=100, active="false"):
         batch_size)
 
 
-class Export(unittest.TestCase):
-    def setUp(self):
-        self.sink = Sink()
-        self.hookd = None
-
-    def tearDown(self):
-        if self.hookd:
-            self.hookd.stop()
-        self.sink.stop()
-
+class Export(harness.SinkTest):
     def start(self, n, batch_size=100, workdir=None):
         """hookd with the hook stopped (live traffic does not reach the
         sink), n October events stored, then the hook activated."""
@@ -86,8 +78,8 @@ class Export(unittest.TestCase):
 
     @staticmethod
     def ts(e):
-        return time.mktime(time.strptime(e["event_date"][:19],
-                                         "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        return calendar.timegm(time.strptime(e["event_date"][:19],
+                                             "%Y-%m-%dT%H:%M:%S"))
 
     def post(self, path, body=b""):
         return http("POST", self.hookd.base + "/v1/hooks/x" + path, body)

@@ -26,16 +26,7 @@ def post(hookd, path, body=b"", headers=None):
     return http("POST", hookd.base + path, body, headers)
 
 
-class HookOps(unittest.TestCase):
-    def setUp(self):
-        self.sink = Sink()
-        self.hookd = None
-
-    def tearDown(self):
-        if self.hookd:
-            self.hookd.stop()
-        self.sink.stop()
-
+class HookOps(harness.SinkTest):
     def start(self, hooks, workdir=None, config=None):
         self.hookd = Hookd(hooks=hooks, workdir=workdir, config=config)
         return self.hookd
@@ -235,16 +226,7 @@ class HookOps(unittest.TestCase):
         self.assertEqual(len(self.sink.messages("/a")), 1)
 
 
-class TestSends(unittest.TestCase):
-    def setUp(self):
-        self.sink = Sink()
-        self.hookd = None
-
-    def tearDown(self):
-        if self.hookd:
-            self.hookd.stop()
-        self.sink.stop()
-
+class TestSends(harness.SinkTest):
     def test_example_event_is_shaped_and_sent_at_once(self):
         extra = '''custom_data = {day = "{{event_date_ymd}}"},
   filter = function(e) return false end,

@@ -40,16 +40,7 @@ def value(metrics, name, **labels):
     return metrics[(name, tuple(sorted(labels.items())))]
 
 
-class Metrics(unittest.TestCase):
-    def setUp(self):
-        self.sink = Sink()
-        self.hookd = None
-
-    def tearDown(self):
-        if self.hookd:
-            self.hookd.stop()
-        self.sink.stop()
-
+class Metrics(harness.SinkTest):
     def scrape(self, headers=None):
         status, body = http("GET", self.hookd.base + "/metrics", None,
                             headers)
