@@ -113,6 +113,8 @@ int hk_config_load(hk_bridge *b, const char *path, hk_config *cfg, char *err,
   cfg->history_days = get_number(L, "history_days");
   cfg->cleanup_interval_sec = get_number(L, "cleanup_interval_sec");
   cfg->max_pending_bytes = (size_t)get_number(L, "max_pending_bytes");
+  cfg->max_connections = (int)get_number(L, "max_connections");
+  cfg->request_timeout_sec = get_number(L, "request_timeout_sec");
   lua_pop(L, 1);
   rc = 0;
 done:

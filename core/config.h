@@ -28,6 +28,8 @@ typedef struct hk_config {
   double cleanup_interval_sec; /* how often expired rows are deleted */
   size_t max_pending_bytes;    /* events and messages of ingest requests
                                   waiting for the store, at most */
+  int max_connections;         /* HTTP connections served at once */
+  double request_timeout_sec;  /* for a whole HTTP request to arrive */
 } hk_config;
 
 /* Reads and validates path with the runtime of b (path NULL: defaults). Returns 0, or -1 with

@@ -1,26 +1,43 @@
-/* The HTTP/1.1 server: listening, one connection object per client, request
- * parsing with http-parser, limits, keep-alive and in-order pipelining, and
- * writing the handler's answers. */
+/* The HTTP/1.1 server: listening and accepting (with a connection limit and
+ * a reserve descriptor for when they run out), one connection object per
+ * client, request parsing with http-parser, limits and timeouts, keep-alive
+ * and in-order pipelining with back-pressure, and writing the handler's
+ * answers. */
 #include "http_server.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <http_parser.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "log.h"
 
 #define HK_HTTP_DEFAULT_MAX_BODY (1024 * 1024)
 #define HK_HTTP_DEFAULT_MAX_HEADER (64 * 1024)
-#define HK_HTTP_IDLE_MS 120000 /* quiet keep-alive connections */
-#define HK_HTTP_HEAD_MS 30000  /* default time for a request's head */
-#define HK_HTTP_LINGER_MS 5000 /* reading leftovers after our FIN */
+#define HK_HTTP_DEFAULT_MAX_UNSENT (1024 * 1024)
+#define HK_HTTP_DEFAULT_MAX_CONNS 1024
+#define HK_HTTP_IDLE_MS 120000   /* quiet keep-alive connections */
+#define HK_HTTP_HEAD_MS 30000    /* default time for a request's head */
+#define HK_HTTP_REQUEST_MS 60000 /* default time for a whole request */
+#define HK_HTTP_LINGER_MS 5000   /* reading leftovers after our FIN */
 #define HK_HTTP_READ_SIZE 65536
 #define HK_HTTP_BACKLOG 511
+#define HK_HTTP_ACCEPT_BATCH 64     /* connections taken per wake-up */
+#define HK_HTTP_ACCEPT_PAUSE_MS 100 /* when accept cannot make progress */
+#define HK_HTTP_MAX_REFUSING 64     /* 503 answers at the limit in flight */
+#define HK_HTTP_LOG_EVERY_MS 1000   /* one refusal line per kind and second */
+
+#define HK_HTTP_LIMIT_MSG "too many connections, try again later"
+#define HK_HTTP_NOFD_MSG "server out of file descriptors, try again later"
 
 /* ACTIVE parses requests; FLUSHING waits for the last answer to be written
  * (shutdown pending) and discards input; LINGERING has sent FIN and drains
@@ -50,7 +67,7 @@ typedef struct hk_req {
 
 struct hk_conn {
   uv_tcp_t tcp;
-  uv_timer_t timer; /* idle timeout, linger timeout, deferred resume */
+  uv_timer_t timer; /* idle timeout, deadlines, linger, deferred resume */
   uv_shutdown_t shutdown;
   hk_http_server *server;
   hk_conn *prev, *next;
@@ -61,30 +78,60 @@ struct hk_conn {
   hk_req *pending; /* request handed to the handler, not yet answered */
   uint64_t last_active;
   uint64_t head_due; /* loop time by which the head must be in, or 0 */
+  uint64_t req_due;  /* the same for the whole request, or 0 */
   size_t header_bytes;
   int state;
   int handles; /* open uv handles; the conn is freed when it reaches 0 */
   unsigned reading : 1, eof : 1, in_parse : 1, ready : 1, resume_due : 1;
   unsigned hdr_in_value : 1;
-  char hdr_name[16]; /* start of the current header name */
+  unsigned paused : 1;  /* not read until its unsent output drains */
+  unsigned refused : 1; /* over the connection limit: only gets a 503 */
+  char hdr_name[16];    /* start of the current header name */
   size_t hdr_name_len;
   hk_buf *hdr_target; /* where the current header value goes, or NULL */
   int refuse_status;  /* set by a parser callback that refused the request */
   char refuse_msg[128];
 };
 
+/* Refusals of one kind are logged at most once a second; the ones in
+ * between are only counted, and the count goes out as suppressed= with
+ * the next line, written a second after the last at the latest. */
+typedef struct rate_log {
+  uint64_t last;      /* loop time of the last line */
+  unsigned long held; /* refusals since then without a line */
+  int logged;         /* a line has been written at all */
+  int err;            /* errno of the latest accept failure */
+} rate_log;
+
+enum refusal_kind { REFUSED_LIMIT, REFUSED_ACCEPT, REFUSAL_KINDS };
+
 struct hk_http_server {
   uv_loop_t *loop;
-  uv_tcp_t listener;
+  uv_poll_t poll;         /* readiness of the listening socket */
+  uv_timer_t pause_timer; /* starts accepting again after a pause */
+  uv_timer_t log_timer;   /* writes counts of suppressed refusals */
+  int lfd;                /* the listening socket */
+  int spare_fd;           /* given up for a moment when fds run out */
   hk_http_handler_cb handler;
   void *data;
   size_t max_body;
   size_t max_header;
+  size_t max_unsent;
   uint64_t head_timeout_ms;
+  uint64_t request_timeout_ms;
+  unsigned max_conns;
+  unsigned open;     /* served connections, counted until closed */
+  unsigned refusing; /* refused connections, counted until closed */
+  int head_as_get;
   int port;
   int closing;
-  int handles; /* listener plus live connections; freed at 0 when closing */
+  int accept_paused;
+  int handles; /* listener handles plus live connections; freed at 0 when
+                  closing */
   hk_conn *conns;
+  rate_log logs[REFUSAL_KINDS];
+  size_t peak_unsent;
+  unsigned long refused, shed, accept_errors;
   http_parser_settings settings;
   char rbuf[HK_HTTP_READ_SIZE]; /* read buffer shared by the connections */
 };
@@ -97,6 +144,7 @@ typedef struct hk_write {
 static void conn_close(hk_conn *c);
 static void conn_finish(hk_conn *c);
 static void conn_resume(hk_conn *c);
+static void conn_continue(hk_conn *c);
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -207,11 +255,14 @@ static int req_split_target(hk_req *r) {
   return 0;
 }
 
-/* Fills the public fields once the whole request is in. Returns 0, or -1
- * when the target cannot be decoded. */
-static int req_complete(hk_req *r, const http_parser *p) {
+/* Fills the public fields once the whole request is in. A HEAD is shown
+ * as GET with head_as_get: the answer is built the same and its body left
+ * out when written. Returns 0, or -1 when the target cannot be decoded. */
+static int req_complete(hk_req *r, const http_parser *p, int head_as_get) {
   if (req_split_target(r) != 0) return -1;
-  r->pub.method = (int)p->method;
+  r->head = p->method == HTTP_HEAD;
+  r->pub.head = r->head;
+  r->pub.method = r->head && head_as_get ? HTTP_GET : (int)p->method;
   r->pub.body = hk_buf_cstr(&r->body);
   r->pub.body_len = r->body.len;
   if (r->has_content_type) {
@@ -224,11 +275,22 @@ static int req_complete(hk_req *r, const http_parser *p) {
   }
   r->keep_alive = http_should_keep_alive(p) && !p->upgrade;
   r->http10 = p->http_major == 1 && p->http_minor == 0;
-  r->head = p->method == HTTP_HEAD;
   return 0;
 }
 
 /* ---- writing ------------------------------------------------------------ */
+
+/* Output queued on the connection that the kernel has not taken yet. */
+static size_t conn_unsent(const hk_conn *c) {
+  return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+}
+
+/* Reading and parsing wait while this holds: a client that pipelines
+ * requests without reading the answers would otherwise have every answer
+ * queued in memory here. */
+static int conn_backed_up(const hk_conn *c) {
+  return conn_unsent(c) > c->server->max_unsent;
+}
 
 static void conn_write_cb(uv_write_t *wr, int status) {
   hk_write *w = (hk_write *)wr;
@@ -241,6 +303,13 @@ static void conn_write_cb(uv_write_t *wr, int status) {
     return;
   }
   c->last_active = uv_now(c->server->loop);
+  /* Half the limit, so that a client reading slowly does not make every
+   * single write stop and start reading again. */
+  if (c->paused && c->state == CONN_ACTIVE &&
+      conn_unsent(c) <= c->server->max_unsent / 2) {
+    c->paused = 0;
+    conn_continue(c);
+  }
 }
 
 /* Queues out's bytes on the connection; takes them from out in all cases.
@@ -259,6 +328,8 @@ static int conn_write(hk_conn *c, hk_buf *out) {
     free(w);
     goto fail;
   }
+  len = conn_unsent(c);
+  if (len > c->server->peak_unsent) c->server->peak_unsent = len;
   return 0;
 fail:
   hk_buf_free(out);
@@ -291,9 +362,10 @@ static int build_response(hk_buf *out, const hk_req *r, int status,
   return rc != 0 ? -1 : 0;
 }
 
-/* Answers a request refused before the handler with a JSON error, then
- * closes the connection gracefully. */
-static void conn_send_error(hk_conn *c, int status, const char *msg) {
+/* Answers a request refused before the handler with a JSON error (and
+ * extra, NULL or header lines), then closes the connection gracefully. */
+static void conn_send_error_with(hk_conn *c, int status, const char *extra,
+                                 const char *msg) {
   hk_buf body = HK_BUF_INIT, out = HK_BUF_INIT;
   int rc;
 
@@ -302,8 +374,8 @@ static void conn_send_error(hk_conn *c, int status, const char *msg) {
   if (rc == 0) rc = json_escape(&body, msg);
   if (rc == 0) rc = hk_buf_printf(&body, "\"}");
   if (rc == 0)
-    rc = build_response(&out, NULL, status, NULL, NULL, body.data, body.len,
-                        1);
+    rc = build_response(&out, NULL, status, NULL, extra, body.data,
+                        body.len, 1);
   hk_buf_free(&body);
   req_free(c->cur);
   c->cur = NULL;
@@ -315,13 +387,17 @@ static void conn_send_error(hk_conn *c, int status, const char *msg) {
   if (conn_write(c, &out) == 0) conn_finish(c);
 }
 
+static void conn_send_error(hk_conn *c, int status, const char *msg) {
+  conn_send_error_with(c, status, NULL, msg);
+}
+
 /* ---- connection lifecycle ----------------------------------------------- */
 
 static void server_handle_closed(hk_http_server *s) {
   if (--s->handles == 0 && s->closing) free(s);
 }
 
-static void listener_closed_cb(uv_handle_t *h) {
+static void server_handle_cb(uv_handle_t *h) {
   server_handle_closed(h->data);
 }
 
@@ -349,6 +425,10 @@ static void conn_close(hk_conn *c) {
 
   if (c->state == CONN_CLOSED) return;
   c->state = CONN_CLOSED;
+  if (c->refused)
+    s->refusing--;
+  else
+    s->open--;
   if (c->pending != NULL) c->pending->conn = NULL;
   c->pending = NULL;
   if (c->prev != NULL)
@@ -367,6 +447,35 @@ static void conn_arm_timer(hk_conn *c, uint64_t ms) {
   uv_timer_start(&c->timer, conn_timer_cb, ms, 0);
 }
 
+/* Arms the timer for the nearest of the idle limit and, while a request
+ * comes in, its deadlines. A request with the handler is given time: the
+ * timer then only comes back to look. */
+static void conn_arm_next(hk_conn *c) {
+  uint64_t now = uv_now(c->server->loop);
+  uint64_t due = c->last_active + HK_HTTP_IDLE_MS;
+
+  if (c->pending != NULL) due = now + HK_HTTP_IDLE_MS;
+  if (c->state == CONN_ACTIVE) {
+    if (c->head_due != 0 && c->head_due < due) due = c->head_due;
+    if (c->req_due != 0 && c->req_due < due) due = c->req_due;
+  }
+  conn_arm_timer(c, due > now ? due - now : 0);
+}
+
+/* A client that trickles a request in (slowloris) gets 408 once the head
+ * or the whole request is late. Returns 1 when it did. */
+static int conn_request_late(hk_conn *c) {
+  uint64_t now = uv_now(c->server->loop);
+  int head_late = c->head_due != 0 && now >= c->head_due;
+  int req_late = c->req_due != 0 && now >= c->req_due;
+
+  if (c->state != CONN_ACTIVE || !(head_late || req_late)) return 0;
+  conn_send_error(c, 408, c->head_due != 0
+                              ? "request headers did not arrive in time"
+                              : "request body did not arrive in time");
+  return 1;
+}
+
 static void conn_timer_cb(uv_timer_t *t) {
   hk_conn *c = t->data;
   uint64_t idle;
@@ -374,34 +483,25 @@ static void conn_timer_cb(uv_timer_t *t) {
   if (c->resume_due) {
     c->resume_due = 0;
     conn_resume(c);
-    if (c->state != CONN_CLOSED) conn_arm_timer(c, HK_HTTP_IDLE_MS);
+    if (c->state != CONN_CLOSED) conn_arm_next(c);
     return;
   }
-  if (c->state == CONN_LINGERING) {
+  if (c->state == CONN_LINGERING || c->refused) {
     conn_close(c);
     return;
   }
   if (c->pending != NULL) {
-    conn_arm_timer(c, HK_HTTP_IDLE_MS);
+    conn_arm_next(c);
     return;
   }
-  /* A client that trickles a request's head in (slowloris) gets 408. */
-  if (c->head_due != 0 && uv_now(c->server->loop) >= c->head_due) {
-    c->head_due = 0;
-    conn_send_error(c, 408, "request headers did not arrive in time");
-    return;
-  }
+  if (conn_request_late(c)) return;
   idle = uv_now(c->server->loop) - c->last_active;
   if (idle >= HK_HTTP_IDLE_MS) {
     hk_debug("http", "closing=idle idle_ms=%llu", (unsigned long long)idle);
     conn_close(c);
     return;
   }
-  if (c->head_due != 0 &&
-      c->head_due - uv_now(c->server->loop) < HK_HTTP_IDLE_MS - idle)
-    conn_arm_timer(c, c->head_due - uv_now(c->server->loop));
-  else
-    conn_arm_timer(c, HK_HTTP_IDLE_MS - idle);
+  conn_arm_next(c);
 }
 
 static void conn_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -444,6 +544,8 @@ static void conn_finish(hk_conn *c) {
   if (c->state != CONN_ACTIVE) return;
   c->state = CONN_FLUSHING;
   c->resume_due = 0;
+  c->paused = 0;
+  c->head_due = c->req_due = 0;
   c->shutdown.data = c;
   if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, conn_shutdown_cb) !=
       0) {
@@ -456,16 +558,22 @@ static void conn_finish(hk_conn *c) {
     conn_read_start(c);
 }
 
-/* After parsing: wait for the pending answer without reading, or read the
- * next request, or finish when the client has stopped sending. */
+/* After parsing: wait for the pending answer, or for unsent output to
+ * drain, without reading; or read the next request, or finish when the
+ * client has stopped sending. Whatever was read ahead stays in c->in, and
+ * as reading stops whenever some is left, that is at most one read. */
 static void conn_after_parse(hk_conn *c) {
   if (c->state != CONN_ACTIVE) return;
-  if (c->pending != NULL)
+  if (c->pending != NULL) {
     conn_read_stop(c);
-  else if (c->eof)
+  } else if (conn_backed_up(c)) {
+    c->paused = 1;
+    conn_read_stop(c);
+  } else if (c->eof) {
     conn_finish(c);
-  else
+  } else {
     conn_read_start(c);
+  }
 }
 
 /* ---- parser callbacks ------------------------------------------------- */
@@ -502,9 +610,10 @@ static int on_message_begin(http_parser *p) {
   c->cur = calloc(1, sizeof *c->cur);
   if (c->cur == NULL) return refuse_no_memory(c);
   c->header_bytes = 0;
+  /* Both deadlines count from the request's first byte. */
   c->head_due = uv_now(c->server->loop) + c->server->head_timeout_ms;
-  if (!c->resume_due && c->state == CONN_ACTIVE)
-    conn_arm_timer(c, c->server->head_timeout_ms);
+  c->req_due = uv_now(c->server->loop) + c->server->request_timeout_ms;
+  if (!c->resume_due && c->state == CONN_ACTIVE) conn_arm_next(c);
   c->hdr_in_value = 0;
   c->hdr_name_len = 0;
   c->hdr_target = NULL;
@@ -643,8 +752,9 @@ static int on_body(http_parser *p, const char *at, size_t len) {
 static int on_message_complete(http_parser *p) {
   hk_conn *c = p->data;
 
-  if (req_complete(c->cur, p) != 0)
+  if (req_complete(c->cur, p, c->server->head_as_get) != 0)
     return conn_refuse(c, 400, "malformed HTTP request: invalid path");
+  c->req_due = 0;
   c->ready = 1;
   http_parser_pause(p, 1);
   return 0;
@@ -707,18 +817,20 @@ static size_t conn_execute(hk_conn *c, const char *data, size_t len) {
 }
 
 /* Parses requests from data until it is used up, a request waits for its
- * answer, or the connection stops. Returns the bytes used. */
+ * answer, the answers wait to be sent, or the connection stops. Returns
+ * the bytes used. */
 static size_t conn_parse(hk_conn *c, const char *data, size_t len) {
   size_t used = 0;
 
   c->in_parse = 1;
-  while (used < len && c->state == CONN_ACTIVE && c->pending == NULL)
+  while (used < len && c->state == CONN_ACTIVE && c->pending == NULL &&
+         !conn_backed_up(c))
     used += conn_execute(c, data + used, len - used);
   c->in_parse = 0;
   return used;
 }
 
-/* Parses input kept while a request was pending. */
+/* Parses input kept while a request was pending or output backed up. */
 static void conn_resume(hk_conn *c) {
   size_t used;
 
@@ -730,6 +842,15 @@ static void conn_resume(hk_conn *c) {
     c->in_off = 0;
   }
   conn_after_parse(c);
+}
+
+/* Goes on after output drained: with the input read ahead, else by
+ * reading again. */
+static void conn_continue(hk_conn *c) {
+  if (c->in_off < c->in.len)
+    conn_resume(c);
+  else
+    conn_after_parse(c);
 }
 
 static void conn_on_read_error(hk_conn *c, ssize_t nread) {
@@ -764,9 +885,87 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   conn_after_parse(c);
 }
 
+/* ---- refusal logs ----------------------------------------------------- */
+
+static void write_refusal_line(hk_http_server *s, int kind) {
+  rate_log *rl = &s->logs[kind];
+
+  if (kind == REFUSED_LIMIT)
+    hk_warn("http", "refused=connection_limit open=%u limit=%u "
+            "suppressed=%lu", s->open, s->max_conns, rl->held);
+  else
+    hk_error("http", "refused=accept_failed reason=\"%s\" open=%u "
+             "suppressed=%lu", uv_strerror(uv_translate_sys_error(rl->err)),
+             s->open, rl->held);
+  rl->held = 0;
+  rl->last = uv_now(s->loop);
+  rl->logged = 1;
+}
+
+/* Writes the counts held back once their second is over. */
+static void log_timer_cb(uv_timer_t *t) {
+  hk_http_server *s = t->data;
+  uint64_t now = uv_now(s->loop), next = 0;
+
+  for (int k = 0; k < REFUSAL_KINDS; k++) {
+    rate_log *rl = &s->logs[k];
+    uint64_t due = rl->last + HK_HTTP_LOG_EVERY_MS;
+
+    if (rl->held == 0) continue;
+    if (now >= due)
+      write_refusal_line(s, k);
+    else if (next == 0 || due - now < next)
+      next = due - now;
+  }
+  if (next != 0) uv_timer_start(&s->log_timer, log_timer_cb, next, 0);
+}
+
+/* Logs one refusal, or counts it when its kind had a line this second. */
+static void note_refusal(hk_http_server *s, int kind, int err) {
+  rate_log *rl = &s->logs[kind];
+  uint64_t now = uv_now(s->loop);
+
+  rl->err = err;
+  if (!rl->logged || now - rl->last >= HK_HTTP_LOG_EVERY_MS) {
+    write_refusal_line(s, kind);
+    return;
+  }
+  rl->held++;
+  if (!uv_is_active((uv_handle_t *)&s->log_timer))
+    uv_timer_start(&s->log_timer, log_timer_cb,
+                   rl->last + HK_HTTP_LOG_EVERY_MS - now, 0);
+}
+
+static void server_flush_logs(hk_http_server *s) {
+  for (int k = 0; k < REFUSAL_KINDS; k++)
+    if (s->logs[k].held > 0) write_refusal_line(s, k);
+}
+
 /* ---- accepting -------------------------------------------------------- */
 
-static int conn_open(hk_http_server *s, hk_conn *c) {
+static int open_spare(void) { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
+
+/* Answers 503 on a socket that gets no connection object and closes it.
+ * Best effort: a new socket's send buffer has room for these few bytes. */
+static void shed_socket(int fd, const char *msg) {
+  char out[320];
+  int n = snprintf(out, sizeof out,
+                   "HTTP/1.1 503 Service Unavailable\r\n"
+                   "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+                   "Retry-After: 1\r\nConnection: close\r\n\r\n"
+                   "{\"error\":\"%s\"}",
+                   strlen(msg) + 12, msg);
+
+  if (n > 0 && (size_t)n < sizeof out)
+    (void)send(fd, out, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+  close(fd);
+}
+
+/* Sets c up on the accepted socket fd, counted as served or refused, and
+ * links it in. Returns 0, or -1 after closing both. */
+static int conn_open(hk_http_server *s, hk_conn *c, int fd) {
+  int rc;
+
   uv_tcp_init(s->loop, &c->tcp);
   uv_timer_init(s->loop, &c->timer);
   c->tcp.data = c;
@@ -778,35 +977,133 @@ static int conn_open(hk_http_server *s, hk_conn *c) {
   if (s->conns != NULL) s->conns->prev = c;
   s->conns = c;
   s->handles++;
+  if (c->refused)
+    s->refusing++;
+  else
+    s->open++;
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
   c->last_active = uv_now(s->loop);
-  return uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->tcp);
+  rc = uv_tcp_open(&c->tcp, fd);
+  if (rc == 0) return 0;
+  hk_warn("http", "accept_error=\"%s\"", uv_strerror(rc));
+  close(fd);
+  conn_close(c);
+  return -1;
 }
 
-static void server_connection_cb(uv_stream_t *ls, int status) {
-  hk_http_server *s = ls->data;
+/* Serves a new connection, or answers it 503 when max_connections are
+ * open. The 503 goes out like any answer, with a linger so that a request
+ * already sent does not turn it into a reset; past a number of those in
+ * flight it is sent on the bare socket, closed at once. */
+static void server_take(hk_http_server *s, int fd) {
+  int refuse = s->open >= s->max_conns;
   hk_conn *c;
-  int rc;
 
-  if (status < 0) {
-    hk_warn("http", "accept_error=\"%s\"", uv_strerror(status));
+  if (refuse) {
+    s->refused++;
+    note_refusal(s, REFUSED_LIMIT, 0);
+  }
+  if (refuse && s->refusing >= HK_HTTP_MAX_REFUSING) {
+    shed_socket(fd, HK_HTTP_LIMIT_MSG);
     return;
   }
   c = calloc(1, sizeof *c);
   if (c == NULL) {
     hk_error("http", "accept_error=\"out of memory\"");
+    shed_socket(fd, "out of memory");
     return;
   }
-  rc = conn_open(s, c);
-  if (rc != 0) {
-    hk_warn("http", "accept_error=\"%s\"", uv_strerror(rc));
-    conn_close(c);
+  c->refused = refuse;
+  if (conn_open(s, c, fd) != 0) return;
+  if (refuse) {
+    conn_arm_timer(c, HK_HTTP_LINGER_MS);
+    conn_send_error_with(c, 503, "Retry-After: 1\r\n", HK_HTTP_LIMIT_MSG);
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
-  conn_arm_timer(c, HK_HTTP_IDLE_MS);
+  conn_arm_next(c);
   conn_read_start(c);
+}
+
+static void listener_poll_cb(uv_poll_t *p, int status, int events);
+
+static void pause_timer_cb(uv_timer_t *t) {
+  hk_http_server *s = t->data;
+
+  s->accept_paused = 0;
+  if (s->closing) return;
+  if (s->spare_fd < 0) s->spare_fd = open_spare();
+  uv_poll_start(&s->poll, UV_READABLE, listener_poll_cb);
+}
+
+/* Stops watching the listener for a moment: a failure accept cannot get
+ * past would otherwise wake the loop again at once, round after round. */
+static void server_pause_accept(hk_http_server *s) {
+  if (s->accept_paused || s->closing) return;
+  s->accept_paused = 1;
+  uv_poll_stop(&s->poll);
+  uv_timer_start(&s->pause_timer, pause_timer_cb, HK_HTTP_ACCEPT_PAUSE_MS, 0);
+}
+
+/* With every descriptor in use, gives up the spare one so that accept can
+ * take the waiting connections one at a time, answers each 503 and closes
+ * it, then takes the spare back. Returns 0 when the backlog was dealt
+ * with, -1 when there was no spare or accept failed again. */
+static int server_shed_with_spare(hk_http_server *s) {
+  int fd, n = 0, rc = 0;
+
+  if (s->spare_fd < 0) s->spare_fd = open_spare();
+  if (s->spare_fd < 0) return -1;
+  close(s->spare_fd);
+  s->spare_fd = -1;
+  while (n < HK_HTTP_ACCEPT_BATCH) {
+    fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      rc = errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+      break;
+    }
+    shed_socket(fd, HK_HTTP_NOFD_MSG);
+    n++;
+  }
+  s->shed += (unsigned long)n;
+  s->spare_fd = open_spare();
+  return rc;
+}
+
+static void server_accept_failed(hk_http_server *s, int err) {
+  s->accept_errors++;
+  note_refusal(s, REFUSED_ACCEPT, err);
+  if ((err == EMFILE || err == ENFILE) && server_shed_with_spare(s) == 0)
+    return;
+  server_pause_accept(s);
+}
+
+/* Takes the connections waiting on the listener, a bounded number per
+ * wake-up so a flood of them cannot starve the open ones. */
+static void listener_poll_cb(uv_poll_t *p, int status, int events) {
+  hk_http_server *s = p->data;
+
+  (void)events;
+  if (status < 0) {
+    hk_warn("http", "accept_error=\"%s\"", uv_strerror(status));
+    server_pause_accept(s);
+    return;
+  }
+  for (int i = 0; i < HK_HTTP_ACCEPT_BATCH; i++) {
+    int fd;
+
+    if (s->closing || s->accept_paused) return;
+    fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      server_take(s, fd);
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      return;
+    } else if (errno != EINTR && errno != ECONNABORTED) {
+      server_accept_failed(s, errno);
+      return;
+    }
+  }
 }
 
 /* ---- public interface ------------------------------------------------- */
@@ -855,13 +1152,36 @@ static void server_settings_init(http_parser_settings *st) {
 
 static int server_bound_port(hk_http_server *s) {
   struct sockaddr_storage ss;
-  int len = sizeof ss;
+  socklen_t len = sizeof ss;
 
-  if (uv_tcp_getsockname(&s->listener, (struct sockaddr *)&ss, &len) != 0)
-    return -1;
+  if (getsockname(s->lfd, (struct sockaddr *)&ss, &len) != 0) return -1;
   if (ss.ss_family == AF_INET6)
     return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
   return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+/* Reads the options over their defaults (0 or no options: the default). */
+static void server_set_options(hk_http_server *s,
+                               const hk_http_server_options *o) {
+  hk_http_server_options none = {0};
+
+  if (o == NULL) o = &none;
+  s->max_body = o->max_body_bytes ? o->max_body_bytes
+                                  : HK_HTTP_DEFAULT_MAX_BODY;
+  s->max_header = o->max_header_bytes ? o->max_header_bytes
+                                      : HK_HTTP_DEFAULT_MAX_HEADER;
+  s->max_unsent = o->max_unsent_bytes ? o->max_unsent_bytes
+                                      : HK_HTTP_DEFAULT_MAX_UNSENT;
+  s->max_conns = o->max_connections ? o->max_connections
+                                    : HK_HTTP_DEFAULT_MAX_CONNS;
+  s->request_timeout_ms = o->request_timeout_ms ? o->request_timeout_ms
+                                                : HK_HTTP_REQUEST_MS;
+  s->head_timeout_ms = o->head_timeout_ms ? o->head_timeout_ms
+                                          : HK_HTTP_HEAD_MS;
+  /* The head is part of the request: its time cannot be the longer. */
+  if (s->head_timeout_ms > s->request_timeout_ms)
+    s->head_timeout_ms = s->request_timeout_ms;
+  s->head_as_get = o->head_as_get;
 }
 
 static hk_http_server *server_create(uv_loop_t *loop,
@@ -873,14 +1193,60 @@ static hk_http_server *server_create(uv_loop_t *loop,
   s->loop = loop;
   s->handler = handler;
   s->data = data;
-  s->max_body = opts && opts->max_body_bytes ? opts->max_body_bytes
-                                              : HK_HTTP_DEFAULT_MAX_BODY;
-  s->max_header = opts && opts->max_header_bytes ? opts->max_header_bytes
-                                                  : HK_HTTP_DEFAULT_MAX_HEADER;
-  s->head_timeout_ms = opts && opts->head_timeout_ms ? opts->head_timeout_ms
-                                                     : HK_HTTP_HEAD_MS;
+  s->lfd = -1;
+  s->spare_fd = -1;
+  server_set_options(s, opts);
   server_settings_init(&s->settings);
   return s;
+}
+
+/* Makes the listening socket. The server accepts on it itself, watched
+ * by a poll handle, rather than through a libuv listener: that way it
+ * sees accept fail when descriptors run out (libuv would deal with that
+ * silently) and decides about each connection at once. Returns the fd,
+ * or a libuv error code (< 0). */
+static int listen_socket(const struct sockaddr_storage *ss) {
+  socklen_t len = ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                            : sizeof(struct sockaddr_in);
+  int on = 1, off = 0, rc;
+  int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                  0);
+
+  if (fd < 0) return uv_translate_sys_error(errno);
+  /* "[::]:port" takes IPv4 clients too, whatever the system default. */
+  if (ss->ss_family == AF_INET6)
+    (void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+      bind(fd, (const struct sockaddr *)ss, len) != 0 ||
+      listen(fd, HK_HTTP_BACKLOG) != 0) {
+    rc = uv_translate_sys_error(errno);
+    close(fd);
+    return rc;
+  }
+  return fd;
+}
+
+/* Listens on ss and starts accepting. Returns 0, or a libuv error code
+ * with nothing left open. */
+static int server_listen(hk_http_server *s,
+                         const struct sockaddr_storage *ss) {
+  int fd = listen_socket(ss), rc;
+
+  if (fd < 0) return fd;
+  rc = uv_poll_init_socket(s->loop, &s->poll, fd);
+  if (rc != 0) {
+    close(fd);
+    return rc;
+  }
+  s->lfd = fd;
+  uv_timer_init(s->loop, &s->pause_timer);
+  uv_timer_init(s->loop, &s->log_timer);
+  s->poll.data = s->pause_timer.data = s->log_timer.data = s;
+  s->handles = 3;
+  /* Opened now, while there are descriptors to spare. */
+  s->spare_fd = open_spare();
+  uv_poll_start(&s->poll, UV_READABLE, listener_poll_cb);
+  return 0;
 }
 
 hk_http_server *hk_http_server_start(uv_loop_t *loop, const char *addr,
@@ -902,28 +1268,14 @@ hk_http_server *hk_http_server_start(uv_loop_t *loop, const char *addr,
     snprintf(err, errlen, "listen %s: out of memory", addr);
     return NULL;
   }
-  rc = uv_tcp_init(loop, &s->listener);
-  if (rc != 0) goto fail_init;
-  s->listener.data = s;
-  s->handles = 1;
-  rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0);
-  if (rc == 0)
-    rc = uv_listen((uv_stream_t *)&s->listener, HK_HTTP_BACKLOG,
-                   server_connection_cb);
-  if (rc != 0) goto fail_listen;
+  rc = server_listen(s, &ss);
+  if (rc != 0) {
+    snprintf(err, errlen, "listen %s: %s", addr, uv_strerror(rc));
+    free(s);
+    return NULL;
+  }
   s->port = server_bound_port(s);
   return s;
-fail_listen:
-  /* The listener handle exists: the server is freed in its close callback
-   * on the next loop turn. */
-  s->closing = 1;
-  uv_close((uv_handle_t *)&s->listener, listener_closed_cb);
-  snprintf(err, errlen, "listen %s: %s", addr, uv_strerror(rc));
-  return NULL;
-fail_init:
-  free(s);
-  snprintf(err, errlen, "listen %s: %s", addr, uv_strerror(rc));
-  return NULL;
 }
 
 int hk_http_server_port(const hk_http_server *s) { return s->port; }
@@ -976,9 +1328,33 @@ done:
   req_free(r);
 }
 
+void hk_http_server_stats_get(const hk_http_server *s,
+                              hk_http_server_stats *out) {
+  memset(out, 0, sizeof *out);
+  out->open = s->open;
+  out->refusing = s->refusing;
+  out->peak_unsent = s->peak_unsent;
+  out->refused = s->refused;
+  out->shed = s->shed;
+  out->accept_errors = s->accept_errors;
+  for (const hk_conn *c = s->conns; c != NULL; c = c->next) {
+    out->paused += c->paused;
+    out->buffered_in += c->in.len - c->in_off;
+    out->unsent += conn_unsent(c);
+  }
+}
+
 void hk_http_server_close(hk_http_server *s) {
   if (s == NULL || s->closing) return;
   s->closing = 1;
-  uv_close((uv_handle_t *)&s->listener, listener_closed_cb);
+  server_flush_logs(s);
+  /* Closing the poll handle stops watching the fd at once, so the fd can
+   * go right after it. */
+  uv_close((uv_handle_t *)&s->poll, server_handle_cb);
+  close(s->lfd);
+  uv_close((uv_handle_t *)&s->pause_timer, server_handle_cb);
+  uv_close((uv_handle_t *)&s->log_timer, server_handle_cb);
+  if (s->spare_fd >= 0) close(s->spare_fd);
+  s->spare_fd = -1;
   while (s->conns != NULL) conn_close(s->conns);
 }

@@ -254,6 +254,10 @@ static int cmd_run(const char *config_path) {
     goto fail;
   }
   sopt.max_body_bytes = a.cfg.max_body_bytes;
+  sopt.max_connections = (unsigned)a.cfg.max_connections;
+  sopt.request_timeout_ms = (unsigned)(a.cfg.request_timeout_sec * 1000.0);
+  /* HEAD is answered as GET would be, without the body. */
+  sopt.head_as_get = 1;
   a.server = hk_http_server_start(a.loop, a.cfg.listen, &sopt,
                                   hk_api_handle_cb, &a.api, err, sizeof err);
   if (a.server == NULL) goto fail;

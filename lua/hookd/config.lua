@@ -37,6 +37,8 @@ local KEYS = {
     max = 86400},
   max_pending_bytes = {kind = "integer", default = 256 * 1024 * 1024,
     min = 1024 * 1024},
+  max_connections = {kind = "integer", default = 1024, min = 1, max = 65535},
+  request_timeout_sec = {kind = "number", default = 60, min = 1, max = 3600},
 }
 
 -- Replaces ${NAME} in every string of v (recursively). Returns the new

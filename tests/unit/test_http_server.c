@@ -2,12 +2,16 @@
  * libcurl and raw-socket clients running on a second thread. */
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <http_parser.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -26,6 +30,7 @@
   } while (0)
 
 #define MAX_RESP 4
+#define BIG_ANSWER (32 * 1024) /* body of the answer to /big/... */
 
 /* ---- harness: server on the main thread, client on a second thread ---- */
 
@@ -52,16 +57,20 @@ struct harness {
   enum answer_mode mode;
   const char *addr;
   const char *host; /* for client URLs */
-  uv_async_t done_async, kick_async;
+  uv_async_t done_async, kick_async, probe_async;
   uv_timer_t timer;
   uv_thread_t thread;
   client_fn client;
   int port, port2;
   atomic_int calls;
   atomic_int answered;
+  atomic_int probe_seq, probe_done;
+  hk_http_server_stats stats; /* filled by the loop thread on a probe */
   hk_http_request *held;
   /* the last request the handler saw (loop thread only) */
   int method;
+  int heads;       /* requests seen with req->head set */
+  int head_method; /* the method such a request showed */
   char *path, *query, *ctype, *auth, *body;
   size_t body_len;
   /* client results (client thread, read after join) */
@@ -69,7 +78,12 @@ struct harness {
   hk_buf resp[MAX_RESP];
   long connects;
   int closed;
-  reader rd;
+  reader rd, rd2;
+  int codes[16];                  /* statuses a client recorded */
+  hk_http_server_stats seen[2];   /* stats a client probed */
+  int calls_seen;                 /* handler calls at seen[0] */
+  double elapsed;                 /* seconds a client measured */
+  int filled, fill_errno;         /* descriptors filled, why it stopped */
 };
 
 static char *dup_or_null(const char *s, size_t n) {
@@ -99,11 +113,31 @@ static void capture_request(harness *h, const hk_http_request *req) {
                                : NULL;
   h->body = dup_or_null(req->body, req->body_len);
   h->body_len = req->body_len;
+  if (req->head) {
+    h->heads++;
+    h->head_method = req->method;
+  }
+}
+
+/* A large answer, for clients that do not read them. */
+static void answer_big(hk_http_request *req) {
+  char *body = malloc(BIG_ANSWER);
+  int n = snprintf(body, BIG_ANSWER, "answer:%s;", req->path);
+
+  memset(body + n, 'x', BIG_ANSWER - (size_t)n);
+  hk_http_respond(req, 200, "text/plain", NULL, body, BIG_ANSWER);
+  free(body);
 }
 
 static void answer(hk_http_request *req) {
   char body[300];
-  int n = snprintf(body, sizeof body, "answer:%s", req->path);
+  int n;
+
+  if (strncmp(req->path, "/big/", 5) == 0) {
+    answer_big(req);
+    return;
+  }
+  n = snprintf(body, sizeof body, "answer:%s", req->path);
 
   hk_http_respond(req, 200, "text/plain", "X-Test: yes\r\n", body,
                   (size_t)n);
@@ -140,6 +174,15 @@ static void test_handler(hk_http_request *req, void *data) {
   if (h->mode == ANSWER_TIMER) uv_timer_start(&h->timer, timer_cb, 1, 0);
 }
 
+/* Copies the server's stats for a client waiting in probe(). */
+static void probe_cb(uv_async_t *a) {
+  harness *h = a->data;
+  int seq = atomic_load(&h->probe_seq);
+
+  hk_http_server_stats_get(h->srv, &h->stats);
+  atomic_store(&h->probe_done, seq);
+}
+
 static void second_handler(hk_http_request *req, void *data) {
   (void)data;
   hk_http_respond(req, 200, "text/plain", NULL, "second", 6);
@@ -152,6 +195,7 @@ static void done_cb(uv_async_t *a) {
   hk_http_server_close(h->srv2);
   uv_close((uv_handle_t *)&h->done_async, NULL);
   uv_close((uv_handle_t *)&h->kick_async, NULL);
+  uv_close((uv_handle_t *)&h->probe_async, NULL);
   uv_close((uv_handle_t *)&h->timer, NULL);
 }
 
@@ -178,15 +222,19 @@ static void harness_free(harness *h) {
   for (int i = 0; i < MAX_RESP; i++) {
     hk_buf_free(&h->resp[i]);
     hk_buf_free(&h->rd.body[i]);
+    hk_buf_free(&h->rd2.body[i]);
   }
   hk_buf_free(&h->rd.raw);
+  hk_buf_free(&h->rd2.raw);
 }
 
 static void harness_handles_init(harness *h) {
   uv_async_init(&h->loop, &h->done_async, done_cb);
   uv_async_init(&h->loop, &h->kick_async, kick_cb);
+  uv_async_init(&h->loop, &h->probe_async, probe_cb);
   uv_timer_init(&h->loop, &h->timer);
   h->done_async.data = h->kick_async.data = h->timer.data = h;
+  h->probe_async.data = h;
 }
 
 /* Starts the server(s), runs client on a second thread and the loop here
@@ -230,6 +278,95 @@ static int wait_for(atomic_int *counter, int want) {
   return -1;
 }
 
+/* Gets the server's stats from the loop thread (client thread only).
+ * Returns 0, or -1 when the loop did not answer in time. */
+static int probe(harness *h, hk_http_server_stats *out) {
+  int seq = atomic_fetch_add(&h->probe_seq, 1) + 1;
+
+  uv_async_send(&h->probe_async);
+  if (wait_for(&h->probe_done, seq) != 0) return -1;
+  *out = h->stats;
+  return 0;
+}
+
+/* Probes until ok(stats) holds (bounded); returns 0 or -1. */
+static int wait_stats(harness *h, int (*ok)(const hk_http_server_stats *),
+                      hk_http_server_stats *out) {
+  struct timespec ts = {0, 1000000};
+
+  for (int i = 0; i < 10000; i++) {
+    if (probe(h, out) != 0) return -1;
+    if (ok(out)) return 0;
+    nanosleep(&ts, NULL);
+  }
+  return -1;
+}
+
+static double now_sec(void) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- the server's log -------------------------------------------------- */
+
+/* stderr, where the server logs, sent to a temporary file. */
+typedef struct capture {
+  FILE *f;
+  int saved;
+} capture;
+
+static void capture_begin(capture *cp) {
+  fflush(stderr);
+  cp->f = tmpfile();
+  cp->saved = dup(2);
+  dup2(fileno(cp->f), 2);
+}
+
+/* Puts stderr back; returns what was logged (the caller frees it). */
+static char *capture_end(capture *cp) {
+  long n;
+  char *text;
+
+  fflush(stderr);
+  dup2(cp->saved, 2);
+  close(cp->saved);
+  fseek(cp->f, 0, SEEK_END);
+  n = ftell(cp->f);
+  rewind(cp->f);
+  text = calloc(1, (size_t)n + 1);
+  if (fread(text, 1, (size_t)n, cp->f) != (size_t)n) text[0] = '\0';
+  fclose(cp->f);
+  fputs(text, stderr); /* still shown, as without the capture */
+  return text;
+}
+
+/* Counts the lines of log that contain all of want (NULL-ended) and adds
+ * up their suppressed= counts in *suppressed. */
+static int log_lines(const char *log, const char *const *want,
+                     unsigned long *suppressed) {
+  int n = 0;
+
+  *suppressed = 0;
+  for (const char *p = log; *p;) {
+    const char *end = strchr(p, '\n');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    char *line = dup_or_null(p, len);
+    const char *sup = strstr(line, " suppressed=");
+    int all = 1;
+
+    for (int i = 0; want[i] != NULL; i++) all &= strstr(line, want[i]) != 0;
+    if (all) {
+      n++;
+      if (sup != NULL) *suppressed += strtoul(sup + 12, NULL, 10);
+    }
+    free(line);
+    p += len + (end != NULL);
+  }
+  return n;
+}
+
 /* ---- clients: libcurl -------------------------------------------------- */
 
 static size_t curl_write_cb(char *p, size_t size, size_t n, void *ud) {
@@ -271,11 +408,16 @@ static long curl_once(harness *h, const char *path, struct curl_slist *hdrs,
 
 /* ---- clients: raw sockets ---------------------------------------------- */
 
-static int tcp_connect(int port) {
+/* Connects to the server; rcvbuf, when not 0, fixes the size of the
+ * receive buffer (so that the kernel cannot take in much unread). */
+static int tcp_connect_with(int port, int rcvbuf) {
   struct sockaddr_in sa;
   struct timeval tv = {10, 0};
   int fd = socket(AF_INET, SOCK_STREAM, 0);
 
+  if (fd < 0) return -1;
+  if (rcvbuf != 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
   memset(&sa, 0, sizeof sa);
   sa.sin_family = AF_INET;
   sa.sin_port = htons((uint16_t)port);
@@ -288,6 +430,8 @@ static int tcp_connect(int port) {
   }
   return fd;
 }
+
+static int tcp_connect(int port) { return tcp_connect_with(port, 0); }
 
 static int send_all(int fd, const char *p, size_t n) {
   while (n > 0) {
@@ -380,6 +524,34 @@ static void raw_exchange_closing(harness *h, const char *req, size_t len) {
 
 static const char *rd_body(harness *h, int i) {
   return hk_buf_cstr(&h->rd.body[i]);
+}
+
+static void reader_free(reader *r) {
+  for (int i = 0; i < MAX_RESP; i++) hk_buf_free(&r->body[i]);
+  hk_buf_free(&r->raw);
+  memset(r, 0, sizeof *r);
+}
+
+/* Sends req on fd and reads one answer; returns its status, or -1. */
+static int fd_exchange(int fd, const char *req) {
+  reader r;
+  int status = -1;
+
+  memset(&r, 0, sizeof r);
+  if (send_str(fd, req) == 0 && read_responses(fd, &r, 1) == 0)
+    status = r.status[0];
+  reader_free(&r);
+  return status;
+}
+
+/* Reads everything until the server closes into out. */
+static void read_to_eof(int fd, hk_buf *out) {
+  char buf[4096];
+  ssize_t n;
+
+  while ((n = recv(fd, buf, sizeof buf, 0)) > 0)
+    hk_buf_append(out, buf, (size_t)n);
+  hk_buf_cstr(out);
 }
 
 /* ---- tests: requests and answers --------------------------------------- */
@@ -841,6 +1013,314 @@ static void http_close_with_pending_request_orphans_it(void) {
   harness_free(&h);
 }
 
+/* ---- tests: HEAD -------------------------------------------------------- */
+
+static void head_client(harness *h) {
+  static const char reqs[] =
+      "HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n"
+      "GET /g HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+  int fd = tcp_connect(h->port);
+
+  if (fd < 0) return;
+  if (send_str(fd, reqs) == 0) read_to_eof(fd, &h->rd.raw);
+  close(fd);
+}
+
+/* The HEAD answer is the GET answer's head: same length, no body, so the
+ * next answer follows right after it. */
+static const char head_then_get[] =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n"
+    "X-Test: yes\r\n\r\n"
+    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n"
+    "X-Test: yes\r\nConnection: close\r\n\r\nanswer:/g";
+
+static void http_head_is_get_without_body_with_head_as_get(void) {
+  harness h;
+
+  harness_init(&h);
+  h.opts.head_as_get = 1;
+  harness_must_run(&h, head_client);
+  CHECK_STR(hk_buf_cstr(&h.rd.raw), head_then_get);
+  CHECK(h.heads == 1);
+  CHECK(h.head_method == HTTP_GET);
+  CHECK(atomic_load(&h.calls) == 2);
+  harness_free(&h);
+}
+
+static void http_head_method_is_shown_by_default(void) {
+  harness h;
+
+  harness_init(&h);
+  harness_must_run(&h, head_client);
+  CHECK_STR(hk_buf_cstr(&h.rd.raw), head_then_get);
+  CHECK(h.heads == 1);
+  CHECK(h.head_method == HTTP_HEAD);
+  harness_free(&h);
+}
+
+/* ---- tests: abuse ------------------------------------------------------- */
+
+#define LIMIT_EXTRA 12 /* connections refused in the limit test */
+
+static const char get_kept[] = "GET /kept HTTP/1.1\r\nHost: t\r\n\r\n";
+
+static int one_open(const hk_http_server_stats *st) { return st->open == 1; }
+
+/* Opens connections one over the limit after another; the first one's
+ * answer is kept in h->rd. */
+static void refused_burst(harness *h) {
+  double t0 = now_sec();
+
+  for (int i = 0; i < LIMIT_EXTRA; i++) {
+    int fd = tcp_connect(h->port);
+    reader r;
+
+    memset(&r, 0, sizeof r);
+    if (fd < 0) continue;
+    if (read_responses(fd, i == 0 ? &h->rd : &r, 1) == 0 && i == 0)
+      h->closed = server_closed(fd);
+    h->codes[4] += (i == 0 ? h->rd.status[0] : r.status[0]) == 503;
+    reader_free(&r);
+    close(fd);
+  }
+  h->elapsed = now_sec() - t0;
+}
+
+/* With max_connections 2: two kept connections, a burst of refused ones,
+ * the kept ones still served, and a new one served after one closed. */
+static void limit_client(harness *h) {
+  int a = tcp_connect(h->port), b = tcp_connect(h->port), c;
+
+  if (a < 0 || b < 0) goto done;
+  h->codes[0] = fd_exchange(a, get_kept);
+  h->codes[1] = fd_exchange(b, get_kept);
+  refused_burst(h);
+  h->codes[2] = fd_exchange(a, get_kept);
+  h->codes[3] = fd_exchange(b, get_kept);
+  close(a);
+  a = -1;
+  if (wait_stats(h, one_open, &h->seen[0]) != 0) goto done;
+  c = tcp_connect(h->port);
+  if (c >= 0) h->codes[5] = fd_exchange(c, get_kept);
+  probe(h, &h->seen[1]);
+  if (c >= 0) close(c);
+done:
+  if (a >= 0) close(a);
+  if (b >= 0) close(b);
+}
+
+static void check_limit_log(const char *log, double elapsed) {
+  static const char *const want[] = {"warn http ", "refused=connection_limit",
+                                     " limit=2 ", NULL};
+  static const char *const first[] = {"refused=connection_limit open=2 "
+                                      "limit=2 suppressed=0", NULL};
+  unsigned long suppressed;
+  int lines = log_lines(log, want, &suppressed);
+
+  CHECK(log_lines(log, first, &suppressed) == 1);
+  lines = log_lines(log, want, &suppressed);
+  /* Every refusal has a line or is counted in one... */
+  CHECK(lines + suppressed >= LIMIT_EXTRA);
+  /* ...and there is at most one line a second (plus the last counts). */
+  if (lines > (int)elapsed + 3)
+    FAILF("%d refusal lines in %.2f s", lines, elapsed);
+}
+
+static void http_connection_limit_refuses_with_503(void) {
+  harness h;
+  capture cp;
+  char *log;
+
+  harness_init(&h);
+  h.opts.max_connections = 2;
+  capture_begin(&cp);
+  harness_must_run(&h, limit_client);
+  log = capture_end(&cp);
+  CHECK(h.codes[0] == 200 && h.codes[1] == 200);
+  CHECK(h.rd.n == 1 && h.rd.status[0] == 503);
+  CHECK_STR(rd_body(&h, 0),
+            "{\"error\":\"too many connections, try again later\"}");
+  CHECK(strstr(hk_buf_cstr(&h.rd.raw), "\r\nConnection: close\r\n") != NULL);
+  CHECK(h.closed);
+  CHECK(h.codes[4] == LIMIT_EXTRA);
+  CHECK(h.codes[2] == 200 && h.codes[3] == 200);
+  CHECK(h.seen[0].open == 1);
+  CHECK(h.codes[5] == 200);
+  CHECK(h.seen[1].refused == LIMIT_EXTRA);
+  check_limit_log(log, h.elapsed);
+  free(log);
+  harness_free(&h);
+}
+
+#define PIPE_N 400              /* requests sent at once, answers unread */
+#define PIPE_MAX_UNSENT 65536   /* the server's limit in that test */
+
+static int is_paused(const hk_http_server_stats *st) { return st->paused > 0; }
+
+/* Sends PIPE_N requests for big answers and reads none until the server
+ * stopped reading; then reads them all. */
+static void unread_pipeline_client(harness *h) {
+  hk_buf reqs = HK_BUF_INIT;
+  int fd = tcp_connect_with(h->port, 16384);
+
+  if (fd < 0) return;
+  for (int i = 0; i < PIPE_N; i++)
+    hk_buf_printf(&reqs, "GET /big/%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
+  if (send_all(fd, reqs.data, reqs.len) != 0) goto done;
+  if (wait_stats(h, is_paused, &h->seen[0]) != 0) goto done;
+  h->calls_seen = atomic_load(&h->calls);
+  read_responses(fd, &h->rd, PIPE_N);
+  probe(h, &h->seen[1]);
+done:
+  hk_buf_free(&reqs);
+  close(fd);
+}
+
+static void http_unread_pipelined_answers_stay_bounded(void) {
+  /* Output over the limit when the server stopped: at most one answer. */
+  size_t bound = PIPE_MAX_UNSENT + BIG_ANSWER + 512;
+  harness h;
+
+  harness_init(&h);
+  h.opts.max_unsent_bytes = PIPE_MAX_UNSENT;
+  harness_must_run(&h, unread_pipeline_client);
+  CHECK(h.seen[0].paused == 1);
+  CHECK(h.seen[0].unsent > PIPE_MAX_UNSENT);
+  CHECK(h.seen[0].unsent <= bound);
+  CHECK(h.seen[0].buffered_in <= 65536);
+  CHECK(h.calls_seen > 0 && h.calls_seen < PIPE_N);
+  /* Once read, every answer came, in order, and the server reads again. */
+  CHECK(h.rd.n == PIPE_N);
+  CHECK(atomic_load(&h.calls) == PIPE_N);
+  CHECK(strncmp(rd_body(&h, 3), "answer:/big/3;xxx", 17) == 0);
+  CHECK(h.seen[1].paused == 0);
+  if (h.seen[1].peak_unsent > bound)
+    FAILF("peak unsent %zu > %zu", h.seen[1].peak_unsent, bound);
+  harness_free(&h);
+}
+
+/* Sends a head at once, then the body a byte at a time until an answer
+ * (or the close) shows up. */
+static void trickle_client(harness *h) {
+  static const char head[] =
+      "POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n";
+  int fd = tcp_connect(h->port);
+  struct pollfd pfd;
+
+  if (fd < 0) return;
+  pfd.fd = fd;
+  pfd.events = POLLIN;
+  if (send_str(fd, head) != 0) goto done;
+  for (int i = 0; i < 99; i++) {
+    if (send_all(fd, "x", 1) != 0) break;
+    h->codes[0]++;
+    if (poll(&pfd, 1, 20) != 0) break;
+  }
+  if (read_responses(fd, &h->rd, 1) == 0) h->closed = server_closed(fd);
+done:
+  close(fd);
+}
+
+static void http_trickled_body_gets_408(void) {
+  harness h;
+
+  harness_init(&h);
+  h.opts.request_timeout_ms = 300;
+  harness_must_run(&h, trickle_client);
+  CHECK(h.codes[0] >= 1);
+  CHECK(h.rd.n == 1 && h.rd.status[0] == 408);
+  CHECK_STR(rd_body(&h, 0),
+            "{\"error\":\"request body did not arrive in time\"}");
+  CHECK(h.closed);
+  CHECK(atomic_load(&h.calls) == 0);
+  harness_free(&h);
+}
+
+#define FILL_MAX 4096
+#define FD_LIMIT 256 /* the soft RLIMIT_NOFILE during the test */
+
+/* Uses up every descriptor but one, connects with that one, and expects
+ * the server to shed the connection; then frees them and expects to be
+ * served. */
+static void fd_exhaustion_client(harness *h) {
+  static int fill[FILL_MAX];
+  int n = 0, fd;
+
+  while (n < FILL_MAX && (fd = open("/dev/null", O_RDONLY)) >= 0)
+    fill[n++] = fd;
+  h->filled = n;
+  h->fill_errno = errno;
+  if (n == 0 || n == FILL_MAX) goto done;
+  close(fill[--n]);
+  fd = tcp_connect(h->port);
+  if (fd >= 0) {
+    if (read_responses(fd, &h->rd, 1) == 0) h->closed = server_closed(fd);
+    close(fd);
+  }
+  probe(h, &h->seen[0]);
+  while (n > 0) close(fill[--n]);
+  fd = tcp_connect(h->port);
+  if (fd >= 0) {
+    h->codes[0] = fd_exchange(fd, get_kept);
+    close(fd);
+  }
+  probe(h, &h->seen[1]);
+done:
+  while (n > 0) close(fill[--n]);
+}
+
+static int under_valgrind(void) {
+  const char *pre = getenv("LD_PRELOAD");
+
+  return pre != NULL && strstr(pre, "vgpreload") != NULL;
+}
+
+static void check_fd_log(const char *log) {
+  static const char *const want[] = {"error http ", "refused=accept_failed",
+                                     "reason=\"too many open files\"", NULL};
+  unsigned long suppressed;
+
+  CHECK(log_lines(log, want, &suppressed) == 1);
+  CHECK(suppressed == 0);
+}
+
+static void http_out_of_descriptors_sheds_and_recovers(void) {
+  struct rlimit saved, low;
+  harness h;
+  capture cp;
+  char *log;
+
+  harness_init(&h);
+  capture_begin(&cp);
+  getrlimit(RLIMIT_NOFILE, &saved);
+  low = saved;
+  low.rlim_cur = FD_LIMIT;
+  CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+  harness_must_run(&h, fd_exhaustion_client);
+  setrlimit(RLIMIT_NOFILE, &saved);
+  log = capture_end(&cp);
+  CHECK(h.filled > 0 && h.filled < FILL_MAX && h.fill_errno == EMFILE);
+  /* One failed accept, dealt with at once: the loop did not spin on it. */
+  CHECK(h.seen[0].accept_errors == 1 && h.seen[1].accept_errors == 1);
+  CHECK(h.seen[0].open == 0);
+  if (under_valgrind()) {
+    /* Valgrind enforces the limit itself, after the kernel accepted: the
+     * connection is closed before the server sees it, nothing to shed. */
+    fprintf(stderr, "note: under valgrind, the 503 of a shed connection "
+                    "is not checked\n");
+  } else {
+    CHECK(h.rd.n == 1 && h.rd.status[0] == 503);
+    CHECK_STR(rd_body(&h, 0), "{\"error\":\"server out of file descriptors, "
+                              "try again later\"}");
+    CHECK(h.closed);
+    CHECK(h.seen[0].shed == 1 && h.seen[1].shed == 1);
+  }
+  CHECK(h.codes[0] == 200);
+  check_fd_log(log);
+  free(log);
+  harness_free(&h);
+}
+
 /* ---- tests: listening --------------------------------------------------- */
 
 static void http_listen_port_in_use_is_reported(void) {
@@ -980,6 +1460,12 @@ int main(int argc, char **argv) {
   RUN(http_async_answer_from_timer);
   RUN(http_client_gone_before_async_answer);
   RUN(http_close_with_pending_request_orphans_it);
+  RUN(http_head_is_get_without_body_with_head_as_get);
+  RUN(http_head_method_is_shown_by_default);
+  RUN(http_connection_limit_refuses_with_503);
+  RUN(http_unread_pipelined_answers_stay_bounded);
+  RUN(http_trickled_body_gets_408);
+  RUN(http_out_of_descriptors_sheds_and_recovers);
   RUN(http_listen_port_in_use_is_reported);
   RUN(http_listen_bad_address_is_reported);
   RUN(http_listen_bare_port_means_loopback);
