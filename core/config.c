@@ -68,6 +68,30 @@ static char *config_dir_of(const char *path) {
   return dir;
 }
 
+/* Copies the validated table at the top of L's stack into cfg. */
+static void take_fields(lua_State *L, hk_config *cfg) {
+  cfg->listen = get_string(L, "listen");
+  cfg->data_dir = get_string(L, "data_dir");
+  cfg->plugins_dir = get_string(L, "plugins_dir");
+  cfg->catalog = get_string(L, "catalog");
+  cfg->lua_dir = get_string(L, "lua_dir");
+  cfg->log_level = get_string(L, "log_level");
+  cfg->api_token = get_string(L, "api_token");
+  cfg->ingest_token = get_string(L, "ingest_token");
+  cfg->metrics_token = get_string(L, "metrics_token");
+  cfg->max_body_bytes = (size_t)get_number(L, "max_body_bytes");
+  cfg->max_nesting_depth = (int)get_number(L, "max_nesting_depth");
+  cfg->retry_times = (int)get_number(L, "HOOK_RETRY_TIMES");
+  cfg->retry_period_sec = get_number(L, "HOOK_RETRY_PERIOD_SEC");
+  cfg->content_cleanup_hours = get_number(L, "HOOK_CONTENT_CLEANUP_HOURS");
+  cfg->shutdown_grace_sec = get_number(L, "shutdown_grace_sec");
+  cfg->history_days = get_number(L, "history_days");
+  cfg->cleanup_interval_sec = get_number(L, "cleanup_interval_sec");
+  cfg->max_pending_bytes = (size_t)get_number(L, "max_pending_bytes");
+  cfg->max_connections = (int)get_number(L, "max_connections");
+  cfg->request_timeout_sec = get_number(L, "request_timeout_sec");
+}
+
 int hk_config_load(hk_bridge *b, const char *path, hk_config *cfg, char *err,
                    size_t errlen) {
   lua_State *L = hk_bridge_state(b);
@@ -95,26 +119,7 @@ int hk_config_load(hk_bridge *b, const char *path, hk_config *cfg, char *err,
     goto done;
   }
   cfg->path = strdup(path);
-  cfg->listen = get_string(L, "listen");
-  cfg->data_dir = get_string(L, "data_dir");
-  cfg->plugins_dir = get_string(L, "plugins_dir");
-  cfg->catalog = get_string(L, "catalog");
-  cfg->lua_dir = get_string(L, "lua_dir");
-  cfg->log_level = get_string(L, "log_level");
-  cfg->api_token = get_string(L, "api_token");
-  cfg->ingest_token = get_string(L, "ingest_token");
-  cfg->metrics_token = get_string(L, "metrics_token");
-  cfg->max_body_bytes = (size_t)get_number(L, "max_body_bytes");
-  cfg->max_nesting_depth = (int)get_number(L, "max_nesting_depth");
-  cfg->retry_times = (int)get_number(L, "HOOK_RETRY_TIMES");
-  cfg->retry_period_sec = get_number(L, "HOOK_RETRY_PERIOD_SEC");
-  cfg->content_cleanup_hours = get_number(L, "HOOK_CONTENT_CLEANUP_HOURS");
-  cfg->shutdown_grace_sec = get_number(L, "shutdown_grace_sec");
-  cfg->history_days = get_number(L, "history_days");
-  cfg->cleanup_interval_sec = get_number(L, "cleanup_interval_sec");
-  cfg->max_pending_bytes = (size_t)get_number(L, "max_pending_bytes");
-  cfg->max_connections = (int)get_number(L, "max_connections");
-  cfg->request_timeout_sec = get_number(L, "request_timeout_sec");
+  take_fields(L, cfg);
   lua_pop(L, 1);
   rc = 0;
 done:

@@ -232,8 +232,33 @@ static void sighup_cb(uv_signal_t *s, int signum) {
           "SIGTERM to stop\"", signum);
 }
 
-static int cmd_run(const char *config_path) {
+/* The API's view of the router, and its server. Returns 0 or -1 with
+ * err. */
+static int start_api(app *a, char *err, size_t errlen) {
   hk_http_server_options sopt = {0};
+
+  a->api.config = &a->cfg;
+  a->api.router = a->router;
+  a->api.bridge = a->bridge;
+  a->api.store = a->store;
+  a->api.keep_history = a->cfg.history_days > 0;
+  a->api.plugins = a->plugins;
+  a->api.exports = hk_exports_create(a->loop, a->router, a->store);
+  if (a->api.exports == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  sopt.max_body_bytes = a->cfg.max_body_bytes;
+  sopt.max_connections = (unsigned)a->cfg.max_connections;
+  sopt.request_timeout_ms = (unsigned)(a->cfg.request_timeout_sec * 1000.0);
+  /* HEAD is answered as GET would be, without the body. */
+  sopt.head_as_get = 1;
+  a->server = hk_http_server_start(a->loop, a->cfg.listen, &sopt,
+                                   hk_api_handle_cb, &a->api, err, errlen);
+  return a->server ? 0 : -1;
+}
+
+static int cmd_run(const char *config_path) {
   char err[1024];
   app a;
 
@@ -242,25 +267,7 @@ static int cmd_run(const char *config_path) {
                                sizeof err);
   if (a.plugins == NULL) goto fail;
   hk_router_log_orphans(a.router);
-  a.api.config = &a.cfg;
-  a.api.router = a.router;
-  a.api.bridge = a.bridge;
-  a.api.store = a.store;
-  a.api.keep_history = a.cfg.history_days > 0;
-  a.api.plugins = a.plugins;
-  a.api.exports = hk_exports_create(a.loop, a.router, a.store);
-  if (a.api.exports == NULL) {
-    snprintf(err, sizeof err, "out of memory");
-    goto fail;
-  }
-  sopt.max_body_bytes = a.cfg.max_body_bytes;
-  sopt.max_connections = (unsigned)a.cfg.max_connections;
-  sopt.request_timeout_ms = (unsigned)(a.cfg.request_timeout_sec * 1000.0);
-  /* HEAD is answered as GET would be, without the body. */
-  sopt.head_as_get = 1;
-  a.server = hk_http_server_start(a.loop, a.cfg.listen, &sopt,
-                                  hk_api_handle_cb, &a.api, err, sizeof err);
-  if (a.server == NULL) goto fail;
+  if (start_api(&a, err, sizeof err) != 0) goto fail;
   hk_info("main", "version=%s listen=%s port=%d plugins_dir=%s", HOOKD_VERSION,
           a.cfg.listen, hk_http_server_port(a.server), a.cfg.plugins_dir);
   uv_signal_init(a.loop, &a.sigterm);
