@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <lauxlib.h>
-#include <signal.h>
 #include <lua.h>
 #include <lua5.1/lua-cjson.h>
 #include <lualib.h>
@@ -19,111 +18,10 @@
 
 #include "buf.h"
 #include "datetime.h"
+#include "guard.h"
 #include "json_scan.h"
 #include "log.h"
 #include "lua_json.h"
-
-/* ---- the CPU guard ----
- * A hook's own code (file, filter, shape, lib modules) runs in LuaJIT's
- * interpreter (the runtime turns the JIT off for it), where a count hook
- * can stop it. A CPU-time timer of the loop thread ticks every
- * GUARD_TICK_MS of CPU it uses; while the runtime has marked hook code as
- * running, the signal handler counts the ticks and, past the limit, sets a
- * count hook that raises an error inside the hook's code. An idle router
- * uses no CPU and gets no ticks. */
-
-#define GUARD_TICK_MS 10
-#define GUARD_LIMIT_MS 50
-
-/* Shared with the runtime through FFI (see lua/hookd/guard.lua). */
-typedef struct hk_guard_state {
-  volatile int32_t active;  /* 1 while hook code runs */
-  volatile int32_t ticks;   /* CPU ticks since it started */
-  volatile int32_t tripped; /* set when the guard stopped hook code */
-} hk_guard_state;
-
-static hk_guard_state guard_state;
-static lua_State *guard_L; /* the state the guard interrupts */
-static char guard_runtime_src[4096]; /* "@<lua_dir>/": the runtime's code */
-static timer_t guard_timer;
-static int guard_armed;
-
-/* True when the function running is a hook's own code: Lua code that is
- * not the runtime's (C functions report "=[C]"). */
-static int guard_in_hook_code(const char *source) {
-  return source[0] == '@' &&
-         strncmp(source, guard_runtime_src, strlen(guard_runtime_src)) != 0;
-}
-
-/* Runs before every interpreted instruction once the limit is passed, and
- * raises the error at each one that belongs to the hook's code, so the
- * hook's own pcall cannot swallow it; the runtime's code (the wrapper and
- * the error handler) runs on. The runtime clears active when the hook's
- * code has finished, and the next call here removes the hook. */
-static void guard_hook_cb(lua_State *L, lua_Debug *ar) {
-  if (!guard_state.active) {
-    lua_sethook(L, NULL, 0, 0);
-    return;
-  }
-  lua_getinfo(L, "Sl", ar);
-  if (!guard_in_hook_code(ar->source)) return;
-  guard_state.tripped = 1;
-  lua_pushfstring(L, "%s:%d: ran longer than %d ms of CPU", ar->short_src,
-                  ar->currentline, GUARD_LIMIT_MS);
-  lua_error(L);
-}
-
-static void guard_signal_cb(int sig) {
-  (void)sig;
-  if (!guard_state.active || guard_L == NULL) return;
-  if (++guard_state.ticks * GUARD_TICK_MS >= GUARD_LIMIT_MS)
-    lua_sethook(guard_L, guard_hook_cb, LUA_MASKCOUNT, 1);
-}
-
-/* Starts the CPU timer of the calling (loop) thread for L, whose runtime
- * code comes from lua_dir. Returns 0 or -1. */
-static int guard_start(lua_State *L, const char *lua_dir) {
-  struct sigevent ev;
-  struct sigaction sa;
-  struct itimerspec its;
-
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = guard_signal_cb;
-  sa.sa_flags = SA_RESTART;
-  sigemptyset(&sa.sa_mask);
-  if (sigaction(SIGRTMIN + 3, &sa, NULL) != 0) return -1;
-  memset(&ev, 0, sizeof ev);
-  ev.sigev_notify = SIGEV_THREAD_ID;
-  ev.sigev_signo = SIGRTMIN + 3;
-  ev._sigev_un._tid = (pid_t)gettid();
-  if (timer_create(CLOCK_THREAD_CPUTIME_ID, &ev, &guard_timer) != 0)
-    return -1;
-  its.it_interval.tv_sec = its.it_value.tv_sec = 0;
-  its.it_interval.tv_nsec = its.it_value.tv_nsec = GUARD_TICK_MS * 1000000L;
-  if (timer_settime(guard_timer, 0, &its, NULL) != 0) {
-    timer_delete(guard_timer);
-    return -1;
-  }
-  snprintf(guard_runtime_src, sizeof guard_runtime_src, "@%s/", lua_dir);
-  guard_L = L;
-  guard_armed = 1;
-  return 0;
-}
-
-static void guard_stop(lua_State *L) {
-  if (!guard_armed || guard_L != L) return;
-  timer_delete(guard_timer);
-  guard_armed = 0;
-  guard_L = NULL;
-}
-
-/* core.guard() -> lightuserdata of the shared hk_guard_state, or nil when
- * no guard runs in this state. */
-static int core_guard(lua_State *L) {
-  if (guard_L != L) return 0;
-  lua_pushlightuserdata(L, &guard_state);
-  return 1;
-}
 
 struct hk_bridge {
   lua_State *L;
@@ -352,7 +250,7 @@ static const luaL_Reg core_funcs[] = {
     {"log", core_log},         {"now", core_now},
     {"read_file", core_read_file}, {"emit", core_emit},
     {"matched", core_matched}, {"failed", core_failed},
-    {"guard", core_guard},     {"check_regex", core_check_regex},
+    {"guard", hk_guard_lua_state},     {"check_regex", core_check_regex},
     {"suspended", core_suspended}, {NULL, NULL}};
 
 /* package.preload["hookd.core"]; upvalue 1 is the bridge or NULL. */
@@ -455,10 +353,10 @@ hk_bridge *hk_bridge_create(const char *lua_dir, char *err, size_t errlen) {
   hk_bridge *b = calloc(1, sizeof *b);
 
   if (b == NULL) goto fail;
-  b->L = luaL_newstate();
+  b->L = hk_guard_new_state();
   if (b->L == NULL) goto fail;
   open_runtime(b->L, lua_dir, b, err, errlen);
-  if (guard_L == NULL && guard_start(b->L, lua_dir) != 0)
+  if (hk_guard_start(b->L, lua_dir) != 0)
     hk_warn("lua", "cpu_guard=off reason=\"%s\"", strerror(errno));
   lua_getglobal(b->L, "require");
   lua_pushliteral(b->L, "hookd.router");
@@ -478,7 +376,7 @@ fail:
 
 void hk_bridge_destroy(hk_bridge *b) {
   if (b == NULL) return;
-  guard_stop(b->L);
+  hk_guard_stop(b->L);
   if (b->L) lua_close(b->L);
   hk_buf_free(&b->scratch);
   free(b);

@@ -90,6 +90,8 @@ static void take_fields(lua_State *L, hk_config *cfg) {
   cfg->max_pending_bytes = (size_t)get_number(L, "max_pending_bytes");
   cfg->max_connections = (int)get_number(L, "max_connections");
   cfg->request_timeout_sec = get_number(L, "request_timeout_sec");
+  cfg->hook_cpu_limit_ms = (int)get_number(L, "hook_cpu_limit_ms");
+  cfg->hook_memory_limit_mb = (int)get_number(L, "hook_memory_limit_mb");
 }
 
 int hk_config_load(hk_bridge *b, const char *path, hk_config *cfg, char *err,

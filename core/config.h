@@ -30,6 +30,8 @@ typedef struct hk_config {
                                   waiting for the store, at most */
   int max_connections;         /* HTTP connections served at once */
   double request_timeout_sec;  /* for a whole HTTP request to arrive */
+  int hook_cpu_limit_ms;      /* CPU per call of hook code */
+  int hook_memory_limit_mb;   /* memory one call of hook code may add */
 } hk_config;
 
 /* Reads and validates path with the runtime of b (path NULL: defaults). Returns 0, or -1 with

@@ -12,6 +12,7 @@
 #include "api.h"
 #include "bridge.h"
 #include "config.h"
+#include "guard.h"
 #include "http_server.h"
 #include "json_scan.h"
 #include "log.h"
@@ -58,6 +59,8 @@ static int app_configure(app *a, const char *config_path) {
   if (hk_config_load(a->bridge, config_path, &a->cfg, err, sizeof err) != 0)
     goto fail;
   hk_log_min_level = hk_log_level_parse(a->cfg.log_level);
+  hk_guard_set_limits(a->cfg.hook_cpu_limit_ms,
+                      (size_t)a->cfg.hook_memory_limit_mb << 20);
   if (a->cfg.catalog == NULL) return 0;
   text = hk_read_file(a->cfg.catalog, &len);
   if (text == NULL) {

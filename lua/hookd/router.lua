@@ -52,6 +52,8 @@ function M.configure(text, config_dir)
   local cfg, err = config_mod.parse(text, config_dir)
   if cfg == nil then return nil, err end
   config = cfg
+  guard.memory_reason = string.format(
+    "used more than %d MiB of memory in one call", cfg.hook_memory_limit_mb)
   return cfg
 end
 
