@@ -180,10 +180,17 @@ static void one_letter(hk_api *api, hk_http_request *req, const char *id_text,
   hk_store_batch *b;
   store_call *call;
   size_t op;
+  int is_event = 0;
 
-  if (id < 0 || hk_store_dead_letter_hook(api->store, id, hook,
-                                          sizeof hook) != 0) {
+  if (id < 0 || hk_store_dead_letter_hook(api->store, id, hook, sizeof hook,
+                                          &is_event) != 0) {
     hk_api_error(req, 404, "no such dead letter", -1);
+    return;
+  }
+  if (resend && is_event) {
+    hk_api_error(req, 409, "this letter is an event the hook's code failed "
+                 "on, not a message: fix the hook, then post the event "
+                 "again or export its day", -1);
     return;
   }
   if (resend && !hk_router_has_hook(api->router, hook)) {

@@ -194,9 +194,13 @@ static int core_matched(lua_State *L) {
 static int core_failed(lua_State *L) {
   hk_bridge *b = bridge_upvalue(L);
 
+  size_t len = 0;
+  const char *event = lua_type(L, 3) == LUA_TSTRING ? lua_tolstring(L, 3, &len)
+                                                    : NULL;
+
   if (b->cbs.failed_cb)
     b->cbs.failed_cb(b->cbs.ctx, (int)luaL_checkinteger(L, 1),
-                     luaL_checkstring(L, 2));
+                     luaL_checkstring(L, 2), event, len);
   return 0;
 }
 

@@ -25,7 +25,9 @@ typedef struct hk_bridge_callbacks {
   void (*emit_cb)(void *ctx, int slot, const char *json, size_t len,
                   const hk_emit_meta *meta);
   void (*matched_cb)(void *ctx, int slot, long count);
-  void (*failed_cb)(void *ctx, int slot, const char *reason);
+  /* The hook failed on an event (its text, when the runtime has it). */
+  void (*failed_cb)(void *ctx, int slot, const char *reason,
+                    const char *event, size_t len);
   void (*suspended_cb)(void *ctx, int slot, const char *reason);
   /* A write for the store batch being routed: kind "content" (key1 the
    * send_message_id) or "profile" (key1 list_id, key2 profile_id, json

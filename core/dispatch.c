@@ -24,6 +24,7 @@ typedef struct msg_node {
   int64_t id;     /* outbox id */
   double arrived; /* loop time in seconds; 0 for messages read back */
   double created; /* wall time it was accepted, for the latency metric */
+  long version;   /* of the hook's script that made it; 0: unknown */
   int attempts;   /* failed attempts so far (kept in the store) */
   double first_at, next_at;
   size_t len;
@@ -200,6 +201,7 @@ static void refill_row(void *ctx, const hk_outbox_row *row) {
   n->first_at = row->first_at;
   n->next_at = row->next_at;
   n->created = row->created_at;
+  n->version = row->version;
   window_push(d, n);
 }
 
@@ -287,12 +289,29 @@ static void record_retry(hk_dispatch *d, double next_at) {
   hk_store_submit(d->store, b, NULL, NULL);
 }
 
+/* The script versions of the batch's messages, for logs: "3", or "2-3"
+ * when a reload happened while they were queued. */
+static const char *batch_versions(const hk_dispatch *d, size_t count) {
+  static char text[48];
+  long lo = 0, hi = 0;
+  const msg_node *n = d->head;
+
+  for (size_t i = 0; i < count && n; i++, n = n->next) {
+    if (lo == 0 || n->version < lo) lo = n->version;
+    if (n->version > hi) hi = n->version;
+  }
+  if (lo == hi) snprintf(text, sizeof text, "%ld", hi);
+  else snprintf(text, sizeof text, "%ld-%ld", lo, hi);
+  return text;
+}
+
 static void make_dead(hk_dispatch *d, const char *reason) {
   size_t count = d->batch_count;
 
   hk_error("dispatch",
-           "hook=%s dest=%s messages=%zu attempts=%d dead_letter=1 "
-           "reason=\"%s\"", d->hook_id, dest(d), count, d->attempts,
+           "hook=%s version=%s dest=%s messages=%zu attempts=%d "
+           "dead_letter=1 reason=\"%s\"", d->hook_id,
+           batch_versions(d, count), dest(d), count, d->attempts,
            quote(reason));
   settle_batch(d, reason);
 }
@@ -528,11 +547,13 @@ static size_t settle_each(hk_dispatch *d, const hk_tx_result *res,
 }
 
 static void log_refused(hk_dispatch *d, const hk_tx_result *res, size_t n) {
-  for (size_t i = 0; i < n; i++)
+  const msg_node *node = d->head;
+
+  for (size_t i = 0; i < n && node; i++, node = node->next)
     if (res[i].status == HK_TX_FAIL)
-      hk_error("dispatch", "hook=%s dest=%s messages=1 attempts=%d "
-               "dead_letter=1 reason=\"%s\"", d->hook_id, dest(d),
-               d->attempts, quote(res[i].reason));
+      hk_error("dispatch", "hook=%s version=%ld dest=%s messages=1 "
+               "attempts=%d dead_letter=1 reason=\"%s\"", d->hook_id,
+               node->version, dest(d), d->attempts, quote(res[i].reason));
 }
 
 /* A broker answered for each message of the batch: the delivered and
@@ -656,7 +677,7 @@ int hk_dispatch_configure(hk_dispatch *d, const hk_delivery_settings *s,
 
 int hk_dispatch_enqueue(hk_dispatch *d, int64_t id, const char *json,
                         size_t len, const char *route, const char *key,
-                        size_t key_len) {
+                        size_t key_len, long version) {
   msg_node *n;
 
   if (id <= d->last_id) return 0; /* already read back from the store */
@@ -671,6 +692,7 @@ int hk_dispatch_enqueue(hk_dispatch *d, int64_t id, const char *json,
   }
   n->arrived = loop_now(d);
   n->created = wall_now();
+  n->version = version;
   window_push(d, n);
   if (d->state == STATE_IDLE && has_target(d) &&
       (d->queue_len >= d->settings.batch_size ||

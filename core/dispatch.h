@@ -63,7 +63,7 @@ int hk_dispatch_configure(hk_dispatch *d, const hk_delivery_settings *s,
  * when its turn comes. Returns 0 or -1 (memory). */
 int hk_dispatch_enqueue(hk_dispatch *d, int64_t id, const char *json,
                         size_t len, const char *route, const char *key,
-                        size_t key_len);
+                        size_t key_len, long version);
 
 /* Messages were added to the outbox behind the dispatcher's back (dead
  * letters sent again): look in the store. */

@@ -133,7 +133,7 @@ static void emit_cb(void *ctx, int slot, const char *json, size_t len,
   job->msgs[job->n_msgs].slot = slot;
   job->msgs[job->n_msgs++].op =
       hk_store_add_routed(job->batch, h->id, json, len, meta->route,
-                          meta->key, meta->key_len);
+                          meta->key, meta->key_len, h->version);
 }
 
 static void matched_cb(void *ctx, int slot, long count) {
@@ -174,21 +174,29 @@ static char *store_get_cb(void *ctx, const char *kind, const char *key1,
 }
 
 /* One line per failure, but at most one a second per hook; the lines in
- * between are counted and the count is reported with the next one. */
-static void failed_cb(void *ctx, int slot, const char *reason) {
-  hk_hook *h = hook_slot(ctx, slot);
+ * between are counted and the count is reported with the next one. The
+ * event (when given) is kept as a dead letter with the reason, in the
+ * store batch of the request, so it is kept exactly when the request is. */
+static void failed_cb(void *ctx, int slot, const char *reason,
+                      const char *event, size_t len) {
+  hk_router *r = ctx;
+  hk_hook *h = hook_slot(r, slot);
   double now = wall_now();
   char quoted[1024];
 
   if (h == NULL) return;
   h->counters.failed++;
+  if (event && r->job)
+    hk_store_add_dead_event(r->job->batch, h->id, event, len,
+                            h->destination, reason, h->version);
   if (now - h->fail_log_at < 1.0) {
     h->fail_suppressed++;
     return;
   }
   hk_error("hook",
-           "hook=%s dest=%s event_failed=1 suppressed=%ld reason=\"%s\"",
-           h->id, h->destination ? h->destination : "-", h->fail_suppressed,
+           "hook=%s version=%ld dest=%s event_failed=1 suppressed=%ld "
+           "reason=\"%s\"", h->id, h->version,
+           h->destination ? h->destination : "-", h->fail_suppressed,
            hk_log_escape(quoted, sizeof quoted, reason));
   h->fail_log_at = now;
   h->fail_suppressed = 0;
@@ -613,7 +621,8 @@ void hk_router_job_finish(hk_router *r, hk_route_job *job, int committed) {
     hk_store_batch_meta(job->batch, job->msgs[i].op, &meta);
     hk_dispatch_enqueue(h->dispatch,
                         hk_store_batch_result(job->batch, job->msgs[i].op),
-                        text, len, meta.route, meta.key, meta.key_len);
+                        text, len, meta.route, meta.key, meta.key_len,
+                        h->version);
   }
   for (size_t s = 0; committed && s < job->n_slots; s++) {
     hk_hook *h = hook_slot(r, (int)s);

@@ -105,6 +105,11 @@ static const char *const migrations[] = {
     "  profile_id TEXT NOT NULL,"
     "  deleted_at REAL NOT NULL,"
     "  PRIMARY KEY (list_id, profile_id));",
+    /* 4: the version of the hook's script that made each message, and
+     * dead letters that are events the hook's code failed on. */
+    "ALTER TABLE outbox ADD COLUMN version INTEGER;"
+    "ALTER TABLE dead_letters ADD COLUMN version INTEGER;"
+    "ALTER TABLE dead_letters ADD COLUMN kind TEXT;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

@@ -57,10 +57,11 @@ size_t hk_store_add_event(hk_store_batch *b, const char *json, size_t len,
 size_t hk_store_add_message(hk_store_batch *b, const char *hook,
                             const char *json, size_t len);
 /* The same for a broker message: route is its queue, routing key or
- * topic, key its Kafka key (NULL: none). */
+ * topic, key its Kafka key (NULL: none); version is the version of the
+ * hook's script that made it (0: unknown). */
 size_t hk_store_add_routed(hk_store_batch *b, const char *hook,
                            const char *json, size_t len, const char *route,
-                           const char *key, size_t key_len);
+                           const char *key, size_t key_len, long version);
 size_t hk_store_add_content(hk_store_batch *b, const char *send_message_id,
                             const char *json, size_t len);
 
@@ -115,6 +116,12 @@ size_t hk_store_add_hook_state(hk_store_batch *b, const char *hook,
 size_t hk_store_add_hook_delete(hk_store_batch *b, const char *hook,
                                 int discard, const char *destination,
                                 const char *reason);
+/* An event the hook's code failed on, kept as a dead letter of kind
+ * "event" (it is not a message: it cannot be sent again as it is). */
+size_t hk_store_add_dead_event(hk_store_batch *b, const char *hook,
+                               const char *event, size_t len,
+                               const char *destination, const char *reason,
+                               long version);
 /* The state of hook's historical export, as a JSON object with the
  * fields of hk_store_export_row (see export.c); replaces the old one.
  * When the batch holds messages before it, chunk_first and chunk_last
@@ -165,6 +172,7 @@ typedef struct hk_outbox_row {
   int attempts;
   double first_at, next_at; /* 0 when the message was never tried */
   double created_at;        /* when it was accepted */
+  long version;             /* of the script that made it; 0: unknown */
 } hk_outbox_row;
 
 /* Calls cb for up to limit messages of hook with ids above after, in id
@@ -185,8 +193,10 @@ long hk_store_outbox_count(hk_store *s, const char *hook);
  * (NULL: all) with id above after, at most limit. Returns 0 or -1. */
 int hk_store_dead_letters_render(hk_store *s, hk_buf *out, const char *hook,
                                  int64_t after, int limit);
-/* The hook of dead letter id into hook (size n). 0, or -1 when none. */
-int hk_store_dead_letter_hook(hk_store *s, int64_t id, char *hook, size_t n);
+/* The hook of dead letter id into hook (size n), and whether it is an
+ * event rather than a message (*is_event). 0, or -1 when none. */
+int hk_store_dead_letter_hook(hk_store *s, int64_t id, char *hook, size_t n,
+                              int *is_event);
 /* Dead letters of hook, or -1 on a store error. */
 long hk_store_dead_letters_count(hk_store *s, const char *hook);
 

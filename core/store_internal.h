@@ -26,6 +26,7 @@ enum store_op_kind {
   OP_HOOK_STATE,
   OP_HOOK_DELETE,
   OP_EXPORT,
+  OP_DEAD_EVENT,
   OP_KINDS
 };
 

@@ -17,17 +17,19 @@
 
 static const char *const read_sql[RD_KINDS] = {
     [RD_OUTBOX] = "SELECT id, body, attempts, first_attempt_at, "
-                  "next_attempt_at, route, msg_key, created_at FROM outbox "
+                  "next_attempt_at, route, msg_key, created_at, version "
+                  "FROM outbox "
                   "WHERE hook = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
     [RD_OUTBOX_COUNT] = "SELECT count(*) FROM outbox WHERE hook = ?1",
     [RD_DEAD_ALL] = "SELECT id, hook, destination, reason, attempts, "
-                    "first_attempt_at, last_attempt_at, created_at, body "
-                    "FROM dead_letters WHERE id > ?2 ORDER BY id LIMIT ?3",
+                    "first_attempt_at, last_attempt_at, created_at, body, "
+                    "version, kind FROM dead_letters WHERE id > ?2 ORDER BY "
+                    "id LIMIT ?3",
     [RD_DEAD_HOOK] = "SELECT id, hook, destination, reason, attempts, "
-                     "first_attempt_at, last_attempt_at, created_at, body "
-                     "FROM dead_letters WHERE hook = ?1 AND id > ?2 "
-                     "ORDER BY id LIMIT ?3",
-    [RD_DEAD_ONE] = "SELECT hook FROM dead_letters WHERE id = ?1",
+                     "first_attempt_at, last_attempt_at, created_at, body, "
+                     "version, kind FROM dead_letters WHERE hook = ?1 AND "
+                     "id > ?2 ORDER BY id LIMIT ?3",
+    [RD_DEAD_ONE] = "SELECT hook, kind FROM dead_letters WHERE id = ?1",
     [RD_DEAD_COUNT] = "SELECT count(*) FROM dead_letters WHERE hook = ?1",
     [RD_PROFILE] = "SELECT fields FROM profiles WHERE list_id = ?1 AND "
                    "profile_id = ?2",
@@ -110,6 +112,7 @@ long hk_store_outbox_read(hk_store *s, const char *hook, int64_t after,
     row.key = sqlite3_column_blob(st, 6);
     row.key_len = (size_t)sqlite3_column_bytes(st, 6);
     row.created_at = sqlite3_column_double(st, 7);
+    row.version = (long)sqlite3_column_int64(st, 8);
     cb(ctx, &row);
     n++;
   }
@@ -163,8 +166,11 @@ static void render_column_str(hk_buf *out, sqlite3_stmt *st, int col) {
   hk_json_write_cstr(out, v);
 }
 
-/* One dead letter: the message is embedded as the JSON it was sent as. */
+/* One dead letter: the message is embedded as the JSON it was sent as
+ * (an event the hook's code failed on, as "event"). */
 static void render_letter(hk_buf *out, sqlite3_stmt *st) {
+  int is_event = sqlite3_column_type(st, 10) != SQLITE_NULL;
+
   hk_buf_printf(out, "{\"id\":%lld,\"hook\":",
                 (long long)sqlite3_column_int64(st, 0));
   render_column_str(out, st, 1);
@@ -179,7 +185,13 @@ static void render_letter(hk_buf *out, sqlite3_stmt *st) {
   render_time(out, st, 6);
   hk_buf_append(out, ",\"dead_at\":", 11);
   render_time(out, st, 7);
-  hk_buf_append(out, ",\"message\":", 11);
+  if (sqlite3_column_type(st, 9) == SQLITE_NULL)
+    hk_buf_append(out, ",\"version\":null", 15);
+  else
+    hk_buf_printf(out, ",\"version\":%lld",
+                  (long long)sqlite3_column_int64(st, 9));
+  hk_buf_printf(out, ",\"kind\":\"%s\",\"%s\":", is_event ? "event" : "message",
+                is_event ? "event" : "message");
   hk_buf_append(out, sqlite3_column_text(st, 8),
                 (size_t)sqlite3_column_bytes(st, 8));
   hk_buf_putc(out, '}');
@@ -210,7 +222,8 @@ int hk_store_dead_letters_render(hk_store *s, hk_buf *out, const char *hook,
   return 0;
 }
 
-int hk_store_dead_letter_hook(hk_store *s, int64_t id, char *hook, size_t n) {
+int hk_store_dead_letter_hook(hk_store *s, int64_t id, char *hook, size_t n,
+                              int *is_event) {
   sqlite3_stmt *st = rstmt(s, RD_DEAD_ONE);
   int rc, found = 0;
 
@@ -219,6 +232,7 @@ int hk_store_dead_letter_hook(hk_store *s, int64_t id, char *hook, size_t n) {
   rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) {
     snprintf(hook, n, "%s", (const char *)sqlite3_column_text(st, 0));
+    *is_event = sqlite3_column_type(st, 1) != SQLITE_NULL;
     found = 1;
   }
   return rdone(s, st, rc) == 0 && found ? 0 : -1;

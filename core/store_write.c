@@ -73,14 +73,15 @@ size_t hk_store_add_event(hk_store_batch *b, const char *json, size_t len,
 
 size_t hk_store_add_message(hk_store_batch *b, const char *hook,
                             const char *json, size_t len) {
-  return hk_store_add_routed(b, hook, json, len, NULL, NULL, 0);
+  return hk_store_add_routed(b, hook, json, len, NULL, NULL, 0, 0);
 }
 
 size_t hk_store_add_routed(hk_store_batch *b, const char *hook,
                            const char *json, size_t len, const char *route,
-                           const char *key, size_t key_len) {
+                           const char *key, size_t key_len, long version) {
   store_op *op = add_op(b, OP_MESSAGE);
 
+  op->i = version;
   op->s[0] = keep(b, json, len);
   op->s[1] = STR(hook);
   op->s[2] = STR(route);
@@ -209,6 +210,20 @@ size_t hk_store_add_hook_delete(hk_store_batch *b, const char *hook,
   return b->n_ops - 1;
 }
 
+size_t hk_store_add_dead_event(hk_store_batch *b, const char *hook,
+                               const char *event, size_t len,
+                               const char *destination, const char *reason,
+                               long version) {
+  store_op *op = add_op(b, OP_DEAD_EVENT);
+
+  op->s[0] = keep(b, event, len);
+  op->s[1] = STR(hook);
+  op->s[2] = STR(destination);
+  op->s[3] = STR(reason);
+  op->i = version;
+  return b->n_ops - 1;
+}
+
 size_t hk_store_add_export(hk_store_batch *b, const char *hook,
                            const char *json, size_t len) {
   store_op *op = add_op(b, OP_EXPORT);
@@ -279,7 +294,7 @@ static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
     [OP_EVENT] = {"INSERT INTO events(received_at, event_date, event_type, "
                   "list_id, body) VALUES(?1, ?2, ?3, ?4, ?5)"},
     [OP_MESSAGE] = {"INSERT INTO outbox(id, hook, body, created_at, route, "
-                    "msg_key) VALUES(?1, ?2, ?3, ?4, ?5, ?6)"},
+                    "msg_key, version) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
     [OP_CONTENT] = {"INSERT INTO content(send_message_id, body, stored_at) "
                     "VALUES(?1, ?2, ?3) ON CONFLICT(send_message_id) DO "
                     "UPDATE SET body = excluded.body, "
@@ -312,14 +327,17 @@ static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
                         "= ?3, next_attempt_at = ?4 WHERE id = ?1"},
     [OP_DEAD] = {"INSERT INTO dead_letters(hook, destination, reason, "
                  "attempts, first_attempt_at, last_attempt_at, created_at, "
-                 "body, route, msg_key) SELECT hook, ?2, ?3, ?4, ?5, ?6, ?7, "
-                 "body, route, msg_key FROM outbox WHERE id = ?1",
+                 "body, route, msg_key, version) SELECT hook, ?2, ?3, ?4, ?5, "
+                 "?6, ?7, body, route, msg_key, version FROM outbox WHERE "
+                 "id = ?1",
                  "DELETE FROM outbox WHERE id = ?1"},
     [OP_RESEND] = {"INSERT INTO outbox(id, hook, body, created_at, route, "
-                   "msg_key) SELECT ?2, hook, body, ?3, route, msg_key FROM "
-                   "dead_letters WHERE id = ?1",
+                   "msg_key, version) SELECT ?2, hook, body, ?3, route, "
+                   "msg_key, version FROM dead_letters WHERE id = ?1 AND "
+                   "kind IS NULL",
                    "DELETE FROM dead_letters WHERE id = ?1",
-                   "SELECT id FROM dead_letters WHERE hook = ?1 ORDER BY id"},
+                   "SELECT id FROM dead_letters WHERE hook = ?1 AND kind IS "
+                   "NULL ORDER BY id"},
     [OP_FORGET] = {"DELETE FROM dead_letters WHERE id = ?1"},
     [OP_CLEANUP] = {"DELETE FROM content WHERE stored_at < ?1",
                     "DELETE FROM events WHERE id IN (SELECT id FROM events "
@@ -330,10 +348,10 @@ static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
                        "updated_at = excluded.updated_at"},
     [OP_HOOK_DELETE] = {"INSERT INTO dead_letters(hook, destination, reason, "
                         "attempts, first_attempt_at, last_attempt_at, "
-                        "created_at, body, route, msg_key) SELECT hook, ?2, "
-                        "?3, attempts, first_attempt_at, NULL, "
-                        "?4, body, route, msg_key FROM outbox WHERE hook = "
-                        "?1 ORDER BY id",
+                        "created_at, body, route, msg_key, version) SELECT "
+                        "hook, ?2, ?3, attempts, first_attempt_at, NULL, ?4, "
+                        "body, route, msg_key, version FROM outbox WHERE "
+                        "hook = ?1 ORDER BY id",
                         "DELETE FROM outbox WHERE hook = ?1",
                         "DELETE FROM hook_state WHERE hook = ?1",
                         "DELETE FROM exports WHERE hook = ?1"},
@@ -348,6 +366,9 @@ static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
                    "j->>'cursor_id', coalesce(?3, j->>'chunk_first'), "
                    "coalesce(?4, j->>'chunk_last'), j->>'chunk_count' "
                    "FROM (SELECT ?2 AS j)"},
+    [OP_DEAD_EVENT] = {"INSERT INTO dead_letters(hook, destination, reason, "
+                       "attempts, created_at, body, version, kind) VALUES("
+                       "?1, ?2, ?3, 0, ?4, ?5, ?6, 'event')"},
 };
 
 int hk_store_check_statements(hk_store *s, const char *const *read_sql,
@@ -439,6 +460,7 @@ static int run_message(hk_store *s, hk_store_batch *b, store_op *op,
   if (op->s[3].len != (size_t)-1)
     sqlite3_bind_blob(st, 6, b->arena.data + op->s[3].off, (int)op->s[3].len,
                       SQLITE_STATIC);
+  if (op->i > 0) sqlite3_bind_int64(st, 7, op->i);
   return step_done(st);
 }
 
@@ -636,6 +658,20 @@ static int run_export(hk_store *s, hk_store_batch *b, store_op *op) {
   return step_done(st);
 }
 
+static int run_dead_event(hk_store *s, hk_store_batch *b, store_op *op,
+                          double now) {
+  sqlite3_stmt *st = wstmt(s, OP_DEAD_EVENT, 0);
+
+  if (st == NULL) return 0;
+  bind_str(b, st, 1, op->s[1]);
+  bind_str(b, st, 2, op->s[2]);
+  bind_str(b, st, 3, op->s[3]);
+  sqlite3_bind_double(st, 4, now);
+  bind_str(b, st, 5, op->s[0]);
+  if (op->i > 0) sqlite3_bind_int64(st, 6, op->i);
+  return step_done(st);
+}
+
 static int run_op(hk_store *s, hk_store_batch *b, store_op *op, double now) {
   switch (op->kind) {
   case OP_EVENT: return run_event(s, b, op, now);
@@ -656,6 +692,7 @@ static int run_op(hk_store *s, hk_store_batch *b, store_op *op, double now) {
   case OP_HOOK_STATE: return run_hook_state(s, b, op, now);
   case OP_HOOK_DELETE: return run_hook_delete(s, b, op, now);
   case OP_EXPORT: return run_export(s, b, op);
+  case OP_DEAD_EVENT: return run_dead_event(s, b, op, now);
   default: return 0;
   }
 }
@@ -665,7 +702,8 @@ static const char *const op_names[OP_KINDS] = {
     "profile delete", "catalog", "catalog reset", "catalog delete", "ack",
     "retry state",
     "dead letter",
-    "resend", "forget", "cleanup", "hook state", "hook delete", "export"};
+    "resend", "forget", "cleanup", "hook state", "hook delete", "export",
+    "dead event"};
 
 int hk_store_run_batch(hk_store *s, hk_store_batch *b) {
   double now = hk_store_now();

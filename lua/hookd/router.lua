@@ -277,23 +277,27 @@ local function make_message(hook, event, ctx, build)
   return shaped or false -- nil or false: dropped
 end
 
-local function route_one(hook, event, ctx, build)
+-- text is the event as it came, kept as a dead letter when the hook's
+-- code fails on it.
+local function route_one(hook, event, ctx, build, text)
   if hook.isolate then event = deep_copy(event) end
   if hook.filter then
     local ok, keep, stopped = guard.call(hook.filter, first_line, event)
     if not ok then
-      failed(hook.slot, "filter: " .. keep)
+      failed(hook.slot, "filter: " .. keep, text)
       if stopped then note_breach(hook) end
       return false
     end
     if not keep then return false end
   end
   local msg, why = make_message(hook, event, ctx, build or live_message)
-  if msg == nil then failed(hook.slot, why) end
+  if msg == nil then failed(hook.slot, why, text) end
   if not msg then return true end
   local sent, err = emit(hook.slot, msg, destination(hook.settings.send,
     event))
-  if not sent then failed(hook.slot, "cannot encode message: " .. err) end
+  if not sent then
+    failed(hook.slot, "cannot encode message: " .. err, text)
+  end
   return true
 end
 
@@ -325,7 +329,9 @@ function M.route(batch, seq)
           filters.match(hook.match, event) then
         local t0 = timed and now()
         ctx = ctx or template.new_context(event, catalog)
-        if route_one(hook, event, ctx) then matched[h] = matched[h] + 1 end
+        if route_one(hook, event, ctx, nil, batch[i]) then
+          matched[h] = matched[h] + 1
+        end
         if t0 then
           lua_seconds[hook.id] = (lua_seconds[hook.id] or 0) +
             (now() - t0) * SAMPLE_EVERY
@@ -367,7 +373,7 @@ function M.route_export(batch, seq, id)
     if not NOT_EXPORTED[event.event_type] and
         filters.match(hook.match, event) then
       local ctx = template.new_context(event, catalog)
-      if route_one(hook, event, ctx, export_message) then
+      if route_one(hook, event, ctx, export_message, batch[i]) then
         captured = captured + 1
       end
     end

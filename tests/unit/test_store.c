@@ -711,6 +711,7 @@ static void store_dead_letters_render_and_page(void) {
   fixture f;
   int64_t ids[5];
   char hook[64], *all = NULL;
+  int is_event = 0;
 
   REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
   REQUIRE(make_letters(&f, ids) == 0);
@@ -723,9 +724,11 @@ static void store_dead_letters_render_and_page(void) {
   REQUIRE(all != NULL && json_ok(all));
   CHECK_INT(json_len(all, "$.items"), 5);
   CHECK_JSON_TYPE(all, "$.next", "null");
-  CHECK(hk_store_dead_letter_hook(f.s, ids[3], hook, sizeof hook) == 0 &&
-        strcmp(hook, "crm") == 0);
-  CHECK(hk_store_dead_letter_hook(f.s, 987654, hook, sizeof hook) == -1);
+  CHECK(hk_store_dead_letter_hook(f.s, ids[3], hook, sizeof hook,
+                                  &is_event) == 0 &&
+        strcmp(hook, "crm") == 0 && !is_event);
+  CHECK(hk_store_dead_letter_hook(f.s, 987654, hook, sizeof hook,
+                                  &is_event) == -1);
   /* A message that is no longer in the outbox cannot die twice. */
   CHECK_INT(kill_messages(&f, ids, 1), 0);
 done:
@@ -749,6 +752,7 @@ static void store_dead_letters_resend_and_forget(void) {
   fixture f;
   int64_t ids[5], newest;
   char hook[64];
+  int is_event = 0;
   rows r = {0};
 
   REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
@@ -756,7 +760,8 @@ static void store_dead_letters_resend_and_forget(void) {
   newest = fx_message(&f, "other", "{}"); /* the largest id so far */
   REQUIRE(newest > ids[4]);
   CHECK_INT(letter_op(&f, ids[0], NULL), 1);
-  CHECK(hk_store_dead_letter_hook(f.s, ids[0], hook, sizeof hook) == -1);
+  CHECK(hk_store_dead_letter_hook(f.s, ids[0], hook, sizeof hook,
+                                  &is_event) == -1);
   REQUIRE(read_outbox(&f, &r, "crm", 0, 10) == 1);
   CHECK(r.row[0].id > newest);
   CHECK_STR(r.row[0].body, "{\"n\":0}");
