@@ -213,10 +213,12 @@ static void handle_events(hk_api *api, hk_http_request *req) {
   int rc;
 
   if (!authorized(req, api->config->ingest_token)) {
+    api->requests_refused++;
     hk_api_error(req, 401, "missing or wrong ingest token", -1);
     return;
   }
   if (api->closing) {
+    api->requests_refused++;
     hk_api_error(req, 503, "shutting down: events not accepted", -1);
     return;
   }
@@ -230,6 +232,7 @@ static void handle_events(hk_api *api, hk_http_request *req) {
     return;
   }
   if (api->pending_bytes > api->config->max_pending_bytes) {
+    api->requests_refused++;
     free(spans);
     hk_api_error(req, 503, "busy: earlier requests are still being "
                  "stored; try again", -1);

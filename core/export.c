@@ -518,6 +518,7 @@ void hk_exports_each(hk_exports *xs,
                      void (*cb)(void *ctx, const hk_export_progress *p),
                      void *ctx) {
   for (hk_export *x = xs->list; x; x = x->next) {
+    if (x->gone) continue;
     hk_export_progress p = {x->hook, x->status, x->total, x->scanned,
                             x->sent};
     cb(ctx, &p);

@@ -48,6 +48,23 @@ static void lua_quote(hk_buf *out, const char *s) {
   hk_buf_putc(out, '"');
 }
 
+/* Makes a rename in path's folder durable. */
+static void sync_dir(const char *path) {
+  char dir[4200];
+  char *slash;
+  int fd;
+
+  snprintf(dir, sizeof dir, "%s", path);
+  slash = strrchr(dir, '/');
+  if (slash == NULL) snprintf(dir, sizeof dir, ".");
+  else if (slash == dir) dir[1] = '\0';
+  else *slash = '\0';
+  fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  fsync(fd);
+  close(fd);
+}
+
 /* Writes len bytes to path through path.tmp, synced, then renamed. */
 static int write_atomic(const char *path, const char *data, size_t len,
                         char *err, size_t errlen) {
@@ -62,6 +79,7 @@ static int write_atomic(const char *path, const char *data, size_t len,
     unlink(tmp);
     goto fail;
   }
+  sync_dir(path);
   return 0;
 fail:
   snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
@@ -125,7 +143,7 @@ int hk_hook_file_trash(const char *path, const char *data_dir,
   struct tm tm;
 
   snprintf(dir, sizeof dir, "%s/trash", data_dir);
-  if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+  if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
     snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
     return -1;
   }
@@ -133,7 +151,10 @@ int hk_hook_file_trash(const char *path, const char *data_dir,
   snprintf(out, outlen, "%s/%s.%04d%02d%02dT%02d%02d%02dZ.%ld.lua", dir, id,
            tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
            tm.tm_min, tm.tm_sec, (long)getpid());
-  if (rename(path, out) == 0) return 0;
+  if (rename(path, out) == 0) {
+    sync_dir(out);
+    return 0;
+  }
   if (errno == EXDEV) return copy_file(path, out, err, errlen);
   snprintf(err, errlen, "cannot move %s to %s: %s", path, out,
            strerror(errno));

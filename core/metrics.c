@@ -132,7 +132,8 @@ static void process_lines(hk_api *api, hk_buf *out) {
       {"hookd_events_accepted_total", "counter",
        "Events accepted by POST /v1/events."},
       {"hookd_ingest_requests_refused_total", "counter",
-       "POST /v1/events requests refused, whatever the reason."},
+       "POST /v1/events requests refused: invalid events, token, busy, "
+       "store, shutdown (bodies over max_body_bytes are not counted)."},
       {"hookd_store_bytes", "gauge",
        "Size of the store's database and write-ahead log."},
       {"hookd_store_pending_batches", "gauge",

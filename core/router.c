@@ -461,7 +461,8 @@ static int configure_delivery(hk_router *r, hk_hook *h, lua_State *L,
   s.max_body_bytes = (size_t)field_num(L, "max_body_bytes", 0);
   read_send_lists(L, &s.http, &keep);
   if (hk_dispatch_configure(h->dispatch, &s, err, errlen) != 0) goto done;
-  set_str(&h->destination, s.http.url);
+  free(h->destination);
+  h->destination = hk_http_url_shown(s.http.url);
   rc = 0;
 done:
   lua_pop(L, 1);

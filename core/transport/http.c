@@ -29,6 +29,7 @@
 struct hk_http_target {
   int refs;
   char *url;
+  char *shown_url; /* url without its user information, for logs */
   struct curl_slist *headers; /* shared by all requests of the target */
   char *user;                 /* NULL: no basic auth */
   char *password;
@@ -138,6 +139,7 @@ static void result_set(hk_tx_result *res, hk_tx_status st, const char *fmt,
 static void target_unref(hk_http_target *t) {
   if (t == NULL || --t->refs > 0) return;
   free(t->url);
+  free(t->shown_url);
   curl_slist_free_all(t->headers);
   free(t->user);
   free(t->password);
@@ -330,7 +332,8 @@ hk_http_target *hk_http_target_create(const hk_http_settings *s, char *err,
   if (t == NULL) goto fail;
   t->refs = 1;
   t->url = strdup(s->url);
-  if (t->url == NULL) goto fail;
+  t->shown_url = hk_http_url_shown(s->url);
+  if (t->url == NULL || t->shown_url == NULL) goto fail;
   if (target_auth(t, s, url_password) != 0) goto fail;
   url_password = NULL; /* owned by t now */
   if (target_headers(t, s, err, errlen) != 0) goto fail;
@@ -349,7 +352,24 @@ fail:
 
 void hk_http_target_destroy(hk_http_target *t) { target_unref(t); }
 
-const char *hk_http_target_url(const hk_http_target *t) { return t->url; }
+const char *hk_http_target_url(const hk_http_target *t) {
+  return t->shown_url;
+}
+
+char *hk_http_url_shown(const char *url) {
+  const char *host = strstr(url, "://"), *at, *end;
+  char *out;
+
+  if (host == NULL) return strdup(url);
+  host += 3;
+  end = host + strcspn(host, "/?#");
+  at = memchr(host, '@', (size_t)(end - host));
+  if (at == NULL) return strdup(url);
+  /* The user information becomes "***": neither user nor password shows. */
+  if (asprintf(&out, "%.*s***%s", (int)(host - url), url, at) < 0)
+    return NULL;
+  return out;
+}
 
 /* ---- client lifecycle ------------------------------------------------- */
 
@@ -564,7 +584,7 @@ static int req_restart_fresh(hk_http_req *r) {
     return -1;
   active_link(r->c, r);
   hk_debug("http", "msg=\"retrying on a fresh connection\" url=%s",
-           r->t->url);
+           r->t->shown_url);
   return 0;
 }
 

@@ -35,7 +35,11 @@ void hk_http_client_destroy(hk_http_client *c);
 hk_http_target *hk_http_target_create(const hk_http_settings *s, char *err,
                                       size_t errlen);
 void hk_http_target_destroy(hk_http_target *t);
+/* The target's URL as logs and the API show it: without user
+ * information (credentials). */
 const char *hk_http_target_url(const hk_http_target *t);
+/* url without its user information (malloc'd), or NULL without memory. */
+char *hk_http_url_shown(const char *url);
 
 /* POSTs body (application/json) to the target. body must stay valid until
  * cb runs; cb runs exactly once, on the loop thread, never inside this

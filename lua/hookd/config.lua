@@ -117,7 +117,8 @@ local function check_destinations(dests)
 end
 
 -- The host part of a listen address: "[::1]:8765" gives "::1",
--- "127.0.0.1:8765" gives "127.0.0.1", ":8765" gives "" (every address).
+-- "127.0.0.1:8765" gives "127.0.0.1", ":8765" gives "" (which the server
+-- binds to 127.0.0.1).
 local function listen_host(listen)
   local v6 = listen:match("^%[(.*)%]:%d+$")
   if v6 then return v6 end
@@ -125,7 +126,7 @@ local function listen_host(listen)
 end
 
 local function is_loopback(host)
-  return host == "::1" or host == "localhost" or
+  return host == "" or host == "::1" or host == "localhost" or
     host:match("^127%.%d+%.%d+%.%d+$") ~= nil
 end
 

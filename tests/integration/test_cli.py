@@ -93,7 +93,7 @@ class Cli(unittest.TestCase):
         self.assertIn(str(port), err)
 
     def test_non_loopback_listen_without_token_is_refused(self):
-        for listen in ("0.0.0.0:0", ":0", "[::]:0", "192.0.2.1:8765"):
+        for listen in ("0.0.0.0:0", "[::]:0", "192.0.2.1:8765"):
             code, _, err = run("run", "--config",
                                config_file({"listen": listen}))
             self.assertEqual(code, 2, listen)
@@ -110,7 +110,7 @@ class Cli(unittest.TestCase):
             h.stop()
 
     def test_loopback_listen_needs_no_token(self):
-        for listen in ("127.0.0.2:0", "[::1]:0"):
+        for listen in ("127.0.0.2:0", "[::1]:0", ":0"):
             h = harness.Hookd(config={"listen": listen})
             h.stop()
 
