@@ -63,8 +63,10 @@ static int over_limit(size_t grow) {
     mem_call_seen = guard_state.calls;
     mem_call_start = mem_total;
   }
-  if (guard_state.tripped != 2 && mem_total + grow - mem_call_start <=
-                                      mem_limit)
+  /* Written so that memory freed during the call (mem_total below its
+   * start) cannot wrap the unsigned arithmetic. */
+  if (guard_state.tripped != 2 &&
+      mem_total + grow <= mem_call_start + mem_limit)
     return 0;
   guard_state.tripped = 2;
   return 1;

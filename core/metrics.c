@@ -6,6 +6,7 @@
 
 #include "api_internal.h"
 #include "export.h"
+#include "guard.h"
 
 typedef struct family {
   const char *name, *type, *help;
@@ -138,6 +139,8 @@ static void process_lines(hk_api *api, hk_buf *out) {
        "Size of the store's database and write-ahead log."},
       {"hookd_store_pending_batches", "gauge",
        "Store batches waiting for their commit."},
+      {"hookd_lua_memory_bytes", "gauge",
+       "Memory of the Lua state that runs the hooks."},
   };
 
   head(out, &f[0]);
@@ -148,6 +151,8 @@ static void process_lines(hk_api *api, hk_buf *out) {
   hk_buf_printf(out, "%s %lld\n", f[2].name, store_bytes(api->store));
   head(out, &f[3]);
   hk_buf_printf(out, "%s %zu\n", f[3].name, hk_store_pending(api->store));
+  head(out, &f[4]);
+  hk_buf_printf(out, "%s %zu\n", f[4].name, hk_guard_memory());
 }
 
 void hk_api_metrics(hk_api *api, hk_http_request *req) {

@@ -163,6 +163,10 @@ function M.commit(id, keep_new)
     hooks[id] = hook
     rebuild_order()
   end
+  -- Nothing runs between routing calls, so the replaced version (or the
+  -- refused one) is garbage now: collect it before the next reload, so a
+  -- hook that builds large tables at load does not pile up versions.
+  collectgarbage("collect")
 end
 
 function M.unload(id)

@@ -68,6 +68,7 @@ function M.new_env(hook_id, lib_dir)
   local base = {}
   for _, name in ipairs(SAFE_GLOBALS) do base[name] = _G[name] end
   base.string = copy(string)
+  base.string.dump = nil -- bytecode is for loaders, which hooks do not get
   base.table = copy(table)
   base.math = copy(math)
   base.os = {time = os.time, date = os.date, clock = os.clock}

@@ -1,0 +1,209 @@
+"""The sandbox and the limits on hook code: each way out of the sandbox
+tried one by one; a huge string, a huge table, deep recursion and a
+memory error caught by the hook's own pcall each stopped within the limit
+while another hook keeps delivering; failed events kept as dead letters
+with the script version; and reloads that give their memory back."""
+
+import json
+import re
+import time
+import unittest
+
+import harness
+from harness import Hookd, click, http, http_hook
+
+# Each probe is Lua that yields a value the message then carries; every
+# one must come out as "nil", false or "refused".
+ESCAPES = {
+    "io": "type(io)",
+    "os_execute": "type(os.execute)",
+    "os_getenv": "type(os.getenv)",
+    "os_exit": "type(os.exit)",
+    "os_remove": "type(os.remove)",
+    "loadstring": "type(loadstring)",
+    "load": "type(load)",
+    "dofile": "type(dofile)",
+    "loadfile": "type(loadfile)",
+    "debug": "type(debug)",
+    "package": "type(package)",
+    "getfenv": "type(getfenv)",
+    "setfenv": "type(setfenv)",
+    "collectgarbage": "type(collectgarbage)",
+    "jit": "type(jit)",
+    "module": "type(module)",
+    "newproxy": "type(newproxy)",
+    "string_dump": "type(string.dump)",
+    "string_mt": "type(getmetatable(''))",
+    "require_ffi": "(pcall(require, 'ffi')) and 'loaded' or 'refused'",
+    "require_io": "(pcall(require, 'io')) and 'loaded' or 'refused'",
+    "require_debug": "(pcall(require, 'debug')) and 'loaded' or 'refused'",
+    "require_path": "(pcall(require, '../../etc/passwd')) and 'loaded' "
+                    "or 'refused'",
+    "require_core": "(pcall(require, 'hookd.core')) and 'loaded' or "
+                    "'refused'",
+    "global_write": "(pcall(function() x_global = 1 end)) and 'written' or "
+                    "'refused'",
+}
+SAFE = ("nil", False, "refused")
+
+
+def probe_hook(url):
+    lines = "\n".join("    message.%s = %s" % (k, v)
+                      for k, v in ESCAPES.items())
+    return http_hook(url, extra="""
+  shape = function(message)
+%s
+    return message
+  end,""" % lines)
+
+
+class Sandbox(harness.SinkTest):
+    def start(self, hooks, **config):
+        self.hookd = Hookd(hooks, config=config)
+        for hook_id in hooks:
+            self.hookd.wait_hook(hook_id, lambda h: h["state"] == "running",
+                                 hook_id + " running")
+        return self.hookd
+
+    def test_escapes_are_refused_one_by_one(self):
+        self.start({"p": probe_hook(self.sink.url("/p"))})
+        self.hookd.post_events([click(1)])
+        [m] = self.sink.wait_messages("/p", 1)
+        for name in ESCAPES:
+            self.assertIn(m[name], SAFE, name)
+
+    def test_changes_to_shared_libraries_do_not_leak(self):
+        self.start({
+            "a": http_hook(self.sink.url("/a"), extra="""
+  filter = function(e)
+    rawset(_G, "shared", "from a")
+    string.upper = function() return "pwned" end
+    table.concat = nil
+    math.floor = nil
+    return true
+  end,"""),
+            "b": http_hook(self.sink.url("/b"), extra="""
+  shape = function(m)
+    m.upper = string.upper("ok")
+    m.concat = table.concat({"x", "y"})
+    m.floor = math.floor(2.5)
+    m.shared = type(shared)
+    return m
+  end,""")})
+        self.hookd.post_events([click(1)])
+        [m] = self.sink.wait_messages("/b", 1)
+        self.assertEqual((m["upper"], m["concat"], m["floor"], m["shared"]),
+                         ("OK", "xy", 2, "nil"))
+
+    def assert_stopped(self, extra, want, **config):
+        h = self.start({"bad": http_hook(self.sink.url("/bad"), extra=extra),
+                        "good": http_hook(self.sink.url("/good"))}, **config)
+        t0 = time.monotonic()
+        h.post_events([click(i) for i in range(3)])
+        got = self.sink.wait_messages("/good", 3)
+        self.assertEqual(len(got), 3)
+        h.wait_hook("bad", lambda x: x["counters"]["failed"] == 3, "failed")
+        self.assertLess(time.monotonic() - t0, 5)
+        line = h.wait_log("event_failed=1")
+        self.assertIn("hook=bad version=1 ", line)
+        self.assertRegex(line, want)
+        self.assertEqual(self.sink.messages("/bad"), [])
+        return h
+
+    def test_huge_string_is_stopped_by_the_memory_limit(self):
+        self.assert_stopped("""
+  filter = function(e) local s = string.rep("x", 300 * 1024 * 1024)
+    return true end,""", "used more than 16 MiB of memory",
+                            hook_memory_limit_mb=16)
+
+    def test_huge_table_is_stopped_by_the_memory_limit(self):
+        self.assert_stopped("""
+  filter = function(e) local t = {}
+    for i = 1, 1e9 do t[i] = {i} end return true end,""",
+                            "used more than 16 MiB of memory",
+                            hook_memory_limit_mb=16, hook_cpu_limit_ms=20000)
+
+    def test_memory_error_cannot_be_caught_by_the_hooks_pcall(self):
+        self.assert_stopped("""
+  filter = function(e)
+    local keep = {}
+    for i = 1, 100 do
+      pcall(function() keep[#keep + 1] = string.rep("y", 8 * 1024 * 1024)
+      end)
+    end
+    return true end,""", "used more than 16 MiB of memory",
+                            hook_memory_limit_mb=16)
+
+    def test_deep_recursion_fails_that_event(self):
+        self.assert_stopped("""
+  filter = function(e) local function f(n) return f(n + 1) + 1 end
+    return f(1) end,""", "stack overflow")
+
+    def test_endless_loop_within_the_cpu_limit(self):
+        self.assert_stopped("""
+  filter = function(e) while true do end end,""",
+                            "ran longer than 20 ms of CPU",
+                            hook_cpu_limit_ms=20)
+
+    def test_failed_event_is_a_dead_letter_with_version(self):
+        h = self.start({"bad": http_hook(self.sink.url("/bad"), extra="""
+  filter = function(e) error("no thanks") end,""")})
+        ev = click(7)
+        h.post_events([ev])
+        items = harness.wait_for("a dead letter", lambda: http(
+            "GET", h.base + "/v1/dead-letters?hook=bad")[1]["items"])
+        [item] = items
+        self.assertEqual((item["kind"], item["version"]), ("event", 1))
+        self.assertEqual(item["event"], ev)
+        self.assertIn("no thanks", item["reason"])
+        status, doc = http("POST", h.base + "/v1/dead-letters/%d/retry" %
+                           item["id"])
+        self.assertEqual(status, 409, doc)
+        self.assertEqual(http("POST", h.base +
+                              "/v1/dead-letters/retry?hook=bad")[1],
+                         {"resent": 0})
+
+    def test_messages_carry_the_version_that_made_them(self):
+        self.sink.script("/v", default={"status": 400})
+        h = self.start({"v": http_hook(self.sink.url("/v"))})
+        h.post_events([click(1)])
+        h.write_hook("v", http_hook(self.sink.url("/v"), extra="-- v2"))
+        h.wait_hook("v", lambda x: x["version"] == 2, "version 2")
+        h.post_events([click(2)])
+        items = harness.wait_for("two dead letters", lambda: (
+            lambda i: len(i) == 2 and i)(http(
+                "GET", h.base + "/v1/dead-letters?hook=v")[1]["items"]))
+        self.assertEqual(sorted((i["message"]["custom_data"]["n"],
+                                 i["version"]) for i in items),
+                         [(1, 1), (2, 2)])
+        log = "".join(h.drain_log())
+        self.assertRegex(log, r"hook=v version=1 dest=\S+ messages=1 "
+                              r"attempts=1 dead_letter=1")
+        self.assertRegex(log, r"hook=v version=2 dest=")
+
+    def lua_memory(self):
+        _, text = http("GET", self.hookd.base + "/metrics")
+        return int(re.search(r"^hookd_lua_memory_bytes (\d+)$", text,
+                             re.M).group(1))
+
+    def test_reloads_give_their_memory_back(self):
+        src = """-- version %d: about 20 MB kept by the hook from its load on
+local big = {}
+for i = 1, 200000 do big[i] = string.rep("z", 100) .. i end
+""" + http_hook(self.sink.url("/m"), extra="""
+  shape = function(m) m.size = #big return m end,""")
+        h = self.start({"m": src % 1}, hook_cpu_limit_ms=5000,
+                       hook_memory_limit_mb=256)
+        one = self.lua_memory()
+        self.assertGreater(one, 20e6)
+        for v in range(2, 22):
+            h.write_hook("m", src % v)
+            h.wait_hook("m", lambda x, v=v: x["version"] == v,
+                        "version %d" % v, timeout=20)
+        self.assertLess(self.lua_memory(), one * 1.5)
+        h.post_events([click(1)])
+        self.sink.wait_messages("/m", 1)
+
+
+if __name__ == "__main__":
+    harness.main()
