@@ -4,7 +4,16 @@
  * changing for SETTLE_MS, so an editor that saves in two steps never has
  * its half-written file loaded, and a hook stops only when its file has
  * been gone for REMOVE_GRACE_MS, so an editor that saves by moving the old
- * file aside and writing a new one never stops it. */
+ * file aside and writing a new one never stops it.
+ *
+ * Shared modules under lib/ (and its subfolders) are watched by a stat
+ * scan every LIB_POLL_MS rather than by notifications: inotify does not
+ * watch a tree, so it would take a watch per subfolder, added and dropped
+ * as folders come and go, and still need a scan for what happens in
+ * between. A lib/ of tens of files costs a few dozen stat calls a scan. A
+ * module that settled after a change, appeared, or has been gone for
+ * REMOVE_GRACE_MS reloads every hook that required it (the router knows
+ * which), through the same validation as a hook file. */
 #include "plugins.h"
 
 #include <dirent.h>
@@ -22,9 +31,12 @@
 #define RESCAN_DELAY_MS 50
 #define POLL_MS 1000
 #define MAX_FILES 1024
+#define LIB_POLL_MS 250
+#define LIB_MAX_DEPTH 8
+#define LIB_MAX_MODULES 4096
 
 typedef struct file_stamp {
-  char id[128];
+  char id[256]; /* a hook id, or a module's path under lib/ */
   dev_t dev;
   ino_t ino;
   off_t size;
@@ -46,6 +58,13 @@ struct hk_plugins {
   int open_handles; /* freed when the last handle has closed */
   char **ignored;   /* .lua names already reported as not a hook id */
   size_t n_ignored;
+  char *lib_dir;       /* dir/lib */
+  uv_timer_t lib_poll; /* the stat scan of lib/ */
+  file_stamp *mods;    /* the modules of lib/ as last scanned */
+  size_t n_mods, cap_mods;
+  char **reload; /* hooks to reload once a lib/ scan is done */
+  size_t n_reload;
+  int lib_full_reported; /* warned that LIB_MAX_MODULES was reached */
 };
 
 /* A hook id is the file name without ".lua": letters, digits, '_' and '-'.
@@ -192,6 +211,189 @@ static int scan(hk_plugins *p, int settle) {
   return unsettled;
 }
 
+/* ---- modules under lib/ ---- */
+
+/* A module file or folder name part: letters, digits and '_', as the
+ * names require accepts. Anything else (editor leftovers, hidden files)
+ * can never be required and is not watched. */
+static int module_word(const char *s, size_t len) {
+  if (len == 0) return 0;
+  for (size_t i = 0; i < len; i++) {
+    char c = s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '_'))
+      return 0;
+  }
+  return 1;
+}
+
+static int module_file_name(const char *name) {
+  size_t len = strlen(name);
+
+  return len > 4 && strcmp(name + len - 4, ".lua") == 0 &&
+         module_word(name, len - 4);
+}
+
+static file_stamp *module_find(hk_plugins *p, const char *rel) {
+  for (size_t i = 0; i < p->n_mods; i++)
+    if (strcmp(p->mods[i].id, rel) == 0) return &p->mods[i];
+  return NULL;
+}
+
+static file_stamp *module_add(hk_plugins *p, const char *rel) {
+  file_stamp *m;
+
+  if (p->n_mods == p->cap_mods) {
+    size_t cap = p->cap_mods ? p->cap_mods * 2 : 32;
+    file_stamp *grown;
+
+    if (cap > LIB_MAX_MODULES) return NULL;
+    grown = realloc(p->mods, cap * sizeof *grown);
+    if (grown == NULL) return NULL;
+    p->mods = grown;
+    p->cap_mods = cap;
+  }
+  m = &p->mods[p->n_mods++];
+  memset(m, 0, sizeof *m);
+  snprintf(m->id, sizeof m->id, "%s", rel);
+  return m;
+}
+
+/* Adds id to the hooks to reload, once. */
+static void reload_add(hk_plugins *p, const char *id) {
+  char **grown;
+
+  for (size_t i = 0; i < p->n_reload; i++)
+    if (strcmp(p->reload[i], id) == 0) return;
+  grown = realloc(p->reload, (p->n_reload + 1) * sizeof *grown);
+  if (grown == NULL) return;
+  p->reload = grown;
+  if ((p->reload[p->n_reload] = strdup(id)) != NULL) p->n_reload++;
+}
+
+/* Module rel changed (what: changed, added, removed): the hooks that use
+ * it are reloaded once the scan is done. */
+static void module_changed(hk_plugins *p, const char *rel, const char *what) {
+  hk_strlist ids;
+
+  if (hk_router_module_dependents(p->router, rel, &ids) != 0) return;
+  hk_info("plugins", "module=lib/%s %s=1 dependents=%zu", rel, what, ids.n);
+  for (size_t i = 0; i < ids.n; i++) reload_add(p, ids.s[i]);
+  hk_strlist_free(&ids);
+}
+
+/* Looks at module file rel. The first scan (baseline) only records what
+ * is there: the hooks loaded right after it read the same files. */
+static void module_entry(hk_plugins *p, const char *rel,
+                         const struct stat *st, int baseline) {
+  file_stamp *m = module_find(p, rel);
+  int known = m != NULL;
+
+  if (m) m->missing_since = 0;
+  if (m && stamp_same(m, st)) {
+    m->seen = 1;
+    return;
+  }
+  if (!baseline && ms_since(&st->st_mtim) < SETTLE_MS) {
+    if (m) m->seen = 1; /* changing, not gone: a later scan takes it */
+    return;
+  }
+  if (m == NULL && (m = module_add(p, rel)) == NULL) {
+    if (!p->lib_full_reported)
+      hk_warn("plugins", "module=lib/%s watched=0 reason=\"more than %d "
+              "modules: the rest are not watched\"", rel, LIB_MAX_MODULES);
+    p->lib_full_reported = 1;
+    return;
+  }
+  stamp_set(m, st);
+  m->seen = 1;
+  if (!baseline) module_changed(p, rel, known ? "changed" : "added");
+}
+
+/* Walks lib/rel ("" for lib/ itself) down to LIB_MAX_DEPTH folders; the
+ * depth also ends a loop of symbolic links. Returns -1 when a folder
+ * could not be read for want of descriptors or memory: its modules are
+ * not gone, and must not count as removed. */
+static int lib_walk(hk_plugins *p, const char *rel, int depth,
+                    int baseline) {
+  char dir[4096], path[4096], child[sizeof p->mods->id];
+  struct dirent *e;
+  struct stat st;
+  int rc = 0;
+  DIR *d;
+
+  snprintf(dir, sizeof dir, "%s%s%s", p->lib_dir, *rel ? "/" : "", rel);
+  if ((d = opendir(dir)) == NULL)
+    return errno == EMFILE || errno == ENFILE || errno == ENOMEM ? -1 : 0;
+  while ((e = readdir(d)) != NULL) {
+    int file = module_file_name(e->d_name);
+
+    if (!file && !module_word(e->d_name, strlen(e->d_name))) continue;
+    if (snprintf(child, sizeof child, "%s%s%s", rel, *rel ? "/" : "",
+                 e->d_name) >= (int)sizeof child)
+      continue;
+    snprintf(path, sizeof path, "%s/%s", p->lib_dir, child);
+    if (stat(path, &st) != 0) continue;
+    if (file && S_ISREG(st.st_mode))
+      module_entry(p, child, &st, baseline);
+    else if (!file && S_ISDIR(st.st_mode) && depth < LIB_MAX_DEPTH)
+      rc |= lib_walk(p, child, depth + 1, baseline);
+  }
+  closedir(d);
+  return rc;
+}
+
+/* Modules gone for REMOVE_GRACE_MS count as removed (an editor that saves
+ * by moving the old file aside comes back well within it). */
+static void lib_drop_missing(hk_plugins *p) {
+  double now = monotonic_ms();
+  size_t i = 0;
+
+  while (i < p->n_mods) {
+    file_stamp *m = &p->mods[i];
+
+    if (!m->seen && m->missing_since == 0) m->missing_since = now;
+    if (m->seen || now - m->missing_since < REMOVE_GRACE_MS) {
+      i++;
+      continue;
+    }
+    module_changed(p, m->id, "removed");
+    *m = p->mods[--p->n_mods];
+  }
+}
+
+/* Reloads the hooks queued by the scan, each from its own file. */
+static void reload_dependents(hk_plugins *p) {
+  for (size_t i = 0; i < p->n_reload; i++) {
+    const char *file = hk_router_hook_file(p->router, p->reload[i]);
+    char path[4096];
+
+    if (file != NULL) {
+      /* load_file replaces the hook's file name: pass a copy. */
+      snprintf(path, sizeof path, "%s", file);
+      hk_info("plugins", "hook=%s reload=1 reason=\"a module it requires "
+              "changed\"", p->reload[i]);
+      hk_router_load_file(p->router, p->reload[i], path);
+    }
+    free(p->reload[i]);
+  }
+  free(p->reload);
+  p->reload = NULL;
+  p->n_reload = 0;
+}
+
+static void lib_scan(hk_plugins *p, int baseline) {
+  int complete;
+
+  for (size_t i = 0; i < p->n_mods; i++) p->mods[i].seen = 0;
+  complete = lib_walk(p, "", 0, baseline) == 0;
+  if (baseline) return;
+  if (complete) lib_drop_missing(p);
+  reload_dependents(p);
+}
+
+static void lib_poll_cb(uv_timer_t *t) { lib_scan(t->data, 0); }
+
 static void rescan_cb(uv_timer_t *t) {
   hk_plugins *p = t->data;
 
@@ -214,12 +416,21 @@ static hk_plugins *plugins_new(hk_router *router, const char *dir) {
   if (p == NULL) return NULL;
   p->router = router;
   p->dir = strdup(dir);
+  if (p->dir == NULL || asprintf(&p->lib_dir, "%s/lib", dir) < 0) {
+    free(p->dir);
+    free(p);
+    return NULL;
+  }
   return p;
 }
 
 static void plugins_free(hk_plugins *p) {
   for (size_t i = 0; i < p->n_ignored; i++) free(p->ignored[i]);
   free(p->ignored);
+  for (size_t i = 0; i < p->n_reload; i++) free(p->reload[i]);
+  free(p->reload);
+  free(p->mods);
+  free(p->lib_dir);
   free(p->dir);
   free(p);
 }
@@ -248,6 +459,7 @@ hk_plugins *hk_plugins_start(uv_loop_t *loop, hk_router *router,
 
   if (p == NULL) return NULL;
   p->loop = loop;
+  lib_scan(p, 1); /* before the hooks read their modules */
   if (scan(p, 0) < 0) {
     snprintf(err, errlen, "cannot read plugins_dir %s: %s", dir,
              strerror(errno));
@@ -258,6 +470,9 @@ hk_plugins *hk_plugins_start(uv_loop_t *loop, hk_router *router,
   uv_timer_init(loop, &p->poll);
   p->rescan.data = p->poll.data = p;
   uv_timer_start(&p->poll, poll_cb, POLL_MS, POLL_MS);
+  uv_timer_init(loop, &p->lib_poll);
+  p->lib_poll.data = p;
+  uv_timer_start(&p->lib_poll, lib_poll_cb, LIB_POLL_MS, LIB_POLL_MS);
   uv_fs_event_init(loop, &p->watch);
   p->watch.data = p;
   rc = uv_fs_event_start(&p->watch, fs_event_cb, dir, 0);
@@ -265,8 +480,9 @@ hk_plugins *hk_plugins_start(uv_loop_t *loop, hk_router *router,
     hk_warn("plugins", "dir=%s watch=off reason=\"%s\" fallback=poll", dir,
             uv_strerror(rc));
   p->watching = rc == 0;
-  hk_info("plugins", "dir=%s hooks=%zu watching=%d", dir, p->n_files,
-          p->watching);
+  hk_info("plugins", "dir=%s hooks=%zu watching=%d modules=%zu "
+          "lib_poll_ms=%d", dir, p->n_files, p->watching, p->n_mods,
+          LIB_POLL_MS);
   return p;
 }
 
@@ -287,8 +503,9 @@ void hk_plugins_load_one(hk_plugins *p, const char *id) {
 
 void hk_plugins_stop(hk_plugins *p) {
   if (p == NULL) return;
-  p->open_handles = 3;
+  p->open_handles = 4;
   uv_close((uv_handle_t *)&p->rescan, handle_closed_cb);
+  uv_close((uv_handle_t *)&p->lib_poll, handle_closed_cb);
   uv_close((uv_handle_t *)&p->poll, handle_closed_cb);
   uv_close((uv_handle_t *)&p->watch, handle_closed_cb);
 }

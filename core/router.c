@@ -576,6 +576,19 @@ void hk_router_remove(hk_router *r, const char *id) {
   hk_info("plugins", "hook=%s removed=1 queued=%ld", id, h->counters.queued);
 }
 
+int hk_router_module_dependents(hk_router *r, const char *path,
+                                hk_strlist *out) {
+  size_t len = strlen(path);
+  char err[512], quoted[600];
+
+  if (hk_bridge_call_strings(r->bridge, "module_dependents", 1, &path, &len,
+                             out, err, sizeof err) == 0)
+    return 0;
+  hk_error("plugins", "module=lib/%s dependents=unknown reason=\"%s\"", path,
+           hk_log_escape(quoted, sizeof quoted, err));
+  return -1;
+}
+
 hk_route_job *hk_router_job_begin(hk_router *r, hk_store_batch *batch) {
   hk_route_job *job = calloc(1, sizeof *job);
 

@@ -32,6 +32,13 @@ int hk_router_load_file(hk_router *r, const char *id, const char *path);
  * delivered. */
 void hk_router_remove(hk_router *r, const char *id);
 
+/* The hooks that use the module at path (relative to plugins_dir/lib, as
+ * "geo.lua" or "sub/x.lua"): those whose running version or last load
+ * attempt required it, directly or through another module. Returns 0 with
+ * their ids in out (free it with hk_strlist_free), or -1 (logged). */
+int hk_router_module_dependents(hk_router *r, const char *path,
+                                hk_strlist *out);
+
 /* Routing a request: begin a job on the store batch that will carry its
  * results, route its events (in one or more calls), submit the batch,
  * and once the store reports on it, finish the job: committed, the

@@ -19,6 +19,10 @@ local catalog = catalog_mod.new({})
 local hooks = {}   -- id -> loaded hook
 local pending = {} -- id -> a validated version waiting for commit
 local order = {}   -- loaded hooks sorted by id: the routing order
+-- id -> the module paths (set) the hook's last load attempt required. The
+-- running version's set is kept on the hook; a failed attempt has its own,
+-- so adding or fixing the module it lacked reloads the hook.
+local attempted = {}
 
 local decode, emit, failed = json.decode, core.emit, core.failed
 local null = json.null
@@ -127,7 +131,9 @@ end
 -- a description for the core ({name, active, send, settings_json}) or nil
 -- and the error; a failure leaves the running version alone.
 function M.load(id, slot, chunkname, src)
-  local tbl, err = sandbox.run(id, chunkname, src, config.plugins_dir .. "/lib")
+  local tbl, err, required = sandbox.run(id, chunkname, src,
+    config.plugins_dir .. "/lib")
+  if slot >= 0 then attempted[id] = required end -- not for `hookd try`
   if tbl == nil then return nil, err or (chunkname .. ": returned nothing") end
   if type(tbl) ~= "table" then
     return nil, chunkname .. ": the script must return a table of settings"
@@ -141,7 +147,7 @@ function M.load(id, slot, chunkname, src)
     id = id, slot = slot, settings = s, active = s.active,
     match = filters.compile(s), filter = s.filter, shape = s.shape,
     isolate = s.filter ~= nil or s.shape ~= nil,
-    breaches = {}, suspended = false,
+    breaches = {}, suspended = false, requires = required,
   }
   local shown, settings_json = pcall(json.encode, settings_mod.describe(s))
   if not shown then
@@ -171,7 +177,35 @@ end
 
 function M.unload(id)
   hooks[id] = nil
+  attempted[id] = nil
   rebuild_order()
+end
+
+-- True when set (module paths) holds any key of wanted.
+local function requires_any(set, wanted)
+  if set == nil then return false end
+  for path in pairs(wanted) do
+    if set[path] then return true end
+  end
+  return false
+end
+
+-- For the plugins watcher: the ids of the hooks whose running version or
+-- last load attempt required one of the given module paths (relative to
+-- plugins_dir/lib, as "geo.lua" or "sub/x.lua"), sorted. Modules required
+-- by other modules count: they run through the hook's own require.
+function M.module_dependents(...)
+  local wanted, found, ids = {}, {}, {}
+  for i = 1, select("#", ...) do wanted[select(i, ...)] = true end
+  for id, hook in pairs(hooks) do
+    if requires_any(hook.requires, wanted) then found[id] = true end
+  end
+  for id, set in pairs(attempted) do
+    if requires_any(set, wanted) then found[id] = true end
+  end
+  for id in pairs(found) do ids[#ids + 1] = id end
+  table.sort(ids)
+  return ids
 end
 
 -- Switches a loaded hook on ("1") or off ("0") as the API stored it.

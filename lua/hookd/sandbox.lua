@@ -40,30 +40,76 @@ local function make_log(hook_id)
   end
 end
 
+-- Hook and module files are Lua source only. Precompiled bytecode skips
+-- the compiler's checks, and LuaJIT's loader trusts bytecode to be well
+-- formed, so a crafted file could reach past the sandbox; it is refused by
+-- its first byte (ESC, the signature of every dump) with a clear message,
+-- and text mode makes the loader itself refuse it too.
+local BYTECODE_SIGNATURE = 27
+
+local function compile(src, chunkname)
+  if src:byte(1) == BYTECODE_SIGNATURE then
+    return nil, chunkname .. ": precompiled bytecode is refused; give " ..
+      "the Lua source"
+  end
+  return loadstring(src, "@" .. chunkname, "t")
+end
+
+-- Marks a module whose file is still running, so a module that requires
+-- itself (directly or through others) fails with a clear message rather
+-- than recursing until the stack runs out.
+local LOADING = {}
+
+-- A module name is words of letters, digits and _ joined by single dots;
+-- an empty part ("a..b", "a.") would name no file the watcher can see.
+local function valid_name(name)
+  for part in (name .. "."):gmatch("(.-)%.") do
+    if not part:match("^[%w_]+$") then return false end
+  end
+  return true
+end
+
 -- Compiles lib/<name>.lua of the plugins folder in env. Module names are
--- plain identifiers with dots for subfolders.
-local function make_require(env, lib_dir, loaded)
+-- plain identifiers with dots for subfolders. Every module asked for,
+-- found or not, goes into required as its path under lib/ ("geo.lua",
+-- "sub/x.lua"): the router reloads the hook when one of them changes,
+-- appears or goes away. A module's own requires land there too, since it
+-- runs in the same environment.
+local function make_require(env, lib_dir, loaded, required)
   return function(name)
-    if type(name) ~= "string" or not name:match("^[%w_]+[%w_.]*$") then
+    if type(name) ~= "string" or not valid_name(name) then
       error("require: invalid module name " .. tostring(name), 2)
     end
     if name == "json" then return hook_json end
+    if loaded[name] == LOADING then
+      error("require '" .. name .. "': the module requires itself " ..
+        "(directly or through other modules)", 2)
+    end
     if loaded[name] ~= nil then return loaded[name] end
-    local path = lib_dir .. "/" .. name:gsub("%.", "/") .. ".lua"
+    local rel = name:gsub("%.", "/") .. ".lua"
+    required[rel] = true
+    local path = lib_dir .. "/" .. rel
     local src, err = core.read_file(path)
     if src == nil then error("require '" .. name .. "': " .. err, 2) end
-    local chunk, cerr = loadstring(src, "@" .. path)
+    local chunk, cerr = compile(src, path)
     if chunk == nil then error(cerr, 2) end
     setfenv(guard.prepare(chunk), env)
-    local value = chunk(name)
+    loaded[name] = LOADING
+    local ok, value = pcall(chunk, name)
+    if not ok then
+      loaded[name] = nil
+      error(value, 0)
+    end
     if value == nil then value = true end
     loaded[name] = value
     return value
   end
 end
 
--- Returns a fresh environment for hook hook_id. Assigning a global in it
--- raises an error; reading an unknown one gives nil.
+-- Returns a fresh environment for hook hook_id, and the set of module
+-- paths its require has been asked for (filled as the code runs).
+-- Assigning a global in it raises an error; reading an unknown one gives
+-- nil.
 function M.new_env(hook_id, lib_dir)
   local base = {}
   for _, name in ipairs(SAFE_GLOBALS) do base[name] = _G[name] end
@@ -85,20 +131,23 @@ function M.new_env(hook_id, lib_dir)
         "' (declare it local)", 2)
     end,
   })
-  base.require = make_require(env, lib_dir, {})
+  local required = {}
+  base.require = make_require(env, lib_dir, {}, required)
   base._G = env
-  return env
+  return env, required
 end
 
 -- Compiles src as chunkname in a new environment and runs it. Returns what
--- the script returned, or nil and "file:line: message".
+-- the script returned, or nil and "file:line: message"; either way the
+-- third value is the set of module paths it required (see make_require).
 function M.run(hook_id, chunkname, src, lib_dir)
-  local chunk, err = loadstring(src, "@" .. chunkname)
-  if chunk == nil then return nil, err end
-  setfenv(guard.prepare(chunk), M.new_env(hook_id, lib_dir))
+  local env, required = M.new_env(hook_id, lib_dir)
+  local chunk, err = compile(src, chunkname)
+  if chunk == nil then return nil, err, required end
+  setfenv(guard.prepare(chunk), env)
   local ok, result = guard.call(chunk, tostring)
-  if not ok then return nil, result end
-  return result
+  if not ok then return nil, result, required end
+  return result, nil, required
 end
 
 return M

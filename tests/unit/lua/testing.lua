@@ -1,6 +1,8 @@
 -- The shared part of the Lua unit tests, loaded with require "testing":
 -- check() runs one named test and stops the file at its first failure,
--- eq() compares values, fixture() decodes a file from tests/fixtures.
+-- eq() compares values, fixture() decodes a file from tests/fixtures,
+-- lib_module() loads a module of plugins/lib the way a hook does, and
+-- temp_dir() and write_file() lay out plugins folders for a test.
 
 local json = require "hookd.json"
 
@@ -40,6 +42,38 @@ function M.fixture(name)
   local text = f:read("*a")
   f:close()
   return json.decode(text)
+end
+
+-- The module plugins/lib/<name>.lua, loaded as a hook loads it: through
+-- the sandbox's require, in a hook's environment. Reading a global the
+-- sandbox does not offer raises here (in a hook it would quietly be nil),
+-- so a test that runs a module's code also shows it needs nothing more
+-- than the sandbox gives. Returns the module and the environment.
+function M.lib_module(name)
+  local sandbox = require "hookd.sandbox"
+  local env = sandbox.new_env("test", root .. "/plugins/lib")
+  local base = getmetatable(env).__index
+  setmetatable(base, { __index = function(_, key)
+    error("global '" .. tostring(key) .. "' is not in the sandbox", 2)
+  end })
+  return env.require(name), env
+end
+
+-- A new empty folder under /tmp.
+function M.temp_dir()
+  local path = os.tmpname()
+  os.remove(path)
+  assert(os.execute("mkdir -p '" .. path .. "'") == 0, "mkdir " .. path)
+  return path
+end
+
+-- Writes text to path, making its folder first.
+function M.write_file(path, text)
+  local dir = path:match("^(.*)/[^/]*$")
+  if dir then os.execute("mkdir -p '" .. dir .. "'") end
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
 end
 
 return M
