@@ -37,6 +37,10 @@ void hk_api_error(hk_http_request *req, int status, const char *msg,
              status == 503 ? "Retry-After: 5\r\n" : NULL);
 }
 
+void hk_api_unauthorized(hk_http_request *req, const char *msg) {
+  error_with(req, 401, msg, -1, "WWW-Authenticate: Bearer\r\n");
+}
+
 void hk_api_not_allowed(hk_http_request *req, const char *allow) {
   char extra[64], msg[64];
 
@@ -214,7 +218,7 @@ static void handle_events(hk_api *api, hk_http_request *req) {
 
   if (!authorized(req, api->config->ingest_token)) {
     api->requests_refused++;
-    hk_api_error(req, 401, "missing or wrong ingest token", -1);
+    hk_api_unauthorized(req, "missing or wrong ingest token");
     return;
   }
   if (api->closing) {
@@ -290,7 +294,7 @@ static const struct admin_route {
 static void handle_admin(hk_api *api, hk_http_request *req,
                          const struct admin_route *route) {
   if (!authorized(req, api->config->api_token))
-    hk_api_error(req, 401, "missing or wrong API token", -1);
+    hk_api_unauthorized(req, "missing or wrong API token");
   else
     route->handle(api, req);
 }
@@ -307,7 +311,7 @@ void hk_api_handle_cb(hk_http_request *req, void *data) {
   }
   if (strcmp(req->path, "/metrics") == 0) {
     if (!authorized(req, api->config->metrics_token))
-      hk_api_error(req, 401, "missing or wrong metrics token", -1);
+      hk_api_unauthorized(req, "missing or wrong metrics token");
     else if (req->method == HTTP_GET)
       hk_api_metrics(api, req);
     else

@@ -7,9 +7,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api_internal.h"
 #include "hook_files.h"
+#include "json_scan.h"
 #include "json_write.h"
 #include "log.h"
 #include "plugins.h"
@@ -99,7 +101,8 @@ static void set_state(hk_api *api, hk_http_request *req, const char *id,
 static void clone_stored(hk_store_batch *b, int ok, void *ctx) {
   hook_call *c = ctx;
   const char *src = hk_router_hook_file(c->api->router, c->id);
-  char path[4200], err[600];
+  char path[4200], err[1200];
+  int rc;
 
   if (!ok) {
     hk_api_store_refused(c->req, b, "the clone's state");
@@ -107,19 +110,26 @@ static void clone_stored(hk_store_batch *b, int ok, void *ctx) {
   }
   snprintf(path, sizeof path, "%s/%s.lua", c->api->config->plugins_dir,
            c->other);
-  if (src == NULL ||
-      hk_hook_file_clone(src, path, c->name, err, sizeof err) != 0) {
-    hk_api_error(c->req, 500, src ? err : "the hook went away", -1);
+  rc = src ? hk_hook_file_clone(src, path, c->name, err, sizeof err) : -1;
+  if (rc != 0) {
+    hk_api_error(c->req, rc == 1 ? 409 : 500, rc == 1
+                 ? "a hook with that id already exists"
+                 : src ? err : "the hook went away", -1);
     goto done;
   }
   hk_info("api", "hook=%s cloned_to=%s file=%s active=0", c->id, c->other,
           path);
   if (c->api->plugins) hk_plugins_load_one(c->api->plugins, c->other);
-  if (hk_router_has_hook(c->api->router, c->other))
+  if (hk_router_has_hook(c->api->router, c->other)) {
     answer_hook(c->api, c->req, c->other, 201);
-  else
-    hk_api_error(c->req, 422, "the clone was written but does not load; "
-                 "see its error in GET /v1/hooks/{id}", -1);
+    goto done;
+  }
+  /* Not expected from a copy of a loaded hook; the file goes again. */
+  snprintf(err, sizeof err, "the clone does not load, and was removed: %s",
+           hk_router_hook_error(c->api->router, c->other)
+               ? hk_router_hook_error(c->api->router, c->other) : "?");
+  unlink(path);
+  hk_api_error(c->req, 422, err, -1);
 done:
   free(c);
 }
@@ -133,6 +143,11 @@ static void clone_hook(hk_api *api, hk_http_request *req, const char *id) {
 
   if (!hk_router_has_hook(api->router, id)) {
     hk_api_error(req, 409, "only a loaded hook can be cloned", -1);
+    return;
+  }
+  if (hk_router_hook_error(api->router, id)) {
+    hk_api_error(req, 409, "the hook's file does not load now (an older "
+                 "version runs): fix the file before cloning it", -1);
     return;
   }
   if (body_fields(api, req, &f, "id", "name") != 0) return;
@@ -219,10 +234,16 @@ static void delete_when_settled(uv_timer_t *t) {
 static void delete_hook(hk_api *api, hk_http_request *req, const char *id) {
   const char *file = hk_router_hook_file(api->router, id);
   hook_call *c = call_new(api, req, id);
-  char v[16];
+  char v[16] = "";
 
-  if (hk_api_query(req->query, "discard", v, sizeof v) == 0)
+  if (hk_api_query(req->query, "discard", v, sizeof v) == 0) {
     c->flag = strcmp(v, "true") == 0 || strcmp(v, "1") == 0;
+    if (!c->flag && strcmp(v, "false") != 0 && strcmp(v, "0") != 0) {
+      hk_api_error(req, 400, "discard must be true or false", -1);
+      free(c);
+      return;
+    }
+  }
   snprintf(c->file, sizeof c->file, "%s", file ? file : "");
   c->dispatch = hk_router_dispatch(api->router, id);
   hk_router_delete(api->router, id);
@@ -278,6 +299,26 @@ static void test_refused(hk_http_request *req, hk_strlist *p) {
   hk_buf_free(&b);
 }
 
+/* A caller's own event must be one ingest would accept. Returns 0, or -1
+ * after answering 400 with the reason. */
+static int check_event(hk_api *api, hk_http_request *req, const char *text,
+                       size_t len) {
+  hk_scan_options opt = {0};
+  hk_event_span *spans = NULL;
+  hk_scan_error err;
+  size_t n = 0;
+  char msg[300];
+  int rc;
+
+  opt.max_depth = api->config->max_nesting_depth;
+  rc = hk_scan_events(text, len, &opt, &spans, &n, &err);
+  free(spans);
+  if (rc == 0) return 0;
+  snprintf(msg, sizeof msg, "event: %s", err.message);
+  hk_api_error(req, 400, msg, -1);
+  return -1;
+}
+
 static void test_hook(hk_api *api, hk_http_request *req, const char *id) {
   const char *args[2] = {id, req->body ? req->body : ""};
   size_t lens[2] = {strlen(id), req->body_len};
@@ -295,7 +336,11 @@ static void test_hook(hk_api *api, hk_http_request *req, const char *id) {
     hk_api_error(req, 500, err, -1);
   } else if (strcmp(t->parts.s[0], "request") == 0) {
     hk_api_error(req, 400, t->parts.s[1], -1);
+  } else if (check_event(api, req, t->parts.s[t->parts.n > 2],
+                         t->parts.len[t->parts.n > 2]) != 0) {
+    /* answered */
   } else if (strcmp(t->parts.s[0], "hook") == 0) {
+    hk_router_test_failed(api->router, id, t->parts.s[1]);
     test_refused(req, &t->parts);
   } else {
     snprintf(t->dest, sizeof t->dest, "%s",

@@ -17,6 +17,8 @@ int hk_api_query(const char *query, const char *name, char *out,
 /* A non-negative decimal integer, or -1. */
 long hk_api_parse_count(const char *s);
 
+/* 401, asking for a bearer token. */
+void hk_api_unauthorized(hk_http_request *req, const char *msg);
 /* 405, with the methods the path allows ("GET, POST") in Allow. */
 void hk_api_not_allowed(hk_http_request *req, const char *allow);
 

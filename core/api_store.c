@@ -219,8 +219,14 @@ void hk_api_dead_letters(hk_api *api, hk_http_request *req) {
     one_letter(api, req, seg[0], 1);
   else if (n == 1 && req->method == HTTP_DELETE)
     one_letter(api, req, seg[0], 0);
-  else if (n >= 0 && n <= 2)
-    hk_api_error(req, 405, "method not allowed", -1);
+  else if (n == 0)
+    hk_api_not_allowed(req, "GET");
+  else if (n == 1 && strcmp(seg[0], "retry") == 0)
+    hk_api_not_allowed(req, "POST");
+  else if (n == 1)
+    hk_api_not_allowed(req, "DELETE");
+  else if (n == 2 && strcmp(seg[1], "retry") == 0)
+    hk_api_not_allowed(req, "POST");
   else
     hk_api_error(req, 404, "no such endpoint", -1);
 }
@@ -248,7 +254,7 @@ void hk_api_content(hk_api *api, hk_http_request *req) {
     return;
   }
   if (req->method != HTTP_POST) {
-    hk_api_error(req, 405, "use POST for /v1/content", -1);
+    hk_api_not_allowed(req, "POST");
     return;
   }
   if (hk_bridge_call_strings(api->bridge, "check_content", 1, args, lens,
@@ -365,7 +371,7 @@ void hk_api_profiles(hk_api *api, hk_http_request *req) {
     op = hk_store_add_profile(b, HK_PROFILE_DELETE, seg[0], seg[1], NULL, 0);
     submit(api, req, b, answer_profile_deleted, "profile deletion")->op = op;
   } else {
-    hk_api_error(req, 405, "use GET, PUT or DELETE", -1);
+    hk_api_not_allowed(req, "GET, PUT, DELETE");
   }
 }
 
@@ -450,9 +456,10 @@ void hk_api_catalog(hk_api *api, hk_http_request *req) {
   } else if (n == 2 &&
              (req->method == HTTP_PUT || req->method == HTTP_DELETE)) {
     put_catalog(api, req, seg);
-  } else if (n == 0 || n == 2) {
-    hk_api_error(req, 405, "use GET /v1/catalog, or PUT or DELETE "
-                 "/v1/catalog/{kind}/{id}", -1);
+  } else if (n == 0) {
+    hk_api_not_allowed(req, "GET");
+  } else if (n == 2) {
+    hk_api_not_allowed(req, "PUT, DELETE");
   } else {
     hk_api_error(req, 404, "use /v1/catalog/{kind}/{id}", -1);
   }

@@ -32,6 +32,7 @@ typedef struct hk_export {
   char paused_by[8]; /* "user" or "hook" while paused */
   char reason[256];
   long total, scanned, sent;
+  long failed; /* events the hook's code failed on: dead letters */
   double started_at, ended_at;
   double cursor_date; /* the last event taken: (date, id) */
   int64_t cursor_id;
@@ -92,11 +93,11 @@ static void state_json(const hk_export *x, hk_buf *b) {
   hk_buf_printf(b, "{\"total\":%ld,\"scanned\":%ld,\"sent\":%ld,"
                 "\"started_at\":%.6f,\"ended_at\":%.6f,\"cursor_date\":"
                 "%.9f,\"cursor_id\":%lld,\"chunk_first\":%lld,"
-                "\"chunk_last\":%lld,\"chunk_count\":%ld",
+                "\"chunk_last\":%lld,\"chunk_count\":%ld,\"failed\":%ld",
                 x->total, x->scanned, x->sent, x->started_at, x->ended_at,
                 x->cursor_date, (long long)x->cursor_id,
                 (long long)x->chunk_first, (long long)x->chunk_last,
-                x->chunk_count);
+                x->chunk_count, x->failed);
   put_str(b, "from", x->from);
   put_str(b, "to", x->to);
   put_str(b, "status", x->status);
@@ -163,8 +164,9 @@ static void render(const hk_export *x, hk_buf *b) {
   put_str(b, "from", x->from);
   put_str(b, "to", x->to);
   hk_buf_printf(b, ",\"total\":%ld,\"scanned\":%ld,\"sent\":%ld,"
-                "\"in_flight\":%ld,\"percent\":%.1f", x->total, x->scanned,
-                x->sent, x->chunk_count, pct);
+                "\"failed\":%ld,\"in_flight\":%ld,\"percent\":%.1f",
+                x->total, x->scanned, x->sent, x->failed, x->chunk_count,
+                pct);
   render_time(b, "started_at", x->started_at);
   render_time(b, "ended_at", x->ended_at);
   hk_buf_putc(b, '}');
@@ -221,6 +223,7 @@ static void page_done(hk_store_batch *b, int ok, void *ctx) {
     x->cursor_date = c->before.cursor_date;
     x->cursor_id = c->before.cursor_id;
     x->scanned = c->before.scanned;
+    x->failed = c->before.failed;
     x->chunk_count = 0;
     x->not_before = now_sec() + STORE_RETRY_SEC;
     hk_warn("export", "hook=%s page_not_stored=1 retry_in=1s reason=\"%s\"",
@@ -239,6 +242,7 @@ static void send_page(hk_exports *xs, hk_export *x, page *p) {
   hk_router_route_export(xs->router, c->job, x->hook,
                          (const char *const *)p->texts, p->lens, p->n);
   x->scanned += (long)p->n;
+  x->failed += hk_router_job_failed(c->job);
   x->cursor_date = p->last_date;
   x->cursor_id = p->last_id;
   x->chunk_count = (long)hk_router_job_messages(c->job);
@@ -344,6 +348,7 @@ static void load_cb(void *ctx, const hk_store_export_row *r) {
   x->chunk_first = r->chunk_first;
   x->chunk_last = r->chunk_last;
   x->chunk_count = r->chunk_count;
+  x->failed = r->failed;
   if (is(x, "in_progress") || is(x, "paused"))
     hk_info("export", "hook=%s status=%s resumed_from_store=1 scanned=%ld "
             "total=%ld", x->hook, x->status, x->scanned, x->total);
@@ -449,7 +454,7 @@ int hk_export_control(hk_exports *xs, const char *hook, const char *what,
   hk_export *x = find(xs, hook);
   int running;
 
-  if (x == NULL) return refuse(out, 404, "%s has no export", hook);
+  if (x == NULL) return refuse(out, 404, "the hook has no export%s", "");
   running = is(x, "in_progress") || is(x, "paused");
   if (!running)
     return refuse(out, 409, "the export is %s: nothing to control",

@@ -65,20 +65,28 @@ static void sync_dir(const char *path) {
   close(fd);
 }
 
-/* Writes len bytes to path through path.tmp, synced, then renamed. */
-static int write_atomic(const char *path, const char *data, size_t len,
-                        char *err, size_t errlen) {
+/* Writes len bytes to a new file path: through a temporary file of its
+ * own, synced, then linked into place, which fails when path exists, so
+ * two writers of one path cannot both win. Returns 0, 1 when path
+ * exists, or -1 with err. */
+static int write_new(const char *path, const char *data, size_t len,
+                     char *err, size_t errlen) {
   char tmp[4200];
-  int fd, ok;
+  int fd, ok, rc;
 
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
+  fd = mkstemp(tmp);
   if (fd < 0) goto fail;
-  ok = write(fd, data, len) == (ssize_t)len && fsync(fd) == 0;
-  if (close(fd) != 0 || !ok || rename(tmp, path) != 0) {
+  ok = write(fd, data, len) == (ssize_t)len && fchmod(fd, 0644) == 0 &&
+       fsync(fd) == 0;
+  if (close(fd) != 0 || !ok) {
     unlink(tmp);
     goto fail;
   }
+  rc = link(tmp, path);
+  unlink(tmp);
+  if (rc != 0 && errno == EEXIST) return 1;
+  if (rc != 0) goto fail;
   sync_dir(path);
   return 0;
 fail:
@@ -99,8 +107,10 @@ int hk_hook_file_clone(const char *src_path, const char *dst_path,
   }
   /* The original runs unchanged inside a function; only its name is
    * replaced. The wrapper shares the first line so that errors keep
-   * pointing at the original line numbers. */
-  hk_buf_printf(&b, "local hook = (function(...) ");
+   * pointing at the original line numbers; a "#!" line, which Lua
+   * skips only at the very start of a file, becomes a comment. */
+  hk_buf_printf(&b, "local hook = (function(...) %s",
+                len > 0 && src[0] == '#' ? "--" : "");
   hk_buf_append(&b, src, len);
   hk_buf_printf(&b, "\nend)(...)\nif type(hook) == \"table\" then "
                 "hook.name = ");
@@ -108,7 +118,7 @@ int hk_hook_file_clone(const char *src_path, const char *dst_path,
   hk_buf_printf(&b, " end\nreturn hook\n-- A clone of %s made by hookd: the "
                 "code above is the original's, with the name replaced.\n",
                 src_path);
-  rc = write_atomic(dst_path, b.data, b.len, err, errlen);
+  rc = write_new(dst_path, b.data, b.len, err, errlen);
   hk_buf_free(&b);
   free(src);
   return rc;
@@ -125,7 +135,8 @@ static int copy_file(const char *src, const char *dst, char *err,
     snprintf(err, errlen, "cannot read %s: %s", src, strerror(errno));
     return -1;
   }
-  rc = write_atomic(dst, data, len, err, errlen);
+  rc = write_new(dst, data, len, err, errlen);
+  if (rc == 1) snprintf(err, errlen, "%s exists", dst);
   free(data);
   if (rc == 0 && unlink(src) != 0) {
     snprintf(err, errlen, "cannot remove %s: %s", src, strerror(errno));

@@ -11,7 +11,8 @@
 int hk_hook_id_valid(const char *id);
 
 /* Writes dst_path: the code of src_path, run unchanged, with the name
- * setting replaced by name. Returns 0, or -1 with err. */
+ * setting replaced by name. Never replaces a file: returns 1 when
+ * dst_path exists; else 0, or -1 with err. */
 int hk_hook_file_clone(const char *src_path, const char *dst_path,
                        const char *name, char *err, size_t errlen);
 

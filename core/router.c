@@ -52,6 +52,7 @@ struct hk_route_job {
   size_t n_msgs, cap_msgs;
   long *matched; /* per slot */
   size_t n_slots;
+  long failed; /* events a hook's code failed on */
 };
 
 struct hk_router {
@@ -186,6 +187,7 @@ static void failed_cb(void *ctx, int slot, const char *reason,
 
   if (h == NULL) return;
   h->counters.failed++;
+  if (r->job) r->job->failed++;
   if (event && r->job)
     hk_store_add_dead_event(r->job->batch, h->id, event, len,
                             h->destination, reason, h->version);
@@ -651,6 +653,8 @@ void hk_router_job_finish(hk_router *r, hk_route_job *job, int committed) {
 
 size_t hk_router_job_messages(const hk_route_job *job) { return job->n_msgs; }
 
+long hk_router_job_failed(const hk_route_job *job) { return job->failed; }
+
 void hk_router_job_ids(const hk_route_job *job, int64_t *first,
                        int64_t *last) {
   *first = *last = 0;
@@ -719,6 +723,12 @@ const char *hk_router_hook_file(hk_router *r, const char *id) {
   return h && !h->deleted ? h->file : NULL;
 }
 
+const char *hk_router_hook_error(hk_router *r, const char *id) {
+  hk_hook *h = hook_find(r, id);
+
+  return h && !h->deleted ? h->error : NULL;
+}
+
 const char *hk_router_destination(hk_router *r, const char *id) {
   hk_hook *h = hook_find(r, id);
 
@@ -729,6 +739,17 @@ int hk_router_hook_active(hk_router *r, const char *id) {
   hk_hook *h = hook_find(r, id);
 
   return h && h->loaded && h->active && !h->suspended && !h->deleted;
+}
+
+void hk_router_test_failed(hk_router *r, const char *id, const char *reason) {
+  hk_hook *h = hook_find(r, id);
+  char quoted[1024];
+
+  if (h == NULL) return;
+  h->counters.test_failed++;
+  hk_warn("hook", "hook=%s version=%ld test_send=1 delivered=0 "
+          "reason=\"%s\"", h->id, h->version,
+          hk_log_escape(quoted, sizeof quoted, reason));
 }
 
 int hk_router_has_hook(hk_router *r, const char *id) {

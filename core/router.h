@@ -54,6 +54,8 @@ long hk_router_route_export(hk_router *r, hk_route_job *job, const char *id,
                             const char *const *events, const size_t *lens,
                             size_t n);
 size_t hk_router_job_messages(const hk_route_job *job);
+/* Events a hook's code failed on while the job was routed. */
+long hk_router_job_failed(const hk_route_job *job);
 /* The outbox ids of the job's first and last message, once committed
  * (0 and 0 when it made none). */
 void hk_router_job_ids(const hk_route_job *job, int64_t *first,
@@ -81,12 +83,18 @@ uv_loop_t *hk_router_loop(hk_router *r);
 hk_dispatch *hk_router_dispatch(hk_router *r, const char *id);
 const char *hk_router_hook_file(hk_router *r, const char *id);
 const char *hk_router_destination(hk_router *r, const char *id);
+/* The hook's last load error (its file does not load now), or NULL. */
+const char *hk_router_hook_error(hk_router *r, const char *id);
 
 /* Nonzero when hook id is loaded, active and not suspended. */
 int hk_router_hook_active(hk_router *r, const char *id);
 /* Nonzero when hook id is listed by the API (loaded, broken, or removed
  * with messages still queued). */
 int hk_router_hook_exists(hk_router *r, const char *id);
+
+/* A test send failed before it left: the hook's code failed on the
+ * event or dropped it. Counted and logged. */
+void hk_router_test_failed(hk_router *r, const char *id, const char *reason);
 
 /* Nonzero when hook id exists and has a loaded version. */
 int hk_router_has_hook(hk_router *r, const char *id);

@@ -109,7 +109,8 @@ static const char *const migrations[] = {
      * dead letters that are events the hook's code failed on. */
     "ALTER TABLE outbox ADD COLUMN version INTEGER;"
     "ALTER TABLE dead_letters ADD COLUMN version INTEGER;"
-    "ALTER TABLE dead_letters ADD COLUMN kind TEXT;",
+    "ALTER TABLE dead_letters ADD COLUMN kind TEXT;"
+    "ALTER TABLE exports ADD COLUMN failed INTEGER;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

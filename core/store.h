@@ -247,6 +247,7 @@ typedef struct hk_store_export_row {
   double started_at, ended_at, cursor_date;
   int64_t cursor_id, chunk_first, chunk_last;
   long chunk_count;
+  long failed; /* events the hook's code failed on */
 } hk_store_export_row;
 
 /* Calls cb for every stored export (strings valid during the call; NULL

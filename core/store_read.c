@@ -52,7 +52,7 @@ static const char *const read_sql[RD_KINDS] = {
     [RD_EXPORTS] = "SELECT hook, from_day, to_day, status, paused_by, "
                    "reason, total, scanned, sent, started_at, ended_at, "
                    "cursor_date, cursor_id, chunk_first, chunk_last, "
-                   "chunk_count FROM exports ORDER BY hook",
+                   "chunk_count, failed FROM exports ORDER BY hook",
 };
 
 int hk_store_check_all(hk_store *s, char *err, size_t errlen) {
@@ -432,6 +432,7 @@ int hk_store_exports(hk_store *s,
     r.chunk_first = sqlite3_column_int64(st, 13);
     r.chunk_last = sqlite3_column_int64(st, 14);
     r.chunk_count = (long)sqlite3_column_int64(st, 15);
+    r.failed = (long)sqlite3_column_int64(st, 16);
     cb(ctx, &r);
   }
   return rdone(s, st, rc);

@@ -359,13 +359,13 @@ static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
     [OP_EXPORT] = {"INSERT OR REPLACE INTO exports(hook, from_day, to_day, "
                    "status, paused_by, reason, total, scanned, sent, "
                    "started_at, ended_at, cursor_date, cursor_id, "
-                   "chunk_first, chunk_last, chunk_count) SELECT ?1, "
+                   "chunk_first, chunk_last, chunk_count, failed) SELECT ?1, "
                    "j->>'from', j->>'to', j->>'status', j->>'paused_by', "
                    "j->>'reason', j->>'total', j->>'scanned', j->>'sent', "
                    "j->>'started_at', j->>'ended_at', j->>'cursor_date', "
                    "j->>'cursor_id', coalesce(?3, j->>'chunk_first'), "
-                   "coalesce(?4, j->>'chunk_last'), j->>'chunk_count' "
-                   "FROM (SELECT ?2 AS j)"},
+                   "coalesce(?4, j->>'chunk_last'), j->>'chunk_count', "
+                   "j->>'failed' FROM (SELECT ?2 AS j)"},
     [OP_DEAD_EVENT] = {"INSERT INTO dead_letters(hook, destination, reason, "
                        "attempts, created_at, body, version, kind) VALUES("
                        "?1, ?2, ?3, 0, ?4, ?5, ?6, 'event')"},

@@ -423,6 +423,9 @@ local EVENT_TYPE = "^[%w_%-%.]+$"
 
 -- The event of a test send: the caller's own, or an example of a type.
 local function test_event(hook, doc)
+  if doc.event ~= nil and doc.event_type ~= nil then
+    return nil, 'give either "event_type" or "event", not both'
+  end
   if doc.event ~= nil then
     local e = doc.event
     if type(e) ~= "table" or getmetatable(e) == json.array_mt then
@@ -483,7 +486,13 @@ function M.string_fields(text, ...)
     return nil, "the body must be a JSON object" ..
       (err and (": " .. err) or "")
   end
-  local out = {}
+  local out, wanted = {}, {}
+  for i = 1, select("#", ...) do wanted[select(i, ...)] = true end
+  for key in pairs(doc) do
+    if not wanted[key] then
+      return nil, "unknown field '" .. tostring(key) .. "'"
+    end
+  end
   for i = 1, select("#", ...) do
     local name = select(i, ...)
     local v = doc[name]
