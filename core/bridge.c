@@ -534,31 +534,49 @@ int hk_bridge_set_catalog(hk_bridge *b, const char *text, size_t len,
   return 0;
 }
 
-int hk_bridge_try(hk_bridge *b, const char *chunkname, const char *src,
-                  size_t len, const hk_event_span *events, size_t n,
-                  char *err, size_t errlen) {
+int hk_bridge_try_load(hk_bridge *b, const char *chunkname, const char *src,
+                       size_t len, char *err, size_t errlen) {
+  lua_pushstring(b->L, chunkname);
+  lua_pushlstring(b->L, src, len);
+  if (call_router_value(b, "try", 2, err, errlen) != 0) return -1;
+  lua_pop(b->L, 1);
+  return 0;
+}
+
+long hk_bridge_try_events(hk_bridge *b, const char *const *events,
+                          const size_t *lens, size_t n, FILE *out, char *err,
+                          size_t errlen) {
   lua_State *L = b->L;
   size_t lines;
-  int failures = 0;
+  long failures = 0;
 
-  lua_pushstring(L, chunkname);
-  lua_pushlstring(L, src, len);
-  lua_createtable(L, (int)n, 0);
-  for (size_t i = 0; i < n; i++) {
-    lua_pushlstring(L, events[i].json, events[i].json_len);
-    lua_rawseti(L, -2, (int)i + 1);
-  }
-  if (call_router_value(b, "try", 3, err, errlen) != 0) return -1;
+  push_batch(L, events, lens, n, 0);
+  lua_pop(L, 1); /* no seq: nothing is stored */
+  if (call_router_value(b, "try_events", 1, err, errlen) != 0) return -1;
   lines = lua_objlen(L, -1);
   for (size_t i = 1; i <= lines; i++) {
+    size_t len;
     const char *line;
 
     lua_rawgeti(L, -1, (int)i);
-    line = lua_tostring(L, -1);
-    puts(line);
+    line = lua_tolstring(L, -1, &len);
+    fwrite(line, 1, len, out);
+    fputc('\n', out);
     if (strncmp(line, "error:", 6) == 0) failures++;
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
   return failures;
+}
+
+int hk_bridge_check_hook(hk_bridge *b, const char *id, const char *chunkname,
+                         const char *src, size_t len, const char *view_json,
+                         size_t view_len, hk_strlist *problems, char *err,
+                         size_t errlen) {
+  const char *args[4] = {id, chunkname, src, view_json ? view_json : ""};
+  size_t lens[4] = {strlen(id), strlen(chunkname), len,
+                    view_json ? view_len : 0};
+
+  return hk_bridge_call_strings(b, "check", 4, args, lens, problems, err,
+                                errlen);
 }

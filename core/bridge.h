@@ -7,6 +7,7 @@
 
 #include <lua.h>
 #include <stddef.h>
+#include <stdio.h>
 
 typedef struct hk_bridge hk_bridge;
 
@@ -105,15 +106,29 @@ int hk_bridge_call_strings(hk_bridge *b, const char *fname, int nargs,
                            hk_strlist *out, char *err, size_t errlen);
 void hk_strlist_free(hk_strlist *l);
 
-/* Runs the hook in src over n events without sending anything and prints
- * one line per event to stdout: the message, or why there is none.
- * Returns the number of events the hook failed on (its code raised an
- * error or its message could not be encoded), or -1 with err when the
- * hook does not load. */
-struct hk_event_span;
-int hk_bridge_try(hk_bridge *b, const char *chunkname, const char *src,
-                  size_t len, const struct hk_event_span *events, size_t n,
-                  char *err, size_t errlen);
+/* `hookd try`: compiles and validates the hook in src (its examples are
+ * not run) as the one hk_bridge_try_events runs. Returns 0, or -1 with
+ * "file:line: message" in err. */
+int hk_bridge_try_load(hk_bridge *b, const char *chunkname, const char *src,
+                       size_t len, char *err, size_t errlen);
+
+/* Runs the hook hk_bridge_try_load loaded over n events (JSON object
+ * texts) without sending or storing anything, and writes one line per
+ * event to out: the message, "dropped: <stage>: why" or "error: why".
+ * Returns the number of error lines, or -1 with err when the runtime
+ * itself failed. */
+long hk_bridge_try_events(hk_bridge *b, const char *const *events,
+                          const size_t *lens, size_t n, FILE *out, char *err,
+                          size_t errlen);
+
+/* `hookd check`: every problem of one hook file, each "file:line:
+ * message", into problems (see M.check in router.lua). view_json is the
+ * router's view of the hook after it tried to load the file, or "" when
+ * it loaded. Returns 0, or -1 with err when the runtime failed. */
+int hk_bridge_check_hook(hk_bridge *b, const char *id, const char *chunkname,
+                         const char *src, size_t len, const char *view_json,
+                         size_t view_len, hk_strlist *problems, char *err,
+                         size_t errlen);
 
 /* Sets a named catalog table from decoded JSON text. Returns 0 or -1. */
 int hk_bridge_set_catalog(hk_bridge *b, const char *text, size_t len,

@@ -13,8 +13,8 @@
 #include "bridge.h"
 #include "config.h"
 #include "guard.h"
+#include "hook_cli.h"
 #include "http_server.h"
-#include "json_scan.h"
 #include "log.h"
 #include "plugins.h"
 #include "router.h"
@@ -22,10 +22,19 @@
 
 static const char usage[] =
     "usage: hookd run --config FILE       start the router\n"
-    "       hookd check [--config FILE]   load every hook, report problems\n"
-    "       hookd try [--config FILE] HOOK.lua EVENTS.ndjson\n"
-    "                                     print what the hook would send\n"
-    "       hookd --version | --help\n";
+    "       hookd check [--config FILE] [HOOK.lua...]\n"
+    "                  print every problem of the hook files (default: every\n"
+    "                  hook of plugins_dir) as file:line: message\n"
+    "       hookd try [--config FILE] HOOK.lua [EVENTS.ndjson | -]\n"
+    "                  print what the hook makes of each event: its message,\n"
+    "                  dropped: why, or error: why (default: standard input)\n"
+    "       hookd try [--config FILE] HOOK.lua --from-store --since DAY\n"
+    "                 [--until DAY]\n"
+    "                  the same over the router's stored events of those UTC\n"
+    "                  days (YYYY-MM-DD; read-only, safe while it runs)\n"
+    "       hookd --version | --help\n"
+    "exit status: 0 fine; 1 check found problems, or try failed on an event\n"
+    "             or could not load the hook; 2 usage or configuration error\n";
 
 typedef struct app {
   uv_loop_t *loop;
@@ -295,101 +304,146 @@ fail:
   return 2;
 }
 
-/* Loads every hook of plugins_dir and reports each problem; the exit
- * status is 1 when any hook is broken. */
-static int cmd_check(const char *config_path) {
-  char err[1024];
+/* Checks the given hook files, or every hook of plugins_dir, and prints
+ * each problem; see hk_cli_check. */
+static int cmd_check(const char *config_path, const char *const *files,
+                     size_t n_files) {
   app a;
-  int n;
 
   if (app_open(&a, config_path, 0) != 0) return 2;
-  n = hk_plugins_load_all(a.router, a.cfg.plugins_dir, err, sizeof err);
-  if (n < 0) {
-    fprintf(stderr, "hookd: %s\n", err);
-    return 2;
-  }
-  hk_router_print_problems(a.router, stdout);
-  n = hk_router_broken_count(a.router);
-  printf(n ? "%d hook(s) with problems\n" : "all hooks ok\n", n);
-  return n ? 1 : 0;
+  /* Every problem is printed on stdout; the router's log lines about the
+   * loads would only repeat them. */
+  hk_log_min_level = HK_LOG_ERROR + 1;
+  return hk_cli_check(a.bridge, a.router, a.cfg.plugins_dir, files, n_files);
 }
 
-/* Runs one hook file over NDJSON events and prints, per event, the
- * message it would send or why it sends nothing. Sends nothing. */
-static int cmd_try(const char *config_path, const char *hook_path,
-                   const char *events_path) {
-  hk_scan_options opt = {0, 0, 0}; /* a JSON value or NDJSON, like ingest */
-  hk_event_span *spans = NULL;
-  hk_scan_error serr;
-  char err[1024];
-  size_t n = 0, hook_len, events_len;
-  char *hook_src = NULL, *events = NULL;
+/* Runs one hook file over events and prints, per event, the message it
+ * would send or why it sends nothing; see hk_cli_try. Sends nothing. */
+static int cmd_try(const char *config_path, hk_try_options *opt) {
   app a;
-  int rc = 2, failures;
 
   memset(&a, 0, sizeof a);
   if (app_configure(&a, config_path) != 0) return 2;
-  hook_src = hk_read_file(hook_path, &hook_len);
-  events = hk_read_file(events_path, &events_len);
-  if (hook_src == NULL || events == NULL) {
-    fprintf(stderr, "hookd: cannot read %s\n", hook_src ? events_path : hook_path);
-    goto done;
+  opt->data_dir = a.cfg.data_dir;
+  opt->content_hours = a.cfg.content_cleanup_hours;
+  return hk_cli_try(a.bridge, opt);
+}
+
+/* The command line: options anywhere, the rest in pos. */
+typedef struct cli_args {
+  const char *config;
+  const char **pos;
+  int npos;
+  hk_try_options try_opt; /* --from-store, --since, --until */
+} cli_args;
+
+/* The value of option argv[*i], or NULL (reported) when it is missing. */
+static const char *option_value(int argc, char **argv, int *i,
+                                const char *what) {
+  if (*i + 1 == argc) {
+    fprintf(stderr, "hookd: %s needs %s\n", argv[*i], what);
+    return NULL;
   }
-  if (hk_scan_events(events, events_len, &opt, &spans, &n, &serr) != 0) {
-    fprintf(stderr, "hookd: %s: event %ld: %s\n", events_path, serr.index,
-            serr.message);
-    goto done;
+  return argv[++*i];
+}
+
+/* Fills a from argv. Returns -1 to go on, or the exit status (--help,
+ * --version, a mistake). */
+static int parse_args(int argc, char **argv, cli_args *a) {
+  hk_try_options *t = &a->try_opt;
+
+  for (int i = 1; i < argc; i++) {
+    const char *arg = argv[i];
+    const char **value = NULL;
+    const char *what = "a day (YYYY-MM-DD)";
+
+    if (strcmp(arg, "--version") == 0) {
+      printf("hookd %s\n", HOOKD_VERSION);
+      return 0;
+    } else if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+      fputs(usage, stdout);
+      return 0;
+    } else if (strcmp(arg, "--from-store") == 0) {
+      t->from_store = 1;
+    } else if (strcmp(arg, "--config") == 0) {
+      value = &a->config;
+      what = "a file name";
+    } else if (strcmp(arg, "--since") == 0) {
+      value = &t->since;
+    } else if (strcmp(arg, "--until") == 0) {
+      value = &t->until;
+    } else if (arg[0] == '-' && arg[1] != '\0') {
+      fprintf(stderr, "hookd: unknown option %s\n%s", arg, usage);
+      return 2;
+    } else {
+      a->pos[a->npos++] = arg;
+    }
+    if (value && (*value = option_value(argc, argv, &i, what)) == NULL)
+      return 2;
   }
-  failures = hk_bridge_try(a.bridge, hook_path, hook_src, hook_len, spans, n,
-                           err, sizeof err);
-  if (failures < 0) fprintf(stderr, "%s\n", err);
-  rc = failures != 0 ? 1 : 0;
-done:
-  free(spans);
-  free(hook_src);
-  free(events);
-  return rc;
+  return -1;
+}
+
+/* try's arguments: HOOK.lua and EVENTS, or HOOK.lua and --from-store. */
+static int try_args(cli_args *a) {
+  hk_try_options *t = &a->try_opt;
+
+  if (a->npos < 2 || a->npos > 3) goto usage;
+  t->hook_path = a->pos[1];
+  t->events_path = a->npos == 3 ? a->pos[2] : NULL;
+  if (t->from_store && t->events_path) {
+    fprintf(stderr, "hookd: try reads EVENTS or --from-store, not both\n");
+    return 2;
+  }
+  if (!t->from_store && (t->since || t->until)) {
+    fprintf(stderr, "hookd: --since and --until go with --from-store\n");
+    return 2;
+  }
+  if (t->from_store && t->since == NULL) {
+    fprintf(stderr, "hookd: --from-store needs --since YYYY-MM-DD\n");
+    return 2;
+  }
+  return -1;
+usage:
+  fputs(usage, stderr);
+  return 2;
 }
 
 int main(int argc, char **argv) {
-  const char *config = NULL;
-  const char *args[4];
-  int nargs = 0;
+  cli_args a;
+  const char *cmd;
+  int rc;
 
   signal(SIGPIPE, SIG_IGN);
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--version") == 0) {
-      printf("hookd %s\n", HOOKD_VERSION);
-      return 0;
-    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      fputs(usage, stdout);
-      return 0;
-    } else if (strcmp(argv[i], "--config") == 0) {
-      if (i + 1 == argc) {
-        fprintf(stderr, "hookd: --config needs a file name\n");
-        return 2;
-      }
-      config = argv[++i];
-    } else if (argv[i][0] == '-' || nargs == 4) {
-      fprintf(stderr, "hookd: unknown option %s\n%s", argv[i], usage);
-      return 2;
-    } else {
-      args[nargs++] = argv[i];
-    }
+  memset(&a, 0, sizeof a);
+  /* Freed with the process. */
+  a.pos = calloc(argc > 0 ? (size_t)argc : 1, sizeof *a.pos);
+  if (a.pos == NULL) return 2;
+  if ((rc = parse_args(argc, argv, &a)) >= 0) return rc;
+  cmd = a.npos > 0 ? a.pos[0] : "";
+  if (strcmp(cmd, "try") != 0 &&
+      (a.try_opt.from_store || a.try_opt.since || a.try_opt.until)) {
+    fprintf(stderr, "hookd: --from-store, --since and --until are for "
+            "try\n%s", usage);
+    return 2;
   }
   /* run needs a configuration; check and try fall back to main.json in
    * the working directory, then to the defaults. */
-  if (nargs == 1 && strcmp(args[0], "run") == 0) {
-    if (config == NULL) {
+  if (a.npos == 1 && strcmp(cmd, "run") == 0) {
+    if (a.config == NULL) {
       fprintf(stderr, "hookd: run needs --config FILE\n");
       return 2;
     }
-    return cmd_run(config);
+    return cmd_run(a.config);
   }
-  if (config == NULL && access("main.json", R_OK) == 0) config = "main.json";
-  if (nargs == 1 && strcmp(args[0], "check") == 0) return cmd_check(config);
-  if (nargs == 3 && strcmp(args[0], "try") == 0)
-    return cmd_try(config, args[1], args[2]);
+  if (a.config == NULL && access("main.json", R_OK) == 0)
+    a.config = "main.json";
+  if (strcmp(cmd, "check") == 0)
+    return cmd_check(a.config, a.pos + 1, (size_t)a.npos - 1);
+  if (strcmp(cmd, "try") == 0) {
+    if ((rc = try_args(&a)) >= 0) return rc;
+    return cmd_try(a.config, &a.try_opt);
+  }
   fputs(usage, stderr);
   return 2;
 }

@@ -1,5 +1,6 @@
 /* Opening the store (identity checks, migrations, the data_dir lock) and
- * its writer thread, which commits queued batches in groups. */
+ * its writer thread, which commits queued batches in groups; and opening
+ * it read-only for tools that read beside a running router. */
 #include "store_internal.h"
 
 #include <errno.h>
@@ -363,6 +364,71 @@ hk_store *hk_store_open(uv_loop_t *loop, const char *data_dir, char *err,
 
 const char *hk_store_path(const hk_store *s) { return s->path; }
 
+/* A reader reads only what this build knows exactly: an older store needs
+ * migrating, which only the router does, and a newer one may mean
+ * something else (check_identity refuses it). */
+static int check_readable(sqlite3 *db, const char *path, char *err,
+                          size_t errlen) {
+  long version = 0;
+
+  if (check_identity(db, path, &version, err, errlen) != 0) return -1;
+  if (version == 0) {
+    snprintf(err, errlen, "store %s: empty: no router has used it yet",
+             path);
+    return -1;
+  }
+  if (version < SCHEMA_VERSION) {
+    snprintf(err, errlen,
+             "store %s: made by an older hookd (schema %ld; this build "
+             "reads schema %d): start the router once to migrate it",
+             path, version, SCHEMA_VERSION);
+    return -1;
+  }
+  return check_tables(db, path, version, err, errlen);
+}
+
+hk_store *hk_store_open_readonly(const char *data_dir, char *err,
+                                 size_t errlen) {
+  hk_store *s = calloc(1, sizeof *s);
+  struct stat st;
+
+  if (s == NULL || asprintf(&s->path, "%s/hookd.db", data_dir) < 0) {
+    snprintf(err, errlen, "store: out of memory");
+    free(s);
+    return NULL;
+  }
+  s->lock_fd = -1;
+  if (stat(s->path, &st) != 0) {
+    snprintf(err, errlen, "store %s: %s", s->path, strerror(errno));
+    goto fail;
+  }
+  /* No flock: the router holds it, and a reader does not compete with
+   * it. Read-only, so SQLite never writes, checkpoints or creates. */
+  if (sqlite3_open_v2(s->path, &s->rdb,
+                      SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                      NULL) != SQLITE_OK) {
+    db_error(s->rdb, s->path, "open", err, errlen);
+    goto fail;
+  }
+  sqlite3_extended_result_codes(s->rdb, 1);
+  sqlite3_busy_timeout(s->rdb, 5000);
+  if (check_readable(s->rdb, s->path, err, errlen) != 0) goto fail;
+  return s;
+fail:
+  sqlite3_close(s->rdb);
+  free(s->path);
+  free(s);
+  return NULL;
+}
+
+/* A store opened read-only has no writer, lock or loop handle. */
+static void close_readonly(hk_store *s) {
+  hk_store_finalize_all(s);
+  sqlite3_close(s->rdb);
+  free(s->path);
+  free(s);
+}
+
 /* ---- the writer thread ---- */
 
 /* Takes every batch that is due. Blocks while there is none; returns NULL
@@ -534,6 +600,10 @@ static void close_async(uv_handle_t *h) { free(h->data); }
 
 void hk_store_close(hk_store *s) {
   if (s == NULL) return;
+  if (s->wdb == NULL) {
+    close_readonly(s);
+    return;
+  }
   uv_mutex_lock(&s->lock);
   s->stopping = 1;
   uv_cond_signal(&s->wake);

@@ -31,7 +31,16 @@ typedef void (*hk_store_done_cb)(hk_store_batch *b, int ok, void *ctx);
 hk_store *hk_store_open(uv_loop_t *loop, const char *data_dir, char *err,
                         size_t errlen);
 
-/* Commits what is queued, stops the writer and closes the database. */
+/* Opens data_dir/hookd.db for reading only, for tools that run beside a
+ * router (`hookd try --from-store`): no lock, no writer thread, nothing
+ * created or migrated. Only a store of exactly this build's schema is
+ * read. The read functions below work on it; nothing may be submitted.
+ * Returns NULL with the reason in err. */
+hk_store *hk_store_open_readonly(const char *data_dir, char *err,
+                                 size_t errlen);
+
+/* Commits what is queued, stops the writer and closes the database (a
+ * read-only store is just closed). */
 void hk_store_close(hk_store *s);
 
 const char *hk_store_path(const hk_store *s);
@@ -235,7 +244,13 @@ long hk_store_events_page(hk_store *s, double from, double to,
                           double after_date, int64_t after_id, long limit,
                           void (*cb)(void *ctx, const hk_event_row *row),
                           void *ctx);
-/* How many events such pages hold in all, or -1. */
+/* The same pages of every stored event, the types exports leave out
+ * too: the history as the router saw it. */
+long hk_store_history_page(hk_store *s, double from, double to,
+                           double after_date, int64_t after_id, long limit,
+                           void (*cb)(void *ctx, const hk_event_row *row),
+                           void *ctx);
+/* How many events hk_store_events_page's pages hold in all, or -1. */
 long hk_store_events_count(hk_store *s, double from, double to);
 /* Messages of hook with ids in [first, last] still in the outbox, or -1. */
 long hk_store_outbox_range(hk_store *s, const char *hook, int64_t first,

@@ -356,21 +356,15 @@ int hk_store_profile_deleted(hk_store *s, const char *list_id,
   return rc == SQLITE_ROW;
 }
 
-long hk_store_events_page(hk_store *s, double from, double to,
-                          double after_date, int64_t after_id, long limit,
-                          void (*cb)(void *ctx, const hk_event_row *row),
-                          void *ctx) {
-  sqlite3_stmt *st = rstmt(s, RD_EVENTS_PAGE);
+/* Calls cb for each event row (id, event_date, body) the bound statement
+ * gives. Returns how many, or -1 after logging a store error. */
+static long event_rows(hk_store *s, sqlite3_stmt *st,
+                       void (*cb)(void *ctx, const hk_event_row *row),
+                       void *ctx) {
   hk_event_row row;
   long n = 0;
   int rc;
 
-  if (st == NULL) return -1;
-  sqlite3_bind_double(st, 1, from);
-  sqlite3_bind_double(st, 2, to);
-  sqlite3_bind_double(st, 3, after_date);
-  sqlite3_bind_int64(st, 4, after_id);
-  sqlite3_bind_int64(st, 5, limit);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     row.id = sqlite3_column_int64(st, 0);
     row.event_date = sqlite3_column_double(st, 1);
@@ -380,6 +374,51 @@ long hk_store_events_page(hk_store *s, double from, double to,
     n++;
   }
   return rdone(s, st, rc) == 0 ? n : -1;
+}
+
+static void bind_page(sqlite3_stmt *st, double from, double to,
+                      double after_date, int64_t after_id, long limit) {
+  sqlite3_bind_double(st, 1, from);
+  sqlite3_bind_double(st, 2, to);
+  sqlite3_bind_double(st, 3, after_date);
+  sqlite3_bind_int64(st, 4, after_id);
+  sqlite3_bind_int64(st, 5, limit);
+}
+
+long hk_store_events_page(hk_store *s, double from, double to,
+                          double after_date, int64_t after_id, long limit,
+                          void (*cb)(void *ctx, const hk_event_row *row),
+                          void *ctx) {
+  sqlite3_stmt *st = rstmt(s, RD_EVENTS_PAGE);
+
+  if (st == NULL) return -1;
+  bind_page(st, from, to, after_date, after_id, limit);
+  return event_rows(s, st, cb, ctx);
+}
+
+/* Prepared for each page rather than kept: its only reader is a one-shot
+ * command, and a statement finalized after each page holds no read
+ * transaction between pages. */
+long hk_store_history_page(hk_store *s, double from, double to,
+                           double after_date, int64_t after_id, long limit,
+                           void (*cb)(void *ctx, const hk_event_row *row),
+                           void *ctx) {
+  static const char sql[] =
+      "SELECT id, event_date, body FROM events WHERE event_date >= ?1 AND "
+      "event_date < ?2 AND (event_date, id) > (?3, ?4) "
+      "ORDER BY event_date, id LIMIT ?5";
+  sqlite3_stmt *st = NULL;
+  long n;
+
+  if (sqlite3_prepare_v2(s->rdb, sql, -1, &st, NULL) != SQLITE_OK) {
+    hk_error("store", "path=%s read_failed=1 error=\"%s\"", s->path,
+             sqlite3_errmsg(s->rdb));
+    return -1;
+  }
+  bind_page(st, from, to, after_date, after_id, limit);
+  n = event_rows(s, st, cb, ctx);
+  sqlite3_finalize(st);
+  return n;
 }
 
 long hk_store_events_count(hk_store *s, double from, double to) {

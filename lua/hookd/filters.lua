@@ -2,10 +2,12 @@
 -- id filters, compiled once into lookup sets so matching an event costs a
 -- few table lookups. A hook's own filter() function is applied by the caller.
 
+local json = require "hookd.json"
+
 local M = {}
 
-local type, tonumber = type, tonumber
-local find, floor = string.find, math.floor
+local type, tonumber, tostring = type, tonumber, tostring
+local find, format, floor = string.find, string.format, math.floor
 
 -- The filter kinds and the event_data field each one looks at (resources
 -- also look at subscription[].resource_id).
@@ -102,6 +104,62 @@ function M.match(c, event)
   local res = c.resources
   if res and not resource_match(res, ed, event) then return false end
   return true
+end
+
+-- The kinds that look at one field of event_data, in the order match
+-- checks them (resources, which also look at subscriptions, come last).
+local DATA_KINDS = { "campaigns", "templates", "segments", "pixels" }
+
+local function shown(v)
+  if type(v) == "string" then return format("%q", v) end
+  if v == json.null then return "null" end
+  return tostring(v)
+end
+
+-- Which id filter keeps the event out, or nil. Same order as match.
+local function explain_filters(c, event, ed)
+  for i = 1, #DATA_KINDS do
+    local kind = DATA_KINDS[i]
+    local set, field = c[kind], M.KINDS[kind]
+    local v = ed and ed[field]
+    if set and not set[to_int(v)] then
+      if v == nil then
+        return format("%s filter: the event has no event_data.%s", kind,
+          field)
+      end
+      return format("%s filter: event_data.%s %s is not in the list", kind,
+        field, shown(v))
+    end
+  end
+  if c.resources and not resource_match(c.resources, ed, event) then
+    return "resources filter: neither event_data.resource_id nor a " ..
+      "subscription[].resource_id is in the list"
+  end
+  return nil
+end
+
+-- Why the event fails the static match: "<stage>: <detail>" naming the
+-- stage (actions, database, or the kind of id filter), or nil when it
+-- passes. For `hookd try` and a hook's examples; match stays lean for the
+-- hot path, so this repeats its checks rather than sharing them.
+function M.explain(c, event)
+  local et = event.event_type
+  if not c.actions[et] then
+    return format("actions: event_type %s is not one of the hook's actions",
+      shown(et))
+  end
+  local db = c.database
+  if db and to_int(event.list_id) ~= db then
+    if event.list_id == nil then
+      return format("database: the event has no list_id (the hook's " ..
+        "database is %d)", db)
+    end
+    return format("database: list_id %s is not the hook's database %d",
+      shown(event.list_id), db)
+  end
+  local ed = event.event_data
+  if type(ed) ~= "table" then ed = nil end
+  return explain_filters(c, event, ed)
 end
 
 return M

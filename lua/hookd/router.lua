@@ -11,6 +11,8 @@ local template = require "hookd.template"
 local catalog_mod = require "hookd.catalog"
 local guard = require "hookd.guard"
 local lookups = require "hookd.lookups"
+local examples = require "hookd.examples"
+local source = require "hookd.source"
 
 local M = {}
 
@@ -126,11 +128,19 @@ function M.set_catalog(text)
   return true
 end
 
--- Compiles, runs and validates a hook script. The result waits until the
--- core has also accepted its transport settings and calls commit. Returns
--- a description for the core ({name, active, send, settings_json}) or nil
--- and the error; a failure leaves the running version alone.
-function M.load(id, slot, chunkname, src)
+-- "file: message" of a settings problem as "file:line: message", the
+-- line being where the setting named by path is in the source.
+local function with_line(chunkname, src, err, path)
+  local prefix = chunkname .. ": "
+  if err:sub(1, #prefix) ~= prefix then return err end
+  return string.format("%s:%d: %s", chunkname,
+    path and source.key_line(src, path) or 1, err:sub(#prefix + 1))
+end
+
+-- Compiles, runs and validates a hook script. Returns the hook, not yet
+-- pending, or nil and "file:line: message".
+local function compile(id, slot, chunkname, src)
+  if src == "" then return nil, chunkname .. ":1: the file is empty" end
   local tbl, err, required = sandbox.run(id, chunkname, src,
     config.plugins_dir .. "/lib")
   if slot >= 0 then attempted[id] = required end -- not for `hookd try`
@@ -138,27 +148,129 @@ function M.load(id, slot, chunkname, src)
   if type(tbl) ~= "table" then
     return nil, chunkname .. ": the script must return a table of settings"
   end
-  local s
-  s, err = settings_mod.validate(tbl, {
+  local s, path
+  s, err, path = settings_mod.validate(tbl, {
     id = id, file = chunkname, destinations = config.destinations,
   })
-  if s == nil then return nil, err end
-  local hook = {
+  if s == nil then return nil, with_line(chunkname, src, err, path) end
+  return {
     id = id, slot = slot, settings = s, active = s.active,
     match = filters.compile(s), filter = s.filter, shape = s.shape,
     isolate = s.filter ~= nil or s.shape ~= nil,
     breaches = {}, suspended = false, requires = required,
   }
+end
+
+-- One event through one hook, for `hookd try` and the examples: what
+-- route_one does, but the outcome is returned rather than sent, and a
+-- drop says which stage made it. Returns "message" and its JSON text,
+-- "dropped" and why, or "error" and the error (file:line when Lua knows
+-- it). Nothing is emitted, counted or stored, and a CPU breach here never
+-- counts toward suspending the running version.
+local function trial(hook, event, build)
+  local why = filters.explain(hook.match, event)
+  if why then return "dropped", why end
+  local ctx = template.new_context(event, catalog)
+  if hook.isolate then event = deep_copy(event) end
+  if hook.filter then
+    local ok, keep = guard.call(hook.filter, first_line, event)
+    if not ok then return "error", keep .. " (in filter())" end
+    if not keep then return "dropped", "filter() returned false" end
+  end
+  local msg = build(hook.settings, event, ctx)
+  if hook.shape then
+    local ok, shaped = guard.call(hook.shape, first_line, msg, event)
+    if not ok then return "error", shaped .. " (in shape())" end
+    if not shaped then
+      return "dropped", "shape() returned " .. tostring(shaped)
+    end
+    msg = shaped
+  end
+  local ok, text = pcall(json.encode, msg)
+  if not ok then
+    return "error", hook.settings.file .. ": the message cannot be " ..
+      "encoded as JSON: " .. first_line(text)
+  end
+  return "message", text
+end
+
+-- The message of an example: the event alone decides it. Stored profiles
+-- and content are not looked up, so an example gives the same result in
+-- `hookd check` and in every router.
+local function example_message(settings, event, ctx)
+  return message.build(settings, event, ctx, nil, nil)
+end
+
+-- Why example t of a hook fails, or nil when it holds.
+local function run_example(hook, t)
+  local ok, text = pcall(json.encode, t.event)
+  if not ok then
+    return "the event cannot be encoded as JSON: " .. first_line(text)
+  end
+  return examples.verdict(t.expect, trial(hook, decode(text),
+    example_message))
+end
+
+-- Runs every example of the hook's tests setting. Returns the failures,
+-- each "file:line: tests[i]: why" with the line where the example starts.
+local function failing_examples(hook, chunkname, src)
+  local out, tests = {}, hook.settings.tests or {}
+  for i = 1, #tests do
+    local why = run_example(hook, tests[i])
+    if why then
+      out[#out + 1] = string.format("%s:%d: tests[%d]: %s", chunkname,
+        source.example_line(src, i), i, why)
+    end
+  end
+  return out
+end
+
+-- Compiles, runs and validates a hook script and runs its examples. The
+-- result waits until the core has also accepted its transport settings
+-- and calls commit. Returns a description for the core ({name, active,
+-- send, settings_json}) or nil and the error; a failure (a failing
+-- example too) leaves the running version alone.
+function M.load(id, slot, chunkname, src)
+  local hook, err = compile(id, slot, chunkname, src)
+  if hook == nil then return nil, err end
+  local s = hook.settings
   local shown, settings_json = pcall(json.encode, settings_mod.describe(s))
   if not shown then
     return nil, chunkname .. ": settings cannot be shown as JSON: " ..
       tostring(settings_json)
+  end
+  local failing = failing_examples(hook, chunkname, src)
+  if #failing > 0 then
+    -- One line, as logs and the API show it; `hookd check` lists them all.
+    local more = #failing - 1
+    return nil, failing[1] .. (more == 0 and "" or string.format(
+      " (and %d more failing example%s)", more, more == 1 and "" or "s"))
   end
   pending[id] = hook
   return {
     name = s.name, active = s.active, send = s.send,
     settings_json = settings_json,
   }
+end
+
+-- For `hookd check`: every problem of one hook file, each as
+-- "file:line: message" (or "file: message" when no line is known).
+-- view_json is the core's view of the hook after it tried to load the
+-- file (as GET /v1/hooks/{id} shows it), or "" when it loaded: it holds
+-- what only the core finds, transport settings it cannot use.
+function M.check(id, chunkname, src, view_json)
+  local hook, err = compile(id, -1, chunkname, src)
+  if hook == nil then return { err } end
+  local failing = failing_examples(hook, chunkname, src)
+  if #failing > 0 then return failing end
+  local view = view_json ~= "" and json.decode(view_json) or nil
+  err = type(view) == "table" and view.error
+  if type(err) ~= "string" then return {} end
+  if err:find("^" .. chunkname:gsub("%W", "%%%0") .. ":%d+:") then
+    return { err }
+  end
+  local msg = err:sub(#chunkname + 3)
+  return { with_line(chunkname, src, err, settings_mod.problem_path(msg)) }
 end
 
 -- Makes the pending version of id the running one (keep_new), or drops it.
@@ -508,36 +620,31 @@ function M.string_fields(text, ...)
   return out
 end
 
--- Runs one hook over event texts without sending anything. Returns one
--- line per event (the message as JSON, or why there is none), or nil and
--- the load error.
-function M.try(chunkname, src, events)
-  local id = chunkname:match("([^/]+)%.lua$") or chunkname
-  local lines, out = {}, nil
-  local real_emit, real_failed = emit, failed
-  emit = function(_, msg)
-    local ok, text = pcall(json.encode, msg)
-    out = ok and text or ("error: cannot encode message: " .. tostring(text))
-    return true
+-- The hook `hookd try` runs, once M.try has loaded it.
+local trying = nil
+
+-- For `hookd try`: compiles and validates the hook file (its examples are
+-- left to `hookd check`, so a hook can be tried while they fail).
+-- Returns {} or nil and the error.
+function M.try(chunkname, src)
+  local name = chunkname:match("([^/]+)$") or chunkname
+  local id = name:gsub("%.lua$", "")
+  local hook, err = compile(id, -1, chunkname, src)
+  if hook == nil then return nil, err end
+  trying = hook
+  return {}
+end
+
+-- For `hookd try`: runs the loaded hook over event texts without sending
+-- anything. Returns one line per event: the message as JSON, "dropped:
+-- <stage>: why" or "error: <file:line: message>".
+function M.try_events(events)
+  if trying == nil then return nil, "no hook loaded" end
+  local lines = {}
+  for i = 1, #events do
+    local status, value = trial(trying, decode(events[i]), live_message)
+    lines[i] = status == "message" and value or (status .. ": " .. value)
   end
-  failed = function(_, reason) out = "error: " .. reason end
-  local info, err = M.load(id, -1, chunkname, src)
-  local hook = pending[id]
-  pending[id] = nil
-  if info ~= nil then
-    for i = 1, #events do
-      local event = decode(events[i])
-      out = nil
-      if not filters.match(hook.match, event) then
-        out = "dropped: not captured by database, actions or filters"
-      elseif not route_one(hook, event, template.new_context(event, catalog)) then
-        out = out or "dropped: filter() returned false"
-      end
-      lines[i] = out or "dropped: shape() returned nil or false"
-    end
-  end
-  emit, failed = real_emit, real_failed
-  if info == nil then return nil, err end
   return lines
 end
 

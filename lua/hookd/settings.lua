@@ -180,6 +180,30 @@ local function want_function(v, key)
   return v
 end
 
+-- One example of the tests setting: an event and what the hook must make
+-- of it, a table the message must match or false for "dropped". The
+-- examples run when the hook loads (see router.lua).
+local function check_example(v, key)
+  want_table(v, key)
+  only_keys(v, { event = true, expect = true }, key .. ".")
+  local event, expect = v.event, v.expect
+  if event == nil then
+    bad("%s.event is required (the event, as a table of its fields)", key)
+  end
+  if type(event) ~= "table" or getmetatable(event) == array_mt or
+      (next(event) ~= nil and is_list(event)) then
+    bad("%s.event must be a table of event fields", key)
+  end
+  if expect == nil then
+    bad("%s.expect is required (a table the message must match, or false "
+      .. "for a dropped event)", key)
+  end
+  if expect ~= false and type(expect) ~= "table" then
+    bad("%s.expect must be a table or false", key)
+  end
+  return v
+end
+
 -- ---- send: destinations and transports ----
 
 local function known_destinations(dests)
@@ -493,8 +517,7 @@ local function check_top(tbl, ctx)
   if tbl.filter ~= nil then s.filter = want_function(tbl.filter, "filter") end
   if tbl.shape ~= nil then s.shape = want_function(tbl.shape, "shape") end
   if tbl.tests ~= nil then
-    if not is_list(tbl.tests) then bad("tests must be a list") end
-    s.tests = tbl.tests
+    s.tests = want_list(tbl.tests, "tests", check_example, true)
   end
   if tbl.description ~= nil then
     s.description = want_string(tbl.description, "description", true)
@@ -502,17 +525,30 @@ local function check_top(tbl, ctx)
   return s
 end
 
+-- The setting a problem message is about, as the dotted path it starts
+-- with ("send.url", "custom_data.cname", "tests[2].expect"), or nil when
+-- it names none. Used to find the setting's line in the hook's source.
+function M.problem_path(msg)
+  local quoted = msg:match("^unknown setting '([^']+)'")
+  if quoted then return quoted end
+  local path = msg:match("^([%a_][%w_]*[%w_.%[%]]*)")
+  if path and TOP[path:match("^[%w_]+")] then return path end
+  return nil
+end
+
 -- Validates a hook's settings table. ctx = {id =, file =, destinations =
 -- {name -> send table}}. Returns the normalized settings (defaults filled,
--- custom_data compiled, send merged with its destination), or nil and
--- "<file>: <message naming the key>". Only the first problem is reported.
+-- custom_data compiled, send merged with its destination), or nil,
+-- "<file>: <message naming the key>" and the key's path (see
+-- problem_path). Only the first problem is reported.
 function M.validate(tbl, ctx)
   suffix = ""
   local ok, r = pcall(check_top, tbl, ctx)
   suffix = ""
   if ok then return r end
   if getmetatable(r) ~= Problem then error(r, 0) end
-  return nil, format("%s: %s", ctx.file or ctx.id or "?", r.msg)
+  return nil, format("%s: %s", ctx.file or ctx.id or "?", r.msg),
+    M.problem_path(r.msg)
 end
 
 -- Validates one destination of main.json as the send settings of a hook

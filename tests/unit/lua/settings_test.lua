@@ -70,7 +70,8 @@ check("settings_all_top_level_keys_accepted", function()
     filters = { resources = { 3 }, campaigns = { 973 }, templates = { 17 },
       segments = { 41 }, pixels = { 9 } },
     profile_fields = { "email" }, custom_data = { c = "{{campaign_name}}" },
-    content = true, filter = f, shape = f, tests = { { event = {} } },
+    content = true, filter = f, shape = f,
+    tests = { { event = {}, expect = false } },
     description = "d" })
   eq(s.name, "CRM sync", "name")
   eq(s.active, false, "active")
