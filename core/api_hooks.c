@@ -319,6 +319,12 @@ static int check_event(hk_api *api, hk_http_request *req, const char *text,
   return -1;
 }
 
+/* Where the event is in the runtime's answer: {"ok", event, ...} or
+ * {"hook", reason, event}. */
+static size_t event_at(const hk_strlist *parts) {
+  return strcmp(parts->s[0], "hook") == 0 ? 2 : 1;
+}
+
 static void test_hook(hk_api *api, hk_http_request *req, const char *id) {
   const char *args[2] = {id, req->body ? req->body : ""};
   size_t lens[2] = {strlen(id), req->body_len};
@@ -336,8 +342,8 @@ static void test_hook(hk_api *api, hk_http_request *req, const char *id) {
     hk_api_error(req, 500, err, -1);
   } else if (strcmp(t->parts.s[0], "request") == 0) {
     hk_api_error(req, 400, t->parts.s[1], -1);
-  } else if (check_event(api, req, t->parts.s[t->parts.n > 2],
-                         t->parts.len[t->parts.n > 2]) != 0) {
+  } else if (check_event(api, req, t->parts.s[event_at(&t->parts)],
+                         t->parts.len[event_at(&t->parts)]) != 0) {
     /* answered */
   } else if (strcmp(t->parts.s[0], "hook") == 0) {
     hk_router_test_failed(api->router, id, t->parts.s[1]);

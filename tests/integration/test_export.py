@@ -242,6 +242,22 @@ class Export(harness.SinkTest):
                                             "to": "2026-10-02"})
         self.assertEqual(status, 409, doc)
 
+    def test_events_the_hook_fails_on_are_counted(self):
+        self.hookd = h = Hookd(
+            hooks={"x": hook_src(self.sink.url("/x")).replace(
+                "send = {", 'shape = function(m) if m.event_type == "open" '
+                'then error("no opens") end return m end,\n  send = {')},
+            config={"history_days": 3650})
+        h.post_events(month(90))
+        self.post("/activate")
+        self.export()
+        doc = self.wait_status("completed")
+        opens = sum(1 for e in month(90)[:90] if e["event_type"] == "open")
+        self.assertEqual(doc["failed"], opens)
+        _, dl = http("GET", h.base + "/v1/dead-letters?hook=x&limit=1000")
+        self.assertEqual(len([i for i in dl["items"]
+                              if i["kind"] == "event"]), opens)
+
     def test_no_history_kept_is_refused(self):
         self.hookd = h = Hookd(
             hooks={"x": hook_src(self.sink.url("/x"), active="true")},

@@ -98,7 +98,16 @@ class HookOps(harness.SinkTest):
                  ("DELETE", "/v1/hooks/a/export", "GET, POST"),
                  ("GET", "/v1/hooks/a/export/pause", "POST"),
                  ("POST", "/healthz", "GET"),
-                 ("GET", "/v1/events", "POST")]
+                 ("GET", "/v1/events", "POST"),
+                 ("PUT", "/metrics", "GET"),
+                 ("POST", "/v1/dead-letters", "GET"),
+                 ("GET", "/v1/dead-letters/5", "DELETE"),
+                 ("GET", "/v1/dead-letters/retry", "POST"),
+                 ("GET", "/v1/dead-letters/5/retry", "POST"),
+                 ("GET", "/v1/content", "POST"),
+                 ("POST", "/v1/profiles/1/p", "GET, PUT, DELETE"),
+                 ("POST", "/v1/catalog", "GET"),
+                 ("PATCH", "/v1/catalog/campaigns/1", "PUT, DELETE")]
         for method, path, allow in cases:
             status, _, headers = harness.http_full(method, h.base + path)
             self.assertEqual(status, 405, path)
@@ -154,6 +163,51 @@ class HookOps(harness.SinkTest):
                               {"id": "c", "name": "C"})[0], 409)
         self.assertEqual(post(h, "/v1/hooks/c/clone",
                               {"id": "d", "name": "D"})[0], 409)
+
+    def test_racing_clones_to_one_id_make_one_hook(self):
+        import concurrent.futures
+        h = self.start({"a": self.slow_hook()})
+
+        def clone(i):
+            return post(h, "/v1/hooks/a/clone",
+                        {"id": "race", "name": "r%d" % i})
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(clone, range(8)))
+        won = [doc for status, doc in answers if status == 201]
+        self.assertEqual(len(won), 1, answers)
+        self.assertEqual(sorted(status for status, _ in answers),
+                         [201] + [409] * 7)
+        self.assertEqual(h.hook("race")["name"], won[0]["name"])
+        time.sleep(0.4)
+        self.assertEqual(h.hook("race")["version"], 1)
+        self.assertEqual([f for f in os.listdir(h.plugins)
+                          if f.startswith("race")], ["race.lua"])
+
+    def test_clone_keeps_a_shebang_and_refuses_a_file_that_does_not_load(
+            self):
+        h = self.start({"a": "#!/usr/bin/env lua\n" + self.slow_hook()})
+        status, doc = post(h, "/v1/hooks/a/clone", {"id": "b", "name": "B"})
+        self.assertEqual((status, doc.get("state")), (201, "stopped"), doc)
+        h.write_hook("a", self.slow_hook(extra="x = = 1"))
+        h.wait_hook("a", lambda x: x["error"], "the failed reload")
+        status, doc = post(h, "/v1/hooks/a/clone", {"id": "c", "name": "C"})
+        self.assertEqual(status, 409, doc)
+        self.assertIn("does not load", doc["error"])
+        self.assertFalse(os.path.exists(os.path.join(h.plugins, "c.lua")))
+
+    def test_odd_parameters_are_refused(self):
+        h = self.start({"a": self.slow_hook()})
+        status, doc = post(h, "/v1/hooks/a/clone",
+                           {"id": "b", "name": "B", "extra": 1})
+        self.assertEqual(status, 400, doc)
+        self.assertIn("extra", doc["error"])
+        status, doc = http("DELETE", h.base + "/v1/hooks/a?discard=yes")
+        self.assertEqual(status, 400, doc)
+        self.assertEqual(h.hook("a")["state"], "running")
+        status, _, headers = harness.http_full("GET", h.base + "/v1/hooks",
+                                               headers={})
+        self.assertEqual(status, 200)
 
     def test_delete_keeps_queue_as_dead_letters(self):
         h = self.start({"a": self.slow_hook(), "b": self.slow_hook("/b")})
@@ -293,9 +347,16 @@ class TestSends(harness.SinkTest):
             status, doc = post(h, "/v1/hooks/a/test", body)
             self.assertEqual(status, 400, body)
             self.assertIn("error", doc)
+        for body in ({"event": {"event_type": "click"}},
+                     {"event": {"event_type": "click", "event_date": "nope"}},
+                     {"event_type": "click", "event": click(1)}):
+            status, doc = post(h, "/v1/hooks/a/test", body)
+            self.assertEqual(status, 400, body)
         status, doc = post(h, "/v1/hooks/a/test", {"event_type": "open"})
         self.assertEqual(status, 422, doc)
         self.assertIn("no opens", doc["error"])
+        self.assertEqual(h.counters("a")["test_failed"], 1)
+        h.wait_log("test_send=1 delivered=0")
         self.assertEqual(doc["event"]["event_type"], "open")
         status, doc = post(h, "/v1/hooks/a/test", {"event_type": "click"})
         self.assertEqual(status, 422, doc)
@@ -336,8 +397,11 @@ class Tokens(unittest.TestCase):
                              "Bearer s3cret-admin2", "Basic s3cret-admin",
                              "s3cret-admin"):
                     headers = {"Authorization": auth} if auth else {}
-                    status, doc = http(method, h.base + path, b"{}", headers)
+                    status, raw, resp = harness.http_full(
+                        method, h.base + path, b"{}", headers)
                     self.assertEqual(status, 401, (method, path, auth))
+                    self.assertEqual(resp.get("WWW-Authenticate"),
+                                     "Bearer")
             # The right token, in either case of the scheme, gets through.
             for scheme in ("Bearer", "bearer"):
                 status, _ = http("GET", h.base + "/v1/hooks", None,
