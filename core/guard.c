@@ -14,8 +14,8 @@
  * limit above where it stood when the call began is refused; LuaJIT then
  * raises "not enough memory" inside the hook's code, and the runtime
  * reports the memory limit. The limit is on what one call adds, so a
- * hook that keeps its data across calls is bounded call by call, not in
- * total. */
+ * hook that keeps its data across calls is bounded call by call; a
+ * second limit on the whole state bounds what all hooks keep together. */
 #include "guard.h"
 
 #include <errno.h>
@@ -36,7 +36,8 @@
 typedef struct hk_guard_state {
   volatile int32_t active;  /* 1 while hook code runs */
   volatile int32_t ticks;   /* CPU ticks since it started */
-  volatile int32_t tripped; /* 1: stopped for CPU; 2: for memory */
+  volatile int32_t tripped; /* 1: stopped for CPU; 2: for its memory;
+                               3: for the memory of all hooks */
   volatile int32_t calls;   /* bumped by the runtime at each call */
 } hk_guard_state;
 
@@ -49,6 +50,7 @@ static int limit_ms = 50;
 
 static size_t mem_total;      /* bytes the state holds */
 static size_t mem_limit = (size_t)64 << 20;
+static size_t mem_total_limit = (size_t)1 << 30; /* all of the state */
 static size_t mem_call_start; /* mem_total when the current call began */
 static int32_t mem_call_seen; /* guard_state.calls mem_call_start is of */
 
@@ -65,10 +67,12 @@ static int over_limit(size_t grow) {
   }
   /* Written so that memory freed during the call (mem_total below its
    * start) cannot wrap the unsigned arithmetic. */
-  if (guard_state.tripped != 2 &&
-      mem_total + grow <= mem_call_start + mem_limit)
+  if (guard_state.tripped < 2 &&
+      mem_total + grow <= mem_call_start + mem_limit &&
+      mem_total + grow <= mem_total_limit)
     return 0;
-  guard_state.tripped = 2;
+  if (guard_state.tripped < 2)
+    guard_state.tripped = mem_total + grow > mem_total_limit ? 3 : 2;
   return 1;
 }
 
@@ -102,9 +106,11 @@ lua_State *hk_guard_new_state(void) {
 
 size_t hk_guard_memory(void) { return mem_total; }
 
-void hk_guard_set_limits(int cpu_ms, size_t memory_bytes) {
+void hk_guard_set_limits(int cpu_ms, size_t memory_bytes,
+                         size_t total_bytes) {
   if (cpu_ms > 0) limit_ms = cpu_ms;
   if (memory_bytes > 0) mem_limit = memory_bytes;
+  if (total_bytes > 0) mem_total_limit = total_bytes;
 }
 
 /* ---- CPU ---- */

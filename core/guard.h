@@ -19,8 +19,10 @@ int hk_guard_start(lua_State *L, const char *lua_dir);
 void hk_guard_stop(lua_State *L);
 
 /* The limits of one call of hook code: CPU milliseconds, and bytes it may
- * add to the state's memory. Defaults: 50 ms and 64 MiB. */
-void hk_guard_set_limits(int cpu_ms, size_t memory_bytes);
+ * add to the state's memory; and the bytes hook code may take the whole
+ * state to. Defaults: 50 ms, 64 MiB and 1 GiB. */
+void hk_guard_set_limits(int cpu_ms, size_t memory_bytes,
+                         size_t total_bytes);
 
 /* Bytes the Lua state holds now. */
 size_t hk_guard_memory(void);

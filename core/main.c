@@ -69,7 +69,8 @@ static int app_configure(app *a, const char *config_path) {
     goto fail;
   hk_log_min_level = hk_log_level_parse(a->cfg.log_level);
   hk_guard_set_limits(a->cfg.hook_cpu_limit_ms,
-                      (size_t)a->cfg.hook_memory_limit_mb << 20);
+                      (size_t)a->cfg.hook_memory_limit_mb << 20,
+                      (size_t)a->cfg.lua_memory_limit_mb << 20);
   if (a->cfg.catalog == NULL) return 0;
   text = hk_read_file(a->cfg.catalog, &len);
   if (text == NULL) {

@@ -40,6 +40,8 @@ local KEYS = {
   hook_cpu_limit_ms = {kind = "integer", default = 50, min = 1, max = 60000},
   hook_memory_limit_mb = {kind = "integer", default = 64, min = 1,
     max = 65536},
+  lua_memory_limit_mb = {kind = "integer", default = 1024, min = 16,
+    max = 1048576},
   max_connections = {kind = "integer", default = 1024, min = 1, max = 65535},
   request_timeout_sec = {kind = "number", default = 60, min = 1, max = 3600},
 }

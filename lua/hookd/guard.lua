@@ -22,6 +22,8 @@ local state = ptr and ffi.cast("hk_guard_state *", ptr)
 -- The reason given when a call was stopped for memory (set by the core
 -- from main.json).
 M.memory_reason = "used more memory in one call than its limit allows"
+M.total_memory_reason = "the hooks together would use more memory than " ..
+  "lua_memory_limit_mb allows"
 
 -- Marks the hook's code finished inside the protected call, so the guard
 -- can never raise its error outside it.
@@ -44,6 +46,7 @@ function M.call(fn, handler, a, b)
   state.active = 0
   local tripped = state.tripped
   if tripped == 2 then r = M.memory_reason end
+  if tripped == 3 then r = M.total_memory_reason end
   return ok, r, tripped ~= 0
 end
 

@@ -13,6 +13,7 @@ local guard = require "hookd.guard"
 local lookups = require "hookd.lookups"
 local examples = require "hookd.examples"
 local source = require "hookd.source"
+local pipeline = require "hookd.pipeline"
 
 local M = {}
 
@@ -60,6 +61,9 @@ function M.configure(text, config_dir)
   config = cfg
   guard.memory_reason = string.format(
     "used more than %d MiB of memory in one call", cfg.hook_memory_limit_mb)
+  guard.total_memory_reason = string.format(
+    "the hooks together would use more than %d MiB of memory " ..
+    "(lua_memory_limit_mb)", cfg.lua_memory_limit_mb)
   return cfg
 end
 
@@ -172,19 +176,14 @@ local function trial(hook, event, build)
   if why then return "dropped", why end
   local ctx = template.new_context(event, catalog)
   if hook.isolate then event = deep_copy(event) end
-  if hook.filter then
-    local ok, keep = guard.call(hook.filter, first_line, event)
-    if not ok then return "error", keep .. " (in filter())" end
-    if not keep then return "dropped", "filter() returned false" end
-  end
-  local msg = build(hook.settings, event, ctx)
-  if hook.shape then
-    local ok, shaped = guard.call(hook.shape, first_line, msg, event)
-    if not ok then return "error", shaped .. " (in shape())" end
-    if not shaped then
-      return "dropped", "shape() returned " .. tostring(shaped)
-    end
-    msg = shaped
+  local status, msg, where = pipeline.run(hook, event, ctx, build)
+  if status == "filtered" then
+    return "dropped", "filter() returned false"
+  elseif status == "dropped" then
+    return "dropped", "shape() returned " .. tostring(msg)
+  elseif status == "error" then
+    return "error", msg .. (where == "message"
+      and " (while building the message)" or " (in " .. where .. "())")
   end
   local ok, text = pcall(json.encode, msg)
   if not ok then
@@ -202,7 +201,23 @@ local function example_message(settings, event, ctx)
 end
 
 -- Why example t of a hook fails, or nil when it holds.
+-- Why an example's event is one ingest would refuse, or nil.
+local function bad_event(e)
+  local et = rawget(e, "event_type")
+  if type(et) ~= "string" or #et == 0 or #et > 128 or
+      not et:match("^[%w_%-%.]+$") then
+    return "event_type must be 1-128 letters, digits, _ - ."
+  end
+  local date = rawget(e, "event_date")
+  if type(date) ~= "string" or not core.parse_time(date) then
+    return "event_date must be an RFC 3339 time as a string"
+  end
+  return nil
+end
+
 local function run_example(hook, t)
+  local why = bad_event(t.event)
+  if why then return "the event would be refused by ingest: " .. why end
   local ok, text = pcall(json.encode, t.event)
   if not ok then
     return "the event cannot be encoded as JSON: " .. first_line(text)
@@ -291,6 +306,7 @@ function M.unload(id)
   hooks[id] = nil
   attempted[id] = nil
   rebuild_order()
+  collectgarbage("collect") -- as after a reload (see M.commit)
 end
 
 -- True when set (module paths) holds any key of wanted.
@@ -345,49 +361,15 @@ local function note_breach(hook)
   if #kept >= BREACH_LIMIT and not hook.suspended then
     hook.suspended = true
     core.suspended(hook.slot, string.format(
-      "its code ran over the CPU limit %d times within %d s",
+      "its code ran over the CPU limit or a memory limit %d times " ..
+      "within %d s",
       BREACH_LIMIT, BREACH_WINDOW))
   end
 end
 
 local id_key = catalog_mod.id_key
 
--- A value that keys a Kafka message: strings as they are, integers in
--- decimal; nil (no key) for anything else.
-local function key_text(v)
-  if type(v) == "string" then return v end
-  if type(v) == "number" or type(v) == "userdata" then
-    return id_key(v) or (v ~= json.null and tostring(v) or nil)
-  end
-  return nil
-end
-
-local function field_at(event, path)
-  local v = event
-  for part in path:gmatch("[^.]+") do
-    if type(v) ~= "table" then return nil end
-    v = v[part]
-  end
-  return v
-end
-
--- Where a broker message goes, and its key: a queue (the hook's, or one
--- named after the event type), an exchange routing key
--- "<list_id>.<event_type>" ("none" for an event without a database), or
--- a Kafka topic and key. nil for HTTP hooks.
-local function destination(send, event)
-  local t, et = send.type, event.event_type
-  if t == "rabbitmq_queue" then
-    return send.queue ~= "" and send.queue or et
-  elseif t == "rabbitmq_exchange" then
-    return (id_key(event.list_id) or "none") .. "." .. et
-  elseif t == "kafka" then
-    local key = send.key and key_text(field_at(event, send.key)) or nil
-    return send.topic ~= "" and send.topic or et, key
-  end
-  return nil
-end
-M.destination = destination
+M.destination = pipeline.destination
 
 -- Runs the hook's own functions and the standard message builder for one
 -- event; the message or the failure goes to the core. Returns true when the
@@ -414,41 +396,31 @@ local function export_message(settings, event, ctx)
   return message.build(s, bare, ctx, null_field, nil)
 end
 
--- custom_data, content and shape() for one event. Returns the message;
--- false when shape() dropped it; or nil and why the hook failed.
-local function make_message(hook, event, ctx, build)
-  local msg = build(hook.settings, event, ctx)
-  if not hook.shape then return msg end
-  local ok, shaped, stopped = guard.call(hook.shape, first_line, msg, event)
-  if not ok then
-    if stopped then note_breach(hook) end
-    return nil, "shape: " .. shaped
-  end
-  return shaped or false -- nil or false: dropped
-end
+-- What a failure's reason starts with, by the stage it happened in.
+local STAGE = {
+  filter = "filter: ", shape = "shape: ", message = "message: ",
+}
 
--- text is the event as it came, kept as a dead letter when the hook's
--- code fails on it.
+-- Runs the hook over one event (see pipeline.lua); the message or the
+-- failure goes to the core. Returns true when the event passed the hook's
+-- filter (it counts as matched), false otherwise. text is the event as it
+-- came, kept as a dead letter when the hook's code fails on it.
 local function route_one(hook, event, ctx, build, text)
   if hook.isolate then event = deep_copy(event) end
-  if hook.filter then
-    local ok, keep, stopped = guard.call(hook.filter, first_line, event)
-    if not ok then
-      failed(hook.slot, "filter: " .. keep, text)
-      if stopped then note_breach(hook) end
-      return false
+  local status, a, b, c = pipeline.run(hook, event, ctx,
+    build or live_message)
+  if status == "message" then
+    local sent, err = emit(hook.slot, a, b, c)
+    if not sent then
+      failed(hook.slot, "cannot encode message: " .. err, text)
     end
-    if not keep then return false end
+    return true
+  elseif status == "error" then
+    failed(hook.slot, STAGE[b] .. a, text)
+    if c then note_breach(hook) end
+    return b ~= "filter"
   end
-  local msg, why = make_message(hook, event, ctx, build or live_message)
-  if msg == nil then failed(hook.slot, why, text) end
-  if not msg then return true end
-  local sent, err = emit(hook.slot, msg, destination(hook.settings.send,
-    event))
-  if not sent then
-    failed(hook.slot, "cannot encode message: " .. err, text)
-  end
-  return true
+  return status == "dropped"
 end
 
 -- Routes a batch of event texts through every active hook. Each event is
@@ -577,15 +549,18 @@ function M.test_message(id, body)
   local event_text = json.encode(event)
   event = decode(event_text)
   if hook.isolate then event = deep_copy(event) end
-  local msg, why = make_message(hook, event,
-    template.new_context(event, catalog), live_message)
-  if msg == false then why = "shape() returned nil or false: nothing sent" end
-  if not msg then return { "hook", why, event_text } end
+  local status, msg, route, key = pipeline.run(hook, event,
+    template.new_context(event, catalog), live_message, true)
+  if status == "dropped" then
+    return { "hook", "shape() returned nil or false: nothing sent",
+      event_text }
+  elseif status == "error" then
+    return { "hook", STAGE[route] .. msg, event_text }
+  end
   local ok, text = pcall(json.encode, msg)
   if not ok then
     return { "hook", "cannot encode message: " .. tostring(text), event_text }
   end
-  local route, key = destination(hook.settings.send, event)
   return { "ok", event_text, text, route or "", key or "", key and "1" or "0" }
 end
 

@@ -18,17 +18,66 @@ local SAFE_GLOBALS = {
   "rawset", "rawlen", "setmetatable",
 }
 
--- What hooks get as the json module: the codec without internals.
+-- What hooks get as the json module: the codec without internals. Each
+-- hook gets a copy of its own, so that no hook can replace a function of
+-- it for the others.
 local hook_json = {
   decode = json.decode, encode = json.encode, null = json.null,
   array = json.array, object = json.object, is_array = json.is_array,
 }
 
--- Strings share one metatable; a hook must not reach it to change the
--- string library for every other hook.
+-- Metatables every hook's values share: the string library's, and the
+-- codec's for arrays, objects and number literals. A hook that reached
+-- one could change how every other hook's events read or encode, so
+-- getmetatable answers nil for them.
+local SHARED_MT = {
+  [getmetatable("")] = true, [json.array_mt] = true,
+  [json.object_mt] = true, [json.number_mt] = true,
+}
+
 local function safe_getmetatable(v)
-  if type(v) == "string" then return nil end
-  return getmetatable(v)
+  local mt = getmetatable(v)
+  if mt ~= nil and SHARED_MT[mt] then return nil end
+  return mt
+end
+
+-- The bytecode of a function is of no use without a loader, which hooks
+-- do not get; it is removed from the shared string library too, since
+-- ("").dump reaches it through the strings' metatable.
+string.dump = nil
+
+-- A copy of what a hook returned, made with raw reads only: the router
+-- must not run a metamethod of the hook outside the guard (an __index
+-- that loops would stall everything). Tables keep only the codec's own
+-- metatables; a cycle or a very deep table is an error.
+local MAX_DEPTH = 64
+
+local function plain(v, depth, seen)
+  if type(v) ~= "table" then return v end
+  if seen[v] then error("the settings contain a cycle", 0) end
+  if depth > MAX_DEPTH then error("the settings nest too deeply", 0) end
+  seen[v] = true
+  local out, k, item = {}, next(v)
+  while k ~= nil do
+    local kt = type(k)
+    if kt ~= "string" and kt ~= "number" and kt ~= "boolean" then
+      error("a settings key must be a string or a number", 0)
+    end
+    out[k] = plain(item, depth + 1, seen)
+    k, item = next(v, k)
+  end
+  seen[v] = nil
+  local mt = getmetatable(v)
+  if mt == json.array_mt or mt == json.object_mt then
+    setmetatable(out, mt)
+  end
+  return out
+end
+
+function M.plain(v)
+  local ok, out = pcall(plain, v, 1, {})
+  if ok then return out end
+  return nil, out
 end
 
 local function make_log(hook_id)
@@ -80,7 +129,7 @@ local function make_require(env, lib_dir, loaded, required)
     if type(name) ~= "string" or not valid_name(name) then
       error("require: invalid module name " .. tostring(name), 2)
     end
-    if name == "json" then return hook_json end
+    if name == "json" then return env.json end
     if loaded[name] == LOADING then
       error("require '" .. name .. "': the module requires itself " ..
         "(directly or through other modules)", 2)
@@ -119,7 +168,7 @@ function M.new_env(hook_id, lib_dir)
   base.math = copy(math)
   base.os = {time = os.time, date = os.date, clock = os.clock}
   base.bit = copy(require "bit")
-  base.json = hook_json
+  base.json = copy(hook_json)
   base.getmetatable = safe_getmetatable
   base.log = make_log(hook_id)
   base.print = base.log
@@ -146,8 +195,15 @@ function M.run(hook_id, chunkname, src, lib_dir)
   if chunk == nil then return nil, err, required end
   setfenv(guard.prepare(chunk), env)
   local ok, result = guard.call(chunk, tostring)
-  if not ok then return nil, result, required end
-  return result, nil, required
+  if not ok then
+    if not tostring(result):find(chunkname, 1, true) then
+      result = chunkname .. ": " .. tostring(result)
+    end
+    return nil, result, required
+  end
+  local settings, err = M.plain(result)
+  if err then return nil, chunkname .. ": " .. err, required end
+  return settings, nil, required
 end
 
 return M

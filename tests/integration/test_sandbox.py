@@ -5,6 +5,7 @@ while another hook keeps delivering; failed events kept as dead letters
 with the script version; and reloads that give their memory back."""
 
 import json
+import os
 import re
 import time
 import unittest
@@ -33,6 +34,10 @@ ESCAPES = {
     "module": "type(module)",
     "newproxy": "type(newproxy)",
     "string_dump": "type(string.dump)",
+    "string_dump_via_string": "type((\"\").dump)",
+    "codec_object_mt": "type(getmetatable(json.object({})))",
+    "codec_array_mt": "type(getmetatable(json.array({})))",
+    "event_mt": "type(getmetatable(message.event_data))",
     "string_mt": "type(getmetatable(''))",
     "require_ffi": "(pcall(require, 'ffi')) and 'loaded' or 'refused'",
     "require_io": "(pcall(require, 'io')) and 'loaded' or 'refused'",
@@ -94,6 +99,91 @@ class Sandbox(harness.SinkTest):
         [m] = self.sink.wait_messages("/b", 1)
         self.assertEqual((m["upper"], m["concat"], m["floor"], m["shared"]),
                          ("OK", "xy", 2, "nil"))
+
+    def test_one_hook_cannot_change_the_json_module_of_another(self):
+        self.start({
+            "a": http_hook(self.sink.url("/a"), extra="""
+  filter = function(e)
+    json.encode = function() return '"pwned"' end
+    json.decode = nil
+    return true
+  end,"""),
+            "b": http_hook(self.sink.url("/b"), extra="""
+  shape = function(m)
+    local j = require "json"
+    m.enc = json.encode({x = 1})
+    m.same = j == json
+    return m
+  end,""")})
+        self.hookd.post_events([click(1)])
+        [m] = self.sink.wait_messages("/b", 1)
+        self.assertEqual((json.loads(m["enc"]), m["same"]), ({"x": 1}, True))
+
+    def test_metamethods_of_a_hook_never_run_outside_its_limits(self):
+        loop = "function() while true do end end"
+        h = self.start({
+            "good": http_hook(self.sink.url("/good")),
+            # Settings behind a metatable: read raw, the loop never runs.
+            "mt": "return setmetatable({database = 'all', actions = "
+                  "{'click'}, send = {type = 'http', url = %s, batch_size "
+                  "= 1, timeout_sec = 0.1}}, {__index = %s, __pairs = %s})"
+                  % (json.dumps(self.sink.url("/mt")), loop, loop),
+            # A filter leaving a looping __index on its event copy.
+            "trap": http_hook(self.sink.url("/trap"), extra="""
+  filter = function(e)
+    setmetatable(e, {__index = %s})
+    return true
+  end,""" % loop)})
+        t0 = time.monotonic()
+        events = [click(i) for i in range(3)]
+        for e in events:
+            del e["custom_data"]  # so the message builder looks further
+        h.post_events(events)
+        self.sink.wait_messages("/good", 3)
+        self.sink.wait_messages("/mt", 3)
+        h.wait_hook("trap", lambda x: x["counters"]["failed"] == 3, "failed")
+        self.assertLess(time.monotonic() - t0, 5)
+        line = h.wait_log("hook=trap version=1 dest")
+        self.assertRegex(line, "message: .*ran longer than")
+        self.assertEqual(http("GET", h.base + "/healthz")[0], 200)
+
+    def test_a_hook_cannot_reach_the_codecs_shared_metatables(self):
+        h = self.start({"good": http_hook(self.sink.url("/good"))})
+        h.write_hook("evil", http_hook(self.sink.url("/evil"), extra="""
+  x = (function() getmetatable(json.object({})).__index =
+    function() while true do end end end)(),"""))
+        doc = h.wait_hook("evil", lambda x: x["error"], "evil refused")
+        self.assertEqual(doc["state"], "broken")
+        self.assertIn("nil value", doc["error"])
+        h.post_events([click(1)])
+        self.sink.wait_messages("/good", 1)
+
+    def test_all_hooks_together_are_bounded(self):
+        h = self.start({
+            "good": http_hook(self.sink.url("/good")),
+            "hoard": """local kept = {}
+""" + http_hook(self.sink.url("/hoard"), extra="""
+  filter = function(e) kept[#kept + 1] = string.rep("k", 6 * 1024 * 1024)
+    .. #kept return true end,""")},
+            lua_memory_limit_mb=48)
+        h.post_events([click(i) for i in range(20)])
+        self.sink.wait_messages("/good", 20)
+        h.wait_hook("hoard", lambda x: x["counters"]["failed"] >= 10,
+                    "hoard stopped")
+        self.assertIn("lua_memory_limit_mb", "".join(h.drain_log()))
+        self.assertLess(self.lua_memory(), 64 << 20)
+
+    def test_removing_a_hook_gives_its_memory_back(self):
+        src = """local big = {}
+for i = 1, 200000 do big[i] = string.rep("z", 100) .. i end
+""" + http_hook(self.sink.url("/m"), extra="""
+  shape = function(m) m.size = #big return m end,""")
+        h = self.start({"m": src, "good": http_hook(self.sink.url("/g"))},
+                       hook_cpu_limit_ms=5000, hook_memory_limit_mb=256)
+        self.assertGreater(self.lua_memory(), 20e6)
+        os.remove(os.path.join(h.plugins, "m.lua"))
+        h.wait_log("hook=m removed=1")
+        self.assertLess(self.lua_memory(), 10e6)
 
     def assert_stopped(self, extra, want, **config):
         h = self.start({"bad": http_hook(self.sink.url("/bad"), extra=extra),

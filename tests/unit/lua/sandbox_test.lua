@@ -4,6 +4,8 @@
 -- bytecode is refused for modules and hooks, and bad names and loops fail
 -- with a clear message.
 
+-- Kept before the sandbox module removes it from the string library.
+local dump = string.dump
 local sandbox = require "hookd.sandbox"
 local testing = require "testing"
 
@@ -47,7 +49,7 @@ module("uses_global.lua", "leak = 1 return {}")
 module("broken.lua", "return {")
 module("loop_a.lua", "return require 'loop_b'")
 module("loop_b.lua", "return require 'loop_a'")
-module("bytecode.lua", string.dump(function() return 1 end))
+module("bytecode.lua", dump(function() return 1 end))
 module("fails.lua", "error('module failed on purpose')")
 
 check("sandbox_require_loads_module_in_hook_env", function()
@@ -101,7 +103,7 @@ check("sandbox_require_refuses_bytecode_module", function()
 end)
 
 check("sandbox_refuses_bytecode_hook", function()
-  local r, err = run(string.dump(function() return {} end))
+  local r, err = run(dump(function() return {} end))
   eq(r, nil, "result")
   has(err, { "h.lua", "precompiled bytecode is refused" })
 end)
@@ -146,4 +148,9 @@ return function() return require("plain").answer end]])
   eq(keys(required), "", "nothing yet")
   eq(r(), 42, "late require works")
   eq(keys(required), "plain.lua", "recorded when it ran")
+end)
+
+check("sandbox_removes_string_dump_everywhere", function()
+  eq(string.dump, nil, "string.dump")
+  eq(("").dump, nil, "reached through a string")
 end)

@@ -1,0 +1,108 @@
+-- One hook's work on one event: its filter(), the message, its shape(),
+-- and where the message goes. For a hook with code of its own, all of it
+-- runs under the guard (see guard.lua): its functions, and any metamethod
+-- they left on the event or the message that the message builder then
+-- meets, count against the hook's CPU and memory limits, so none of it
+-- can stall the router or the other hooks.
+local guard = require "hookd.guard"
+local json = require "hookd.json"
+local catalog_mod = require "hookd.catalog"
+
+local M = {}
+
+local type, tostring, rawget = type, tostring, rawget
+local id_key = catalog_mod.id_key
+
+-- A value that keys a Kafka message: strings as they are, integers in
+-- decimal; nil (no key) for anything else.
+local function key_text(v)
+  if type(v) == "string" then return v end
+  if type(v) == "number" or type(v) == "userdata" then
+    return id_key(v) or (v ~= json.null and tostring(v) or nil)
+  end
+  return nil
+end
+
+local function field_at(event, path)
+  local v = event
+  for part in path:gmatch("[^.]+") do
+    if type(v) ~= "table" then return nil end
+    v = rawget(v, part)
+  end
+  return v
+end
+
+-- Where a broker message goes, and its key: a queue (the hook's, or one
+-- named after the event type), an exchange routing key
+-- "<list_id>.<event_type>" ("none" for an event without a database), or
+-- a Kafka topic and key. nil for HTTP hooks.
+function M.destination(send, event)
+  local t, et = send.type, rawget(event, "event_type")
+  if t == "rabbitmq_queue" then
+    return send.queue ~= "" and send.queue or et
+  elseif t == "rabbitmq_exchange" then
+    return (id_key(rawget(event, "list_id")) or "none") .. "." .. et
+  elseif t == "kafka" then
+    local key = send.key and key_text(field_at(event, send.key)) or nil
+    return send.topic ~= "" and send.topic or et, key
+  end
+  return nil
+end
+
+local function first_line(err)
+  return (tostring(err):gsub("\n.*", ""))
+end
+
+-- The call in progress, passed through upvalues rather than a closure so
+-- that the hot path allocates nothing.
+local cur_hook, cur_event, cur_ctx, cur_build, cur_skip
+local stage, out_msg, out_route, out_key
+
+local function work()
+  local hook, event = cur_hook, cur_event
+  stage = "filter"
+  if hook.filter and not cur_skip and not hook.filter(event) then
+    return "filtered"
+  end
+  stage = "message"
+  local msg = cur_build(hook.settings, event, cur_ctx)
+  if hook.shape then
+    stage = "shape"
+    msg = hook.shape(msg, event)
+    if not msg then
+      out_msg = msg
+      return "dropped"
+    end
+    stage = "message"
+  end
+  out_route, out_key = M.destination(hook.settings.send, event)
+  out_msg = msg
+  return "message"
+end
+
+-- Runs hook over event (ctx: its template context; build(settings, event,
+-- ctx) makes the message; skip_filter for a test send). Returns
+--   "message", msg, route, key;
+--   "filtered" when filter() said no;
+--   "dropped", value when shape() returned nil or false;
+--   "error", reason, stage ("filter", "shape" or "message"), and true
+--   when the guard stopped the code.
+function M.run(hook, event, ctx, build, skip_filter)
+  local ok, r, stopped
+  cur_hook, cur_event, cur_ctx, cur_build = hook, event, ctx, build
+  cur_skip = skip_filter
+  if hook.isolate then
+    ok, r, stopped = guard.call(work, first_line)
+  else
+    ok, r = true, work()
+  end
+  cur_hook, cur_event, cur_ctx, cur_build = nil, nil, nil, nil
+  local msg, route, key = out_msg, out_route, out_key
+  out_msg, out_route, out_key = nil, nil, nil
+  if not ok then return "error", r, stage, stopped end
+  if r == "message" then return r, msg, route, key end
+  if r == "dropped" then return r, msg end
+  return r
+end
+
+return M
