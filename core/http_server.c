@@ -38,6 +38,8 @@
 #define HK_HTTP_ACCEPT_BATCH 64     /* connections taken per wake-up */
 #define HK_HTTP_ACCEPT_PAUSE_MS 100 /* when accept cannot make progress */
 #define HK_HTTP_MAX_REFUSING 64     /* 503 answers at the limit in flight */
+#define HK_HTTP_EVICT_PEEKS 16      /* idle ones found with input waiting
+                                       before an eviction gives up */
 #define HK_HTTP_LOG_EVERY_MS 1000   /* one line per kind and second */
 
 #define HK_HTTP_LIMIT_MSG "too many connections, try again later"
@@ -1088,19 +1090,35 @@ static int conn_open(hk_http_server *s, hk_conn *c, int fd) {
   return -1;
 }
 
+/* Whether bytes from c's client wait in the kernel, not yet read: its
+ * next request may be there, which a close would lose (and turn into a
+ * reset). Such a connection is busy in all but name. */
+static int conn_has_unread(const hk_conn *c) {
+  uv_os_fd_t fd;
+  char ch;
+
+  if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) return 0;
+  return recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 /* Makes room at the limit by closing the connection idle longest. Were
  * idle ones kept instead, a few clients that connect and say nothing, or
  * hold keep-alive connections open, could lock everyone else out. An idle
  * connection loses nothing by the close: its client reconnects when it
  * has something to ask. Returns 1 when one was closed, 0 when every
- * connection is busy. */
+ * connection is busy (or, past a few, has input waiting to be read). */
 static int server_evict_idle(hk_http_server *s) {
-  hk_conn *c = s->idle_head;
+  hk_conn *c, *next;
+  int peeked = 0;
 
-  /* The queue holds idle connections only; this just makes sure. */
-  while (c != NULL && !conn_is_idle(c)) {
-    idle_unlink(c);
-    c = s->idle_head;
+  for (c = s->idle_head; c != NULL; c = next) {
+    next = c->idle_next;
+    if (!conn_is_idle(c))
+      idle_unlink(c); /* the queue holds idle ones only: makes sure */
+    else if (!conn_has_unread(c))
+      break;
+    else if (++peeked >= HK_HTTP_EVICT_PEEKS)
+      return 0;
   }
   if (c == NULL) return 0;
   s->evicted++;

@@ -30,6 +30,7 @@
   } while (0)
 
 #define MAX_RESP 4
+#define STALL_MS 300 /* how long the handler blocks the loop for /stall */
 #define BIG_ANSWER (32 * 1024) /* body of the answer to /big/... */
 
 /* ---- harness: server on the main thread, client on a second thread ---- */
@@ -166,6 +167,12 @@ static void test_handler(hk_http_request *req, void *data) {
 
   capture_request(h, req);
   atomic_fetch_add(&h->calls, 1);
+  if (strcmp(req->path, "/stall") == 0) {
+    /* The loop sees nothing meanwhile: clients can line up events. */
+    struct timespec ts = {0, STALL_MS * 1000000L};
+
+    nanosleep(&ts, NULL);
+  }
   if (h->mode == ANSWER_NOW) {
     answer(req);
     return;
@@ -1347,10 +1354,11 @@ static void http_first_byte_wait_capped_by_head_timeout(void) {
 }
 
 /* max_connections 4: two connections busy with bodies still arriving,
- * opened first and quiet since, then two keep-alive ones served and now
- * between requests. New busy clients take the keep-alive ones' places,
- * the one idle longest first, and never a busy one's; with all four busy
- * the next is refused, and the busy ones are all served in the end. */
+ * opened first and quiet since, then two keep-alive ones between
+ * requests, k1 served last. New busy clients take the keep-alive ones'
+ * places, the one idle longest (k2) first, and never a busy one's; with
+ * all four busy the next is refused, and the busy ones are all served in
+ * the end. */
 static void evict_order_client(harness *h) {
   int b1 = open_busy(h), b2 = open_busy(h), k1 = tcp_connect(h->port);
   int k2 = tcp_connect(h->port), n1 = -1, n2 = -1, n3 = -1;
@@ -1359,12 +1367,14 @@ static void evict_order_client(harness *h) {
   if (b1 < 0 || b2 < 0 || k1 < 0 || k2 < 0) goto done;
   h->codes[0] = fd_exchange(k1, get_kept);
   h->codes[1] = fd_exchange(k2, get_kept);
+  /* k1 is idle again after k2 now, though it went idle first before. */
+  h->codes[10] = fd_exchange(k1, get_kept);
   if (wait_conns(h, 4, 2) != 0 || (n1 = open_busy(h)) < 0) goto done;
   if (wait_conns(h, 4, 1) != 0) goto done;
-  h->codes[2] = closed_within(k1, 2000);
-  h->codes[3] = closed_within(k2, 0);
+  h->codes[2] = closed_within(k2, 2000);
+  h->codes[3] = closed_within(k1, 0);
   if ((n2 = open_busy(h)) < 0 || wait_conns(h, 4, 0) != 0) goto done;
-  h->codes[4] = closed_within(k2, 2000);
+  h->codes[4] = closed_within(k1, 2000);
   if ((n3 = tcp_connect(h->port)) < 0) goto done;
   h->codes[5] = fd_read_status(n3);
   h->codes[6] = fd_exchange(b1, "cd");
@@ -1383,15 +1393,57 @@ static void http_keepalive_makes_way_before_busy(void) {
   harness_init(&h);
   h.opts.max_connections = 4;
   harness_must_run(&h, evict_order_client);
-  CHECK(h.codes[0] == 200 && h.codes[1] == 200);
-  CHECK(h.codes[2] == 1); /* k1 made way for n1 */
-  CHECK(h.codes[3] == 0); /* while k2, idle for less time, stayed */
-  CHECK(h.codes[4] == 1); /* k2 made way for n2 */
+  CHECK(h.codes[0] == 200 && h.codes[1] == 200 && h.codes[10] == 200);
+  CHECK(h.codes[2] == 1); /* k2 made way for n1 */
+  CHECK(h.codes[3] == 0); /* while k1, idle for less time, stayed */
+  CHECK(h.codes[4] == 1); /* k1 made way for n2 */
   CHECK(h.codes[5] == 503);
   for (int i = 6; i <= 9; i++)
     if (h.codes[i] != 200) FAILF("busy client %d got %d", i - 6, h.codes[i]);
   CHECK(h.seen[0].evicted == 2);
   CHECK(h.seen[0].refused == 1);
+  harness_free(&h);
+}
+
+/* max_connections 2: k is between requests, t asks for /stall, which
+ * blocks the loop. Meanwhile a new client n connects, then k sends its
+ * next request: the loop finds n first, with k's request still unread in
+ * the kernel. k, though idle longer, must not make way for n (its request
+ * would be lost to a reset); t, idle once answered, does. */
+static void unread_request_client(harness *h) {
+  static const char get_stall[] = "GET /stall HTTP/1.1\r\nHost: t\r\n\r\n";
+  struct timespec settle = {0, 20 * 1000000L};
+  int k = tcp_connect(h->port), t = tcp_connect(h->port), n = -1;
+
+  if (k < 0 || t < 0) goto done;
+  h->codes[0] = fd_exchange(k, get_kept);
+  if (wait_conns(h, 2, 2) != 0 || send_str(t, get_stall) != 0) goto done;
+  if (wait_for(&h->calls, 2) != 0 || (n = tcp_connect(h->port)) < 0)
+    goto done;
+  nanosleep(&settle, NULL); /* so that n is queued before k's request */
+  if (send_str(k, get_kept) != 0) goto done;
+  h->codes[1] = fd_read_status(k);
+  h->codes[2] = fd_read_status(t);
+  h->codes[3] = closed_within(t, 2000);
+  h->codes[4] = fd_exchange(n, get_kept);
+  probe(h, &h->seen[0]);
+done:
+  if (k >= 0) close(k);
+  if (t >= 0) close(t);
+  if (n >= 0) close(n);
+}
+
+static void http_idle_with_unread_request_is_not_evicted(void) {
+  harness h;
+
+  harness_init(&h);
+  h.opts.max_connections = 2;
+  harness_must_run(&h, unread_request_client);
+  CHECK(h.codes[0] == 200);
+  CHECK(h.codes[1] == 200); /* k's request was read and answered */
+  CHECK(h.codes[2] == 200 && h.codes[3] == 1); /* t made way */
+  CHECK(h.codes[4] == 200);
+  CHECK(h.seen[0].evicted == 1 && h.seen[0].refused == 0);
   harness_free(&h);
 }
 
@@ -1710,6 +1762,7 @@ int main(int argc, char **argv) {
   RUN(http_silent_connection_closed_after_first_byte_wait);
   RUN(http_first_byte_wait_capped_by_head_timeout);
   RUN(http_keepalive_makes_way_before_busy);
+  RUN(http_idle_with_unread_request_is_not_evicted);
   RUN(http_unread_pipelined_answers_stay_bounded);
   RUN(http_trickled_body_gets_408);
   RUN(http_out_of_descriptors_sheds_and_recovers);
