@@ -621,7 +621,8 @@ static void conn_shutdown_cb(uv_shutdown_t *req, int status) {
   c->state = CONN_LINGERING;
   c->resume_due = 0;
   conn_arm_timer(c, HK_HTTP_LINGER_MS);
-  /* Its answers are out: at the limit it is the first kind to go. */
+  /* Its answers are all out and it only waits for the client's close, so
+   * at the limit it may make way like any idle connection. */
   conn_note_idle(c);
 }
 
