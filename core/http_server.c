@@ -2,7 +2,9 @@
  * a reserve descriptor for when they run out), one connection object per
  * client, request parsing with http-parser, limits and timeouts, keep-alive
  * and in-order pipelining with back-pressure, and writing the handler's
- * answers. */
+ * answers. At the connection limit the connection idle longest makes way
+ * for a new one; only when every connection is busy is the new one
+ * refused. */
 #include "http_server.h"
 
 #include <errno.h>
@@ -26,6 +28,8 @@
 #define HK_HTTP_DEFAULT_MAX_UNSENT (1024 * 1024)
 #define HK_HTTP_DEFAULT_MAX_CONNS 1024
 #define HK_HTTP_IDLE_MS 120000   /* quiet keep-alive connections */
+#define HK_HTTP_FIRST_BYTE_MS 10000 /* default wait for a new connection's
+                                       first request to start */
 #define HK_HTTP_HEAD_MS 30000    /* default time for a request's head */
 #define HK_HTTP_REQUEST_MS 60000 /* default time for a whole request */
 #define HK_HTTP_LINGER_MS 5000   /* reading leftovers after our FIN */
@@ -34,7 +38,9 @@
 #define HK_HTTP_ACCEPT_BATCH 64     /* connections taken per wake-up */
 #define HK_HTTP_ACCEPT_PAUSE_MS 100 /* when accept cannot make progress */
 #define HK_HTTP_MAX_REFUSING 64     /* 503 answers at the limit in flight */
-#define HK_HTTP_LOG_EVERY_MS 1000   /* one refusal line per kind and second */
+#define HK_HTTP_EVICT_PEEKS 16      /* idle ones found with input waiting
+                                       before an eviction gives up */
+#define HK_HTTP_LOG_EVERY_MS 1000   /* one line per kind and second */
 
 #define HK_HTTP_LIMIT_MSG "too many connections, try again later"
 #define HK_HTTP_NOFD_MSG "server out of file descriptors, try again later"
@@ -76,7 +82,10 @@ struct hk_conn {
   size_t in_off;
   hk_req *cur;     /* request being parsed, owned here */
   hk_req *pending; /* request handed to the handler, not yet answered */
+  hk_conn *idle_prev, *idle_next; /* in the server's idle queue */
   uint64_t last_active;
+  uint64_t first_due; /* loop time by which the first request must have
+                         begun, or 0 once it has */
   uint64_t head_due; /* loop time by which the head must be in, or 0 */
   uint64_t req_due;  /* the same for the whole request, or 0 */
   size_t header_bytes;
@@ -86,6 +95,7 @@ struct hk_conn {
   unsigned hdr_in_value : 1;
   unsigned paused : 1;  /* not read until its unsent output drains */
   unsigned refused : 1; /* over the connection limit: only gets a 503 */
+  unsigned idle_queued : 1; /* linked in the server's idle queue */
   char hdr_name[16];    /* start of the current header name */
   size_t hdr_name_len;
   hk_buf *hdr_target; /* where the current header value goes, or NULL */
@@ -93,9 +103,10 @@ struct hk_conn {
   char refuse_msg[128];
 };
 
-/* Refusals of one kind are logged at most once a second; the ones in
- * between are only counted, and the count goes out as suppressed= with
- * the next line, written a second after the last at the latest. */
+/* Refusals and evictions of one kind are logged at most once a second;
+ * the ones in between are only counted, and the count goes out as
+ * suppressed= with the next line, written a second after the last at the
+ * latest. */
 typedef struct rate_log {
   uint64_t last;      /* loop time of the last line */
   unsigned long held; /* refusals since then without a line */
@@ -103,7 +114,12 @@ typedef struct rate_log {
   int err;            /* errno of the latest accept failure */
 } rate_log;
 
-enum refusal_kind { REFUSED_LIMIT, REFUSED_ACCEPT, REFUSAL_KINDS };
+enum refusal_kind {
+  REFUSED_LIMIT,  /* 503: at the limit with every connection busy */
+  REFUSED_ACCEPT, /* accept failed */
+  EVICTED_IDLE,   /* an idle connection closed to make room */
+  REFUSAL_KINDS
+};
 
 struct hk_http_server {
   uv_loop_t *loop;
@@ -119,6 +135,7 @@ struct hk_http_server {
   size_t max_unsent;
   uint64_t head_timeout_ms;
   uint64_t request_timeout_ms;
+  uint64_t first_byte_timeout_ms;
   unsigned max_conns;
   unsigned open;     /* served connections, counted until closed */
   unsigned refusing; /* refused connections, counted until closed */
@@ -129,9 +146,12 @@ struct hk_http_server {
   int handles; /* listener handles plus live connections; freed at 0 when
                   closing */
   hk_conn *conns;
+  /* Connections with nothing in progress, in the order they became so:
+   * the head has been idle longest and is the first to make way. */
+  hk_conn *idle_head, *idle_tail;
   rate_log logs[REFUSAL_KINDS];
   size_t peak_unsent;
-  unsigned long refused, shed, accept_errors;
+  unsigned long refused, shed, accept_errors, evicted;
   http_parser_settings settings;
   char rbuf[HK_HTTP_READ_SIZE]; /* read buffer shared by the connections */
 };
@@ -145,6 +165,7 @@ static void conn_close(hk_conn *c);
 static void conn_finish(hk_conn *c);
 static void conn_resume(hk_conn *c);
 static void conn_continue(hk_conn *c);
+static void conn_note_idle(hk_conn *c);
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -310,6 +331,7 @@ static void conn_write_cb(uv_write_t *wr, int status) {
     c->paused = 0;
     conn_continue(c);
   }
+  if (c->state != CONN_CLOSED) conn_note_idle(c);
 }
 
 /* Queues out's bytes on the connection; takes them from out in all cases.
@@ -418,6 +440,55 @@ static void conn_read_stop(hk_conn *c) {
   c->reading = 0;
 }
 
+/* ---- idle connections ------------------------------------------------ */
+
+/* Whether closing c would cost its client nothing it is waiting for: no
+ * request begun, with the handler or read ahead, nothing left to write;
+ * or only lingering after its last answer went out. Such a connection is
+ * a keep-alive one between requests, or a new one that has sent nothing
+ * yet, and may be closed to make room for a new client. */
+static int conn_is_idle(const hk_conn *c) {
+  if (c->refused) return 0;
+  if (c->state == CONN_LINGERING) return 1;
+  return c->state == CONN_ACTIVE && c->cur == NULL && c->pending == NULL &&
+         c->in_off >= c->in.len && !c->resume_due && conn_unsent(c) == 0;
+}
+
+/* Takes c out of the idle queue, when it is in it. Called whenever c gets
+ * busy again or goes, so that the queue holds idle connections only. */
+static void idle_unlink(hk_conn *c) {
+  hk_http_server *s = c->server;
+
+  if (!c->idle_queued) return;
+  if (c->idle_prev != NULL)
+    c->idle_prev->idle_next = c->idle_next;
+  else
+    s->idle_head = c->idle_next;
+  if (c->idle_next != NULL)
+    c->idle_next->idle_prev = c->idle_prev;
+  else
+    s->idle_tail = c->idle_prev;
+  c->idle_prev = c->idle_next = NULL;
+  c->idle_queued = 0;
+}
+
+/* Queues c at the tail once it has become idle. One already queued keeps
+ * its place: stray bytes between requests (blank lines, which start no
+ * request) must not let a client look fresher than it is. */
+static void conn_note_idle(hk_conn *c) {
+  hk_http_server *s = c->server;
+
+  if (c->idle_queued || !conn_is_idle(c)) return;
+  c->idle_prev = s->idle_tail;
+  c->idle_next = NULL;
+  if (s->idle_tail != NULL)
+    s->idle_tail->idle_next = c;
+  else
+    s->idle_head = c;
+  s->idle_tail = c;
+  c->idle_queued = 1;
+}
+
 /* Closes at once, dropping unsent output. A pending request is orphaned:
  * its answer will only be freed. Memory goes in the close callbacks. */
 static void conn_close(hk_conn *c) {
@@ -425,6 +496,7 @@ static void conn_close(hk_conn *c) {
 
   if (c->state == CONN_CLOSED) return;
   c->state = CONN_CLOSED;
+  idle_unlink(c);
   if (c->refused)
     s->refusing--;
   else
@@ -456,6 +528,7 @@ static void conn_arm_next(hk_conn *c) {
 
   if (c->pending != NULL) due = now + HK_HTTP_IDLE_MS;
   if (c->state == CONN_ACTIVE) {
+    if (c->first_due != 0 && c->first_due < due) due = c->first_due;
     if (c->head_due != 0 && c->head_due < due) due = c->head_due;
     if (c->req_due != 0 && c->req_due < due) due = c->req_due;
   }
@@ -473,6 +546,19 @@ static int conn_request_late(hk_conn *c) {
   conn_send_error(c, 408, c->head_due != 0
                               ? "request headers did not arrive in time"
                               : "request body did not arrive in time");
+  return 1;
+}
+
+/* A new connection that has not begun a request in time is closed
+ * without an answer: it has asked nothing, and a slot held by a silent
+ * client is one a real client cannot have. Returns 1 when it was. */
+static int conn_first_byte_late(hk_conn *c) {
+  if (c->state != CONN_ACTIVE || c->first_due == 0 ||
+      uv_now(c->server->loop) < c->first_due)
+    return 0;
+  hk_debug("http", "closing=first_byte_timeout timeout_ms=%llu",
+           (unsigned long long)c->server->first_byte_timeout_ms);
+  conn_close(c);
   return 1;
 }
 
@@ -494,7 +580,7 @@ static void conn_timer_cb(uv_timer_t *t) {
     conn_arm_next(c);
     return;
   }
-  if (conn_request_late(c)) return;
+  if (conn_request_late(c) || conn_first_byte_late(c)) return;
   idle = uv_now(c->server->loop) - c->last_active;
   if (idle >= HK_HTTP_IDLE_MS) {
     hk_debug("http", "closing=idle idle_ms=%llu", (unsigned long long)idle);
@@ -535,6 +621,9 @@ static void conn_shutdown_cb(uv_shutdown_t *req, int status) {
   c->state = CONN_LINGERING;
   c->resume_due = 0;
   conn_arm_timer(c, HK_HTTP_LINGER_MS);
+  /* Its answers are all out and it only waits for the client's close, so
+   * at the limit it may make way like any idle connection. */
+  conn_note_idle(c);
 }
 
 /* Ends the connection after everything queued is written: shuts down the
@@ -543,9 +632,10 @@ static void conn_shutdown_cb(uv_shutdown_t *req, int status) {
 static void conn_finish(hk_conn *c) {
   if (c->state != CONN_ACTIVE) return;
   c->state = CONN_FLUSHING;
+  idle_unlink(c);
   c->resume_due = 0;
   c->paused = 0;
-  c->head_due = c->req_due = 0;
+  c->first_due = c->head_due = c->req_due = 0;
   c->shutdown.data = c;
   if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, conn_shutdown_cb) !=
       0) {
@@ -574,6 +664,7 @@ static void conn_after_parse(hk_conn *c) {
   } else {
     conn_read_start(c);
   }
+  conn_note_idle(c);
 }
 
 /* ---- parser callbacks ------------------------------------------------- */
@@ -609,6 +700,10 @@ static int on_message_begin(http_parser *p) {
   req_free(c->cur);
   c->cur = calloc(1, sizeof *c->cur);
   if (c->cur == NULL) return refuse_no_memory(c);
+  /* A request is in progress: the connection is no longer one to close
+   * for room, and the first-byte wait is over for good. */
+  idle_unlink(c);
+  c->first_due = 0;
   c->header_bytes = 0;
   /* Both deadlines count from the request's first byte. */
   c->head_due = uv_now(c->server->loop) + c->server->head_timeout_ms;
@@ -893,6 +988,9 @@ static void write_refusal_line(hk_http_server *s, int kind) {
   if (kind == REFUSED_LIMIT)
     hk_warn("http", "refused=connection_limit open=%u limit=%u "
             "suppressed=%lu", s->open, s->max_conns, rl->held);
+  else if (kind == EVICTED_IDLE)
+    hk_info("http", "evicted=idle open=%u limit=%u suppressed=%lu",
+            s->open, s->max_conns, rl->held);
   else
     hk_error("http", "refused=accept_failed reason=\"%s\" open=%u "
              "suppressed=%lu", uv_strerror(uv_translate_sys_error(rl->err)),
@@ -984,6 +1082,7 @@ static int conn_open(hk_http_server *s, hk_conn *c, int fd) {
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
   c->last_active = uv_now(s->loop);
+  c->first_due = c->last_active + s->first_byte_timeout_ms;
   rc = uv_tcp_open(&c->tcp, fd);
   if (rc == 0) return 0;
   hk_warn("http", "accept_error=\"%s\"", uv_strerror(rc));
@@ -992,14 +1091,54 @@ static int conn_open(hk_http_server *s, hk_conn *c, int fd) {
   return -1;
 }
 
-/* Serves a new connection, or answers it 503 when max_connections are
- * open. The 503 goes out like any answer, with a linger so that a request
- * already sent does not turn it into a reset; past a number of those in
- * flight it is sent on the bare socket, closed at once. */
+/* Whether bytes from c's client wait in the kernel, not yet read: its
+ * next request may be there, which a close would lose (and turn into a
+ * reset). Such a connection is busy in all but name. */
+static int conn_has_unread(const hk_conn *c) {
+  uv_os_fd_t fd;
+  char ch;
+
+  if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0) return 0;
+  return recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+/* Makes room at the limit by closing the connection idle longest. Were
+ * idle ones kept instead, a few clients that connect and say nothing, or
+ * hold keep-alive connections open, could lock everyone else out. An idle
+ * connection loses nothing by the close: its client reconnects when it
+ * has something to ask. Returns 1 when one was closed, 0 when every
+ * connection is busy (or, past a few, has input waiting to be read). */
+static int server_evict_idle(hk_http_server *s) {
+  hk_conn *c, *next;
+  int peeked = 0;
+
+  for (c = s->idle_head; c != NULL; c = next) {
+    next = c->idle_next;
+    if (!conn_is_idle(c))
+      idle_unlink(c); /* the queue holds idle ones only: makes sure */
+    else if (!conn_has_unread(c))
+      break;
+    else if (++peeked >= HK_HTTP_EVICT_PEEKS)
+      return 0;
+  }
+  if (c == NULL) return 0;
+  s->evicted++;
+  note_refusal(s, EVICTED_IDLE, 0);
+  conn_close(c);
+  return 1;
+}
+
+/* Serves a new connection. At max_connections an idle one is closed for
+ * it; when all are busy it is answered 503 instead. The 503 goes out like
+ * any answer, with a linger so that a request already sent does not turn
+ * it into a reset; past a number of those in flight it is sent on the
+ * bare socket, closed at once. */
 static void server_take(hk_http_server *s, int fd) {
-  int refuse = s->open >= s->max_conns;
+  int refuse;
   hk_conn *c;
 
+  if (s->open >= s->max_conns) server_evict_idle(s);
+  refuse = s->open >= s->max_conns;
   if (refuse) {
     s->refused++;
     note_refusal(s, REFUSED_LIMIT, 0);
@@ -1024,6 +1163,7 @@ static void server_take(hk_http_server *s, int fd) {
   uv_tcp_nodelay(&c->tcp, 1);
   conn_arm_next(c);
   conn_read_start(c);
+  conn_note_idle(c);
 }
 
 static void listener_poll_cb(uv_poll_t *p, int status, int events);
@@ -1181,6 +1321,12 @@ static void server_set_options(hk_http_server *s,
   /* The head is part of the request: its time cannot be the longer. */
   if (s->head_timeout_ms > s->request_timeout_ms)
     s->head_timeout_ms = s->request_timeout_ms;
+  s->first_byte_timeout_ms = o->first_byte_timeout_ms
+                                 ? o->first_byte_timeout_ms
+                                 : HK_HTTP_FIRST_BYTE_MS;
+  /* Nor can the wait for a head's first byte be longer than the head's. */
+  if (s->first_byte_timeout_ms > s->head_timeout_ms)
+    s->first_byte_timeout_ms = s->head_timeout_ms;
   s->head_as_get = o->head_as_get;
 }
 
@@ -1337,7 +1483,9 @@ void hk_http_server_stats_get(const hk_http_server *s,
   out->refused = s->refused;
   out->shed = s->shed;
   out->accept_errors = s->accept_errors;
+  out->evicted = s->evicted;
   for (const hk_conn *c = s->conns; c != NULL; c = c->next) {
+    out->idle += (unsigned)conn_is_idle(c);
     out->paused += c->paused;
     out->buffered_in += c->in.len - c->in_off;
     out->unsent += conn_unsent(c);

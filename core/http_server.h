@@ -38,8 +38,15 @@ typedef struct hk_http_server_options {
                                when that is shorter) */
   unsigned request_timeout_ms; /* the same for the whole request, head and
                                   body; 0 = 60 s */
-  unsigned max_connections; /* connections served at once; a client above
-                               it gets 503 and a close; 0 = 1024 */
+  unsigned first_byte_timeout_ms; /* a new connection must begin its
+                                     first request within this, else it
+                                     is closed without an answer; 0 = 10 s
+                                     (or head_timeout_ms when shorter) */
+  unsigned max_connections; /* connections served at once; 0 = 1024. A
+                               client above it makes the connection idle
+                               longest close (one with no request in
+                               progress and nothing to write); when every
+                               one is busy it gets 503 and a close */
   size_t max_unsent_bytes;  /* a connection is not read while more than
                                this of its output waits to be sent, so a
                                client that never reads cannot make the
@@ -64,12 +71,15 @@ typedef struct hk_http_server_stats {
   unsigned open;        /* connections being served */
   unsigned refusing;    /* connections over the limit still getting 503 */
   unsigned paused;      /* connections not read while output backs up */
+  unsigned idle;        /* open ones with nothing in progress: the ones
+                           closed to make room at the limit */
   size_t buffered_in;   /* bytes read ahead of the requests being parsed */
   size_t unsent;        /* answers' bytes the kernel has not taken yet */
   size_t peak_unsent;   /* the most one connection had unsent at a time */
   unsigned long refused;       /* connections answered 503 at the limit */
   unsigned long shed;          /* closed at once as descriptors ran out */
   unsigned long accept_errors; /* failed accepts (EMFILE, ENFILE, ...) */
+  unsigned long evicted;       /* idle connections closed at the limit */
 } hk_http_server_stats;
 
 void hk_http_server_stats_get(const hk_http_server *s,

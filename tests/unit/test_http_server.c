@@ -30,6 +30,7 @@
   } while (0)
 
 #define MAX_RESP 4
+#define STALL_MS 300 /* how long the handler blocks the loop for /stall */
 #define BIG_ANSWER (32 * 1024) /* body of the answer to /big/... */
 
 /* ---- harness: server on the main thread, client on a second thread ---- */
@@ -166,6 +167,12 @@ static void test_handler(hk_http_request *req, void *data) {
 
   capture_request(h, req);
   atomic_fetch_add(&h->calls, 1);
+  if (strcmp(req->path, "/stall") == 0) {
+    /* The loop sees nothing meanwhile: clients can line up events. */
+    struct timespec ts = {0, STALL_MS * 1000000L};
+
+    nanosleep(&ts, NULL);
+  }
   if (h->mode == ANSWER_NOW) {
     answer(req);
     return;
@@ -532,16 +539,45 @@ static void reader_free(reader *r) {
   memset(r, 0, sizeof *r);
 }
 
-/* Sends req on fd and reads one answer; returns its status, or -1. */
-static int fd_exchange(int fd, const char *req) {
+/* Reads one answer on fd; returns its status, or -1. */
+static int fd_read_status(int fd) {
   reader r;
   int status = -1;
 
   memset(&r, 0, sizeof r);
-  if (send_str(fd, req) == 0 && read_responses(fd, &r, 1) == 0)
-    status = r.status[0];
+  if (read_responses(fd, &r, 1) == 0) status = r.status[0];
   reader_free(&r);
   return status;
+}
+
+/* Sends req on fd and reads one answer; returns its status, or -1. */
+static int fd_exchange(int fd, const char *req) {
+  if (send_str(fd, req) != 0) return -1;
+  return fd_read_status(fd);
+}
+
+/* Returns 1 when the server closes fd within ms without having sent
+ * anything first, 0 when it is still open then (or sent bytes). */
+static int closed_within(int fd, int ms) {
+  struct pollfd pfd = {.fd = fd, .events = POLLIN};
+  char buf[64];
+
+  if (poll(&pfd, 1, ms) != 1) return 0;
+  return recv(fd, buf, sizeof buf, MSG_DONTWAIT) == 0;
+}
+
+/* Probes until the server has open connections of which idle have
+ * nothing in progress (bounded); returns 0 or -1. */
+static int wait_conns(harness *h, unsigned open, unsigned idle) {
+  struct timespec ts = {0, 1000000};
+  hk_http_server_stats st;
+
+  for (int i = 0; i < 10000; i++) {
+    if (probe(h, &st) != 0) return -1;
+    if (st.open == open && st.idle == idle) return 0;
+    nanosleep(&ts, NULL);
+  }
+  return -1;
 }
 
 /* Reads everything until the server closes into out. */
@@ -1086,15 +1122,36 @@ static void refused_burst(harness *h) {
   h->elapsed = now_sec() - t0;
 }
 
-/* With max_connections 2: two kept connections, a burst of refused ones,
- * the kept ones still served, and a new one served after one closed. */
-static void limit_client(harness *h) {
-  int a = tcp_connect(h->port), b = tcp_connect(h->port), c;
+/* A request whose body (4 bytes) is half sent: it keeps its connection
+ * busy until the rest, "cd", comes. */
+static const char post_half[] =
+    "POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nab";
 
-  if (a < 0 || b < 0) goto done;
-  h->codes[0] = fd_exchange(a, get_kept);
-  h->codes[1] = fd_exchange(b, get_kept);
+/* Connects and begins post_half; returns the fd, or -1. */
+static int open_busy(harness *h) {
+  int fd = tcp_connect(h->port);
+
+  if (fd >= 0 && send_str(fd, post_half) != 0) {
+    close(fd);
+    fd = -1;
+  }
+  return fd;
+}
+
+/* With max_connections 2, both busy: one with a body still arriving, one
+ * with its request held by the handler. Neither may make way, so a burst
+ * of new ones is refused; then both are answered and served again, and a
+ * new one is served after one closed. */
+static void limit_client(harness *h) {
+  static const char get_held[] = "GET /held HTTP/1.1\r\nHost: t\r\n\r\n";
+  int a = open_busy(h), b = tcp_connect(h->port), c;
+
+  if (a < 0 || b < 0 || send_str(b, get_held) != 0) goto done;
+  if (wait_for(&h->calls, 1) != 0 || wait_conns(h, 2, 0) != 0) goto done;
   refused_burst(h);
+  uv_async_send(&h->kick_async);
+  h->codes[1] = fd_read_status(b);
+  h->codes[0] = fd_exchange(a, "cd");
   h->codes[2] = fd_exchange(a, get_kept);
   h->codes[3] = fd_exchange(b, get_kept);
   close(a);
@@ -1133,6 +1190,7 @@ static void http_connection_limit_refuses_with_503(void) {
 
   harness_init(&h);
   h.opts.max_connections = 2;
+  h.mode = ANSWER_ON_KICK;
   capture_begin(&cp);
   harness_must_run(&h, limit_client);
   log = capture_end(&cp);
@@ -1147,8 +1205,245 @@ static void http_connection_limit_refuses_with_503(void) {
   CHECK(h.seen[0].open == 1);
   CHECK(h.codes[5] == 200);
   CHECK(h.seen[1].refused == LIMIT_EXTRA);
+  CHECK(h.seen[1].evicted == 0);
+  CHECK(strstr(log, "evicted=") == NULL);
   check_limit_log(log, h.elapsed);
   free(log);
+  harness_free(&h);
+}
+
+#define SILENT_N 20 /* connections that never send, at a limit of as many */
+#define REAL_N 2    /* clients served after them */
+
+/* Fills the server with silent connections, each counted before the next
+ * so that they are idle in the order opened. Returns 0 or -1. */
+static int open_silent(harness *h, int *fds, int n) {
+  for (int i = 0; i < n; i++) {
+    fds[i] = tcp_connect(h->port);
+    if (fds[i] < 0 || wait_conns(h, (unsigned)i + 1, (unsigned)i + 1) != 0)
+      return -1;
+  }
+  return 0;
+}
+
+/* SILENT_N silent connections at a limit of SILENT_N, then real clients:
+ * each is served at once, and the silent one idle longest made way. */
+static void silent_flood_client(harness *h) {
+  int silent[SILENT_N], real[REAL_N];
+  double t0 = now_sec();
+
+  for (int i = 0; i < SILENT_N; i++) silent[i] = -1;
+  for (int i = 0; i < REAL_N; i++) real[i] = -1;
+  if (open_silent(h, silent, SILENT_N) != 0) goto done;
+  t0 = now_sec();
+  for (int i = 0; i < REAL_N; i++) {
+    real[i] = tcp_connect(h->port);
+    if (real[i] >= 0) h->codes[i] = fd_exchange(real[i], get_kept);
+    h->codes[REAL_N + i] = closed_within(silent[i], 2000);
+  }
+  h->elapsed = now_sec() - t0;
+  for (int i = REAL_N; i < SILENT_N; i++)
+    h->codes[2 * REAL_N] += closed_within(silent[i], 0);
+  probe(h, &h->seen[0]);
+done:
+  for (int i = 0; i < SILENT_N; i++)
+    if (silent[i] >= 0) close(silent[i]);
+  for (int i = 0; i < REAL_N; i++)
+    if (real[i] >= 0) close(real[i]);
+}
+
+static void check_evict_log(const char *log) {
+  static const char *const want[] = {"info http ", "evicted=idle", NULL};
+  static const char *const first[] = {"info http ", "evicted=idle open=20 "
+                                      "limit=20 suppressed=0", NULL};
+  unsigned long suppressed;
+  int lines;
+
+  CHECK(log_lines(log, first, &suppressed) == 1);
+  lines = log_lines(log, want, &suppressed);
+  /* Both evictions are logged, the second held back and counted. */
+  CHECK(lines == 2 && suppressed == 1);
+}
+
+static void http_silent_connections_make_way_at_the_limit(void) {
+  harness h;
+  capture cp;
+  char *log;
+
+  harness_init(&h);
+  h.opts.max_connections = SILENT_N;
+  capture_begin(&cp);
+  harness_must_run(&h, silent_flood_client);
+  log = capture_end(&cp);
+  CHECK(h.codes[0] == 200 && h.codes[1] == 200);
+  /* The first two silent ones, in order; the others are still open. */
+  CHECK(h.codes[2] == 1 && h.codes[3] == 1);
+  CHECK(h.codes[4] == 0);
+  /* Served at once, not after some timeout. */
+  if (h.elapsed > 3.0) FAILF("real clients took %.2f s", h.elapsed);
+  CHECK(h.seen[0].open == SILENT_N);
+  CHECK(h.seen[0].evicted == REAL_N);
+  CHECK(h.seen[0].refused == 0);
+  check_evict_log(log);
+  free(log);
+  harness_free(&h);
+}
+
+/* A silent connection, one that sends only a blank line (which begins no
+ * request), one that has been served, and one whose head has begun. The
+ * first two are closed without an answer once the first-byte wait is
+ * over; the other two are served after it. */
+static void first_byte_client(harness *h) {
+  int s = tcp_connect(h->port), q = tcp_connect(h->port);
+  int k = tcp_connect(h->port), p = tcp_connect(h->port);
+  double t0 = now_sec();
+
+  if (s < 0 || q < 0 || k < 0 || p < 0) goto done;
+  h->codes[0] = fd_exchange(k, get_kept);
+  if (send_str(p, "GET /p HTTP/1.1\r\n") != 0) goto done;
+  if (send_str(q, "\r\n") != 0) goto done;
+  h->codes[1] = closed_within(s, 5000);
+  h->elapsed = now_sec() - t0;
+  h->codes[2] = closed_within(q, 1000);
+  h->codes[3] = fd_exchange(k, get_kept);
+  h->codes[4] = fd_exchange(p, "Host: t\r\n\r\n");
+done:
+  if (s >= 0) close(s);
+  if (q >= 0) close(q);
+  if (k >= 0) close(k);
+  if (p >= 0) close(p);
+}
+
+static void http_silent_connection_closed_after_first_byte_wait(void) {
+  harness h;
+
+  harness_init(&h);
+  h.opts.first_byte_timeout_ms = 300;
+  h.opts.head_timeout_ms = 3000;
+  harness_must_run(&h, first_byte_client);
+  CHECK(h.codes[0] == 200);
+  CHECK(h.codes[1] == 1 && h.codes[2] == 1);
+  if (h.elapsed < 0.25 || h.elapsed > 2.0)
+    FAILF("silent connection closed after %.2f s, want 0.3", h.elapsed);
+  CHECK(h.codes[3] == 200 && h.codes[4] == 200);
+  CHECK_STR(h.path, "/p");
+  harness_free(&h);
+}
+
+static void silent_client(harness *h) {
+  int s = tcp_connect(h->port);
+  double t0 = now_sec();
+
+  if (s < 0) return;
+  h->codes[0] = closed_within(s, 5000);
+  h->elapsed = now_sec() - t0;
+  close(s);
+}
+
+/* Left at its default, the wait is no longer than the head's. */
+static void http_first_byte_wait_capped_by_head_timeout(void) {
+  harness h;
+
+  harness_init(&h);
+  h.opts.head_timeout_ms = 200;
+  harness_must_run(&h, silent_client);
+  CHECK(h.codes[0] == 1);
+  if (h.elapsed > 2.0)
+    FAILF("silent connection closed after %.2f s, want 0.2", h.elapsed);
+  harness_free(&h);
+}
+
+/* max_connections 4: two connections busy with bodies still arriving,
+ * opened first and quiet since, then two keep-alive ones between
+ * requests, k1 served last. New busy clients take the keep-alive ones'
+ * places, the one idle longest (k2) first, and never a busy one's; with
+ * all four busy the next is refused, and the busy ones are all served in
+ * the end. */
+static void evict_order_client(harness *h) {
+  int b1 = open_busy(h), b2 = open_busy(h), k1 = tcp_connect(h->port);
+  int k2 = tcp_connect(h->port), n1 = -1, n2 = -1, n3 = -1;
+  int *fds[] = {&b1, &b2, &k1, &k2, &n1, &n2, &n3};
+
+  if (b1 < 0 || b2 < 0 || k1 < 0 || k2 < 0) goto done;
+  h->codes[0] = fd_exchange(k1, get_kept);
+  h->codes[1] = fd_exchange(k2, get_kept);
+  /* k1 is idle again after k2 now, though it went idle first before. */
+  h->codes[10] = fd_exchange(k1, get_kept);
+  if (wait_conns(h, 4, 2) != 0 || (n1 = open_busy(h)) < 0) goto done;
+  if (wait_conns(h, 4, 1) != 0) goto done;
+  h->codes[2] = closed_within(k2, 2000);
+  h->codes[3] = closed_within(k1, 0);
+  if ((n2 = open_busy(h)) < 0 || wait_conns(h, 4, 0) != 0) goto done;
+  h->codes[4] = closed_within(k1, 2000);
+  if ((n3 = tcp_connect(h->port)) < 0) goto done;
+  h->codes[5] = fd_read_status(n3);
+  h->codes[6] = fd_exchange(b1, "cd");
+  h->codes[7] = fd_exchange(b2, "cd");
+  h->codes[8] = fd_exchange(n1, "cd");
+  h->codes[9] = fd_exchange(n2, "cd");
+  probe(h, &h->seen[0]);
+done:
+  for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+    if (*fds[i] >= 0) close(*fds[i]);
+}
+
+static void http_keepalive_makes_way_before_busy(void) {
+  harness h;
+
+  harness_init(&h);
+  h.opts.max_connections = 4;
+  harness_must_run(&h, evict_order_client);
+  CHECK(h.codes[0] == 200 && h.codes[1] == 200 && h.codes[10] == 200);
+  CHECK(h.codes[2] == 1); /* k2 made way for n1 */
+  CHECK(h.codes[3] == 0); /* while k1, idle for less time, stayed */
+  CHECK(h.codes[4] == 1); /* k1 made way for n2 */
+  CHECK(h.codes[5] == 503);
+  for (int i = 6; i <= 9; i++)
+    if (h.codes[i] != 200) FAILF("busy client %d got %d", i - 6, h.codes[i]);
+  CHECK(h.seen[0].evicted == 2);
+  CHECK(h.seen[0].refused == 1);
+  harness_free(&h);
+}
+
+/* max_connections 2: k is between requests, t asks for /stall, which
+ * blocks the loop. Meanwhile a new client n connects, then k sends its
+ * next request: the loop finds n first, with k's request still unread in
+ * the kernel. k, though idle longer, must not make way for n (its request
+ * would be lost to a reset); t, idle once answered, does. */
+static void unread_request_client(harness *h) {
+  static const char get_stall[] = "GET /stall HTTP/1.1\r\nHost: t\r\n\r\n";
+  struct timespec settle = {0, 20 * 1000000L};
+  int k = tcp_connect(h->port), t = tcp_connect(h->port), n = -1;
+
+  if (k < 0 || t < 0) goto done;
+  h->codes[0] = fd_exchange(k, get_kept);
+  if (wait_conns(h, 2, 2) != 0 || send_str(t, get_stall) != 0) goto done;
+  if (wait_for(&h->calls, 2) != 0 || (n = tcp_connect(h->port)) < 0)
+    goto done;
+  nanosleep(&settle, NULL); /* so that n is queued before k's request */
+  if (send_str(k, get_kept) != 0) goto done;
+  h->codes[1] = fd_read_status(k);
+  h->codes[2] = fd_read_status(t);
+  h->codes[3] = closed_within(t, 2000);
+  h->codes[4] = fd_exchange(n, get_kept);
+  probe(h, &h->seen[0]);
+done:
+  if (k >= 0) close(k);
+  if (t >= 0) close(t);
+  if (n >= 0) close(n);
+}
+
+static void http_idle_with_unread_request_is_not_evicted(void) {
+  harness h;
+
+  harness_init(&h);
+  h.opts.max_connections = 2;
+  harness_must_run(&h, unread_request_client);
+  CHECK(h.codes[0] == 200);
+  CHECK(h.codes[1] == 200); /* k's request was read and answered */
+  CHECK(h.codes[2] == 200 && h.codes[3] == 1); /* t made way */
+  CHECK(h.codes[4] == 200);
+  CHECK(h.seen[0].evicted == 1 && h.seen[0].refused == 0);
   harness_free(&h);
 }
 
@@ -1463,6 +1758,11 @@ int main(int argc, char **argv) {
   RUN(http_head_is_get_without_body_with_head_as_get);
   RUN(http_head_method_is_shown_by_default);
   RUN(http_connection_limit_refuses_with_503);
+  RUN(http_silent_connections_make_way_at_the_limit);
+  RUN(http_silent_connection_closed_after_first_byte_wait);
+  RUN(http_first_byte_wait_capped_by_head_timeout);
+  RUN(http_keepalive_makes_way_before_busy);
+  RUN(http_idle_with_unread_request_is_not_evicted);
   RUN(http_unread_pipelined_answers_stay_bounded);
   RUN(http_trickled_body_gets_408);
   RUN(http_out_of_descriptors_sheds_and_recovers);
