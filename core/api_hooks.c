@@ -239,7 +239,8 @@ static void delete_hook(hk_api *api, hk_http_request *req, const char *id) {
   if (hk_api_query(req->query, "discard", v, sizeof v) == 0) {
     c->flag = strcmp(v, "true") == 0 || strcmp(v, "1") == 0;
     if (!c->flag && strcmp(v, "false") != 0 && strcmp(v, "0") != 0) {
-      hk_api_error(req, 400, "discard must be true or false", -1);
+      hk_api_error(req, 400, "discard must be true or false (or 1, 0)",
+                   -1);
       free(c);
       return;
     }

@@ -80,12 +80,22 @@ function M.plain(v)
   return nil, out
 end
 
+-- log(...) from a hook: one info line whose text is a quoted field, so
+-- a hook cannot add key=value fields of its own (or lines) to the log.
+local function quoted(text)
+  return '"' .. text:gsub('[%c"\\]', function(c)
+    if c == '"' or c == "\\" then return "\\" .. c end
+    if c == "\n" then return "\\n" end
+    return string.format("\\x%02x", c:byte())
+  end) .. '"'
+end
+
 local function make_log(hook_id)
   return function(...)
     local parts = {}
     for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
-    core.log("info", "hook", "hook=" .. hook_id .. " " ..
-      table.concat(parts, " "))
+    core.log("info", "hook", "hook=" .. hook_id .. " msg=" ..
+      quoted(table.concat(parts, " ")))
   end
 end
 

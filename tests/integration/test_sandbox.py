@@ -100,6 +100,18 @@ class Sandbox(harness.SinkTest):
         self.assertEqual((m["upper"], m["concat"], m["floor"], m["shared"]),
                          ("OK", "xy", 2, "nil"))
 
+    def test_log_text_is_one_quoted_field(self):
+        self.start({"l": http_hook(self.sink.url("/l"), extra="""
+  filter = function(e)
+    log('x hook=other forged=1', "\\nerror next line", '"q"')
+    return true
+  end,""")})
+        self.hookd.post_events([click(1)])
+        line = self.hookd.wait_log("hook=l msg=")
+        self.assertIn('hook=l msg="x hook=other forged=1 \\nerror next '
+                      'line \\"q\\""', line)
+        self.assertNotIn("\nerror", "".join(self.hookd.drain_log()))
+
     def test_one_hook_cannot_change_the_json_module_of_another(self):
         self.start({
             "a": http_hook(self.sink.url("/a"), extra="""
