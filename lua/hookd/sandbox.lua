@@ -46,6 +46,85 @@ end
 -- ("").dump reaches it through the strings' metatable.
 string.dump = nil
 
+-- ---- pattern matching that the CPU guard can stop ----
+-- The library's matcher is C: a call cannot be interrupted, and some
+-- patterns backtrack for hours over a few hundred bytes. A call whose
+-- worst case could pass PATTERN_BUDGET steps (about n^(q+1) for q
+-- quantifiers over n bytes) goes to lua/hookd/patterns.lua instead,
+-- loaded under a name outside the runtime so that the guard treats it as
+-- the hook's own code. Every other call, which is nearly all of them,
+-- stays in C. The string library itself is changed, since hooks reach it
+-- through their own copy and through the methods of strings alike.
+local PATTERN_BUDGET = 1e7
+
+local function load_patterns()
+  local path = package.searchpath("hookd.patterns", package.path)
+  local src = path and core.read_file(path)
+  local chunk = src and loadstring(src, "@(hookd patterns)")
+  if not chunk then error("cannot load hookd.patterns") end
+  return guard.prepare(chunk)()
+end
+
+local slow = load_patterns()
+local native = {
+  find = string.find, match = string.match, gmatch = string.gmatch,
+  gsub = string.gsub,
+}
+local byte = string.byte
+local quantifier_cache, cached = {}, 0
+
+-- How many quantifiers (* + - ?) the pattern has outside sets and
+-- escapes; counting a literal '-' too only errs on the safe side.
+local function quantifiers(p)
+  local q = quantifier_cache[p]
+  if q then return q end
+  q = 0
+  local i, n = 1, #p
+  while i <= n do
+    local c = byte(p, i)
+    if c == 37 then -- %x
+      i = i + 2
+    elseif c == 91 then -- [set]
+      i = i + 1
+      if byte(p, i) == 94 then i = i + 1 end
+      repeat
+        if byte(p, i) == 37 then i = i + 1 end
+        i = i + 1
+      until i > n or byte(p, i) == 93
+      i = i + 1
+    else
+      if c == 42 or c == 43 or c == 45 or c == 63 then q = q + 1 end
+      i = i + 1
+    end
+  end
+  if cached >= 1000 then quantifier_cache, cached = {}, 0 end
+  quantifier_cache[p], cached = q, cached + 1
+  return q
+end
+
+local function costly(s, p)
+  if type(s) ~= "string" or type(p) ~= "string" then return false end
+  local q = quantifiers(p)
+  return q > 0 and (#s + 1) ^ (q + 1) > PATTERN_BUDGET
+end
+
+string.find = function(s, p, init, plain)
+  if plain or not costly(s, p) then return native.find(s, p, init, plain) end
+  return slow.find(s, p, init)
+end
+string.match = function(s, p, init)
+  if not costly(s, p) then return native.match(s, p, init) end
+  return slow.match(s, p, init)
+end
+string.gmatch = function(s, p)
+  if not costly(s, p) then return native.gmatch(s, p) end
+  return slow.gmatch(s, p)
+end
+string.gsub = function(s, p, repl, n)
+  if not costly(s, p) then return native.gsub(s, p, repl, n) end
+  return slow.gsub(s, p, repl, n)
+end
+
 -- A copy of what a hook returned, made with raw reads only: the router
 -- must not run a metamethod of the hook outside the guard (an __index
 -- that loops would stall everything). Tables keep only the codec's own

@@ -236,6 +236,32 @@ for i = 1, 200000 do big[i] = string.rep("z", 100) .. i end
     return true end,""", "used more than 16 MiB of memory",
                             hook_memory_limit_mb=16)
 
+    def test_catastrophic_pattern_is_stopped_by_the_cpu_limit(self):
+        # Days of backtracking in the library's C matcher; here the guard
+        # stops it like any loop, through the method call too.
+        self.assert_stopped("""
+  filter = function(e)
+    local s = ("a"):rep(300)
+    return s:find((".-"):rep(5) .. "b") ~= nil end,""",
+                            "ran longer than 50 ms of CPU")
+
+    def test_common_patterns_still_work(self):
+        self.start({"p": http_hook(self.sink.url("/p"), extra="""
+  shape = function(m)
+    local long = ("x"):rep(5000) .. "utm_source=mail&utm_medium=email"
+    m.src = long:match("utm_source=([^&]+)")
+    m.n = select(2, long:gsub("utm_", "UTM_"))
+    m.first = ("a.b.c"):match("^(%a)")
+    local parts = {}
+    for w in ("k1=v1;k2=v2"):gmatch("(%w+)=(%w+)") do parts[#parts + 1] = w end
+    m.parts = table.concat(parts, ",")
+    return m
+  end,""")})
+        self.hookd.post_events([click(1)])
+        [m] = self.sink.wait_messages("/p", 1)
+        self.assertEqual((m["src"], m["n"], m["first"], m["parts"]),
+                         ("mail", 2, "a", "k1,k2"))
+
     def test_deep_recursion_fails_that_event(self):
         self.assert_stopped("""
   filter = function(e) local function f(n) return f(n + 1) + 1 end
