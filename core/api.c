@@ -306,7 +306,7 @@ void hk_api_handle_cb(hk_http_request *req, void *data) {
     if (req->method == HTTP_GET)
       hk_http_respond(req, 200, NULL, NULL, "{\"status\":\"ok\"}", 15);
     else
-      hk_api_not_allowed(req, "GET");
+      hk_api_not_allowed(req, "GET, HEAD");
     return;
   }
   if (strcmp(req->path, "/metrics") == 0) {
@@ -315,7 +315,7 @@ void hk_api_handle_cb(hk_http_request *req, void *data) {
     else if (req->method == HTTP_GET)
       hk_api_metrics(api, req);
     else
-      hk_api_not_allowed(req, "GET");
+      hk_api_not_allowed(req, "GET, HEAD");
     return;
   }
   if (strcmp(req->path, "/v1/events") == 0) {

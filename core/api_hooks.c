@@ -438,7 +438,7 @@ static void export_route(hk_api *api, hk_http_request *req, const char *id,
   } else if (*what == '\0' && req->method == HTTP_POST) {
     start_export(api, req, id);
   } else if (*what == '\0') {
-    hk_api_not_allowed(req, "GET, POST");
+    hk_api_not_allowed(req, "GET, HEAD, POST");
   } else if (strcmp(what, "/pause") != 0 && strcmp(what, "/resume") != 0 &&
              strcmp(what, "/abort") != 0) {
     hk_api_error(req, 404, "no such endpoint", -1);
@@ -481,7 +481,7 @@ static void hook_root(hk_api *api, hk_http_request *req, const char *id) {
   else if (req->method == HTTP_DELETE)
     delete_hook(api, req, id);
   else
-    hk_api_not_allowed(req, "GET, DELETE");
+    hk_api_not_allowed(req, "GET, HEAD, DELETE");
 }
 
 void hk_api_hooks(hk_api *api, hk_http_request *req) {
@@ -492,7 +492,7 @@ void hk_api_hooks(hk_api *api, hk_http_request *req) {
 
   if (*rest == '\0') {
     if (req->method != HTTP_GET) {
-      hk_api_not_allowed(req, "GET");
+      hk_api_not_allowed(req, "GET, HEAD");
       return;
     }
     hk_router_render_hooks(api->router, &b);

@@ -220,7 +220,7 @@ void hk_api_dead_letters(hk_api *api, hk_http_request *req) {
   else if (n == 1 && req->method == HTTP_DELETE)
     one_letter(api, req, seg[0], 0);
   else if (n == 0)
-    hk_api_not_allowed(req, "GET");
+    hk_api_not_allowed(req, "GET, HEAD");
   else if (n == 1 && strcmp(seg[0], "retry") == 0)
     hk_api_not_allowed(req, "POST");
   else if (n == 1)
@@ -371,7 +371,7 @@ void hk_api_profiles(hk_api *api, hk_http_request *req) {
     op = hk_store_add_profile(b, HK_PROFILE_DELETE, seg[0], seg[1], NULL, 0);
     submit(api, req, b, answer_profile_deleted, "profile deletion")->op = op;
   } else {
-    hk_api_not_allowed(req, "GET, PUT, DELETE");
+    hk_api_not_allowed(req, "GET, HEAD, PUT, DELETE");
   }
 }
 
@@ -457,7 +457,7 @@ void hk_api_catalog(hk_api *api, hk_http_request *req) {
              (req->method == HTTP_PUT || req->method == HTTP_DELETE)) {
     put_catalog(api, req, seg);
   } else if (n == 0) {
-    hk_api_not_allowed(req, "GET");
+    hk_api_not_allowed(req, "GET, HEAD");
   } else if (n == 2) {
     hk_api_not_allowed(req, "PUT, DELETE");
   } else {

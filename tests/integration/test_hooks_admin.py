@@ -92,21 +92,21 @@ class HookOps(harness.SinkTest):
 
     def test_methods_not_allowed_name_the_allowed_ones(self):
         h = self.start({"a": self.slow_hook()})
-        cases = [("POST", "/v1/hooks", "GET"),
-                 ("PUT", "/v1/hooks/a", "GET, DELETE"),
+        cases = [("POST", "/v1/hooks", "GET, HEAD"),
+                 ("PUT", "/v1/hooks/a", "GET, HEAD, DELETE"),
                  ("GET", "/v1/hooks/a/stop", "POST"),
-                 ("DELETE", "/v1/hooks/a/export", "GET, POST"),
+                 ("DELETE", "/v1/hooks/a/export", "GET, HEAD, POST"),
                  ("GET", "/v1/hooks/a/export/pause", "POST"),
-                 ("POST", "/healthz", "GET"),
+                 ("POST", "/healthz", "GET, HEAD"),
                  ("GET", "/v1/events", "POST"),
-                 ("PUT", "/metrics", "GET"),
-                 ("POST", "/v1/dead-letters", "GET"),
+                 ("PUT", "/metrics", "GET, HEAD"),
+                 ("POST", "/v1/dead-letters", "GET, HEAD"),
                  ("GET", "/v1/dead-letters/5", "DELETE"),
                  ("GET", "/v1/dead-letters/retry", "POST"),
                  ("GET", "/v1/dead-letters/5/retry", "POST"),
                  ("GET", "/v1/content", "POST"),
-                 ("POST", "/v1/profiles/1/p", "GET, PUT, DELETE"),
-                 ("POST", "/v1/catalog", "GET"),
+                 ("POST", "/v1/profiles/1/p", "GET, HEAD, PUT, DELETE"),
+                 ("POST", "/v1/catalog", "GET, HEAD"),
                  ("PATCH", "/v1/catalog/campaigns/1", "PUT, DELETE")]
         for method, path, allow in cases:
             status, _, headers = harness.http_full(method, h.base + path)
