@@ -474,9 +474,18 @@ int hk_json_decode_push(lua_State *L, const char *s, size_t len, char *err,
 
 /* ---- encode -------------------------------------------------------------- */
 
+/* The most one encoding may write. Encoding runs in C, where nothing can
+ * stop it: a value built to be huge (a table that holds itself twice at
+ * every level doubles with each level) must fail rather than run for
+ * minutes outside every limit. */
+#define ENCODE_MAX ((size_t)64 << 20)
+#define ENCODE_MAX_VALUES 1000000 /* tiny values cost more than bytes */
+
 typedef struct encoder {
   lua_State *L;
   hk_buf *out;
+  size_t limit; /* out->len may not pass this */
+  long values;  /* encoded so far */
   int mt_array, mt_object, mt_number; /* stack slots of the metatables */
   bool failed;
   char reason[96];
@@ -503,6 +512,10 @@ enc_fail(encoder *e, const char *fmt, ...) {
 static inline int enc_reserve(encoder *e, size_t n) {
   hk_buf *b = e->out;
   if (b->len + n < b->cap) return 0;
+  /* Checked only when the buffer grows: it ends below twice the limit. */
+  if (b->len + n > e->limit)
+    return enc_fail(e, "the JSON text would be larger than %zu MiB",
+                    ENCODE_MAX >> 20);
   return hk_buf_reserve(b, n) == 0 ? 0 : enc_fail(e, "out of memory");
 }
 
@@ -796,6 +809,8 @@ static int enc_value(encoder *e, int idx, int depth) {
   size_t len;
   int t = lua_type(e->L, idx);
 
+  if (++e->values > ENCODE_MAX_VALUES)
+    return enc_fail(e, "more than %d values to encode", ENCODE_MAX_VALUES);
   switch (t) {
   case LUA_TSTRING:
     s = lua_tolstring(e->L, idx, &len);
@@ -824,6 +839,8 @@ int hk_json_encode_append(lua_State *L, int idx, hk_buf *out, char *err,
   if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = top + idx + 1;
   e.L = L;
   e.out = out;
+  e.limit = start + ENCODE_MAX;
+  e.values = 0;
   e.failed = false;
   e.path_levels = 0;
   e.mt_array = top + 1;

@@ -295,7 +295,7 @@ end
 local function find_aux(s, p, init, find)
   begin(s, p)
   if find and not plain_find(pat, "[%^%$%*%+%?%.%(%[%%%-]") then
-    return plain_find(src, pat, init, true)
+    return M.find_plain(s, p, init)
   end
   local i = start_index(init)
   if i > slen + 1 then i = slen + 1 end -- past the end: at the end
@@ -315,6 +315,23 @@ local function find_aux(s, p, init, find)
 end
 
 function M.find(s, p, init) return find_aux(s, p, init, true) end
+
+-- string.find(s, p, init, true): a search for the text p, which the
+-- library does in C in time |s| x |p| at worst.
+function M.find_plain(s, p, init)
+  begin(s, p)
+  local i = start_index(init)
+  if i > slen + 1 then i = slen + 1 end
+  local first = byte(pat, 1)
+  for at = i, slen - plen + 1 do
+    if plen == 0 then return at, at - 1 end
+    if byte(src, at) == first and sub(src, at, at + plen - 1) == pat then
+      return at, at + plen - 1
+    end
+  end
+  if plen == 0 then return i, i - 1 end
+  return nil
+end
 function M.match(s, p, init) return find_aux(s, p, init, false) end
 
 function M.gmatch(s, p)

@@ -10,6 +10,23 @@ local catalog_mod = require "hookd.catalog"
 
 local M = {}
 
+local function copy(v)
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, item in next, v do out[k] = copy(item) end
+  return setmetatable(out, getmetatable(v))
+end
+
+-- A built message made safe to hand to shape(), which may change it at
+-- will: its custom_data (profile fields) and content come from caches
+-- that every hook shares; the rest is the hook's own copy of the event.
+local function own(msg)
+  local cd, content = rawget(msg, "custom_data"), rawget(msg, "content")
+  if type(cd) == "table" then msg.custom_data = copy(cd) end
+  if type(content) == "table" then msg.content = copy(content) end
+  return msg
+end
+
 local type, tostring, rawget = type, tostring, rawget
 local id_key = catalog_mod.id_key
 
@@ -67,6 +84,7 @@ local function work()
   stage = "message"
   local msg = cur_build(hook.settings, event, cur_ctx)
   if hook.shape then
+    msg = own(msg)
     stage = "shape"
     msg = hook.shape(msg, event)
     if not msg then

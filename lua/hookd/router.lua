@@ -228,9 +228,21 @@ end
 
 -- Runs every example of the hook's tests setting. Returns the failures,
 -- each "file:line: tests[i]: why" with the line where the example starts.
+-- The time all of a file's examples may take together, in seconds: each
+-- call has its own limit, but a file of many slow examples must not hold
+-- the router up at every load.
+local EXAMPLES_SEC = 1
+
 local function failing_examples(hook, chunkname, src)
   local out, tests = {}, hook.settings.tests or {}
+  local started = core.now()
   for i = 1, #tests do
+    if core.now() - started > EXAMPLES_SEC then
+      out[#out + 1] = string.format("%s:%d: tests[%d]: the examples took " ..
+        "more than %d s together; the rest were not run", chunkname,
+        source.example_line(src, i), i, EXAMPLES_SEC)
+      break
+    end
     local why = run_example(hook, tests[i])
     if why then
       out[#out + 1] = string.format("%s:%d: tests[%d]: %s", chunkname,

@@ -3,6 +3,7 @@
 local json = require "hookd.json"
 local core = require "hookd.core"
 local guard = require "hookd.guard"
+local bit = require "bit"
 
 local M = {}
 
@@ -96,20 +97,28 @@ local function quantifiers(p)
       if c == 42 or c == 43 or c == 45 or c == 63 then q = q + 1 end
       i = i + 1
     end
+    if c == 37 and byte(p, i - 1) == 98 then q = q + 1 end -- %b
   end
-  if cached >= 1000 then quantifier_cache, cached = {}, 0 end
-  quantifier_cache[p], cached = q, cached + 1
+  if #p <= 256 then -- a cache of short patterns only: it is shared
+    if cached >= 1000 then quantifier_cache, cached = {}, 0 end
+    quantifier_cache[p], cached = q, cached + 1
+  end
   return q
 end
 
-local function costly(s, p)
+-- The worst case of a match, roughly: every start position, every
+-- split the quantifiers allow (a %b counts as one), each step comparing
+-- up to the whole pattern (a set is compared character by character).
+local function costly(s, p, plain)
   if type(s) ~= "string" or type(p) ~= "string" then return false end
-  local q = quantifiers(p)
-  return q > 0 and (#s + 1) ^ (q + 1) > PATTERN_BUDGET
+  local n, m = #s + 1, #p + 1
+  if plain then return n * m > PATTERN_BUDGET end
+  return n ^ (quantifiers(p) + 1) * m > PATTERN_BUDGET
 end
 
 string.find = function(s, p, init, plain)
-  if plain or not costly(s, p) then return native.find(s, p, init, plain) end
+  if not costly(s, p, plain) then return native.find(s, p, init, plain) end
+  if plain then return slow.find_plain(s, p, init) end
   return slow.find(s, p, init)
 end
 string.match = function(s, p, init)
@@ -128,24 +137,31 @@ end
 -- A copy of what a hook returned, made with raw reads only: the router
 -- must not run a metamethod of the hook outside the guard (an __index
 -- that loops would stall everything). Tables keep only the codec's own
--- metatables; a cycle or a very deep table is an error.
-local MAX_DEPTH = 64
+-- metatables. A table met twice is copied once (the copy is shared the
+-- same way), a cycle or a very deep table is an error, and so are more
+-- than MAX_VALUES values in all, so that copying is always quick.
+local MAX_DEPTH, MAX_VALUES = 64, 200000
 
-local function plain(v, depth, seen)
+local function plain(v, depth, st)
   if type(v) ~= "table" then return v end
-  if seen[v] then error("the settings contain a cycle", 0) end
+  if st.open[v] then error("the settings contain a cycle", 0) end
+  if st.done[v] then return st.done[v] end
   if depth > MAX_DEPTH then error("the settings nest too deeply", 0) end
-  seen[v] = true
+  st.open[v] = true
   local out, k, item = {}, next(v)
   while k ~= nil do
     local kt = type(k)
     if kt ~= "string" and kt ~= "number" and kt ~= "boolean" then
       error("a settings key must be a string or a number", 0)
     end
-    out[k] = plain(item, depth + 1, seen)
+    st.count = st.count + 1
+    if st.count > MAX_VALUES then
+      error("the settings hold more than " .. MAX_VALUES .. " values", 0)
+    end
+    out[k] = plain(item, depth + 1, st)
     k, item = next(v, k)
   end
-  seen[v] = nil
+  st.open[v], st.done[v] = nil, out
   local mt = getmetatable(v)
   if mt == json.array_mt or mt == json.object_mt then
     setmetatable(out, mt)
@@ -154,7 +170,7 @@ local function plain(v, depth, seen)
 end
 
 function M.plain(v)
-  local ok, out = pcall(plain, v, 1, {})
+  local ok, out = pcall(plain, v, 1, { open = {}, done = {}, count = 0 })
   if ok then return out end
   return nil, out
 end
@@ -169,13 +185,58 @@ local function quoted(text)
   end) .. '"'
 end
 
+-- At most LOG_BURST lines at once and LOG_RATE a second per hook, each
+-- cut to LOG_MAX bytes before it is escaped: a hook cannot flood the log
+-- (or spend the runtime's time escaping megabytes). Lines held back are
+-- counted in the next one written.
+local LOG_RATE, LOG_BURST, LOG_MAX = 20, 100, 2000
+
 local function make_log(hook_id)
+  local tokens, at, held = LOG_BURST, core.now(), 0
   return function(...)
+    local now = core.now()
+    tokens = math.min(LOG_BURST, tokens + (now - at) * LOG_RATE)
+    at = now
+    if tokens < 1 then
+      held = held + 1
+      return
+    end
+    tokens = tokens - 1
     local parts = {}
-    for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
-    core.log("info", "hook", "hook=" .. hook_id .. " msg=" ..
-      quoted(table.concat(parts, " ")))
+    for i = 1, select("#", ...) do
+      parts[i] = tostring((select(i, ...))):sub(1, LOG_MAX)
+    end
+    local text = table.concat(parts, " "):sub(1, LOG_MAX)
+    core.log("info", "hook", "hook=" .. hook_id .. " msg=" .. quoted(text) ..
+      (held > 0 and " held_back=" .. held or ""))
+    held = 0
   end
+end
+
+-- math.random and math.randomseed of a hook's own: the library's share
+-- one generator, which a hook could seed for everybody. A 32-bit
+-- xorshift is plenty for hook code (none of it is cryptographic).
+local function make_random(hook_id)
+  local state = (math.floor(core.now() * 1000) + #hook_id * 7919) %
+    2147483647 + 1
+  local function float()
+    state = bit.bxor(state, bit.lshift(state, 13))
+    state = bit.bxor(state, bit.rshift(state, 17))
+    state = bit.bxor(state, bit.lshift(state, 5))
+    return (state % 4294967296) / 4294967296
+  end
+  local function random(m, n)
+    local r = float()
+    if m == nil then return r end
+    if n == nil then m, n = 1, m end
+    m, n = math.floor(m), math.floor(n)
+    if m > n then error("bad argument to 'random' (interval is empty)", 2) end
+    return m + math.floor(r * (n - m + 1))
+  end
+  local function randomseed(x)
+    state = math.floor(tonumber(x) or 0) % 2147483647 + 1
+  end
+  return random, randomseed
 end
 
 -- Hook and module files are Lua source only. Precompiled bytecode skips
@@ -255,6 +316,7 @@ function M.new_env(hook_id, lib_dir)
   base.string.dump = nil -- bytecode is for loaders, which hooks do not get
   base.table = copy(table)
   base.math = copy(math)
+  base.math.random, base.math.randomseed = make_random(hook_id)
   base.os = {time = os.time, date = os.date, clock = os.clock}
   base.bit = copy(require "bit")
   base.json = copy(hook_json)

@@ -212,6 +212,14 @@ local function known_destinations(dests)
   return "known: " .. concat(names, ", ")
 end
 
+-- Where a destination sends to. A hook that names a destination may
+-- change how it sends (batch_size, timeouts) but not where: the
+-- destination's token, password or headers were meant for that address.
+local ADDRESS_KEYS = {
+  url = true, host = true, port = true, vhost = true, brokers = true,
+  tls = true,
+}
+
 -- Resolves send into one merged table: a string names a destination; a
 -- table may name one in its destination key and override its keys (per
 -- key, shallow: a headers table replaces the destination's). Returns the
@@ -239,6 +247,10 @@ local function resolve_send(v, dests)
     for k, x in pairs(dest) do merged[k], inherited[k] = x, true end
   end
   for k, x in pairs(over) do
+    if name and ADDRESS_KEYS[k] then
+      bad("send.%s: a hook cannot move destination '%s' elsewhere (its " ..
+        "credentials would go along); define another destination", k, name)
+    end
     if k ~= "destination" then merged[k], inherited[k] = x, nil end
   end
   return merged, inherited, name

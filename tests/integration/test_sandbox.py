@@ -262,6 +262,99 @@ for i = 1, 200000 do big[i] = string.rep("z", 100) .. i end
         self.assertEqual((m["src"], m["n"], m["first"], m["parts"]),
                          ("mail", 2, "a", "k1,k2"))
 
+    def test_linear_but_huge_patterns_are_stopped_too(self):
+        self.assert_stopped("""
+  filter = function(e)
+    local s = ("("):rep(400000)
+    return s:find("%b()") ~= nil end,""", "ran longer than 50 ms of CPU")
+
+    def test_encoding_a_huge_shared_table_fails_quickly(self):
+        self.assert_stopped("""
+  shape = function(m)
+    local t = {1}
+    for i = 1, 30 do t = {t, t} end
+    m.big = t
+    return m
+  end,""", "more than 1000000 values")
+
+    def test_settings_that_share_tables_load_quickly(self):
+        h = self.start({"good": http_hook(self.sink.url("/good"))})
+        t0 = time.monotonic()
+        h.write_hook("dag", """local t = {1}
+for i = 1, 40 do t = {a = t, b = t} end
+""" + http_hook(self.sink.url("/dag"), extra="bogus = t,"))
+        doc = h.wait_hook("dag", lambda x: x["error"], "dag refused")
+        self.assertIn("bogus", doc["error"])
+        self.assertLess(time.monotonic() - t0, 3)
+        h.post_events([click(1)])
+        self.sink.wait_messages("/good", 1)
+
+    def test_a_hoarding_hook_does_not_fail_the_others(self):
+        h = self.start({
+            "good": http_hook(self.sink.url("/good"), extra="""
+  shape = function(m) m.seen = true return m end,"""),
+            "hoard": """local kept = {}
+""" + http_hook(self.sink.url("/hoard"), extra="""
+  filter = function(e) kept[#kept + 1] = string.rep("k", 6 * 1024 * 1024)
+    .. #kept return true end,""")},
+            lua_memory_limit_mb=48)
+        h.post_events([click(i) for i in range(30)])
+        self.sink.wait_messages("/good", 30)
+        self.assertEqual(h.counters("good")["failed"], 0)
+        self.assertEqual(h.hook("good")["state"], "running")
+
+    def test_shape_cannot_change_what_another_hook_sends(self):
+        h = self.start({
+            "a_evil": http_hook(self.sink.url("/evil"), extra="""
+  profile_fields = {"addr"},
+  shape = function(m) m.custom_data.addr.city = "PWNED" return m end,"""),
+            "b_victim": http_hook(self.sink.url("/victim"), extra="""
+  profile_fields = {"addr"},""")})
+        status, _ = http("PUT", h.base + "/v1/profiles/111/p1",
+                         {"addr": {"city": "Berlin"}})
+        self.assertEqual(status, 200)
+        ev = click(1)
+        del ev["custom_data"]
+        h.post_events([ev])
+        [m] = self.sink.wait_messages("/victim", 1)
+        self.assertEqual(m["custom_data"], {"addr": {"city": "Berlin"}})
+
+    def test_each_hook_has_its_own_random_numbers(self):
+        h = self.start({
+            "a": http_hook(self.sink.url("/a"), extra="""
+  filter = function(e) math.randomseed(12345) return true end,"""),
+            "b": http_hook(self.sink.url("/b"), extra="""
+  shape = function(m) m.r = math.random(1, 1000000) return m end,""")})
+        h.post_events([click(i) for i in range(5)])
+        got = self.sink.wait_messages("/b", 5)
+        self.assertGreater(len({m["r"] for m in got}), 1)
+
+    def test_log_is_rate_limited(self):
+        h = self.start({"l": http_hook(self.sink.url("/l"), extra="""
+  filter = function(e)
+    for i = 1, 1000 do log(("x"):rep(5000)) end
+    return true
+  end,""")})
+        h.post_events([click(1)])
+        self.sink.wait_messages("/l", 1)
+        lines = [l for l in h.drain_log() if "hook=l msg=" in l]
+        self.assertLessEqual(len(lines), 101)
+        self.assertLess(max(len(l) for l in lines), 2200)
+
+    def test_slow_examples_cannot_hold_a_load_up(self):
+        h = self.start({"good": http_hook(self.sink.url("/good"))})
+        examples = ",\n".join(
+            '{event = {event_type = "click", event_date = '
+            '"2026-11-01T10:00:00Z"}, expect = false}' for _ in range(100))
+        t0 = time.monotonic()
+        h.write_hook("slow", http_hook(self.sink.url("/slow"), extra="""
+  filter = function(e) local t = os.clock() while os.clock() - t < 0.02
+    do end return false end,
+  tests = {%s},""" % examples))
+        doc = h.wait_hook("slow", lambda x: x["error"], "refused")
+        self.assertIn("more than 1 s together", doc["error"])
+        self.assertLess(time.monotonic() - t0, 5)
+
     def test_deep_recursion_fails_that_event(self):
         self.assert_stopped("""
   filter = function(e) local function f(n) return f(n + 1) + 1 end

@@ -129,6 +129,23 @@ check("patterns_random_cases_answer_like_the_library", function()
   end
 end)
 
+check("patterns_plain_find_answers_like_the_library", function()
+  local cases = {
+    { "hello", "ll" }, { "hello", "" }, { "", "" }, { "aaab", "aab" },
+    { "a.b", "." }, { "x", "xx" }, { "abc", "c" },
+  }
+  for _, c in ipairs(cases) do
+    for _, init in ipairs({ 1, 2, -1, 0, 10 }) do
+      local a = pack(native.find(c[1], c[2], init, true))
+      local b = pack(patterns.find_plain(c[1], c[2], init))
+      if show(a) ~= show(b) then
+        error(string.format("find(%q, %q, %d, true): library %s, ours %s",
+          c[1], c[2], init, show(a), show(b)), 0)
+      end
+    end
+  end
+end)
+
 check("patterns_a_costly_match_is_still_correct", function()
   local s = ("a"):rep(40) .. "b"
   eq(patterns.find(s, ".-.-.-b"), 1, "found")

@@ -172,9 +172,8 @@ end)
 check("settings_send_destination_errors_name_destination", function()
   fails({ send = "broken" }, "plugins/crm.lua: send.url must be an "
     .. "http:// or https:// URL (from destination 'broken')")
-  eq(valid({ send = { destination = "broken",
-    url = "http://127.0.0.1:9/x" } }).send.url, "http://127.0.0.1:9/x",
-    "override fixes it")
+  fails({ send = { destination = "broken", url = "http://127.0.0.1:9/x" } },
+    { "send.url: a hook cannot move destination 'broken' elsewhere" })
 end)
 
 check("settings_send_type_checked", function()
