@@ -207,6 +207,19 @@ static void refuse_too_big(hk_api *api, ingest_call *call,
   free(call);
 }
 
+/* A request without the ingest token, or while shutting down, is
+ * answered at once. Returns 1 when it was. */
+static int refused_at_the_door(hk_api *api, hk_http_request *req) {
+  if (!authorized(req, api->config->ingest_token))
+    hk_api_unauthorized(req, "missing or wrong ingest token");
+  else if (api->closing)
+    hk_api_error(req, 503, "shutting down: events not accepted", -1);
+  else
+    return 0;
+  api->requests_refused++;
+  return 1;
+}
+
 static void handle_events(hk_api *api, hk_http_request *req) {
   hk_scan_options opt = {0};
   hk_event_span *spans = NULL;
@@ -216,16 +229,7 @@ static void handle_events(hk_api *api, hk_http_request *req) {
   size_t n = 0;
   int rc;
 
-  if (!authorized(req, api->config->ingest_token)) {
-    api->requests_refused++;
-    hk_api_unauthorized(req, "missing or wrong ingest token");
-    return;
-  }
-  if (api->closing) {
-    api->requests_refused++;
-    hk_api_error(req, 503, "shutting down: events not accepted", -1);
-    return;
-  }
+  if (refused_at_the_door(api, req)) return;
   opt.ndjson = is_ndjson(req->content_type);
   opt.max_depth = api->config->max_nesting_depth;
   if (hk_scan_events(req->body, req->body_len, &opt, &spans, &n, &err) != 0) {

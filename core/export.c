@@ -174,33 +174,6 @@ static void render(const hk_export *x, hk_buf *b) {
 
 /* ---- pages ---- */
 
-typedef struct page {
-  char **texts;
-  size_t *lens;
-  size_t n;
-  double last_date;
-  int64_t last_id;
-} page;
-
-static void page_row_cb(void *ctx, const hk_event_row *row) {
-  page *p = ctx;
-  char *copy = malloc(row->len + 1);
-
-  if (copy == NULL) abort();
-  memcpy(copy, row->body, row->len);
-  copy[row->len] = '\0';
-  p->texts[p->n] = copy;
-  p->lens[p->n++] = row->len;
-  p->last_date = row->event_date;
-  p->last_id = row->id;
-}
-
-static void page_free(page *p) {
-  for (size_t i = 0; i < p->n; i++) free(p->texts[i]);
-  free(p->texts);
-  free(p->lens);
-}
-
 /* A page being committed, with what to restore if the store refuses. */
 typedef struct page_call {
   hk_exports *xs;
@@ -233,7 +206,7 @@ static void page_done(hk_store_batch *b, int ok, void *ctx) {
 }
 
 /* Routes one page and submits it with the export's new position. */
-static void send_page(hk_exports *xs, hk_export *x, page *p) {
+static void send_page(hk_exports *xs, hk_export *x, hk_event_page *p) {
   hk_store_batch *b = hk_store_batch_new();
   page_call *c = calloc(1, sizeof *c);
 
@@ -254,13 +227,11 @@ static void send_page(hk_exports *xs, hk_export *x, page *p) {
 
 /* Reads the next page; at the end of the range the export is done. */
 static void next_page(hk_exports *xs, hk_export *x) {
-  page p = {calloc(PAGE_EVENTS, sizeof(char *)),
-            calloc(PAGE_EVENTS, sizeof(size_t)), 0, 0, 0};
+  hk_event_page p = {0};
   long n;
 
-  if (p.texts == NULL || p.lens == NULL) abort();
   n = hk_store_events_page(xs->store, x->from_ts, x->to_ts, x->cursor_date,
-                           x->cursor_id, PAGE_EVENTS, page_row_cb, &p);
+                           x->cursor_id, PAGE_EVENTS, hk_event_page_add, &p);
   if (n < 0 && ++x->read_failures >= READ_FAILURES_MAX) {
     set_status(x, "error", "the store could not be read (see the log)");
     save(xs, x);
@@ -275,7 +246,7 @@ static void next_page(hk_exports *xs, hk_export *x) {
     x->read_failures = 0;
     send_page(xs, x, &p);
   }
-  page_free(&p);
+  hk_event_page_free(&p);
 }
 
 /* Moves x on when it can: its last page must have left the outbox. A

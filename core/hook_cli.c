@@ -260,55 +260,27 @@ static int try_stream(hk_bridge *b, const hk_try_options *opt) {
 
 #define TRY_PAGE 500
 
-/* One page of stored events, copied: rows are valid only in the
- * callback. */
-typedef struct page {
-  char *texts[TRY_PAGE];
-  size_t lens[TRY_PAGE];
-  size_t n;
-  double last_date;
-  int64_t last_id;
-} page;
-
-static void page_cb(void *ctx, const hk_event_row *row) {
-  page *p = ctx;
-  char *copy = malloc(row->len + 1);
-
-  if (copy == NULL || p->n == TRY_PAGE) {
-    free(copy);
-    return;
-  }
-  memcpy(copy, row->body, row->len);
-  copy[row->len] = '\0';
-  p->texts[p->n] = copy;
-  p->lens[p->n++] = row->len;
-  p->last_date = row->event_date;
-  p->last_id = row->id;
-}
-
 /* Runs the hook over the stored events dated in [from, to), page by page
  * in (event_date, id) order. Returns the events it failed on, or -1. */
 static long try_history(hk_bridge *b, hk_store *s, double from, double to,
                         long *seen) {
-  page *p = calloc(1, sizeof *p);
+  hk_event_page p = {0};
   long errors = 0, got;
 
-  if (p == NULL) return -1;
-  p->last_date = from;
+  p.last_date = from;
   do {
     long e = 0;
 
-    p->n = 0;
-    got = hk_store_history_page(s, from, to, p->last_date, p->last_id,
-                                TRY_PAGE, page_cb, p);
+    got = hk_store_history_page(s, from, to, p.last_date, p.last_id,
+                                TRY_PAGE, hk_event_page_add, &p);
     if (got > 0)
-      e = try_texts(b, (const char *const *)p->texts, p->lens, p->n);
-    for (size_t i = 0; i < p->n; i++) free(p->texts[i]);
+      e = try_texts(b, (const char *const *)p.texts, p.lens, p.n);
+    hk_event_page_clear(&p);
     if (got < 0 || e < 0) errors = -1;
     if (errors >= 0) errors += e;
     *seen += got > 0 ? got : 0;
   } while (got == TRY_PAGE && errors >= 0);
-  free(p);
+  hk_event_page_free(&p);
   return errors;
 }
 

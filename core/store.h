@@ -237,6 +237,21 @@ typedef struct hk_event_row {
   size_t len;
 } hk_event_row;
 
+/* Events copied out of pages of reads (rows are valid only in their
+ * callback): pass hk_event_page_add as the callback, with the page as its
+ * context. last_date and last_id are those of the last event added. */
+typedef struct hk_event_page {
+  char **texts;
+  size_t *lens;
+  size_t n, cap;
+  double last_date;
+  int64_t last_id;
+} hk_event_page;
+void hk_event_page_add(void *ctx, const hk_event_row *row);
+/* Frees the texts; the page can be filled again. */
+void hk_event_page_clear(hk_event_page *p);
+void hk_event_page_free(hk_event_page *p);
+
 /* Calls cb for up to limit stored events dated in [from, to) and after
  * (after_date, after_id) in (event_date, id) order, leaving out the types
  * never exported. Returns how many, or -1 after logging a store error. */

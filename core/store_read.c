@@ -476,3 +476,40 @@ int hk_store_exports(hk_store *s,
   }
   return rdone(s, st, rc);
 }
+
+void hk_event_page_add(void *ctx, const hk_event_row *row) {
+  hk_event_page *p = ctx;
+  char *copy = malloc(row->len + 1);
+
+  if (copy == NULL) abort();
+  if (p->n == p->cap) {
+    size_t cap = p->cap ? p->cap * 2 : 256;
+    char **texts = realloc(p->texts, cap * sizeof *texts);
+    size_t *lens = texts ? realloc(p->lens, cap * sizeof *lens) : NULL;
+
+    if (texts == NULL || lens == NULL) abort();
+    p->texts = texts;
+    p->lens = lens;
+    p->cap = cap;
+  }
+  memcpy(copy, row->body, row->len);
+  copy[row->len] = '\0';
+  p->texts[p->n] = copy;
+  p->lens[p->n++] = row->len;
+  p->last_date = row->event_date;
+  p->last_id = row->id;
+}
+
+void hk_event_page_clear(hk_event_page *p) {
+  for (size_t i = 0; i < p->n; i++) free(p->texts[i]);
+  p->n = 0;
+}
+
+void hk_event_page_free(hk_event_page *p) {
+  hk_event_page_clear(p);
+  free(p->texts);
+  free(p->lens);
+  p->texts = NULL;
+  p->lens = NULL;
+  p->cap = 0;
+}
