@@ -28,6 +28,7 @@ struct hk_bridge {
   hk_bridge_callbacks cbs;
   hk_buf scratch;   /* one encoded message at a time */
   int router_ref;   /* registry reference to the router module table */
+  size_t max_message; /* bytes of one encoded message, at most */
 };
 
 /* ---- random bytes for UUIDs, drawn from the kernel in blocks ---- */
@@ -160,22 +161,38 @@ static hk_bridge *bridge_upvalue(lua_State *L) {
 /* core.emit(slot, message [, route [, key]]) -> true | nil, reason.
  * Encodes the message once and hands the bytes, with a broker message's
  * route and key, to the core. */
+/* core.emit(slot, message, route, key): message is a table to encode,
+ * or its JSON text already encoded (under the hook's guard). A message
+ * over max_message_bytes is refused: nil and the reason. */
 static int core_emit(lua_State *L) {
   hk_bridge *b = bridge_upvalue(L);
   int slot = (int)luaL_checkinteger(L, 1);
   hk_emit_meta meta = {NULL, NULL, 0};
+  const char *text;
+  size_t len;
   char err[256];
 
   meta.route = luaL_optstring(L, 3, NULL);
   meta.key = luaL_optlstring(L, 4, NULL, &meta.key_len);
-  hk_buf_reset(&b->scratch);
-  if (hk_json_encode_append(L, 2, &b->scratch, err, sizeof err) != 0) {
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    text = lua_tolstring(L, 2, &len);
+  } else {
+    hk_buf_reset(&b->scratch);
+    if (hk_json_encode_append(L, 2, &b->scratch, err, sizeof err) != 0) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "cannot encode message: %s", err);
+      return 2;
+    }
+    text = b->scratch.data;
+    len = b->scratch.len;
+  }
+  if (len > b->max_message) {
     lua_pushnil(L);
-    lua_pushstring(L, err);
+    lua_pushfstring(L, "the message is %d bytes, over max_message_bytes "
+                    "(%d)", (int)len, (int)b->max_message);
     return 2;
   }
-  if (b->cbs.emit_cb)
-    b->cbs.emit_cb(b->cbs.ctx, slot, b->scratch.data, b->scratch.len, &meta);
+  if (b->cbs.emit_cb) b->cbs.emit_cb(b->cbs.ctx, slot, text, len, &meta);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -357,6 +374,7 @@ hk_bridge *hk_bridge_create(const char *lua_dir, char *err, size_t errlen) {
   hk_bridge *b = calloc(1, sizeof *b);
 
   if (b == NULL) goto fail;
+  b->max_message = (size_t)1 << 20;
   b->L = hk_guard_new_state();
   if (b->L == NULL) goto fail;
   open_runtime(b->L, lua_dir, b, err, errlen);
@@ -387,6 +405,10 @@ void hk_bridge_destroy(hk_bridge *b) {
 }
 
 lua_State *hk_bridge_state(hk_bridge *b) { return b->L; }
+
+void hk_bridge_set_max_message(hk_bridge *b, size_t bytes) {
+  if (bytes > 0) b->max_message = bytes;
+}
 
 void hk_bridge_set_callbacks(hk_bridge *b, const hk_bridge_callbacks *cbs) {
   b->cbs = *cbs;

@@ -53,6 +53,9 @@ hk_bridge *hk_bridge_create(const char *lua_dir, char *err, size_t errlen);
 void hk_bridge_destroy(hk_bridge *b);
 lua_State *hk_bridge_state(hk_bridge *b);
 void hk_bridge_set_callbacks(hk_bridge *b, const hk_bridge_callbacks *cbs);
+/* The most bytes one message may have (default 1 MiB); a hook's message
+ * over it fails that event. */
+void hk_bridge_set_max_message(hk_bridge *b, size_t bytes);
 
 /* Validates main.json (its text) with the runtime and leaves the normalized
  * configuration table in the registry for the router. On success pushes

@@ -93,6 +93,7 @@ static void take_fields(lua_State *L, hk_config *cfg) {
   cfg->hook_cpu_limit_ms = (int)get_number(L, "hook_cpu_limit_ms");
   cfg->hook_memory_limit_mb = (int)get_number(L, "hook_memory_limit_mb");
   cfg->lua_memory_limit_mb = (int)get_number(L, "lua_memory_limit_mb");
+  cfg->max_message_bytes = (size_t)get_number(L, "max_message_bytes");
 }
 
 int hk_config_load(hk_bridge *b, const char *path, hk_config *cfg, char *err,

@@ -33,6 +33,7 @@ typedef struct hk_config {
   int hook_cpu_limit_ms;      /* CPU per call of hook code */
   int hook_memory_limit_mb;   /* memory one call of hook code may add */
   int lua_memory_limit_mb;    /* memory hook code may take the state to */
+  size_t max_message_bytes;   /* one message a hook makes, at most */
 } hk_config;
 
 /* Reads and validates path with the runtime of b (path NULL: defaults). Returns 0, or -1 with

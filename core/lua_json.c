@@ -479,7 +479,7 @@ int hk_json_decode_push(lua_State *L, const char *s, size_t len, char *err,
  * every level doubles with each level) must fail rather than run for
  * minutes outside every limit. */
 #define ENCODE_MAX ((size_t)64 << 20)
-#define ENCODE_MAX_VALUES 1000000 /* tiny values cost more than bytes */
+#define ENCODE_MAX_VALUES 250000 /* tiny values cost more than bytes */
 
 typedef struct encoder {
   lua_State *L;

@@ -68,6 +68,7 @@ static int app_configure(app *a, const char *config_path) {
   if (hk_config_load(a->bridge, config_path, &a->cfg, err, sizeof err) != 0)
     goto fail;
   hk_log_min_level = hk_log_level_parse(a->cfg.log_level);
+  hk_bridge_set_max_message(a->bridge, a->cfg.max_message_bytes);
   hk_guard_set_limits(a->cfg.hook_cpu_limit_ms,
                       (size_t)a->cfg.hook_memory_limit_mb << 20,
                       (size_t)a->cfg.lua_memory_limit_mb << 20);

@@ -42,6 +42,8 @@ local KEYS = {
     max = 65536},
   lua_memory_limit_mb = {kind = "integer", default = 1024, min = 16,
     max = 1048576},
+  max_message_bytes = {kind = "integer", default = 1024 * 1024,
+    min = 1024, max = 64 * 1024 * 1024},
   max_connections = {kind = "integer", default = 1024, min = 1, max = 65535},
   request_timeout_sec = {kind = "number", default = 60, min = 1, max = 3600},
 }

@@ -73,7 +73,8 @@ end
 -- The call in progress, passed through upvalues rather than a closure so
 -- that the hot path allocates nothing.
 local cur_hook, cur_event, cur_ctx, cur_build, cur_skip
-local stage, out_msg, out_route, out_key
+local stage, out_msg, out_route, out_key, out_text
+local encode = json.encode
 
 local function work()
   local hook, event = cur_hook, cur_event
@@ -95,16 +96,28 @@ local function work()
   end
   out_route, out_key = M.destination(hook.settings.send, event)
   out_msg = msg
+  if hook.isolate then -- what the hook's code made is encoded here too
+    stage = "encode"
+    out_text = encode(msg)
+  end
   return "message"
+end
+
+-- An encoding that failed for size: a message built to be huge counts
+-- against the hook like running over a limit.
+local function oversized(reason)
+  return reason:find("values to encode", 1, true) or
+    reason:find("would be larger than", 1, true)
 end
 
 -- Runs hook over event (ctx: its template context; build(settings, event,
 -- ctx) makes the message; skip_filter for a test send). Returns
---   "message", msg, route, key;
+--   "message", msg, route, key, and the message's JSON text when it was
+--   encoded under the guard (hooks with code of their own);
 --   "filtered" when filter() said no;
 --   "dropped", value when shape() returned nil or false;
---   "error", reason, stage ("filter", "shape" or "message"), and true
---   when the guard stopped the code.
+--   "error", reason, stage ("filter", "shape", "message" or "encode"),
+--   and true when the guard stopped the code or the message was huge.
 function M.run(hook, event, ctx, build, skip_filter)
   local ok, r, stopped
   cur_hook, cur_event, cur_ctx, cur_build = hook, event, ctx, build
@@ -115,10 +128,13 @@ function M.run(hook, event, ctx, build, skip_filter)
     ok, r = true, work()
   end
   cur_hook, cur_event, cur_ctx, cur_build = nil, nil, nil, nil
-  local msg, route, key = out_msg, out_route, out_key
-  out_msg, out_route, out_key = nil, nil, nil
-  if not ok then return "error", r, stage, stopped end
-  if r == "message" then return r, msg, route, key end
+  local msg, route, key, text = out_msg, out_route, out_key, out_text
+  out_msg, out_route, out_key, out_text = nil, nil, nil, nil
+  if not ok then
+    return "error", r, stage, stopped or (stage == "encode" and
+      oversized(r) ~= nil)
+  end
+  if r == "message" then return r, msg, route, key, text end
   if r == "dropped" then return r, msg end
   return r
 end

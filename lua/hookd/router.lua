@@ -176,16 +176,18 @@ local function trial(hook, event, build)
   if why then return "dropped", why end
   local ctx = template.new_context(event, catalog)
   if hook.isolate then event = deep_copy(event) end
-  local status, msg, where = pipeline.run(hook, event, ctx, build)
+  local status, msg, where, _, encoded = pipeline.run(hook, event, ctx,
+    build)
   if status == "filtered" then
     return "dropped", "filter() returned false"
   elseif status == "dropped" then
     return "dropped", "shape() returned " .. tostring(msg)
   elseif status == "error" then
-    return "error", msg .. (where == "message"
+    return "error", msg .. ((where == "message" or where == "encode")
       and " (while building the message)" or " (in " .. where .. "())")
   end
-  local ok, text = pcall(json.encode, msg)
+  local ok, text = true, encoded
+  if not text then ok, text = pcall(json.encode, msg) end
   if not ok then
     return "error", hook.settings.file .. ": the message cannot be " ..
       "encoded as JSON: " .. first_line(text)
@@ -231,7 +233,7 @@ end
 -- The time all of a file's examples may take together, in seconds: each
 -- call has its own limit, but a file of many slow examples must not hold
 -- the router up at every load.
-local EXAMPLES_SEC = 1
+local EXAMPLES_SEC = 0.25
 
 local function failing_examples(hook, chunkname, src)
   local out, tests = {}, hook.settings.tests or {}
@@ -239,7 +241,7 @@ local function failing_examples(hook, chunkname, src)
   for i = 1, #tests do
     if core.now() - started > EXAMPLES_SEC then
       out[#out + 1] = string.format("%s:%d: tests[%d]: the examples took " ..
-        "more than %d s together; the rest were not run", chunkname,
+        "more than %g s together; the rest were not run", chunkname,
         source.example_line(src, i), i, EXAMPLES_SEC)
       break
     end
@@ -411,6 +413,7 @@ end
 -- What a failure's reason starts with, by the stage it happened in.
 local STAGE = {
   filter = "filter: ", shape = "shape: ", message = "message: ",
+  encode = "cannot encode message: ",
 }
 
 -- Runs the hook over one event (see pipeline.lua); the message or the
@@ -419,13 +422,11 @@ local STAGE = {
 -- came, kept as a dead letter when the hook's code fails on it.
 local function route_one(hook, event, ctx, build, text)
   if hook.isolate then event = deep_copy(event) end
-  local status, a, b, c = pipeline.run(hook, event, ctx,
+  local status, a, b, c, encoded = pipeline.run(hook, event, ctx,
     build or live_message)
   if status == "message" then
-    local sent, err = emit(hook.slot, a, b, c)
-    if not sent then
-      failed(hook.slot, "cannot encode message: " .. err, text)
-    end
+    local sent, err = emit(hook.slot, encoded or a, b, c)
+    if not sent then failed(hook.slot, err, text) end
     return true
   elseif status == "error" then
     failed(hook.slot, STAGE[b] .. a, text)
@@ -561,7 +562,7 @@ function M.test_message(id, body)
   local event_text = json.encode(event)
   event = decode(event_text)
   if hook.isolate then event = deep_copy(event) end
-  local status, msg, route, key = pipeline.run(hook, event,
+  local status, msg, route, key, encoded = pipeline.run(hook, event,
     template.new_context(event, catalog), live_message, true)
   if status == "dropped" then
     return { "hook", "shape() returned nil or false: nothing sent",
@@ -569,7 +570,8 @@ function M.test_message(id, body)
   elseif status == "error" then
     return { "hook", STAGE[route] .. msg, event_text }
   end
-  local ok, text = pcall(json.encode, msg)
+  local ok, text = true, encoded
+  if not text then ok, text = pcall(json.encode, msg) end
   if not ok then
     return { "hook", "cannot encode message: " .. tostring(text), event_text }
   end

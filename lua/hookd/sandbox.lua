@@ -67,6 +67,19 @@ local function load_patterns()
 end
 
 local slow = load_patterns()
+
+-- table.sort is C: over a large array without a comparator it could run
+-- for seconds where nothing can stop it. There it gets a comparator of
+-- the same order that counts as the hook's code (it lives with the
+-- matcher), so the CPU guard can stop the sort.
+local SORT_IN_C_MAX = 10000
+
+local function guarded_sort(t, less)
+  if less == nil and type(t) == "table" and #t > SORT_IN_C_MAX then
+    less = slow.less
+  end
+  return table.sort(t, less)
+end
 local native = {
   find = string.find, match = string.match, gmatch = string.gmatch,
   gsub = string.gsub,
@@ -138,15 +151,25 @@ end
 -- must not run a metamethod of the hook outside the guard (an __index
 -- that loops would stall everything). Tables keep only the codec's own
 -- metatables. A table met twice is copied once (the copy is shared the
--- same way), a cycle or a very deep table is an error, and so are more
--- than MAX_VALUES values in all, so that copying is always quick.
+-- same way) but counted each time, since whatever walks the settings
+-- later (examples, encoding) meets it each time; a cycle, a very deep
+-- table, or more than MAX_VALUES values in all is an error.
 local MAX_DEPTH, MAX_VALUES = 64, 200000
+
+local function too_many()
+  error("the settings hold more than " .. MAX_VALUES .. " values", 0)
+end
 
 local function plain(v, depth, st)
   if type(v) ~= "table" then return v end
   if st.open[v] then error("the settings contain a cycle", 0) end
-  if st.done[v] then return st.done[v] end
+  if st.done[v] then
+    st.count = st.count + st.size[v]
+    if st.count > MAX_VALUES then too_many() end
+    return st.done[v]
+  end
   if depth > MAX_DEPTH then error("the settings nest too deeply", 0) end
+  local before = st.count
   st.open[v] = true
   local out, k, item = {}, next(v)
   while k ~= nil do
@@ -155,13 +178,11 @@ local function plain(v, depth, st)
       error("a settings key must be a string or a number", 0)
     end
     st.count = st.count + 1
-    if st.count > MAX_VALUES then
-      error("the settings hold more than " .. MAX_VALUES .. " values", 0)
-    end
+    if st.count > MAX_VALUES then too_many() end
     out[k] = plain(item, depth + 1, st)
     k, item = next(v, k)
   end
-  st.open[v], st.done[v] = nil, out
+  st.open[v], st.done[v], st.size[v] = nil, out, st.count - before
   local mt = getmetatable(v)
   if mt == json.array_mt or mt == json.object_mt then
     setmetatable(out, mt)
@@ -170,7 +191,8 @@ local function plain(v, depth, st)
 end
 
 function M.plain(v)
-  local ok, out = pcall(plain, v, 1, { open = {}, done = {}, count = 0 })
+  local ok, out = pcall(plain, v, 1,
+    { open = {}, done = {}, size = {}, count = 0 })
   if ok then return out end
   return nil, out
 end
@@ -315,6 +337,7 @@ function M.new_env(hook_id, lib_dir)
   base.string = copy(string)
   base.string.dump = nil -- bytecode is for loaders, which hooks do not get
   base.table = copy(table)
+  base.table.sort = guarded_sort
   base.math = copy(math)
   base.math.random, base.math.randomseed = make_random(hook_id)
   base.os = {time = os.time, date = os.date, clock = os.clock}

@@ -159,15 +159,27 @@ local function check_field_name(v, key)
   return want_string(v, key)
 end
 
+-- What a hook builds per event without code of its own runs outside the
+-- CPU guard, so its size is bounded here: keys of custom_data, profile
+-- fields, and the length of one template.
+local MAX_BUILT_KEYS, MAX_TEMPLATE = 256, 4096
+
 local function check_custom_data(v)
   want_table(v, "custom_data")
-  local out = {}
+  local out, n = {}, 0
+  for _ in pairs(v) do n = n + 1 end
+  if n > MAX_BUILT_KEYS then
+    bad("custom_data has %d keys; at most %d", n, MAX_BUILT_KEYS)
+  end
   for _, k in pairs(sorted_keys(v)) do
     if type(k) ~= "string" or k == "" then
       bad("custom_data keys must be non-empty strings (got %s)", tostring(k))
     end
     local key = "custom_data." .. k
     if type(v[k]) ~= "string" then bad("%s must be a template string", key) end
+    if #v[k] > MAX_TEMPLATE then
+      bad("%s is longer than %d bytes", key, MAX_TEMPLATE)
+    end
     local compiled, err = template.compile(v[k])
     if not compiled then bad("%s: %s", key, err) end
     out[k] = compiled
@@ -217,7 +229,7 @@ end
 -- destination's token, password or headers were meant for that address.
 local ADDRESS_KEYS = {
   url = true, host = true, port = true, vhost = true, brokers = true,
-  tls = true,
+  tls = true, headers = true, -- a Host header moves it as well
 }
 
 -- Resolves send into one merged table: a string names a destination; a
@@ -517,6 +529,10 @@ local function check_top(tbl, ctx)
   if tbl.profile_fields ~= nil then
     s.profile_fields = want_list(tbl.profile_fields, "profile_fields",
       check_field_name, true)
+    if #s.profile_fields > MAX_BUILT_KEYS then
+      bad("profile_fields has %d names; at most %d", #s.profile_fields,
+        MAX_BUILT_KEYS)
+    end
   end
   if tbl.custom_data ~= nil then
     s.custom_data = check_custom_data(tbl.custom_data)

@@ -275,7 +275,21 @@ for i = 1, 200000 do big[i] = string.rep("z", 100) .. i end
     for i = 1, 30 do t = {t, t} end
     m.big = t
     return m
-  end,""", "more than 1000000 values")
+  end,""", "more than 250000 values")
+
+    def test_a_big_sort_is_stopped_by_the_cpu_limit(self):
+        self.assert_stopped("""
+  filter = function(e)
+    local t = {}
+    for i = 1, 400000 do t[i] = (i * 7919) % 1000003 end
+    table.sort(t)
+    return true end,""", "ran longer than 200 ms of CPU",
+                            hook_cpu_limit_ms=200, hook_memory_limit_mb=512)
+
+    def test_a_message_over_max_message_bytes_fails_that_event(self):
+        self.assert_stopped("""
+  shape = function(m) m.pad = ("p"):rep(20000) return m end,""",
+                            "over max_message_bytes", max_message_bytes=10000)
 
     def test_settings_that_share_tables_load_quickly(self):
         h = self.start({"good": http_hook(self.sink.url("/good"))})
@@ -284,7 +298,7 @@ for i = 1, 200000 do big[i] = string.rep("z", 100) .. i end
 for i = 1, 40 do t = {a = t, b = t} end
 """ + http_hook(self.sink.url("/dag"), extra="bogus = t,"))
         doc = h.wait_hook("dag", lambda x: x["error"], "dag refused")
-        self.assertIn("bogus", doc["error"])
+        self.assertIn("more than 200000 values", doc["error"])
         self.assertLess(time.monotonic() - t0, 3)
         h.post_events([click(1)])
         self.sink.wait_messages("/good", 1)
@@ -352,7 +366,7 @@ for i = 1, 40 do t = {a = t, b = t} end
     do end return false end,
   tests = {%s},""" % examples))
         doc = h.wait_hook("slow", lambda x: x["error"], "refused")
-        self.assertIn("more than 1 s together", doc["error"])
+        self.assertIn("more than 0.25 s together", doc["error"])
         self.assertLess(time.monotonic() - t0, 5)
 
     def test_deep_recursion_fails_that_event(self):

@@ -174,6 +174,13 @@ check("settings_send_destination_errors_name_destination", function()
     .. "http:// or https:// URL (from destination 'broken')")
   fails({ send = { destination = "broken", url = "http://127.0.0.1:9/x" } },
     { "send.url: a hook cannot move destination 'broken' elsewhere" })
+  fails({ send = { destination = "crm", headers = { Host = "evil" } } },
+    { "send.headers: a hook cannot move destination 'crm' elsewhere" })
+  local many = {}
+  for i = 1, 300 do many["k" .. i] = "x" end
+  fails({ custom_data = many }, { "custom_data has 300 keys; at most 256" })
+  fails({ custom_data = { k = ("x"):rep(5000) } },
+    { "custom_data.k is longer than 4096 bytes" })
 end)
 
 check("settings_send_type_checked", function()
