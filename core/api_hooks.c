@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "api_internal.h"
+#include "datetime.h"
 #include "hook_files.h"
 #include "json_scan.h"
 #include "json_write.h"
@@ -364,26 +365,6 @@ static void test_hook(hk_api *api, hk_http_request *req, const char *id) {
 
 /* ---- exports ---- */
 
-/* YYYY-MM-DD as the unix time its UTC day starts; -1 when malformed or
- * not a real day. */
-static double parse_day(const char *s) {
-  struct tm tm = {0}, back;
-  int y, m, d, used = 0;
-  time_t t;
-
-  if (strlen(s) != 10 || sscanf(s, "%4d-%2d-%2d%n", &y, &m, &d, &used) != 3 ||
-      used != 10 || s[4] != '-' || s[7] != '-')
-    return -1;
-  tm.tm_year = y - 1900;
-  tm.tm_mon = m - 1;
-  tm.tm_mday = d;
-  t = timegm(&tm);
-  gmtime_r(&t, &back);
-  if (back.tm_year != y - 1900 || back.tm_mon != m - 1 || back.tm_mday != d)
-    return -1;
-  return (double)t;
-}
-
 static void export_done(void *ctx, int status, const char *body) {
   hk_http_request *req = ctx;
 
@@ -413,8 +394,8 @@ static void start_export(hk_api *api, hk_http_request *req, const char *id) {
     return;
   }
   if (body_fields(api, req, &f, "from", "to") != 0) return;
-  from = parse_day(f.s[0]);
-  to = parse_day(f.s[1]);
+  if (hk_datetime_parse_day(f.s[0], &from) != 0) from = -1;
+  if (hk_datetime_parse_day(f.s[1], &to) != 0) to = -1;
   if ((why = range_problem(from, to)) != NULL)
     hk_api_error(req, 400, why, -1);
   else if (!api->keep_history)

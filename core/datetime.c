@@ -1,9 +1,10 @@
-/* RFC 3339 parsing into UTC unix seconds + nanoseconds, and the proleptic
+/* RFC 3339 times and plain days parsed into UTC unix seconds, and the proleptic
  * Gregorian day arithmetic behind it. Pure computation: no time zone, no
  * libc time functions, no global state. */
 #include "datetime.h"
 
 #include <stdbool.h>
+#include <stdlib.h>
 
 /* Shifted calendar used below: years start on March 1st so the leap day is
  * the last day of a "year", and 400-year eras repeat exactly (146097 days).
@@ -131,5 +132,28 @@ int hk_datetime_parse(const char *s, size_t len, int64_t *sec,
     return -1;
   *sec = local - offset;
   *nsec = frac;
+  return 0;
+}
+
+int hk_datetime_parse_day(const char *s, double *out) {
+  int64_t y2, days;
+  unsigned m2, d2;
+  int y, m, d;
+
+  for (int i = 0; i < 10; i++) {
+    char c = s[i];
+
+    if (c == '\0') return -1;
+    if ((i == 4 || i == 7) ? c != '-' : (c < '0' || c > '9')) return -1;
+  }
+  if (s[10] != '\0') return -1;
+  y = atoi(s);
+  m = atoi(s + 5);
+  d = atoi(s + 8);
+  if (m < 1 || m > 12 || d < 1 || d > 31) return -1;
+  days = hk_days_from_civil(y, (unsigned)m, (unsigned)d);
+  hk_civil_from_days(days, &y2, &m2, &d2);
+  if (y2 != y || m2 != (unsigned)m || d2 != (unsigned)d) return -1;
+  *out = (double)days * 86400.0;
   return 0;
 }

@@ -22,4 +22,8 @@ int hk_datetime_parse(const char *s, size_t len, int64_t *sec, int32_t *nsec);
 int64_t hk_days_from_civil(int64_t y, unsigned m, unsigned d);
 void hk_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d);
 
+/* "YYYY-MM-DD", a real day: stores the unix second it starts (UTC) and
+ * returns 0; -1 for anything else. */
+int hk_datetime_parse_day(const char *s, double *out);
+
 #endif

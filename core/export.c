@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "datetime.h"
 #include "hook_files.h"
 #include "json_write.h"
 #include "log.h"
@@ -127,28 +128,14 @@ static void save(hk_exports *xs, hk_export *x) {
 
 /* The start of day YYYY-MM-DD (UTC) plus `plus` days, in unix seconds. */
 static double day_start(const char *day, int plus) {
-  struct tm tm = {0};
-  int y, m, d;
+  double t;
 
-  if (sscanf(day, "%d-%d-%d", &y, &m, &d) != 3) return 0;
-  tm.tm_year = y - 1900;
-  tm.tm_mon = m - 1;
-  tm.tm_mday = d + plus;
-  return (double)timegm(&tm);
+  return hk_datetime_parse_day(day, &t) == 0 ? t + plus * 86400.0 : 0;
 }
 
 static void render_time(hk_buf *b, const char *key, double t) {
-  char text[32];
-  time_t sec = (time_t)t;
-  struct tm tm;
-
-  if (t <= 0) {
-    hk_buf_printf(b, ",\"%s\":null", key);
-    return;
-  }
-  gmtime_r(&sec, &tm);
-  strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  hk_buf_printf(b, ",\"%s\":\"%s\"", key, text);
+  hk_buf_printf(b, ",\"%s\":", key);
+  hk_json_write_time(b, t, 0);
 }
 
 static void render(const hk_export *x, hk_buf *b) {

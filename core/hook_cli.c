@@ -284,44 +284,20 @@ static long try_history(hk_bridge *b, hk_store *s, double from, double to,
   return errors;
 }
 
-/* The unix second a UTC day "YYYY-MM-DD" starts; -1 when s is not one. */
-static int parse_day(const char *s, double *out) {
-  int64_t y2, days;
-  unsigned m2, d2;
-  int y, m, d;
-
-  for (int i = 0; i < 10; i++) {
-    char c = s[i];
-
-    if (c == '\0') return -1;
-    if ((i == 4 || i == 7) ? c != '-' : (c < '0' || c > '9')) return -1;
-  }
-  if (s[10] != '\0') return -1;
-  y = atoi(s);
-  m = atoi(s + 5);
-  d = atoi(s + 8);
-  if (m < 1 || m > 12 || d < 1 || d > 31) return -1;
-  days = hk_days_from_civil(y, (unsigned)m, (unsigned)d);
-  hk_civil_from_days(days, &y2, &m2, &d2);
-  if (y2 != y || m2 != (unsigned)m || d2 != (unsigned)d) return -1;
-  *out = (double)days * 86400.0;
-  return 0;
-}
-
 /* [from, to) for --since and --until, both days included. Returns 0, or
  * -1 with err. */
 static int day_range(const hk_try_options *opt, double *from, double *to,
                      char *err, size_t errlen) {
   double last;
 
-  if (opt->since == NULL || parse_day(opt->since, from) != 0) {
+  if (opt->since == NULL || hk_datetime_parse_day(opt->since, from) != 0) {
     snprintf(err, errlen, "--since needs a UTC day, YYYY-MM-DD (got %s)",
              opt->since ? opt->since : "nothing");
     return -1;
   }
   *to = (double)HK_DATETIME_MAX_SEC + 1.0;
   if (opt->until == NULL) return 0;
-  if (parse_day(opt->until, &last) != 0) {
+  if (hk_datetime_parse_day(opt->until, &last) != 0) {
     snprintf(err, errlen, "--until needs a UTC day, YYYY-MM-DD (got %s)",
              opt->until);
     return -1;

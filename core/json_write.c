@@ -2,6 +2,7 @@
 #include "json_write.h"
 
 #include <string.h>
+#include <time.h>
 
 #include "utf8.h"
 
@@ -39,4 +40,19 @@ void hk_json_write_cstr(hk_buf *out, const char *s) {
     hk_buf_append(out, "null", 4);
   else
     hk_json_write_string(out, s, strlen(s));
+}
+
+void hk_json_write_time(hk_buf *out, double t, int millis) {
+  time_t sec = (time_t)t;
+  struct tm tm;
+
+  if (t <= 0) {
+    hk_buf_append(out, "null", 4);
+    return;
+  }
+  gmtime_r(&sec, &tm);
+  hk_buf_printf(out, "\"%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  if (millis) hk_buf_printf(out, ".%03d", (int)((t - (double)sec) * 1000));
+  hk_buf_append(out, "Z\"", 2);
 }

@@ -159,6 +159,7 @@ void hk_api_metrics(hk_api *api, hk_http_request *req) {
   hk_buf out = HK_BUF_INIT;
 
   process_lines(api, &out);
+  hk_router_refresh_stats(api->router);
   for (int i = 0; i < N_HOOK_FAMILIES; i++) {
     hook_pass p = {&out, i};
 

@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "hook_files.h"
 #include "log.h"
 
 #define SETTLE_MS 150
@@ -74,15 +75,9 @@ static int hook_id_from_name(const char *name, char *id, size_t idlen) {
 
   if (len < 5 || len - 4 >= idlen || strcmp(name + len - 4, ".lua") != 0)
     return -1;
-  for (size_t i = 0; i < len - 4; i++) {
-    char c = name[i];
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-          (c >= '0' && c <= '9') || c == '_' || c == '-'))
-      return -1;
-  }
   memcpy(id, name, len - 4);
   id[len - 4] = '\0';
-  return 0;
+  return hk_hook_id_valid(id) ? 0 : -1;
 }
 
 /* Says once per name that a visible .lua file is not loaded because its

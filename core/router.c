@@ -767,19 +767,6 @@ static const char *hook_state(const hk_hook *h) {
   return h->active ? "running" : "stopped";
 }
 
-static void render_time(hk_buf *out, double t) {
-  time_t sec = (time_t)t;
-  struct tm tm;
-
-  if (t <= 0) {
-    hk_buf_append(out, "null", 4);
-    return;
-  }
-  gmtime_r(&sec, &tm);
-  hk_buf_printf(out, "\"%04d-%02d-%02dT%02d:%02d:%02dZ\"", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
-
 static void render_hook(const hk_hook *h, hk_buf *out) {
   const hk_counters *c = &h->counters;
 
@@ -791,7 +778,7 @@ static void render_hook(const hk_hook *h, hk_buf *out) {
                 h->loaded && h->active ? "true" : "false", hook_state(h),
                 h->version);
   hk_buf_append(out, ",\"loaded_at\":", 13);
-  render_time(out, h->loaded_at);
+  hk_json_write_time(out, h->loaded_at, 0);
   hk_buf_append(out, ",\"file\":", 8);
   hk_json_write_cstr(out, h->file);
   hk_buf_append(out, ",\"error\":", 9);
@@ -862,10 +849,11 @@ static void refresh_lua_times(hk_router *r) {
   hk_strlist_free(&l);
 }
 
+void hk_router_refresh_stats(hk_router *r) { refresh_lua_times(r); }
+
 void hk_router_each(hk_router *r,
                     void (*cb)(void *ctx, const hk_hook_view *v),
                     void *ctx) {
-  refresh_lua_times(r);
   for (size_t i = 0; i < r->n_hooks; i++) {
     const hk_hook *h = r->hooks[i];
     hk_hook_view v = {h->id, h->transport ? h->transport : "none",

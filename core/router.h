@@ -112,6 +112,9 @@ typedef struct hk_hook_view {
   double lua_seconds; /* estimated time in its Lua code */
 } hk_hook_view;
 
+/* Reads what the runtime measured (Lua time per hook) into the views of
+ * hk_router_each; once per scrape. */
+void hk_router_refresh_stats(hk_router *r);
 /* Calls cb for every hook the API lists. */
 void hk_router_each(hk_router *r,
                     void (*cb)(void *ctx, const hk_hook_view *v),

@@ -146,18 +146,10 @@ long hk_store_dead_letters_count(hk_store *s, const char *hook) {
 }
 
 static void render_time(hk_buf *out, sqlite3_stmt *st, int col) {
-  double t = sqlite3_column_double(st, col);
-  time_t sec = (time_t)t;
-  struct tm tm;
+  double t = sqlite3_column_type(st, col) == SQLITE_NULL
+                 ? 0 : sqlite3_column_double(st, col);
 
-  if (sqlite3_column_type(st, col) == SQLITE_NULL || t <= 0) {
-    hk_buf_append(out, "null", 4);
-    return;
-  }
-  gmtime_r(&sec, &tm);
-  hk_buf_printf(out, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"",
-                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                tm.tm_min, tm.tm_sec, (int)((t - (double)sec) * 1000));
+  hk_json_write_time(out, t, 1);
 }
 
 static void render_column_str(hk_buf *out, sqlite3_stmt *st, int col) {

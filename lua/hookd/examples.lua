@@ -9,7 +9,7 @@ local M = {}
 
 local type, pairs, next, tostring, pcall, getmetatable =
   type, pairs, next, tostring, pcall, getmetatable
-local format, sort = string.format, table.sort
+local format = string.format
 local array_mt = json.array_mt
 
 local SHOWN_MAX = 80
@@ -55,12 +55,7 @@ local function same_scalar(a, b)
   return ok1 and ok2 and ta == tb
 end
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-  return keys
-end
+local sorted_keys = require("hookd.settings").sorted_keys
 
 local function sub_path(path, k)
   if path == "" then return tostring(k) end

@@ -66,9 +66,12 @@ function M.destination(send, event)
   return nil
 end
 
+-- An error as its first line (file, line, message), so a log line stays
+-- one line.
 local function first_line(err)
   return (tostring(err):gsub("\n.*", ""))
 end
+M.first_line = first_line
 
 -- The call in progress, passed through upvalues rather than a closure so
 -- that the hot path allocates nothing.

@@ -30,11 +30,7 @@ local attempted = {}
 local decode, emit, failed = json.decode, core.emit, core.failed
 local null = json.null
 
--- Error handler for a hook's functions: the message with its file and
--- line, on one line so a log line stays one line.
-local function first_line(err)
-  return (tostring(err):gsub("\n.*", ""))
-end
+local first_line = pipeline.first_line
 
 local function rebuild_order()
   order = {}

@@ -653,4 +653,7 @@ function M.describe(s)
   return out
 end
 
+-- Keys in a stable order (by their text), for messages that list them.
+M.sorted_keys = sorted_keys
+
 return M
