@@ -249,6 +249,39 @@ class Hookd:
         return self.proc.returncode
 
 
+class LineTool:
+    """A helper process of the tests (the Kafka mock cluster, amqp_tool):
+    commands on stdin, each answered with lines ending in "ok" (or
+    "ok ...") or "error ...". Subclasses start self.proc."""
+
+    name = "helper"
+
+    def exchange(self, line):
+        """Sends one command; returns (its lines before "ok", the rest of
+        the "ok" line). Raises AssertionError on "error"."""
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        out = []
+        while True:
+            reply = self.proc.stdout.readline()
+            if reply == "":
+                raise AssertionError("%s exited on %s" % (self.name, line))
+            reply = reply.rstrip("\n")
+            if reply == "ok" or reply.startswith("ok "):
+                return out, reply[3:]
+            if reply.startswith("error"):
+                raise AssertionError("%s: %s" % (line, reply))
+            out.append(reply)
+
+    def stop(self):
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.proc.wait(10)
+        self.proc.stdout.close()
+
+
 class SinkTest(unittest.TestCase):
     """A test with a sink of its own and, once a test starts one, a hookd
     (self.hookd); both are stopped after the test."""

@@ -16,9 +16,11 @@ import harness
 from harness import Hookd, click, http, wait_for
 
 
-class MockCluster:
+class MockCluster(harness.LineTool):
     """The mock cluster helper: bootstrap servers on the first line, then
     commands on stdin answered with lines ending in "ok" or "error"."""
+
+    name = "mock cluster"
 
     def __init__(self):
         binary = os.path.join(os.path.dirname(harness.HOOKD),
@@ -31,31 +33,11 @@ class MockCluster:
     def command(self, line):
         """Sends one command; returns its output lines before "ok"."""
         with self.lock:
-            self.proc.stdin.write(line + "\n")
-            self.proc.stdin.flush()
-            out = []
-            while True:
-                reply = self.proc.stdout.readline()
-                if reply == "":
-                    raise AssertionError("mock cluster exited on " + line)
-                reply = reply.rstrip("\n")
-                if reply == "ok" or reply.startswith("ok "):
-                    return out
-                if reply.startswith("error"):
-                    raise AssertionError("%s: %s" % (line, reply))
-                out.append(reply)
+            return self.exchange(line)[0]
 
     def consume(self, topic, n=100000):
         return [json.loads(l) for l in self.command("consume %s %d" %
                                                     (topic, n))]
-
-    def stop(self):
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        self.proc.wait(10)
-        self.proc.stdout.close()
 
 
 def kafka_hook(brokers, topic="clicks", key=None, extra_send="",

@@ -60,9 +60,11 @@ class Broker:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class AmqpTool:
+class AmqpTool(harness.LineTool):
     """The amqp_tool helper: "ok" once connected, then commands on stdin
     answered with lines ending in "ok" (or "ok N") or "error"."""
+
+    name = "amqp_tool"
 
     def __init__(self, port):
         binary = os.path.join(os.path.dirname(harness.HOOKD), "amqp_tool")
@@ -77,19 +79,7 @@ class AmqpTool:
     def command(self, line):
         """Sends one command; returns (its lines before "ok", the rest of
         the "ok" line). Raises AssertionError on "error"."""
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        out = []
-        while True:
-            reply = self.proc.stdout.readline()
-            if reply == "":
-                raise AssertionError("amqp_tool exited on " + line)
-            reply = reply.rstrip("\n")
-            if reply == "ok" or reply.startswith("ok "):
-                return out, reply[3:]
-            if reply.startswith("error"):
-                raise AssertionError("%s: %s" % (line, reply))
-            out.append(reply)
+        return self.exchange(line)
 
     def try_command(self, line):
         """Like command, but returns None instead of raising on "error"."""
@@ -110,14 +100,6 @@ class AmqpTool:
 
     def count(self, queue):
         return int(self.command("count " + queue)[1])
-
-    def stop(self):
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        self.proc.wait(10)
-        self.proc.stdout.close()
 
 
 def rabbit_hook(port, send, actions=("click",), extra=""):
