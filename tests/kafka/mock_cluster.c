@@ -36,7 +36,8 @@
 #include <strings.h>
 #include <time.h>
 
-#define MAX_ARGS 64
+#include "../tool_lines.h"
+
 #define CONSUME_WAIT_MS 10000 /* the longest a consume command takes */
 
 static rd_kafka_mock_cluster_t *mock;
@@ -53,13 +54,6 @@ static const struct {
 };
 
 /* Parses a whole decimal number; returns 0, or -1 when s is not one. */
-static int parse_long(const char *s, long *out) {
-  char *end;
-
-  if (s == NULL || *s == '\0') return -1;
-  *out = strtol(s, &end, 10);
-  return *end == '\0' ? 0 : -1;
-}
 
 static int parse_api_key(const char *s, int *key) {
   long v;
@@ -97,37 +91,12 @@ static int parse_error(const char *s, rd_kafka_resp_err_t *err) {
 
 /* ---- output -------------------------------------------------------------- */
 
-static void reply(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void reply(const char *fmt, ...) {
-  va_list ap;
-
-  va_start(ap, fmt);
-  vprintf(fmt, ap);
-  va_end(ap);
-  putchar('\n');
-  /* The test on the other end reads line by line. */
-  if (fflush(stdout) != 0) exit(1);
-}
-
 static void answer(rd_kafka_resp_err_t err) {
   if (err == RD_KAFKA_RESP_ERR_NO_ERROR) reply("ok");
   else reply("error %s", rd_kafka_err2name(err));
 }
 
 /* Writes p as a JSON string; bytes >= 0x80 pass as they are. */
-static void json_string(const char *p, size_t n) {
-  putchar('"');
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)p[i];
-
-    if (c == '"' || c == '\\') printf("\\%c", c);
-    else if (c == '\n') fputs("\\n", stdout);
-    else if (c < 0x20 || c == 0x7f) printf("\\u%04x", c);
-    else putchar(c);
-  }
-  putchar('"');
-}
 
 static void print_message(const rd_kafka_message_t *m) {
   const char *topic = rd_kafka_topic_name(m->rkt);
@@ -188,13 +157,6 @@ done:
   return cnt;
 }
 
-static long long now_ms(void) {
-  struct timespec ts;
-
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Prints messages until max, or until every partition reached its end. */
 static long read_messages(rd_kafka_t *rk, int parts, long max) {
   long long deadline = now_ms() + CONSUME_WAIT_MS;
@@ -251,7 +213,7 @@ static void cmd_topic(char **argv, int argc) {
 }
 
 static void cmd_errors(char **argv, int argc) {
-  rd_kafka_resp_err_t errs[MAX_ARGS];
+  rd_kafka_resp_err_t errs[TOOL_MAX_ARGS];
   int key, nerr = argc - 4;
   long count;
 
@@ -311,19 +273,9 @@ static void cmd_broker(char **argv, int argc) {
     answer(rd_kafka_mock_broker_set_rtt(mock, (int32_t)id, (int)v));
 }
 
-static int split_words(char *line, char **argv) {
-  int argc = 0;
-  char *save = NULL;
-
-  for (char *w = strtok_r(line, " \t\r\n", &save); w && argc < MAX_ARGS;
-       w = strtok_r(NULL, " \t\r\n", &save))
-    argv[argc++] = w;
-  return argc;
-}
-
 /* Runs one command line; returns 0 to go on, 1 to quit. */
 static int run_line(char *line) {
-  char *argv[MAX_ARGS];
+  char *argv[TOOL_MAX_ARGS];
   int argc = split_words(line, argv);
 
   if (argc == 0) return 0;

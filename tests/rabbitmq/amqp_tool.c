@@ -40,7 +40,8 @@
 #include <sys/time.h>
 #include <time.h>
 
-#define MAX_ARGS 8
+#include "../tool_lines.h"
+
 #define RPC_TIMEOUT_SEC 10 /* no command waits on a silent broker longer */
 #define GET_PAUSE_MS 20    /* between polls of an empty queue */
 
@@ -50,34 +51,6 @@ static amqp_channel_t chan;          /* 0 while no channel is open */
 static amqp_channel_t last_chan;
 
 /* ---- output -------------------------------------------------------------- */
-
-static void reply(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void reply(const char *fmt, ...) {
-  va_list ap;
-
-  va_start(ap, fmt);
-  vprintf(fmt, ap);
-  va_end(ap);
-  putchar('\n');
-  /* The test on the other end reads line by line. */
-  if (fflush(stdout) != 0) exit(1);
-}
-
-/* Writes p as a JSON string; bytes >= 0x80 pass as they are, so UTF-8
- * text stays readable. */
-static void json_string(const void *data, size_t n) {
-  const unsigned char *p = data;
-
-  putchar('"');
-  for (size_t i = 0; i < n; i++) {
-    if (p[i] == '"' || p[i] == '\\') printf("\\%c", p[i]);
-    else if (p[i] == '\n') fputs("\\n", stdout);
-    else if (p[i] < 0x20 || p[i] == 0x7f) printf("\\u%04x", p[i]);
-    else putchar(p[i]);
-  }
-  putchar('"');
-}
 
 static void json_bytes(amqp_bytes_t b) { json_string(b.bytes, b.len); }
 
@@ -186,13 +159,6 @@ static void answer_rpc(const void *ok_ptr) {
 /* ---- commands ------------------------------------------------------------ */
 
 /* Parses a whole decimal number; returns 0, or -1 when s is not one. */
-static int parse_long(const char *s, long *out) {
-  char *end;
-
-  if (s == NULL || *s == '\0') return -1;
-  *out = strtol(s, &end, 10);
-  return *end == '\0' ? 0 : -1;
-}
 
 static int parse_flag(const char *s, int *out) {
   long v;
@@ -262,13 +228,6 @@ static void cmd_delete(char **argv, int argc) {
 }
 
 /* ---- consume ------------------------------------------------------------- */
-
-static long long now_ms(void) {
-  struct timespec ts;
-
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void print_message(amqp_bytes_t key, amqp_bytes_t exchange,
                           const amqp_message_t *m) {
@@ -352,16 +311,6 @@ static void cmd_consume(char **argv, int argc) {
 
 /* ---- main ---------------------------------------------------------------- */
 
-static int split_words(char *line, char **argv) {
-  int argc = 0;
-  char *save = NULL;
-
-  for (char *w = strtok_r(line, " \t\r\n", &save); w && argc < MAX_ARGS;
-       w = strtok_r(NULL, " \t\r\n", &save))
-    argv[argc++] = w;
-  return argc;
-}
-
 static const struct {
   const char *name;
   void (*run)(char **argv, int argc);
@@ -373,7 +322,7 @@ static const struct {
 
 /* Runs one command line; returns 0 to go on, 1 to quit. */
 static int run_line(char *line) {
-  char *argv[MAX_ARGS], why[512];
+  char *argv[TOOL_MAX_ARGS], why[512];
   int argc = split_words(line, argv);
 
   if (argc == 0) return 0;
