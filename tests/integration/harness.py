@@ -284,7 +284,10 @@ class LineTool:
 
 class SinkTest(unittest.TestCase):
     """A test with a sink of its own and, once a test starts one, a hookd
-    (self.hookd); both are stopped after the test."""
+    (self.hookd); both are stopped after the test, and with clean_exit
+    hookd must exit 0."""
+
+    clean_exit = False
 
     def setUp(self):
         self.sink = Sink()
@@ -292,7 +295,9 @@ class SinkTest(unittest.TestCase):
 
     def tearDown(self):
         if self.hookd:
-            self.hookd.stop()
+            status = self.hookd.stop()
+            if self.clean_exit:
+                self.assertEqual(status, 0)
         self.sink.stop()
 
 
@@ -306,6 +311,14 @@ def http_hook(url, actions=("click",), database="all", extra=""):
 }
 """ % (json.dumps(database) if database == "all" else database,
        ", ".join(json.dumps(a) for a in actions), json.dumps(url), extra)
+
+
+def bare(i, **fields):
+    """A click without custom_data (unless given), so the hook builds it."""
+    ev = click(i, **fields)
+    if "custom_data" not in fields:
+        del ev["custom_data"]
+    return ev
 
 
 def click(i, **fields):

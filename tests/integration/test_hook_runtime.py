@@ -27,15 +27,8 @@ def hook(url, extra="", actions='"click"'):
 }""" % (actions, url, extra)
 
 
-class HookRuntime(unittest.TestCase):
-    def setUp(self):
-        self.sink = Sink()
-        self.hookd = None
-
-    def tearDown(self):
-        if self.hookd:
-            self.assertEqual(self.hookd.stop(), 0)
-        self.sink.stop()
+class HookRuntime(harness.SinkTest):
+    clean_exit = True
 
     def start(self, hooks):
         self.hookd = Hookd(hooks)

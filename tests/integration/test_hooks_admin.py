@@ -12,14 +12,7 @@ import time
 import unittest
 
 import harness
-from harness import Hookd, Sink, click, http, http_hook, wait_for
-
-
-def bare(i):
-    """A click without custom_data, so the hook builds it."""
-    ev = click(i)
-    del ev["custom_data"]
-    return ev
+from harness import Hookd, Sink, bare, click, http, http_hook, wait_for
 
 
 def post(hookd, path, body=b"", headers=None):

@@ -41,21 +41,8 @@ def module_src(tag):
     return "return {tag = %s}\n" % json.dumps(tag)
 
 
-def plain_click(i):
-    ev = harness.click(i)
-    del ev["custom_data"]
-    return ev
-
-
-class Modules(unittest.TestCase):
-    def setUp(self):
-        self.sink = Sink()
-        self.hookd = None
-
-    def tearDown(self):
-        if self.hookd:
-            self.assertEqual(self.hookd.stop(), 0)
-        self.sink.stop()
+class Modules(harness.SinkTest):
+    clean_exit = True
 
     def lib(self, rel):
         return os.path.join(self.dir, "plugins", "lib", rel)
@@ -106,7 +93,7 @@ class Modules(unittest.TestCase):
         time.sleep(1.0)  # several scans later, c is still untouched
         self.assertEqual(self.version("c"), 1)
         self.assertEqual(self.version("a"), 2)
-        self.hookd.post_events(plain_click(1))
+        self.hookd.post_events(harness.bare(1))
         wait_for("new module in a and b", lambda: self.tags("/a") == ["s2"]
                  and self.tags("/b") == ["s2"])
         wait_for("c as before", lambda: self.tags("/c") == ["o1"])
@@ -123,7 +110,7 @@ class Modules(unittest.TestCase):
         self.hookd.wait_log("module=lib/deep/inner/core.lua changed=1 "
                             "dependents=1")
         self.assertEqual(self.version("u"), 1)
-        self.hookd.post_events(plain_click(1))
+        self.hookd.post_events(harness.bare(1))
         wait_for("tag of the inner module",
                  lambda: self.tags("/n") == ["d2"])
 
@@ -139,7 +126,7 @@ class Modules(unittest.TestCase):
             self.assertIn("%s.lua:1:" % hook_id, h["error"])
             self.assertEqual(h["version"], 1)
             self.assertEqual(h["state"], "running")
-        self.hookd.post_events(plain_click(1))
+        self.hookd.post_events(harness.bare(1))
         wait_for("previous versions deliver",
                  lambda: self.tags("/a") == ["good"] and
                  self.tags("/b") == ["good"])
@@ -207,7 +194,7 @@ class Modules(unittest.TestCase):
             i = 0
             while not stop.is_set():
                 status, _ = self.hookd.post_events(
-                    [plain_click(i + k) for k in range(10)])
+                    [harness.bare(i + k) for k in range(10)])
                 statuses.append(status)
                 sent.extend(range(i, i + 10))
                 i += 10

@@ -7,7 +7,7 @@ import time
 import unittest
 
 import harness
-from harness import Hookd, Sink, click, wait_for
+from harness import Hookd, Sink, bare, click, wait_for
 
 HOOK = """return {
   name = %(name)r,
@@ -21,13 +21,6 @@ HOOK = """return {
 def hook(url, tag, name="reloadable"):
     src = HOOK % {"name": name, "tag": tag, "url": url}
     return src.replace("'", '"')
-
-
-def plain_click(i):
-    ev = click(i)
-    del ev["custom_data"]
-    ev["profile_id"] = "p%d" % i
-    return ev
 
 
 class Reload(unittest.TestCase):
@@ -51,7 +44,7 @@ class Reload(unittest.TestCase):
                                  "version 2", timeout=1.5)
         self.assertLess(time.monotonic() - t0, 1.2)
         self.assertEqual(h["name"], "edited")
-        self.hookd.post_events(plain_click(1))
+        self.hookd.post_events(bare(1))
         wait_for("v2 message", lambda: self.tags() == ["v2"])
 
     def test_reload_broken_file_keeps_previous_version(self):
@@ -62,7 +55,7 @@ class Reload(unittest.TestCase):
         self.assertIn("h.lua:1:", h["error"])
         line = self.hookd.wait_log("load_failed=1")
         self.assertIn("hook=h", line)
-        self.hookd.post_events(plain_click(1))
+        self.hookd.post_events(bare(1))
         wait_for("message from v1", lambda: self.tags() == ["v1"])
 
     def test_reload_invalid_settings_keep_previous_version(self):
@@ -86,13 +79,13 @@ class Reload(unittest.TestCase):
                                             "timeout_sec = 1.5")
         self.hookd.write_hook("h", slow)
         self.hookd.wait_hook("h", lambda h: h["version"] == 2, "version 2")
-        self.hookd.post_events([plain_click(i) for i in range(3)])
+        self.hookd.post_events([bare(i) for i in range(3)])
         self.assertEqual(self.hookd.counters("h")["queued"], 3)
         os.remove(os.path.join(self.hookd.plugins, "h.lua"))
         self.hookd.wait_log("hook=h removed=1")
         self.sink.wait_messages("/r", 3, timeout=5)
-        self.hookd.post_events(plain_click(9))
-        status, _ = self.hookd.post_events(plain_click(10))
+        self.hookd.post_events(bare(9))
+        status, _ = self.hookd.post_events(bare(10))
         self.assertEqual(status, 202)
         wait_for("removed hook unlisted", lambda: self.hookd.hook("h") is None)
         self.assertEqual(len(self.sink.messages("/r")), 3)
@@ -116,7 +109,7 @@ class Reload(unittest.TestCase):
         with open(path, "w") as f:
             f.write(hook(self.url, "v2"))
         os.remove(path + "~")
-        self.hookd.post_events(plain_click(1))
+        self.hookd.post_events(bare(1))
         self.hookd.wait_hook("h", lambda h: h["version"] == 2, "version 2")
         self.assertNotIn("removed=1", "".join(self.hookd.drain_log()))
         wait_for("message", lambda: self.tags() in (["v1"], ["v2"]))
@@ -141,7 +134,7 @@ class Reload(unittest.TestCase):
             i = 0
             while not stop.is_set():
                 status, _ = self.hookd.post_events(
-                    [plain_click(i + k) for k in range(10)])
+                    [bare(i + k) for k in range(10)])
                 self.assertEqual(status, 202)
                 sent.extend(range(i, i + 10))
                 i += 10

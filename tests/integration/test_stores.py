@@ -16,7 +16,7 @@ import unittest
 import urllib.parse
 
 import harness
-from harness import FIXTURES, Hookd, Sink, click, http, wait_for
+from harness import FIXTURES, Hookd, Sink, bare, click, http, wait_for
 
 RETRY_PERIOD = 0.3
 # HOOK_CONTENT_CLEANUP_HOURS for the expiry tests: 1.8 seconds.
@@ -34,14 +34,6 @@ def hook_src(url, actions=("click",), extra="", batch_size=1,
   %s
 }""" % (", ".join(json.dumps(a) for a in actions), url, batch_size,
         timeout_sec, send_extra, extra)
-
-
-def bare(i, **fields):
-    """A click without custom_data, so the hook builds it."""
-    ev = click(i, **fields)
-    if "custom_data" not in fields:
-        del ev["custom_data"]
-    return ev
 
 
 def padded(i, size):
