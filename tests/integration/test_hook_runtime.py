@@ -3,10 +3,9 @@ hook's functions or output confined to that hook and event, a hook's
 changes to the event invisible to other hooks, and the sandbox."""
 
 import json
-import unittest
 
 import harness
-from harness import Hookd, Sink, click, wait_for
+from harness import Hookd, click, wait_for
 
 # Every fidelity case, written as the producer sends it. The router must
 # send these bytes back unchanged (key order aside).
