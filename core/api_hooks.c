@@ -375,10 +375,11 @@ static void export_done(void *ctx, int status, const char *body) {
 }
 
 /* Checks the range: whole UTC days, from 1970-01-01 to yesterday. */
-static const char *range_problem(double from, double to) {
+static const char *range_problem(int parsed, double from, double to) {
   double today = (double)(time(NULL) / 86400 * 86400);
 
-  if (from < 0 || to < 0) return "from and to must be dates as YYYY-MM-DD";
+  if (!parsed) return "from and to must be dates as YYYY-MM-DD";
+  if (from < 0) return "from must be 1970-01-01 or later";
   if (to >= today) return "to must be yesterday (UTC) or earlier";
   if (from > to) return "from must not be after to";
   return NULL;
@@ -386,17 +387,18 @@ static const char *range_problem(double from, double to) {
 
 static void start_export(hk_api *api, hk_http_request *req, const char *id) {
   hk_strlist f;
-  double from, to;
+  double from = 0, to = 0;
   const char *why;
+  int parsed;
 
   if (!hk_router_has_hook(api->router, id)) {
     hk_api_error(req, 409, "the hook is not loaded", -1);
     return;
   }
   if (body_fields(api, req, &f, "from", "to") != 0) return;
-  if (hk_datetime_parse_day(f.s[0], &from) != 0) from = -1;
-  if (hk_datetime_parse_day(f.s[1], &to) != 0) to = -1;
-  if ((why = range_problem(from, to)) != NULL)
+  parsed = hk_datetime_parse_day(f.s[0], &from) == 0 &&
+           hk_datetime_parse_day(f.s[1], &to) == 0;
+  if ((why = range_problem(parsed, from, to)) != NULL)
     hk_api_error(req, 400, why, -1);
   else if (!api->keep_history)
     hk_api_error(req, 409, "history_days is 0: no events are kept", -1);

@@ -23,8 +23,9 @@
 static const char usage[] =
     "usage: hookd run --config FILE       start the router\n"
     "       hookd check [--config FILE] [HOOK.lua...]\n"
-    "                  print every problem of the hook files (default: every\n"
-    "                  hook of plugins_dir) as file:line: message\n"
+    "                  print the problems of the hook files (default: every\n"
+    "                  hook of plugins_dir) as file:line: message: the first\n"
+    "                  syntax or settings problem, else each failing example\n"
     "       hookd try [--config FILE] HOOK.lua [EVENTS.ndjson | -]\n"
     "                  print what the hook makes of each event: its message,\n"
     "                  dropped: why, or error: why (default: standard input)\n"

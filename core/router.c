@@ -51,6 +51,7 @@ struct hk_route_job {
   job_msg *msgs;
   size_t n_msgs, cap_msgs;
   long *matched; /* per slot */
+  long *dead;    /* per slot: events kept as dead letters */
   size_t n_slots;
   long failed; /* events a hook's code failed on */
 };
@@ -188,9 +189,11 @@ static void failed_cb(void *ctx, int slot, const char *reason,
   if (h == NULL) return;
   h->counters.failed++;
   if (r->job) r->job->failed++;
-  if (event && r->job)
+  if (event && r->job) {
     hk_store_add_dead_event(r->job->batch, h->id, event, len,
                             h->destination, reason, h->version);
+    if ((size_t)slot < r->job->n_slots) r->job->dead[slot]++;
+  }
   if (now - h->fail_log_at < 1.0) {
     h->fail_suppressed++;
     return;
@@ -599,7 +602,8 @@ hk_route_job *hk_router_job_begin(hk_router *r, hk_store_batch *batch) {
   job->seq = ++r->next_seq;
   job->n_slots = r->n_hooks;
   job->matched = calloc(r->n_hooks ? r->n_hooks : 1, sizeof *job->matched);
-  if (job->matched == NULL) abort();
+  job->dead = calloc(r->n_hooks ? r->n_hooks : 1, sizeof *job->dead);
+  if (job->matched == NULL || job->dead == NULL) abort();
   return job;
 }
 
@@ -643,11 +647,14 @@ void hk_router_job_finish(hk_router *r, hk_route_job *job, int committed) {
   for (size_t s = 0; committed && s < job->n_slots; s++) {
     hk_hook *h = hook_slot(r, (int)s);
 
-    if (h) h->counters.matched += job->matched[s];
+    if (h == NULL) continue;
+    h->counters.matched += job->matched[s];
+    h->counters.dead += job->dead[s];
   }
   hk_bridge_settle(r->bridge, job->seq);
   free(job->msgs);
   free(job->matched);
+  free(job->dead);
   free(job);
 }
 

@@ -516,6 +516,14 @@ local EVENT_TYPE = "^[%w_%-%.]+$"
 
 -- The event of a test send: the caller's own, or an example of a type.
 local function test_event(hook, doc)
+  for key in pairs(doc) do
+    if key ~= "event" and key ~= "event_type" then
+      return nil, "unknown field '" .. tostring(key) .. "'"
+    end
+  end
+  if doc.event_type ~= nil and type(doc.event_type) ~= "string" then
+    return nil, "event_type must be a string"
+  end
   if doc.event ~= nil and doc.event_type ~= nil then
     return nil, 'give either "event_type" or "event", not both'
   end

@@ -229,6 +229,9 @@ class Export(harness.SinkTest):
             status, doc = self.post("/export", body)
             self.assertEqual(status, 400, body)
             self.assertIn("error", doc)
+        status, doc = self.post("/export", {"from": "1969-12-31",
+                                            "to": "2026-10-01"})
+        self.assertIn("1970-01-01 or later", doc["error"])
         self.assertEqual(self.post("/export/pause")[0], 404)
         self.assertEqual(http("GET", h.base + "/v1/hooks/x/export")[0], 404)
         self.assertEqual(self.post("/stop")[0], 200)

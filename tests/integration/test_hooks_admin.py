@@ -336,6 +336,7 @@ class TestSends(harness.SinkTest):
             self.sink.url("/a"), extra=extra)})
         for body in ({"event_type": "bad type!"}, {"event_type": ""},
                      {"event_type": 7}, {}, [1], b"{", {"event": [1]},
+                     {"event_type": "click", "x": 1},
                      {"event": {"event_type": "x" * 200}}):
             status, doc = post(h, "/v1/hooks/a/test", body)
             self.assertEqual(status, 400, body)

@@ -389,6 +389,7 @@ for i = 1, 40 do t = {a = t, b = t} end
             "GET", h.base + "/v1/dead-letters?hook=bad")[1]["items"])
         [item] = items
         self.assertEqual((item["kind"], item["version"]), ("event", 1))
+        h.wait_hook("bad", lambda x: x["counters"]["dead"] == 1, "dead 1")
         self.assertEqual(item["event"], ev)
         self.assertIn("no thanks", item["reason"])
         status, doc = http("POST", h.base + "/v1/dead-letters/%d/retry" %
