@@ -906,6 +906,37 @@ static int set_kind(lua_State *L, const char *key) {
 static int l_array(lua_State *L) { return set_kind(L, &k_array_mt_key); }
 static int l_object(lua_State *L) { return set_kind(L, &k_object_mt_key); }
 
+/* Replaces the value at the top of the stack with a copy: tables key by
+ * key, keeping their metatable (array or object); other values are
+ * immutable (number literals, null) and shared. */
+static void copy_top(lua_State *L, int depth) {
+  int src;
+
+  if (!lua_istable(L, -1)) return;
+  if (depth > MAX_DEPTH)
+    luaL_error(L, "copy: tables nested more than %d deep", MAX_DEPTH);
+  luaL_checkstack(L, 4, "copy");
+  src = lua_gettop(L);
+  lua_createtable(L, (int)lua_objlen(L, src), 4);
+  for (lua_pushnil(L); lua_next(L, src);) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    copy_top(L, depth + 1);
+    lua_rawset(L, src + 1);
+  }
+  if (lua_getmetatable(L, src)) lua_setmetatable(L, src + 1);
+  lua_replace(L, src);
+}
+
+/* json.copy(v): a copy of a decoded value that can be changed without
+ * changing the original. */
+static int l_copy(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_settop(L, 1);
+  copy_top(L, 0);
+  return 1;
+}
+
 /* True when the table at index 1 has keys exactly 1..n, n > 0. */
 static bool has_array_keys(lua_State *L) {
   size_t count = 0;
@@ -967,7 +998,8 @@ int luaopen_hookd_json(lua_State *L) {
       {"decode", l_decode},   {"encode", l_encode},
       {"array", l_array},     {"object", l_object},
       {"is_array", l_is_array}, {"number", l_number},
-      {"is_number_literal", l_is_number_literal}, {NULL, NULL}};
+      {"is_number_literal", l_is_number_literal}, {"copy", l_copy},
+      {NULL, NULL}};
 
   lua_createtable(L, 0, 12);
   for (const luaL_Reg *f = funcs; f->name != NULL; f++) {

@@ -141,13 +141,14 @@ local function merged(old, patch)
 end
 
 -- Takes what an event brings for the stores: content on send events, and
--- a profile on import events.
+-- a profile on import events. What is kept here is a copy: the last hook
+-- to see the event gets the event itself and may change it.
 function M.capture(event, event_type)
   if CONTENT_EVENTS[event_type] then
     local content, smid = event.content, send_id(event)
     if smid and is_object(content) then
       core.store_put("content", smid, nil, content)
-      remember(pending_content, smid, content)
+      remember(pending_content, smid, json.copy(content))
     end
   elseif type(event_type) == "string" and event_type:sub(1, 7) == "import_" then
     local fields = event.profile
@@ -155,7 +156,7 @@ function M.capture(event, event_type)
     if lid and pid and is_object(fields) then
       core.store_put("profile", lid, pid, fields)
       remember(pending_profiles, lid .. ":" .. pid,
-        merged(M.profile(lid, pid), fields))
+        merged(M.profile(lid, pid), json.copy(fields)))
     end
   end
 end

@@ -10,12 +10,7 @@ local catalog_mod = require "hookd.catalog"
 
 local M = {}
 
-local function copy(v)
-  if type(v) ~= "table" then return v end
-  local out = {}
-  for k, item in next, v do out[k] = copy(item) end
-  return setmetatable(out, getmetatable(v))
-end
+local copy = json.copy
 
 -- A built message made safe to hand to shape(), which may change it at
 -- will: its custom_data (profile fields) and content come from caches
