@@ -29,6 +29,11 @@ struct hk_bridge {
   hk_buf scratch;   /* one encoded message at a time */
   int router_ref;   /* registry reference to the router module table */
   size_t max_message; /* bytes of one encoded message, at most */
+  /* The events being routed, read through core.event(i) rather than
+   * copied into Lua strings first. */
+  const char *const *batch;
+  const size_t *batch_lens;
+  size_t batch_n;
 };
 
 /* ---- random bytes for UUIDs, drawn from the kernel in blocks ---- */
@@ -159,11 +164,10 @@ static hk_bridge *bridge_upvalue(lua_State *L) {
 }
 
 /* core.emit(slot, message [, route [, key]]) -> true | nil, reason.
- * Encodes the message once and hands the bytes, with a broker message's
- * route and key, to the core. */
-/* core.emit(slot, message, route, key): message is a table to encode,
- * or its JSON text already encoded (under the hook's guard). A message
- * over max_message_bytes is refused: nil and the reason. */
+ * message is a table, encoded here straight into the core's buffer, or
+ * its JSON text already encoded; the bytes go to the core with a broker
+ * message's route and key. A message that cannot be encoded or is over
+ * max_message_bytes is refused: nil and the reason. */
 static int core_emit(lua_State *L) {
   hk_bridge *b = bridge_upvalue(L);
   int slot = (int)luaL_checkinteger(L, 1);
@@ -207,13 +211,36 @@ static int core_matched(lua_State *L) {
   return 0;
 }
 
-/* core.failed(slot, reason) */
+/* The text of event i (from 1) of the batch being routed, or NULL. */
+static const char *batch_event(hk_bridge *b, lua_Integer i, size_t *len) {
+  if (b->batch == NULL || i < 1 || (size_t)i > b->batch_n) return NULL;
+  *len = b->batch_lens[i - 1];
+  return b->batch[i - 1];
+}
+
+/* core.event(i) -> event i (from 1) of the batch being routed, decoded. */
+static int core_event(lua_State *L) {
+  hk_bridge *b = bridge_upvalue(L);
+  size_t len = 0;
+  const char *text = batch_event(b, luaL_checkinteger(L, 1), &len);
+  char err[160];
+
+  if (text == NULL) return luaL_argerror(L, 1, "no such event in the batch");
+  if (hk_json_decode_push(L, text, len, err, sizeof err) != 0)
+    return luaL_error(L, "event %d: %s", (int)lua_tointeger(L, 1), err);
+  return 1;
+}
+
+/* core.failed(slot, reason [, event]): event is the event's text, or its
+ * index in the batch being routed. */
 static int core_failed(lua_State *L) {
   hk_bridge *b = bridge_upvalue(L);
-
   size_t len = 0;
-  const char *event = lua_type(L, 3) == LUA_TSTRING ? lua_tolstring(L, 3, &len)
-                                                    : NULL;
+  const char *event = NULL;
+
+  if (lua_type(L, 3) == LUA_TSTRING) event = lua_tolstring(L, 3, &len);
+  else if (lua_type(L, 3) == LUA_TNUMBER)
+    event = batch_event(b, lua_tointeger(L, 3), &len);
 
   if (b->cbs.failed_cb)
     b->cbs.failed_cb(b->cbs.ctx, (int)luaL_checkinteger(L, 1),
@@ -270,6 +297,7 @@ static const luaL_Reg core_funcs[] = {
     {"uuid4", core_uuid4},     {"parse_time", core_parse_time},
     {"log", core_log},         {"now", core_now},
     {"read_file", core_read_file}, {"emit", core_emit},
+    {"event", core_event},
     {"matched", core_matched}, {"failed", core_failed},
     {"guard", hk_guard_lua_state},     {"check_regex", core_check_regex},
     {"suspended", core_suspended}, {NULL, NULL}};
@@ -459,12 +487,31 @@ static void push_batch(lua_State *L, const char *const *events,
   lua_pushnumber(L, (lua_Number)seq);
 }
 
+/* Makes events the batch core.event reads, and pushes its size and seq. */
+static void open_batch(hk_bridge *b, const char *const *events,
+                       const size_t *lens, size_t n, long seq) {
+  b->batch = events;
+  b->batch_lens = lens;
+  b->batch_n = n;
+  lua_pushnumber(b->L, (lua_Number)n);
+  lua_pushnumber(b->L, (lua_Number)seq);
+}
+
+static void close_batch(hk_bridge *b) {
+  b->batch = NULL;
+  b->batch_lens = NULL;
+  b->batch_n = 0;
+}
+
 int hk_bridge_route(hk_bridge *b, const char *const *events,
                     const size_t *lens, size_t n, long seq) {
   char err[1024];
+  int rc;
 
-  push_batch(b->L, events, lens, n, seq);
-  if (call_router(b, "route", 2, 0, err, sizeof err) != 0) {
+  open_batch(b, events, lens, n, seq);
+  rc = call_router(b, "route", 2, 0, err, sizeof err);
+  close_batch(b);
+  if (rc != 0) {
     hk_error("lua", "routing failed events=%zu error=\"%s\"", n, err);
     return -1;
   }
@@ -476,10 +523,13 @@ long hk_bridge_route_export(hk_bridge *b, const char *id,
                             size_t n, long seq) {
   char err[1024];
   long captured;
+  int rc;
 
-  push_batch(b->L, events, lens, n, seq);
+  open_batch(b, events, lens, n, seq);
   lua_pushstring(b->L, id);
-  if (call_router(b, "route_export", 3, 1, err, sizeof err) != 0) {
+  rc = call_router(b, "route_export", 3, 1, err, sizeof err);
+  close_batch(b);
+  if (rc != 0) {
     hk_error("lua", "hook=%s export routing failed events=%zu "
              "error=\"%s\"", id, n, err);
     return -1;

@@ -70,7 +70,7 @@ M.first_line = first_line
 
 -- The call in progress, passed through upvalues rather than a closure so
 -- that the hot path allocates nothing.
-local cur_hook, cur_event, cur_ctx, cur_build, cur_skip
+local cur_hook, cur_event, cur_ctx, cur_build, cur_skip, cur_defer
 local stage, out_msg, out_route, out_key, out_text
 local encode = json.encode
 
@@ -94,7 +94,7 @@ local function work()
   end
   out_route, out_key = M.destination(hook.settings.send, event)
   out_msg = msg
-  if hook.isolate then -- what the hook's code made is encoded here too
+  if hook.isolate and not cur_defer then -- the hook's code made it
     stage = "encode"
     out_text = encode(msg)
   end
@@ -107,19 +107,21 @@ local function oversized(reason)
   return reason:find("values to encode", 1, true) or
     reason:find("would be larger than", 1, true)
 end
+M.oversized = oversized
 
 -- Runs hook over event (ctx: its template context; build(settings, event,
--- ctx) makes the message; skip_filter for a test send). Returns
+-- ctx) makes the message; skip_filter for a test send; defer_encode when
+-- the caller encodes the message itself, see oversized). Returns
 --   "message", msg, route, key, and the message's JSON text when it was
---   encoded under the guard (hooks with code of their own);
+--   encoded here (hooks with code of their own, unless deferred);
 --   "filtered" when filter() said no;
 --   "dropped", value when shape() returned nil or false;
 --   "error", reason, stage ("filter", "shape", "message" or "encode"),
 --   and true when the guard stopped the code or the message was huge.
-function M.run(hook, event, ctx, build, skip_filter)
+function M.run(hook, event, ctx, build, skip_filter, defer_encode)
   local ok, r, stopped
   cur_hook, cur_event, cur_ctx, cur_build = hook, event, ctx, build
-  cur_skip = skip_filter
+  cur_skip, cur_defer = skip_filter, defer_encode
   if hook.isolate then
     ok, r, stopped = guard.call(work, first_line)
   else

@@ -28,6 +28,7 @@ local order = {}   -- loaded hooks sorted by id: the routing order
 local attempted = {}
 
 local decode, emit, failed = json.decode, core.emit, core.failed
+local event_at = core.event
 local null = json.null
 
 local first_line = pipeline.first_line
@@ -408,18 +409,22 @@ local STAGE = {
 -- Runs the hook over one event (see pipeline.lua); the message or the
 -- failure goes to the core. Returns true when the event passed the hook's
 -- filter (it counts as matched), false otherwise. text is the event as it
--- came, kept as a dead letter when the hook's code fails on it. shared:
+-- came (or its index in the batch being routed), kept as a dead letter
+-- when the hook's code fails on it. shared:
 -- another hook will see this event after this one, so a hook with code
 -- gets a copy to change at will; the last hook to see it gets the event
 -- itself, since nothing reads it afterwards (copying is a third of the
 -- cost of routing an event).
 local function route_one(hook, event, ctx, build, text, shared)
   if shared and hook.isolate then event = deep_copy(event) end
-  local status, a, b, c, encoded = pipeline.run(hook, event, ctx,
-    build or live_message)
+  local status, a, b, c = pipeline.run(hook, event, ctx,
+    build or live_message, false, true)
   if status == "message" then
-    local sent, err = emit(hook.slot, encoded or a, b, c)
-    if not sent then failed(hook.slot, err, text) end
+    local sent, err = emit(hook.slot, a, b, c)
+    if not sent then
+      failed(hook.slot, err, text)
+      if hook.isolate and pipeline.oversized(err) then note_breach(hook) end
+    end
     return true
   elseif status == "error" then
     failed(hook.slot, STAGE[b] .. a, text)
@@ -429,8 +434,9 @@ local function route_one(hook, event, ctx, build, text, shared)
   return status == "dropped"
 end
 
--- Routes a batch of event texts through every active hook. Each event is
--- decoded once whatever the number of hooks; per-hook errors are reported
+-- Routes the n events of the batch the core is routing (read with
+-- core.event) through every active hook. Each event is decoded once
+-- whatever the number of hooks; per-hook errors are reported
 -- to the core and never stop the batch. seq names the store batch the
 -- results go to (see lookups.settle).
 -- Time spent in each hook, for the metrics: measured on one event in
@@ -456,12 +462,12 @@ local function takers_of(event, takers)
   return k
 end
 
-function M.route(batch, seq)
+function M.route(count, seq)
   local n, matched, takers = #order, {}, {}
   for h = 1, n do matched[h] = 0 end
   lookups.begin(seq or 0)
-  for i = 1, #batch do
-    local event = decode(batch[i])
+  for i = 1, count do
+    local event = event_at(i)
     local ctx = nil
     sample_tick = sample_tick + 1
     local timed = sample_tick % SAMPLE_EVERY == 0
@@ -472,7 +478,7 @@ function M.route(batch, seq)
       local hook = order[h]
       local t0 = timed and now()
       ctx = ctx or template.new_context(event, catalog)
-      if route_one(hook, event, ctx, nil, batch[i], j < k) then
+      if route_one(hook, event, ctx, nil, i, j < k) then
         matched[h] = matched[h] + 1
       end
       if t0 then
@@ -502,20 +508,21 @@ local NOT_EXPORTED = {
   campaign_launch = true, profile_merge = true, profile_split = true,
 }
 
--- Routes stored events through hook id alone, as a historical export:
--- its current settings and filters, no content. seq names the store
--- batch, as in M.route. Returns the number of events it captured.
-function M.route_export(batch, seq, id)
+-- Routes the count stored events of the core's batch through hook id
+-- alone, as a historical export: its current settings and filters, no
+-- content. seq names the store batch, as in M.route. Returns the number
+-- of events it captured.
+function M.route_export(count, seq, id)
   local hook = hooks[id]
   if not hook or hook.suspended then return 0 end
   local captured = 0
   lookups.begin(seq or 0)
-  for i = 1, #batch do
-    local event = decode(batch[i])
+  for i = 1, count do
+    local event = event_at(i)
     if not NOT_EXPORTED[event.event_type] and
         filters.match(hook.match, event) then
       local ctx = template.new_context(event, catalog)
-      if route_one(hook, event, ctx, export_message, batch[i]) then
+      if route_one(hook, event, ctx, export_message, i) then
         captured = captured + 1
       end
     end

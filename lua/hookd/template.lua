@@ -51,30 +51,40 @@ local function unixnano(sec, nsec)
   return format("-%d%09d", hi, lo)
 end
 
--- Fills ctx.date_* once. An event without a parsable event_date renders
--- every date variable as "" (events from the ingest are always valid).
+-- Each date variable's text from the event date's (sec, nsec).
+local function ymd_of(sec)
+  return format("%04d-%02d-%02d", civil_from_days(floor(sec / 86400)))
+end
+
+local function hms_of(sec)
+  local secs = sec - floor(sec / 86400) * 86400
+  return format("%02d:%02d:%02d", floor(secs / 3600), floor(secs / 60) % 60,
+    secs % 60)
+end
+
+local DATE_FORMS = {
+  date_ymd = ymd_of,
+  date_rfc3339 = function(sec)
+    return ymd_of(sec) .. "T" .. hms_of(sec) .. "Z"
+  end,
+  date_text = function(sec, nsec)
+    local us, frac = floor(nsec / 1000), ""
+    if us > 0 then frac = "." .. gsub(format("%06d", us), "0+$", "") end
+    return ymd_of(sec) .. "T" .. hms_of(sec) .. frac .. "Z"
+  end,
+  date_unix = function(sec) return format("%d", sec) end,
+  date_unixnano = unixnano,
+}
+
+-- Parses the event date once per context into ctx.date_sec and
+-- ctx.date_nsec; an event without a parsable event_date leaves them nil
+-- and renders every date variable as "" (events from the ingest are
+-- always valid). Each form is made only when a template asks for it.
 local function load_date(ctx)
   ctx.date_loaded = true
   local text = ctx.event.event_date
   if type(text) ~= "string" then return end
-  local sec, nsec = core.parse_time(text)
-  if not sec then return end
-  local days = floor(sec / 86400)
-  local secs = sec - days * 86400
-  local y, m, d = civil_from_days(days)
-  local ymd = format("%04d-%02d-%02d", y, m, d)
-  local hms = format("%02d:%02d:%02d", floor(secs / 3600),
-    floor(secs / 60) % 60, secs % 60)
-  local us = floor(nsec / 1000)
-  local frac = ""
-  if us > 0 then
-    frac = "." .. gsub(format("%06d", us), "0+$", "")
-  end
-  ctx.date_ymd = ymd
-  ctx.date_rfc3339 = ymd .. "T" .. hms .. "Z"
-  ctx.date_text = ymd .. "T" .. hms .. frac .. "Z"
-  ctx.date_unix = format("%d", sec)
-  ctx.date_unixnano = unixnano(sec, nsec)
+  ctx.date_sec, ctx.date_nsec = core.parse_time(text)
 end
 
 -- ---- catalog names, looked up once per context ----
@@ -159,9 +169,15 @@ end
 -- A name whose id is missing, null, 0 or not in the catalog renders "".
 
 local function date_var(key)
+  local form = DATE_FORMS[key]
   return function(ctx)
+    local v = ctx[key]
+    if v ~= nil then return v end
     if not ctx.date_loaded then load_date(ctx) end
-    return ctx[key] or ""
+    local sec = ctx.date_sec
+    v = sec and form(sec, ctx.date_nsec) or ""
+    ctx[key] = v
+    return v
   end
 end
 
