@@ -22,11 +22,13 @@
 #include "json_scan.h"
 #include "log.h"
 #include "lua_json.h"
+#include "splice.h"
 
 struct hk_bridge {
   lua_State *L;
   hk_bridge_callbacks cbs;
   hk_buf scratch;   /* one encoded message at a time */
+  hk_buf extra;     /* custom_data and content of a spliced message */
   int router_ref;   /* registry reference to the router module table */
   size_t max_message; /* bytes of one encoded message, at most */
   /* The events being routed, read through core.event(i) rather than
@@ -163,6 +165,28 @@ static hk_bridge *bridge_upvalue(lua_State *L) {
   return b;
 }
 
+/* The text of event i (from 1) of the batch being routed, or NULL. */
+static const char *batch_event(hk_bridge *b, lua_Integer i, size_t *len) {
+  if (b->batch == NULL || i < 1 || (size_t)i > b->batch_n) return NULL;
+  *len = b->batch_lens[i - 1];
+  return b->batch[i - 1];
+}
+
+/* Gives one encoded message to the core, or refuses it for its size:
+ * pushes true, or nil and the reason. */
+static int hand_over(lua_State *L, hk_bridge *b, int slot, const char *text,
+                     size_t len, const hk_emit_meta *meta) {
+  if (len > b->max_message) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "the message is %d bytes, over max_message_bytes "
+                    "(%d)", (int)len, (int)b->max_message);
+    return 2;
+  }
+  if (b->cbs.emit_cb) b->cbs.emit_cb(b->cbs.ctx, slot, text, len, meta);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* core.emit(slot, message [, route [, key]]) -> true | nil, reason.
  * message is a table, encoded here straight into the core's buffer, or
  * its JSON text already encoded; the bytes go to the core with a broker
@@ -190,15 +214,73 @@ static int core_emit(lua_State *L) {
     text = b->scratch.data;
     len = b->scratch.len;
   }
-  if (len > b->max_message) {
+  return hand_over(L, b, slot, text, len, &meta);
+}
+
+/* Encodes the table at idx (when it is one) at the end of b->extra; sets
+ * *at to where it starts. Returns 0, or -1 with err. */
+static int encode_extra(lua_State *L, hk_bridge *b, int idx, size_t *at,
+                        char *err, size_t errlen) {
+  *at = b->extra.len;
+  if (lua_isnoneornil(L, idx)) return 0;
+  return hk_json_encode_append(L, idx, &b->extra, err, errlen);
+}
+
+/* Splices the message of event (text, or index in the batch being routed)
+ * into b->scratch with the custom_data at 3 and content at 4 (tables or
+ * nil); keep_content at 5. Returns 0, 1 when the event cannot be spliced,
+ * or -1 with err. */
+static int splice_event(lua_State *L, hk_bridge *b, char *err,
+                        size_t errlen) {
+  size_t len = 0, cd_at, content_at;
+  const char *ev = lua_type(L, 2) == LUA_TNUMBER
+                       ? batch_event(b, lua_tointeger(L, 2), &len)
+                       : luaL_checklstring(L, 2, &len);
+  hk_splice how = {lua_toboolean(L, 5), NULL, 0, NULL, 0};
+  int rc;
+
+  if (ev == NULL) return luaL_argerror(L, 2, "no such event in the batch");
+  hk_buf_reset(&b->extra);
+  if (encode_extra(L, b, 3, &cd_at, err, errlen) != 0) return -1;
+  if (encode_extra(L, b, 4, &content_at, err, errlen) != 0) return -1;
+  if (!lua_isnoneornil(L, 3)) {
+    how.custom_data = b->extra.data + cd_at;
+    how.custom_data_len = content_at - cd_at;
+  }
+  if (!lua_isnoneornil(L, 4)) {
+    how.content = b->extra.data + content_at;
+    how.content_len = b->extra.len - content_at;
+  }
+  hk_buf_reset(&b->scratch);
+  rc = hk_splice_message(&b->scratch, ev, len, &how);
+  if (rc < 0) snprintf(err, errlen, "out of memory");
+  return rc;
+}
+
+/* core.emit_event(slot, event, custom_data, content, keep_content, route,
+ * key) -> true | false (cannot splice: build the message) | nil, reason.
+ * The message is the event's own text (event: its text, or its index in
+ * the batch being routed) with custom_data and content as splice.h says. */
+static int core_emit_event(lua_State *L) {
+  hk_bridge *b = bridge_upvalue(L);
+  int slot = (int)luaL_checkinteger(L, 1);
+  hk_emit_meta meta = {NULL, NULL, 0};
+  char err[256];
+  int rc;
+
+  meta.route = luaL_optstring(L, 6, NULL);
+  meta.key = luaL_optlstring(L, 7, NULL, &meta.key_len);
+  rc = splice_event(L, b, err, sizeof err);
+  if (rc > 0) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (rc < 0) {
     lua_pushnil(L);
-    lua_pushfstring(L, "the message is %d bytes, over max_message_bytes "
-                    "(%d)", (int)len, (int)b->max_message);
+    lua_pushfstring(L, "cannot encode message: %s", err);
     return 2;
   }
-  if (b->cbs.emit_cb) b->cbs.emit_cb(b->cbs.ctx, slot, text, len, &meta);
-  lua_pushboolean(L, 1);
-  return 1;
+  return hand_over(L, b, slot, b->scratch.data, b->scratch.len, &meta);
 }
 
 /* core.matched(slot, count) */
@@ -209,13 +291,6 @@ static int core_matched(lua_State *L) {
     b->cbs.matched_cb(b->cbs.ctx, (int)luaL_checkinteger(L, 1),
                       (long)luaL_checkinteger(L, 2));
   return 0;
-}
-
-/* The text of event i (from 1) of the batch being routed, or NULL. */
-static const char *batch_event(hk_bridge *b, lua_Integer i, size_t *len) {
-  if (b->batch == NULL || i < 1 || (size_t)i > b->batch_n) return NULL;
-  *len = b->batch_lens[i - 1];
-  return b->batch[i - 1];
 }
 
 /* core.event(i) -> event i (from 1) of the batch being routed, decoded. */
@@ -297,7 +372,7 @@ static const luaL_Reg core_funcs[] = {
     {"uuid4", core_uuid4},     {"parse_time", core_parse_time},
     {"log", core_log},         {"now", core_now},
     {"read_file", core_read_file}, {"emit", core_emit},
-    {"event", core_event},
+    {"event", core_event},     {"emit_event", core_emit_event},
     {"matched", core_matched}, {"failed", core_failed},
     {"guard", hk_guard_lua_state},     {"check_regex", core_check_regex},
     {"suspended", core_suspended}, {NULL, NULL}};
@@ -429,6 +504,7 @@ void hk_bridge_destroy(hk_bridge *b) {
   hk_guard_stop(b->L);
   if (b->L) lua_close(b->L);
   hk_buf_free(&b->scratch);
+  hk_buf_free(&b->extra);
   free(b);
 }
 

@@ -92,4 +92,20 @@ function M.build(hook, event, ctx, profile_lookup, content_lookup)
   return msg
 end
 
+-- What build would add to the event, for a message the core makes from
+-- the event's own text (core/splice.h): the custom_data to send (nil when
+-- the event's own is kept), the content to attach (nil when none is
+-- looked up), and whether the event's own content stays. Same arguments
+-- and rules as build.
+function M.parts(hook, event, ctx, profile_lookup, content_lookup)
+  local content, cd = nil, nil
+  if hook.content and event.content == nil and content_lookup then
+    content = content_lookup(event)
+  end
+  if not has_custom_data(event.custom_data) then
+    cd = build_custom_data(hook, event, ctx, profile_lookup)
+  end
+  return cd, content, hook.content == true
+end
+
 return M

@@ -70,8 +70,8 @@ M.first_line = first_line
 
 -- The call in progress, passed through upvalues rather than a closure so
 -- that the hot path allocates nothing.
-local cur_hook, cur_event, cur_ctx, cur_build, cur_skip, cur_defer
-local stage, out_msg, out_route, out_key, out_text
+local cur_hook, cur_event, cur_ctx, cur_build, cur_skip, cur_parts
+local stage, out_msg, out_route, out_key, out_text, out_content, out_keep
 local encode = json.encode
 
 local function work()
@@ -81,6 +81,11 @@ local function work()
     return "filtered"
   end
   stage = "message"
+  if cur_parts and not hook.shape then
+    out_msg, out_content, out_keep = cur_parts(hook.settings, event, cur_ctx)
+    out_route, out_key = M.destination(hook.settings.send, event)
+    return "parts"
+  end
   local msg = cur_build(hook.settings, event, cur_ctx)
   if hook.shape then
     msg = own(msg)
@@ -94,7 +99,7 @@ local function work()
   end
   out_route, out_key = M.destination(hook.settings.send, event)
   out_msg = msg
-  if hook.isolate and not cur_defer then -- the hook's code made it
+  if hook.isolate and not cur_parts then -- the hook's code made it
     stage = "encode"
     out_text = encode(msg)
   end
@@ -110,31 +115,38 @@ end
 M.oversized = oversized
 
 -- Runs hook over event (ctx: its template context; build(settings, event,
--- ctx) makes the message; skip_filter for a test send; defer_encode when
--- the caller encodes the message itself, see oversized). Returns
+-- ctx) makes the message; skip_filter for a test send; parts(settings,
+-- event, ctx), when given, is message.parts for the same kind of message:
+-- the caller then encodes the message itself, see oversized). Returns
+--   "parts", custom_data, content, keep_content, route, key for a hook
+--   without shape() when parts is given: the core makes the message from
+--   the event's text (core/splice.h);
 --   "message", msg, route, key, and the message's JSON text when it was
---   encoded here (hooks with code of their own, unless deferred);
+--   encoded here (hooks with code of their own, unless parts is given);
 --   "filtered" when filter() said no;
 --   "dropped", value when shape() returned nil or false;
 --   "error", reason, stage ("filter", "shape", "message" or "encode"),
 --   and true when the guard stopped the code or the message was huge.
-function M.run(hook, event, ctx, build, skip_filter, defer_encode)
+function M.run(hook, event, ctx, build, skip_filter, parts)
   local ok, r, stopped
   cur_hook, cur_event, cur_ctx, cur_build = hook, event, ctx, build
-  cur_skip, cur_defer = skip_filter, defer_encode
+  cur_skip, cur_parts = skip_filter, parts
   if hook.isolate then
     ok, r, stopped = guard.call(work, first_line)
   else
     ok, r = true, work()
   end
-  cur_hook, cur_event, cur_ctx, cur_build = nil, nil, nil, nil
+  cur_hook, cur_event, cur_ctx, cur_build, cur_parts = nil, nil, nil, nil, nil
   local msg, route, key, text = out_msg, out_route, out_key, out_text
+  local content, keep = out_content, out_keep
   out_msg, out_route, out_key, out_text = nil, nil, nil, nil
+  out_content, out_keep = nil, nil
   if not ok then
     return "error", r, stage, stopped or (stage == "encode" and
       oversized(r) ~= nil)
   end
   if r == "message" then return r, msg, route, key, text end
+  if r == "parts" then return r, msg, content, keep, route, key end
   if r == "dropped" then return r, msg end
   return r
 end

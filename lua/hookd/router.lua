@@ -28,7 +28,7 @@ local order = {}   -- loaded hooks sorted by id: the routing order
 local attempted = {}
 
 local decode, emit, failed = json.decode, core.emit, core.failed
-local event_at = core.event
+local event_at, emit_event = core.event, core.emit_event
 local null = json.null
 
 local first_line = pipeline.first_line
@@ -389,15 +389,31 @@ end
 -- carried inline: the subscriber asked to be forgotten).
 local function null_field() return null end
 
-local function export_message(settings, event, ctx)
+local function export_view(settings, event)
   local s = setmetatable({ content = false }, { __index = settings })
   if not lookups.profile_deleted(event.list_id, event.profile_id) then
-    return message.build(s, event, ctx, lookups.profile_field, nil)
+    return s, event, lookups.profile_field
   end
   local bare = {}
   for k, v in pairs(event) do bare[k] = v end
   bare.profile = nil
-  return message.build(s, bare, ctx, null_field, nil)
+  return s, bare, null_field
+end
+
+local function export_message(settings, event, ctx)
+  local s, ev, lookup = export_view(settings, event)
+  return message.build(s, ev, ctx, lookup, nil)
+end
+
+-- The same, as the parts of a message made from the event's text.
+local function export_parts(settings, event, ctx)
+  local s, ev, lookup = export_view(settings, event)
+  return message.parts(s, ev, ctx, lookup, nil)
+end
+
+local function live_parts(settings, event, ctx)
+  return message.parts(settings, event, ctx, lookups.profile_field,
+    lookups.event_content)
 end
 
 -- What a failure's reason starts with, by the stage it happened in.
@@ -415,12 +431,23 @@ local STAGE = {
 -- gets a copy to change at will; the last hook to see it gets the event
 -- itself, since nothing reads it afterwards (copying is a third of the
 -- cost of routing an event).
-local function route_one(hook, event, ctx, build, text, shared)
+local function route_one(hook, event, ctx, build, parts, text, shared)
   if shared and hook.isolate then event = deep_copy(event) end
-  local status, a, b, c = pipeline.run(hook, event, ctx,
-    build or live_message, false, true)
-  if status == "message" then
-    local sent, err = emit(hook.slot, a, b, c)
+  local status, a, b, c, route, key = pipeline.run(hook, event, ctx, build,
+    false, parts)
+  if status == "message" or status == "parts" then
+    local sent, err
+    if status == "message" then
+      sent, err = emit(hook.slot, a, b, c)
+    else
+      sent, err = emit_event(hook.slot, text, a, b, c, route, key)
+      if sent == false then -- a key the core cannot compare: build it here
+        local fresh = type(text) == "number" and event_at(text) or
+          decode(text)
+        sent, err = emit(hook.slot, build(hook.settings, fresh, ctx), route,
+          key)
+      end
+    end
     if not sent then
       failed(hook.slot, err, text)
       if hook.isolate and pipeline.oversized(err) then note_breach(hook) end
@@ -478,7 +505,7 @@ function M.route(count, seq)
       local hook = order[h]
       local t0 = timed and now()
       ctx = ctx or template.new_context(event, catalog)
-      if route_one(hook, event, ctx, nil, i, j < k) then
+      if route_one(hook, event, ctx, live_message, live_parts, i, j < k) then
         matched[h] = matched[h] + 1
       end
       if t0 then
@@ -522,7 +549,7 @@ function M.route_export(count, seq, id)
     if not NOT_EXPORTED[event.event_type] and
         filters.match(hook.match, event) then
       local ctx = template.new_context(event, catalog)
-      if route_one(hook, event, ctx, export_message, i) then
+      if route_one(hook, event, ctx, export_message, export_parts, i) then
         captured = captured + 1
       end
     end

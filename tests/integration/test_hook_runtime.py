@@ -122,6 +122,26 @@ class HookRuntime(harness.SinkTest):
         self.assertEqual(seen["event_data"]["message_id"], 17)
         self.assertEqual(seen["list_id"], 111)
 
+    def test_filter_changes_are_not_sent_without_shape(self):
+        # The message of a hook without shape() is made from the event as
+        # it came; what filter() changes is only for deciding. The changer
+        # routes last, so it gets the event itself rather than a copy.
+        self.start({"z_changer": hook(self.sink.url("/c"), extra="""
+  filter = function(event)
+    event.list_id = -3
+    event.event_data.campaign_id = -1
+    event.profile = {secret = true}
+    return true
+  end,
+"""), "a_reader": hook(self.sink.url("/r"))})
+        self.hookd.post_events(click(1))
+        [changed] = self.sink.wait_messages("/c", 1)
+        [seen] = self.sink.wait_messages("/r", 1)
+        for m in (changed, seen):
+            self.assertEqual(m["list_id"], 111)
+            self.assertEqual(m["event_data"]["campaign_id"], 973)
+            self.assertNotIn("profile", m)
+
     def test_endless_loop_is_stopped_and_fails_only_that_event(self):
         self.start({"spinner": hook(self.sink.url("/spin"), extra="""
   filter = function(event)

@@ -1,0 +1,115 @@
+/* Making a hook's message from the event's JSON text (see splice.h). The
+ * text was validated at ingest, so skipping a value only has to find where
+ * it ends. */
+#include "splice.h"
+
+#include <string.h>
+
+#include "json_lex.h"
+
+/* The end of the string whose opening quote is at p. */
+static const char *skip_string(const char *p, const char *end) {
+  for (p++; p < end && *p != '"'; p++)
+    if (*p == '\\') p++;
+  return p < end ? p + 1 : end;
+}
+
+/* The end of the value starting at p. */
+static const char *skip_value(const char *p, const char *end) {
+  int depth = 0;
+
+  if (*p == '"') return skip_string(p, end);
+  if (*p != '{' && *p != '[') {
+    while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' &&
+           *p != '\t' && *p != '\r' && *p != '\n')
+      p++;
+    return p;
+  }
+  while (p < end) {
+    if (*p == '"') {
+      p = skip_string(p, end);
+      continue;
+    }
+    if (*p == '{' || *p == '[') depth++;
+    else if ((*p == '}' || *p == ']') && --depth == 0) return p + 1;
+    p++;
+  }
+  return end;
+}
+
+/* Whether the key (with its quotes) is the plain text name. */
+static int key_is(const char *key, size_t len, const char *name) {
+  size_t n = strlen(name);
+
+  return len == n + 2 && memcmp(key + 1, name, n) == 0;
+}
+
+static int is_filled_object(const char *v, const char *end) {
+  return *v == '{' && *hk_json_skip_ws(v + 1, end) != '}';
+}
+
+/* One top-level member: whether it goes into the message. Sets *kept_cd
+ * when it is a custom_data the message keeps. */
+static int keep_member(const char *key, size_t klen, const char *v,
+                       const char *end, const hk_splice *how, int *kept_cd,
+                       int *had_content) {
+  if (key_is(key, klen, "profile")) return 0;
+  if (key_is(key, klen, "content")) {
+    *had_content = 1;
+    return how->keep_content;
+  }
+  if (key_is(key, klen, "custom_data")) {
+    *kept_cd = is_filled_object(v, end);
+    return *kept_cd;
+  }
+  return 1;
+}
+
+static int append_extras(hk_buf *out, int first, int kept_cd,
+                         int had_content, const hk_splice *how) {
+  int rc = 0;
+
+  if (!kept_cd) {
+    rc |= hk_buf_append(out, first ? "\"custom_data\":" : ",\"custom_data\":",
+                        first ? 14 : 15);
+    rc |= how->custom_data
+              ? hk_buf_append(out, how->custom_data, how->custom_data_len)
+              : hk_buf_append(out, "{}", 2);
+  }
+  if (how->keep_content && !had_content && how->content) {
+    rc |= hk_buf_append(out, ",\"content\":", 11);
+    rc |= hk_buf_append(out, how->content, how->content_len);
+  }
+  rc |= hk_buf_putc(out, '}');
+  return rc != 0 ? -1 : 0;
+}
+
+int hk_splice_message(hk_buf *out, const char *ev, size_t len,
+                      const hk_splice *how) {
+  const char *end = ev + len, *p = hk_json_skip_ws(ev, end), *key, *v;
+  size_t start = out->len, klen;
+  int first = 1, kept_cd = 0, had_content = 0, rc = 0;
+
+  if (p >= end || *p != '{') return 1;
+  rc |= hk_buf_putc(out, '{');
+  for (p = hk_json_skip_ws(p + 1, end); p < end && *p == '"';) {
+    key = p;
+    p = skip_string(p, end);
+    klen = (size_t)(p - key);
+    if (memchr(key, '\\', klen) != NULL) goto unspliceable;
+    v = hk_json_skip_ws(hk_json_skip_ws(p, end) + 1, end);
+    p = skip_value(v, end);
+    if (keep_member(key, klen, v, end, how, &kept_cd, &had_content)) {
+      if (!first) rc |= hk_buf_putc(out, ',');
+      rc |= hk_buf_append(out, key, (size_t)(p - key));
+      first = 0;
+    }
+    p = hk_json_skip_ws(p, end);
+    if (p < end && *p == ',') p = hk_json_skip_ws(p + 1, end);
+  }
+  rc |= append_extras(out, first, kept_cd, had_content, how);
+  return rc != 0 ? -1 : 0;
+unspliceable:
+  out->len = start;
+  return 1;
+}

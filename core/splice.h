@@ -1,0 +1,31 @@
+/* A hook's message made from the event's own JSON text: the top-level
+ * members are copied as they came, minus the inline profile and (unless
+ * the hook attaches content) the content, with custom_data kept or
+ * replaced. Copying the text is much cheaper than building a Lua table
+ * and encoding it again, and keeps every untouched byte as received. */
+#ifndef HOOKD_SPLICE_H
+#define HOOKD_SPLICE_H
+#include <stddef.h>
+
+#include "buf.h"
+
+/* What the message replaces or adds; a NULL text means none. */
+typedef struct hk_splice {
+  int keep_content;        /* keep the event's own "content" member */
+  const char *custom_data; /* JSON for custom_data, used unless the event
+                              brings a non-empty custom_data object; NULL
+                              writes {} */
+  size_t custom_data_len;
+  const char *content;     /* JSON content to add when the event has none
+                              (and keep_content is set) */
+  size_t content_len;
+} hk_splice;
+
+/* Appends the message for the event text ev (one JSON object, already
+ * validated) to out. Returns 0; 1 when the event cannot be spliced (a
+ * top-level key written with escapes, which only a decoder can compare),
+ * leaving out as it was; -1 when out of memory. */
+int hk_splice_message(hk_buf *out, const char *ev, size_t len,
+                      const hk_splice *how);
+
+#endif

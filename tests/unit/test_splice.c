@@ -1,0 +1,103 @@
+/* Unit tests for core/splice.c: a hook's message made from the event's own
+ * text keeps every other member byte for byte, drops the inline profile,
+ * keeps or drops content, and keeps or replaces custom_data. */
+#include <stdio.h>
+#include <string.h>
+
+#include "splice.h"
+#include "test_util.h"
+
+/* Splices ev with how and compares the message with want (NULL: the event
+ * must be refused as unspliceable). */
+static void check_splice(int line, const char *ev, const hk_splice *how,
+                         const char *want) {
+  hk_buf out = HK_BUF_INIT;
+  int rc;
+
+  hk_buf_append(&out, "prefix", 6);
+  rc = hk_splice_message(&out, ev, strlen(ev), how);
+  if (want == NULL) {
+    if (rc != 1 || out.len != 6)
+      test_failf(__FILE__, line, "splice(%s) rc=%d len=%zu, want refused",
+                 ev, rc, out.len);
+  } else if (rc != 0 || out.len != 6 + strlen(want) ||
+             memcmp(out.data + 6, want, strlen(want)) != 0) {
+    test_failf(__FILE__, line, "splice(%s) rc=%d gave %.*s, want %s", ev,
+               rc, (int)out.len - 6, out.data + 6, want);
+  }
+  hk_buf_free(&out);
+}
+
+#define CHECK_SPLICE(ev, how, want) check_splice(__LINE__, ev, how, want)
+
+static const hk_splice built = {0, "{\"a\":\"x\"}", 9, NULL, 0};
+
+static void splice_drops_profile_and_adds_custom_data(void) {
+  CHECK_SPLICE("{\"event_type\":\"click\",\"profile\":{\"n\":1},\"list_id\":1}",
+               &built,
+               "{\"event_type\":\"click\",\"list_id\":1,"
+               "\"custom_data\":{\"a\":\"x\"}}");
+}
+
+static void splice_keeps_untouched_bytes(void) {
+  CHECK_SPLICE("{ \"n\" : 12345678901234567890123 , \"s\":\"a\\\"b}\","
+               "\"d\":[1,{\"x\":\"]\"}],\"u\":\"\\u00e9\"}",
+               &built,
+               "{\"n\" : 12345678901234567890123,\"s\":\"a\\\"b}\","
+               "\"d\":[1,{\"x\":\"]\"}],\"u\":\"\\u00e9\","
+               "\"custom_data\":{\"a\":\"x\"}}");
+}
+
+static void splice_keeps_filled_custom_data(void) {
+  CHECK_SPLICE("{\"custom_data\":{\"own\":1},\"e\":2}", &built,
+               "{\"custom_data\":{\"own\":1},\"e\":2}");
+}
+
+static void splice_replaces_empty_null_or_array_custom_data(void) {
+  CHECK_SPLICE("{\"custom_data\":{ },\"e\":2}", &built,
+               "{\"e\":2,\"custom_data\":{\"a\":\"x\"}}");
+  CHECK_SPLICE("{\"custom_data\":null}", &built,
+               "{\"custom_data\":{\"a\":\"x\"}}");
+  CHECK_SPLICE("{\"e\":1,\"custom_data\":[1]}", &built,
+               "{\"e\":1,\"custom_data\":{\"a\":\"x\"}}");
+}
+
+static void splice_without_custom_data_text_writes_empty_object(void) {
+  hk_splice none = {0, NULL, 0, NULL, 0};
+
+  CHECK_SPLICE("{}", &none, "{\"custom_data\":{}}");
+}
+
+static void splice_drops_content_unless_kept(void) {
+  hk_splice keep = {1, "{}", 2, NULL, 0};
+
+  CHECK_SPLICE("{\"content\":{\"email\":{}},\"e\":1}", &built,
+               "{\"e\":1,\"custom_data\":{\"a\":\"x\"}}");
+  CHECK_SPLICE("{\"content\":{\"email\":{}},\"e\":1}", &keep,
+               "{\"content\":{\"email\":{}},\"e\":1,\"custom_data\":{}}");
+}
+
+static void splice_adds_looked_up_content_only_when_missing(void) {
+  hk_splice add = {1, "{}", 2, "{\"sms\":1}", 9};
+
+  CHECK_SPLICE("{\"e\":1}", &add,
+               "{\"e\":1,\"custom_data\":{},\"content\":{\"sms\":1}}");
+  CHECK_SPLICE("{\"content\":null}", &add,
+               "{\"content\":null,\"custom_data\":{}}");
+}
+
+static void splice_refuses_escaped_keys(void) {
+  CHECK_SPLICE("{\"e\":1,\"\\u0070rofile\":{}}", &built, NULL);
+}
+
+int main(void) {
+  splice_drops_profile_and_adds_custom_data();
+  splice_keeps_untouched_bytes();
+  splice_keeps_filled_custom_data();
+  splice_replaces_empty_null_or_array_custom_data();
+  splice_without_custom_data_text_writes_empty_object();
+  splice_drops_content_unless_kept();
+  splice_adds_looked_up_content_only_when_missing();
+  splice_refuses_escaped_keys();
+  return test_finish("test_splice");
+}
