@@ -88,6 +88,8 @@ function M.match(c, event)
   if not c.actions[event.event_type] then return false end
   local db = c.database
   if db and to_int(event.list_id) ~= db then return false end
+  local res = c.resources
+  if not c.needs_data and not res then return true end
   local ed = event.event_data
   if type(ed) ~= "table" then ed = nil end
   if c.needs_data then
@@ -101,7 +103,6 @@ function M.match(c, event)
     set = c.pixels
     if set and not set[to_int(ed.pixel_id)] then return false end
   end
-  local res = c.resources
   if res and not resource_match(res, ed, event) then return false end
   return true
 end
