@@ -289,6 +289,14 @@ void hk_store_batch_fail(hk_store_batch *b, sqlite3 *db, const char *what) {
 #define TOMBSTONE_CLEAR \
   "DELETE FROM profile_tombstones WHERE list_id = ?1 AND profile_id = ?2"
 
+/* Acknowledged messages leave the outbox up to ACK_MANY at a time, one
+ * statement for a run of acknowledgements rather than one each. */
+#define ACK_MANY 32
+#define ACK_MANY_SQL                                                       \
+  "DELETE FROM outbox WHERE id IN (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "   \
+  "?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, " \
+  "?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)"
+
 /* SQL per operation; an operation may need up to OP_STATEMENTS. */
 static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
     [OP_EVENT] = {"INSERT INTO events(received_at, event_date, event_type, "
@@ -322,7 +330,7 @@ static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
                     "WHERE excluded.source = 'api' OR source = 'file'"},
     [OP_CATALOG_RESET] = {"DELETE FROM catalog WHERE source = 'file'"},
     [OP_CATALOG_DELETE] = {"DELETE FROM catalog WHERE kind = ?1 AND id = ?2"},
-    [OP_ACK] = {"DELETE FROM outbox WHERE id = ?1"},
+    [OP_ACK] = {"DELETE FROM outbox WHERE id = ?1", ACK_MANY_SQL},
     [OP_RETRY_STATE] = {"UPDATE outbox SET attempts = ?2, first_attempt_at "
                         "= ?3, next_attempt_at = ?4 WHERE id = ?1"},
     [OP_DEAD] = {"INSERT INTO dead_letters(hook, destination, reason, "
@@ -672,6 +680,29 @@ static int run_dead_event(hk_store *s, hk_store_batch *b, store_op *op,
   return step_done(st);
 }
 
+/* How many acknowledgements follow from op i on (at most ACK_MANY). */
+static size_t ack_run(const hk_store_batch *b, size_t i) {
+  size_t n = 1;
+
+  while (n < ACK_MANY && i + n < b->n_ops && b->ops[i + n].kind == OP_ACK)
+    n++;
+  return n;
+}
+
+/* Deletes the n acknowledged messages of ops in one statement; each op's
+ * result is 1 (whether its row was still there is not told apart). */
+static int run_acks(hk_store *s, store_op *ops, size_t n) {
+  sqlite3_stmt *st = wstmt(s, OP_ACK, 1);
+
+  if (st == NULL) return 0;
+  for (size_t j = 0; j < ACK_MANY; j++) {
+    if (j < n) sqlite3_bind_int64(st, (int)j + 1, ops[j].i);
+    else sqlite3_bind_null(st, (int)j + 1);
+  }
+  for (size_t j = 0; j < n; j++) ops[j].result = 1;
+  return step_done(st);
+}
+
 static int run_op(hk_store *s, hk_store_batch *b, store_op *op, double now) {
   switch (op->kind) {
   case OP_EVENT: return run_event(s, b, op, now);
@@ -712,9 +743,14 @@ int hk_store_run_batch(hk_store *s, hk_store_batch *b) {
     hk_store_batch_fail(b, s->wdb, "savepoint");
     return 0;
   }
-  for (size_t i = 0; i < b->n_ops; i++) {
+  for (size_t i = 0, n; i < b->n_ops; i += n) {
     b->ops[i].result = 0; /* the batch may be run again */
-    if (run_op(s, b, &b->ops[i], now)) continue;
+    n = 1;
+    if (b->ops[i].kind == OP_ACK && (n = ack_run(b, i)) > 1) {
+      if (run_acks(s, &b->ops[i], n)) continue;
+    } else if (run_op(s, b, &b->ops[i], now)) {
+      continue;
+    }
     hk_store_batch_fail(b, s->wdb, op_names[b->ops[i].kind]);
     sqlite3_exec(s->wdb, "ROLLBACK TO batch; RELEASE batch", NULL, NULL,
                  NULL);

@@ -615,6 +615,38 @@ done:
   fx_done(&f);
 }
 
+/* Runs of acknowledgements are deleted several at a time: longer runs
+ * than one statement takes, split by another operation, with a hole and
+ * an unknown id, delete exactly the acknowledged rows. */
+static void store_ack_runs_delete_exactly_those(void) {
+  fixture f;
+  hk_store_batch *b;
+  outcome o;
+  rows r = {0};
+  int64_t id[80];
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  for (int i = 0; i < 80; i++)
+    REQUIRE((id[i] = fx_message(&f, i % 8 == 7 ? "other" : "crm", "{}")) > 0);
+  b = hk_store_batch_new();
+  for (int i = 0; i < 80; i++) {
+    if (i == 40) hk_store_add_retry_state(b, id[79], 1, 1.0, 2.0);
+    if (i != 13 && i != 79) hk_store_add_ack(b, id[i]);
+    if (i == 50) hk_store_add_ack(b, 999999);
+  }
+  REQUIRE(fx_commit(&f, b, &o));
+  CHECK_INT(hk_store_outbox_count(f.s, "crm"), 1);
+  CHECK_INT(hk_store_outbox_count(f.s, "other"), 1);
+  REQUIRE(read_outbox(&f, &r, "crm", 0, 10) == 1);
+  CHECK_INT(r.row[0].id, id[13]);
+  REQUIRE(read_outbox(&f, &r, "other", 0, 10) == 1);
+  CHECK_INT(r.row[0].id, id[79]);
+  CHECK_INT(r.row[0].attempts, 1);
+done:
+  rows_free(&r);
+  fx_done(&f);
+}
+
 /* ---- dead letters -------------------------------------------------------- */
 
 /* Moves outbox messages ids[0..n) to dead letters in one batch. */
@@ -1133,6 +1165,7 @@ int main(int argc, char **argv) {
   RUN(store_second_open_is_refused_by_lock);
   RUN(store_messages_keep_order_and_bytes);
   RUN(store_ack_and_retry_state);
+  RUN(store_ack_runs_delete_exactly_those);
   RUN(store_dead_letters_render_and_page);
   RUN(store_dead_letters_resend_and_forget);
   RUN(store_failing_batch_fails_alone);
