@@ -148,6 +148,7 @@ def make_result(args, m, rss, problems):
         "rss_mb": figs,
         "rss_growth_mb": figs["second_half_peak"] - figs["first_quarter_peak"],
         "rss_timeline": timeline(rss, t["start"]),
+        "rss_parts_at_release": rss.parts_at(t["release"]),
         "counters": m["totals"], "cpu": m["cpu"],
         "other_cpu_share": m["cpu"]["other"] + m["cpu"]["steal"],
         "problems": problems,
@@ -167,6 +168,9 @@ def print_result(r):
               f["release"]))
     print("  growth (peak of the second half - peak of the first quarter) "
           "%+.1f MB" % r["rss_growth_mb"])
+    parts = r["rss_parts_at_release"] or {}
+    print("  at the release: " + ", ".join(
+        "%s %.1f MB" % (k, parts[k]) for k in sorted(parts)))
     print("  drain: %.1f s, %.0f msg/s, RSS peak %.1f MB, at the end %.1f MB"
           % (r["drain_s"], r["drain_messages_per_s"], f["drain_peak"],
              f["end"]))

@@ -136,34 +136,49 @@ def peak_rss_mb(pid):
     return None
 
 
-def rss_mb(pid):
-    """Resident memory of a process now (VmRSS), in MB; None once gone."""
+RSS_FIELDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem")
+
+
+def rss_parts(pid):
+    """Resident memory of a process now, in MB: VmRSS and its anonymous,
+    file-backed and shared-memory parts (the store's -shm file is mapped
+    shared); None once the process is gone."""
+    parts = {}
     try:
         with open("/proc/%d/status" % pid) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
+                key = line.split(":", 1)[0]
+                if key in RSS_FIELDS:
+                    parts[key] = int(line.split()[1]) / 1024.0
     except OSError:
-        pass
-    return None
+        return None
+    return parts if "VmRSS" in parts else None
+
+
+def rss_mb(pid):
+    """Resident memory of a process now (VmRSS), in MB; None once gone."""
+    parts = rss_parts(pid)
+    return parts["VmRSS"] if parts else None
 
 
 class RssSampler:
     """Samples a process's VmRSS every `period` seconds on a thread:
-    self.samples is a list of (monotonic time, MB)."""
+    self.samples is a list of (monotonic time, MB), self.parts the same
+    samples' rss_parts."""
 
     def __init__(self, pid, period=0.1):
         self.pid, self.period = pid, period
-        self.samples = []
+        self.samples, self.parts = [], []
         self.done = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
 
     def run(self):
         while not self.done.is_set():
-            mb = rss_mb(self.pid)
-            if mb is not None:
-                self.samples.append((time.monotonic(), mb))
+            parts = rss_parts(self.pid)
+            if parts is not None:
+                self.samples.append((time.monotonic(), parts["VmRSS"]))
+                self.parts.append(parts)
             self.done.wait(self.period)
 
     def stop(self):
@@ -174,6 +189,13 @@ class RssSampler:
     def window(self, t0, t1):
         """The MB figures sampled between t0 and t1."""
         return [mb for t, mb in self.samples if t0 <= t <= t1]
+
+    def parts_at(self, t):
+        """rss_parts of the first sample at or after t (else the last)."""
+        for (ts, _), parts in zip(self.samples, self.parts):
+            if ts >= t:
+                return parts
+        return self.parts[-1] if self.parts else None
 
     def at(self, t):
         """The first figure sampled at or after t (the last one if none)."""

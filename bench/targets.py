@@ -105,11 +105,16 @@ def latency(r):
     if r is None:
         return (label, "no result", "ERROR", None)
     p99 = r["beyond_timeout_ms"]["p99"]
-    paced = (r["rate_achieved"] or 0) >= 0.95 * r["rate"]
+    # The figure holds for the rate only if the requests left on time: when
+    # hookd answers too slowly the poster falls behind, then catches up in
+    # a burst.
+    late = r["late_ms"]["p99"]
+    paced = (r["rate_achieved"] or 0) >= 0.95 * r["rate"] and late <= 50
     fig = "p99 %.1f ms beyond %g s (%.1f ms after the 202)" % (
         p99, r["timeout_sec"], r["sink_after_202_ms"]["p99"])
     if not paced:
-        fig += ", posted at only %.0f/s" % (r["rate_achieved"] or 0)
+        fig += "; not paced: %.0f ev/s, p99 %.0f ms late" % (
+            r["rate_achieved"] or 0, late)
     ok = p99 < 50 and paced and r["rate"] >= 20000 and not r["problems"]
     return (label, fig, "PASS" if ok else "MISS", busy(r))
 
