@@ -27,8 +27,8 @@ def add_options(ap):
                    help="events per request (default 100: a request every "
                    "5 ms at 20,000/s)")
     g.add_argument("--latency-threads", type=int, choices=range(1, 5),
-                   default=2, metavar="1..4",
-                   help="connections the paced requests share (default 2)")
+                   default=4, metavar="1..4",
+                   help="connections the paced requests share (default 4)")
     g.add_argument("--batch-timeout", type=float, default=0.05,
                    help="the hook's timeout_sec (default 0.05)")
 
