@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Every benchmark of hookd in one command, each figure set against the
-target of the speed work (two million events by default; takes about ten
-minutes on two cores):
+target of the speed work (two million events by default; takes five to
+six minutes on two cores):
 
     bench/targets.py                       # scripts/build.sh first
     bench/targets.py --events 200000       # a quicker, rougher look
