@@ -1,29 +1,27 @@
 #!/usr/bin/env python3
-"""Throughput benchmark of hookd: events per second from the first ingest
-request to the last message received by a loopback sink, and hookd's CPU
-time per event, for a one-hook and a ten-hook scenario (stdlib only)."""
+"""Benchmark of hookd on one machine over loopback (stdlib only).
+Throughput: events per second from the first ingest request to the last
+message received by a loopback sink, and hookd's CPU time per event, for a
+one-hook and a ten-hook scenario. Latency: from the 202 to the sink, at a
+steady rate. Backlog: hookd's memory while millions of messages wait on
+disk for a sink that does not answer, then drain."""
 
 import argparse
-import http.client
 import json
 import os
-import queue
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GEN = os.path.join(ROOT, "bench", "gen_events.py")
-SINK = os.path.join(ROOT, "tests", "sink", "sink.py")
-CATALOG = os.path.join(ROOT, "examples", "catalog.json")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+import backlog
+import latency
+from benchlib import (BUSY_SHARE, ROOT, Corpus, Hookd, RssSampler, Sink,
+                      check_counts, cpu_sample, cpu_shares, exit_problems,
+                      generate_events, peak_rss_mb, post_all, wait_delivered)
+
 BATCH = "batch_size = 500, timeout_sec = 0.2"
-BUSY_SHARE = 0.2  # other processes' cores above which a run is flagged
 
 SMS = ["send_sms", "deliv_sms", "undeliv_sms", "click_sms", "uclick_sms",
        "unsub_sms"]
@@ -203,294 +201,34 @@ INGEST_ONLY = [("nomatch", hook_src("an action that never occurs", """\
   actions = {"bench_no_such_event"},
 """), lambda e: False)]
 
+# The backlog scenario: every event becomes a message (with the one-hook's
+# templates), so N events put N messages in the outbox; the sink holds the
+# first batch unanswered, and a request timeout of an hour keeps hookd
+# waiting for it rather than retrying.
+BACKLOG = ("backlog", """-- benchmark: every event, to a sink that holds
+return {
+  database = "all",
+  actions = {actions},
+  custom_data = {
+    cname = "{{campaign_name}}",
+    day = "{{event_date_ymd}}",
+    id = "{{uuid}}",
+  },
+  send = {type = "http", url = "{url}", batch_size = 500, timeout_sec = 0.2,
+          request_timeout_sec = 3600},
+}
+""", lambda e: True)
+
 SCENARIOS = {"one-hook": ONE_HOOK, "ten-hooks": TEN_HOOKS,
              "ingest-only": INGEST_ONLY}
+OTHER_SCENARIOS = ["latency", "backlog"]
 DEFAULT_SCENARIOS = ["one-hook", "ten-hooks"]
-
-
-# -- events ----------------------------------------------------------------
-
-def generate_events(count, seed, workdir):
-    """Writes COUNT events to a file in workdir; returns its path."""
-    path = os.path.join(workdir, "events.ndjson")
-    with open(path, "wb") as out:
-        subprocess.run([sys.executable, GEN, str(count), str(seed)],
-                       stdout=out, check=True)
-    return path
-
-
-def load_bodies(path, size):
-    """Returns (request bodies of `size` NDJSON lines each, event count,
-    sorted event types, the parsed events)."""
-    with open(path, "rb") as f:
-        lines = f.read().splitlines(keepends=True)
-    bodies = [b"".join(lines[i:i + size]) for i in range(0, len(lines), size)]
-    events = [json.loads(line) for line in lines]
-    types = sorted({e["event_type"] for e in events})
-    return bodies, len(lines), types, events
-
-
-# -- processes -------------------------------------------------------------
-
-def cpu_seconds(pid):
-    """utime + stime of a process (all its threads), in seconds."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def thread_seconds(pid, name):
-    """utime + stime of the threads of pid called name, in seconds."""
-    total = 0.0
-    for tid in os.listdir("/proc/%d/task" % pid):
-        base = "/proc/%d/task/%s/" % (pid, tid)
-        try:
-            with open(base + "comm") as f:
-                if f.read().strip() != name:
-                    continue
-            with open(base + "stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total
-
-
-def machine_seconds():
-    """CPU seconds of the whole machine (all cores) from /proc/stat:
-    (user+nice+system, irq+softirq, steal)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    return ((v[0] + v[1] + v[2]) / CLK_TCK, (v[5] + v[6]) / CLK_TCK,
-            v[7] / CLK_TCK)
-
-
-def cpu_sample(hookd_pid, sink_pid):
-    """CPU seconds so far of hookd, the sink, this process (the posters),
-    and the machine (see machine_seconds)."""
-    task, irq, steal = machine_seconds()
-    return {"hookd": cpu_seconds(hookd_pid), "sink": cpu_seconds(sink_pid),
-            "store": thread_seconds(hookd_pid, "hookd-store"),
-            "poster": time.process_time(), "machine": task, "irq": irq,
-            "steal": steal}
-
-
-def cpu_shares(before, after, wall):
-    """Per source: CPU seconds in the window divided by wall seconds (1.0 =
-    one core busy). "other" is the user and system time of every other
-    process on the machine."""
-    d = {k: after[k] - before[k] for k in before}
-    d["other"] = d.pop("machine") - d["hookd"] - d["sink"] - d["poster"]
-    # The store's writer thread is part of hookd: its share is reported
-    # apart but not subtracted from anything.
-    return {k: max(v, 0.0) / wall for k, v in d.items()}, d
-
-
-def peak_rss_mb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    return None
-
-
-def get_json(port, path, timeout=10):
-    url = "http://127.0.0.1:%d%s" % (port, path)
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-class Sink:
-    """tests/sink/sink.py in count-only mode on a free loopback port."""
-
-    def __init__(self):
-        self.proc = subprocess.Popen(
-            [sys.executable, SINK, "--port", "0", "--count-only", "--quiet"],
-            stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY"):
-            self.stop()
-            raise RuntimeError("sink did not start: %r" % line)
-        self.port = int(line.split()[1])
-
-    def stats(self):
-        return get_json(self.port, "/_sink/stats")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc.stdout.close()
-
-
-class Hookd:
-    """A hookd process with its own temp dir, main.json and plugins; its
-    stderr is kept in self.log (read by a thread so the pipe never fills)."""
-
-    def __init__(self, binary, hooks, sink_port, workdir, history_days=30):
-        self.dir = tempfile.mkdtemp(prefix="hookd-", dir=workdir)
-        self.history_days = history_days
-        self.write_files(hooks, sink_port)
-        self.log = []
-        self.lines = queue.Queue()
-        self.proc = subprocess.Popen(
-            [binary, "run", "--config", os.path.join(self.dir, "main.json")],
-            stderr=subprocess.PIPE, text=True)
-        threading.Thread(target=self.read_log, daemon=True).start()
-        self.port = self.wait_port()
-
-    def write_files(self, hooks, sink_port):
-        plugins = os.path.join(self.dir, "plugins")
-        os.makedirs(os.path.join(plugins, "lib"))
-        for hook_id, src in hooks.items():
-            url = "http://127.0.0.1:%d/%s" % (sink_port, hook_id)
-            with open(os.path.join(plugins, hook_id + ".lua"), "w") as f:
-                f.write(src.replace("{url}", url))
-        cfg = {"listen": "127.0.0.1:0", "data_dir": "data",
-               "plugins_dir": "plugins", "catalog": CATALOG,
-               "log_level": "info", "HOOK_RETRY_PERIOD_SEC": 1,
-               "history_days": self.history_days}
-        with open(os.path.join(self.dir, "main.json"), "w") as f:
-            json.dump(cfg, f, indent=2)
-
-    def read_log(self):
-        for line in iter(self.proc.stderr.readline, ""):
-            self.log.append(line)
-            self.lines.put(line)
-
-    def wait_port(self, timeout=10.0):
-        """Returns the port of the `info main ... port=N` line."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.05)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    break
-                continue
-            if line.startswith("info main") and " port=" in line:
-                return int(line.split(" port=")[1].split()[0])
-        raise RuntimeError("hookd did not log its port:\n" +
-                           "".join(self.log[-20:]))
-
-    def hooks(self):
-        return get_json(self.port, "/v1/hooks")["hooks"]
-
-    def wait_running(self, ids, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            running = {h["id"] for h in self.hooks()
-                       if h["state"] == "running"}
-            if set(ids) <= running:
-                return
-            time.sleep(0.02)
-        raise RuntimeError("hooks not running: %s" % self.hooks())
-
-    def stop(self):
-        """SIGTERM; returns the exit status."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
-# -- posting ---------------------------------------------------------------
-
-def post_bodies(port, bodies, sizes, starts, errors, barrier):
-    """Posts bodies in order over one keep-alive connection; records the
-    monotonic time of the first send in starts and any non-202 in errors."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    headers = {"Content-Type": "application/x-ndjson"}
-    barrier.wait()
-    starts.append(time.monotonic())
-    for body, n in zip(bodies, sizes):
-        conn.request("POST", "/v1/events", body, headers)
-        resp = conn.getresponse()
-        raw = resp.read()
-        if resp.status != 202 or json.loads(raw).get("accepted") != n:
-            errors.append((resp.status, raw[:200]))
-    conn.close()
-
-
-def post_all(port, bodies, threads):
-    """Posts every body from `threads` concurrent connections; returns
-    (monotonic time of the first send, of the last answer)."""
-    sizes = [body.count(b"\n") for body in bodies]
-    starts, errors = [], []
-    barrier = threading.Barrier(threads)
-    workers = [threading.Thread(target=post_bodies, args=(
-        port, bodies[i::threads], sizes[i::threads], starts, errors, barrier))
-        for i in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    if errors:
-        raise RuntimeError("ingest failed: %d requests, first %r" %
-                           (len(errors), errors[0]))
-    return min(starts), time.monotonic()
-
-
-# -- waiting for delivery --------------------------------------------------
-
-def totals(hooks):
-    keys = ("matched", "sent", "failed", "retried", "dead", "queued")
-    return {k: sum(h["counters"][k] for h in hooks) for k in keys}
-
-
-def wait_delivered(hookd, sink, timeout):
-    """Polls until every hook's queue is empty and the sink has exactly the
-    messages hookd counts as sent, at least the matched total read once all
-    posts were answered. Returns (hooks, totals, sink stats, matched at the
-    end of posting); raises on timeout or when delivery stalls."""
-    matched = totals(hookd.hooks())["matched"]
-    deadline = time.monotonic() + timeout
-    progress, seen = time.monotonic(), None
-    while True:
-        hooks = hookd.hooks()
-        tot, st = totals(hooks), sink.stats()
-        if (tot["queued"] == 0 and st["messages"] == tot["sent"]
-                and tot["sent"] >= matched):
-            return hooks, tot, st, matched
-        now = time.monotonic()
-        if (st["messages"], tot["sent"]) != seen:
-            seen, progress = (st["messages"], tot["sent"]), now
-        if now > deadline or now - progress > 15:
-            raise RuntimeError(
-                "delivery incomplete: matched at end of posts=%d now=%s "
-                "sink=%d" % (matched, tot, st["messages"]))
-        time.sleep(0.02)
 
 
 # -- one run ---------------------------------------------------------------
 
-def expected_matches(hook_specs, events):
-    return {hid: sum(1 for e in events if pred(e))
-            for hid, _, pred in hook_specs}
-
-
-def check_counts(hooks, expected, sink_stats):
-    """Returns a list of problems: hookd's per-hook counters against the
-    independent count, and the sink's per-path counts against `sent`."""
-    problems = []
-    per_path = sink_stats["per_path"]
-    for h in hooks:
-        c, hid = h["counters"], h["id"]
-        got = per_path.get("/" + hid, {}).get("messages", 0)
-        if c["matched"] != expected[hid]:
-            problems.append("%s: matched=%d expected=%d" %
-                            (hid, c["matched"], expected[hid]))
-        if c["sent"] != c["matched"] or got != c["sent"]:
-            problems.append("%s: matched=%d sent=%d sink=%d" %
-                            (hid, c["matched"], c["sent"], got))
-        for k in ("failed", "retried", "dead"):
-            if c[k]:
-                problems.append("%s: %s=%d" % (hid, k, c[k]))
-    return problems
+def expected_matches(hook_specs, corpus, n):
+    return {hid: corpus.count(pred, n) for hid, _, pred in hook_specs}
 
 
 def run_once(args, name, hooks, bodies, expected, workdir):
@@ -510,19 +248,18 @@ def run_once(args, name, hooks, bodies, expected, workdir):
     if m["matched"] != m["totals"]["matched"]:
         problems.append("matched grew after the last post was answered: "
                         "%d then %d" % (m["matched"], m["totals"]["matched"]))
-    if status != 0:
-        problems.append("hookd exited with status %s" % status)
-    problems += [line.strip() for line in hookd.log
-                 if line.startswith(("warn ", "error "))][:10]
+    problems += exit_problems(hookd, status)
     return make_result(name, len(hooks), m, problems)
 
 
 def measure(args, hookd, sink, bodies):
     """Posts the bodies and waits for delivery; returns the raw figures."""
+    rss = RssSampler(hookd.proc.pid)
     cpu0 = cpu_sample(hookd.proc.pid, sink.proc.pid)
     t0, t_ingested = post_all(hookd.port, bodies, args.threads)
     hooks, tot, st, matched = wait_delivered(hookd, sink, args.timeout)
     cpu1 = cpu_sample(hookd.proc.pid, sink.proc.pid)
+    rss.stop()
     # Nothing delivered (ingest-only): the run ends with the last answer.
     wall = (st["last_t"] if st["messages"] else t_ingested) - t0
     return {"events": sum(b.count(b"\n") for b in bodies), "t0": t0,
@@ -530,7 +267,15 @@ def measure(args, hookd, sink, bodies):
             "totals": tot, "sink": st, "matched": matched,
             "cpu": cpu_shares(cpu0, cpu1, wall),
             "threads": len(os.listdir("/proc/%d/task" % hookd.proc.pid)),
-            "rss": peak_rss_mb(hookd.proc.pid)}
+            "rss": peak_rss_mb(hookd.proc.pid),
+            "rss_steady": steady_rss(rss, t0, time.monotonic())}
+
+
+def steady_rss(rss, t0, t1):
+    """(median, highest) RSS sampled over the second half of the run, when
+    the queues and caches have had time to reach their working size."""
+    half = rss.window((t0 + t1) / 2, t1) or [mb for _, mb in rss.samples]
+    return statistics.median(half), max(half)
 
 
 def make_result(name, n_hooks, m, problems):
@@ -553,6 +298,8 @@ def make_result(name, n_hooks, m, problems):
         "other_cpu_share": shares["other"], "irq_cpu_share": shares["irq"],
         "steal_share": shares["steal"],
         "hookd_peak_rss_mb": m["rss"], "hookd_threads": m["threads"],
+        "hookd_steady_rss_mb": m["rss_steady"][0],
+        "hookd_late_max_rss_mb": m["rss_steady"][1],
         "requests_to_sink": m["sink"]["requests"],
         "per_hook": {h["id"]: h["counters"] for h in m["hooks"]},
         "problems": problems,
@@ -574,7 +321,9 @@ COLUMNS = [("scenario", "%-10s", "scenario"), ("run", "%3s", "run"),
            ("poster_cpu_share", "%5.2f", "post cpu"),
            ("irq_cpu_share", "%5.2f", "irq"),
            ("other_cpu_share", "%5.2f", "other"),
-           ("steal_share", "%5.2f", "steal")]
+           ("steal_share", "%5.2f", "steal"),
+           ("hookd_steady_rss_mb", "%5.1f", "rss MB"),
+           ("hookd_peak_rss_mb", "%5.1f", "peak")]
 
 
 def print_table(results):
@@ -624,16 +373,36 @@ def print_summary(summary):
 
 # -- main ------------------------------------------------------------------
 
+def scenario_list(text):
+    """--scenario: one name, `all`, or names separated by commas."""
+    known = ["all", *SCENARIOS, *OTHER_SCENARIOS]
+    names = []
+    for name in text.split(","):
+        if name not in known:
+            raise argparse.ArgumentTypeError(
+                "unknown scenario %r (known: %s)" % (name, ", ".join(known)))
+        names += DEFAULT_SCENARIOS if name == "all" else [name]
+    return names
+
+
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--events", type=int, default=200000)
+    ap.add_argument("--events", type=int, default=200000,
+                    help="events of a throughput or backlog run")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--corpus", help="an NDJSON file of gen_events.py to "
+                    "use instead of generating one")
+    ap.add_argument("--corpus-events", type=int, default=200000,
+                    help="events generated at most; runs with more go "
+                    "round them again")
     ap.add_argument("--request-size", type=int, default=1000,
                     help="events per ingest request")
-    ap.add_argument("--threads", type=int, choices=(1, 2), default=1,
-                    help="concurrent posting connections")
-    ap.add_argument("--scenario", choices=("all", *SCENARIOS), default="all",
-                    help="all: %s" % ", ".join(DEFAULT_SCENARIOS))
+    ap.add_argument("--threads", type=int, choices=range(1, 5), default=1,
+                    metavar="1..4", help="concurrent posting connections")
+    ap.add_argument("--scenario", type=scenario_list, default="all",
+                    help="all (= %s), %s, or several joined by commas" % (
+                        ", ".join(DEFAULT_SCENARIOS),
+                        ", ".join([*SCENARIOS, *OTHER_SCENARIOS])))
     ap.add_argument("--repeat", type=int, default=1,
                     help="runs of each scenario")
     ap.add_argument("--json", help="write the results here")
@@ -642,34 +411,83 @@ def parse_args():
     ap.add_argument("--hookd", default=os.path.join(ROOT, "build", "hookd"))
     ap.add_argument("--timeout", type=float, default=600,
                     help="seconds to wait for delivery")
+    latency.add_options(ap)
+    backlog.add_options(ap)
     return ap.parse_args()
 
 
-def describe_data(n_events, types, events):
-    kept = sum(1 for e in events if third_by_profile(e))
-    print("events=%d types=%d one-hook filter keeps %d (%.1f%%)" %
-          (n_events, len(types), kept, 100.0 * kept / n_events), flush=True)
+def load_corpus(args, workdir):
+    """The corpus to draw events from: --corpus, or generated once for the
+    largest run asked for (at most --corpus-events)."""
+    path = args.corpus
+    if not path:
+        others = [n for n in args.scenario if n != "latency"]
+        want = max(args.events if others else 0, latency.events_wanted(args))
+        path = generate_events(min(want, args.corpus_events), args.seed,
+                               os.path.join(workdir, "events.ndjson"))
+    corpus = Corpus(path)
+    kept = corpus.count(third_by_profile, len(corpus))
+    print("corpus: events=%d types=%d one-hook filter keeps %d (%.1f%%)" % (
+        len(corpus), len(corpus.types), kept, 100.0 * kept / len(corpus)),
+        flush=True)
+    return corpus
+
+
+def with_actions(spec, corpus):
+    hid, src, pred = spec
+    return hid, src.replace("{actions}", lua_list(corpus.types)), pred
+
+
+def run_throughput(args, name, corpus, workdir):
+    expected = expected_matches(SCENARIOS[name], corpus, args.events)
+    bodies = corpus.bodies(args.events, args.request_size)
+    hooks = {hid: src for hid, src, _ in
+             (with_actions(spec, corpus) for spec in SCENARIOS[name])}
+    r = run_once(args, name, hooks, bodies, expected, workdir)
+    r.update(threads=args.threads, request_size=args.request_size,
+             seed=args.seed)
+    print("%s: %.0f events/s, %d messages in %.2f s, hookd RSS %.1f MB" % (
+        name, r["events_per_s"], r["messages"], r["wall_s"],
+        r["hookd_steady_rss_mb"]), flush=True)
+    return r
+
+
+def run_scenario(args, name, corpus, workdir):
+    if name == "latency":
+        return latency.run(args, with_actions(ONE_HOOK[0], corpus), corpus,
+                           workdir)
+    if name == "backlog":
+        return backlog.run(args, with_actions(BACKLOG, corpus), corpus,
+                           workdir)
+    return run_throughput(args, name, corpus, workdir)
 
 
 def run_all(args, workdir):
-    path = generate_events(args.events, args.seed, workdir)
-    bodies, n_events, types, events = load_bodies(path, args.request_size)
-    describe_data(n_events, types, events)
-    names = DEFAULT_SCENARIOS if args.scenario == "all" else [args.scenario]
+    corpus = load_corpus(args, workdir)
     results = []
-    for name in names:
-        expected = expected_matches(SCENARIOS[name], events)
-        hooks = {hid: src.replace("{actions}", lua_list(types))
-                 for hid, src, _ in SCENARIOS[name]}
+    for name in args.scenario:
         for i in range(args.repeat):
-            r = run_once(args, name, hooks, bodies, expected, workdir)
-            r.update(run=i + 1, threads=args.threads,
-                     request_size=args.request_size, seed=args.seed)
+            r = run_scenario(args, name, corpus, workdir)
+            r["run"] = i + 1
             results.append(r)
-            print("%s run %d: %.0f events/s, %d messages in %.2f s" % (
-                name, i + 1, r["events_per_s"], r["messages"], r["wall_s"]),
-                flush=True)
     return results
+
+
+def report(results):
+    """Prints every result by kind; returns the throughput summary."""
+    throughput = [r for r in results if r["scenario"] in SCENARIOS]
+    if throughput:
+        print()
+        print_table(throughput)
+    for r in results:
+        if r["scenario"] == "latency":
+            latency.print_result(r)
+        elif r["scenario"] == "backlog":
+            backlog.print_result(r)
+    summary = summarize(throughput)
+    if summary:
+        print_summary(summary)
+    return summary
 
 
 def main():
@@ -679,10 +497,7 @@ def main():
         results = run_all(args, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print()
-    print_table(results)
-    summary = summarize(results)
-    print_summary(summary)
+    summary = report(results)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"results": results, "summary": summary}, f, indent=2)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Scripted loopback HTTP sink for hookd's tests, benchmark and demo: records
 POSTed batches, answers them from per-path scripts, and serves a JSON control
-API under /_sink/ (script, requests, messages, stats, reset).
+API under /_sink/ (script, release, requests, messages, stats, seqs, reset).
 
 A script (POST /_sink/script) is {"path": P} with any of
   "responses": [spec, ...]  answers for the next requests to P, in order;
@@ -10,9 +10,16 @@ A script (POST /_sink/script) is {"path": P} with any of
                             is answered 413 instead, without using a scripted
                             response (a size limit such as a proxy enforces).
 A spec is {"status", "body", "headers", "delay" (seconds), "close" (no
-answer)}; with no spec the answer is 200 {"ok":true}."""
+answer), "hold" (no answer until POST /_sink/release, then the rest of the
+spec; after a release, holds no longer wait until the next reset)}; with no
+spec the answer is 200 {"ok":true}.
+
+With --seq-field NAME the sink also keeps, for every message that is an
+object with an integer NAME, that value and the monotonic time its batch's
+body had arrived: GET /_sink/seqs answers {"seq": [...], "t": [...]}."""
 
 import argparse
+import array
 import http
 import itertools
 import json
@@ -49,9 +56,11 @@ def as_messages(doc):
 class State:
     """Everything the sink remembers; every access holds self.lock."""
 
-    def __init__(self, count_only):
+    def __init__(self, count_only, seq_field=None):
         self.lock = threading.Lock()
         self.count_only = count_only
+        self.seq_field = seq_field
+        self.released = threading.Event()
         self.conn_ids = itertools.count(1)  # not reset: ids stay unique
         self.n_conns = 0
         self.reset()
@@ -69,6 +78,12 @@ class State:
             self.first_t = None
             self.last_t = None
             self.idle_closed = 0
+            self.seqs = array.array("q")
+            self.seq_times = array.array("d")
+            # Requests held by the old scripts are let go; new holds wait
+            # for the next release.
+            self.released.set()
+            self.released = threading.Event()
 
     def add_script(self, spec):
         path = spec["path"]
@@ -107,6 +122,28 @@ class State:
             if script:
                 return script.popleft()
             return self.defaults.get(path)
+
+    def record_seqs(self, doc, t):
+        """Keeps (value of seq_field, t) for each message of a batch."""
+        name = self.seq_field
+        found = [m.get(name) for m in as_messages(doc)
+                 if isinstance(m, dict)]
+        found = [v for v in found if isinstance(v, int)]
+        with self.lock:
+            self.seqs.extend(found)
+            self.seq_times.extend([t] * len(found))
+
+    def seq_list(self):
+        with self.lock:
+            return {"seq": self.seqs.tolist(), "t": self.seq_times.tolist()}
+
+    def release(self):
+        with self.lock:
+            self.released.set()
+
+    def hold_event(self):
+        with self.lock:
+            return self.released
 
     def note_connection(self):
         with self.lock:
@@ -228,13 +265,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.read_body()
+        t = time.monotonic()  # before parsing: the time the batch arrived
         path, _, query = self.path.partition("?")
         if path.startswith("/_sink/"):
             self.control_post(path, body)
             return
         n, doc = count_messages(body)
+        if self.state.seq_field:
+            self.state.record_seqs(doc, t)
         rec = (path, query, dict(self.headers.items()),
-               b"" if self.state.count_only else body, time.monotonic(),
+               b"" if self.state.count_only else body, t,
                time.time(), self.conn_id, n)
         spec = self.state.record(rec, n, len(body))
         if self.print_batches:
@@ -248,6 +288,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_raw(200, DEFAULT_BODY,
                           {"Content-Type": "application/json"})
             return
+        if spec.get("hold"):
+            self.state.hold_event().wait()
         if spec.get("delay"):
             time.sleep(float(spec["delay"]))
         if spec.get("close"):
@@ -285,6 +327,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.state.add_script(json.loads(body))
             elif path == "/_sink/reset":
                 self.state.reset()
+            elif path == "/_sink/release":
+                self.state.release()
             else:
                 self.send_json(404, {"error": "unknown control path"})
                 return
@@ -303,6 +347,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(200, self.messages(want))
         elif path == "/_sink/stats":
             self.send_json(200, self.state.stats())
+        elif path == "/_sink/seqs":
+            self.send_json(200, self.state.seq_list())
         else:
             self.send_json(404, {"error": "not found"})
 
@@ -326,9 +372,11 @@ def main():
     ap.add_argument("--idle-close", type=float, default=0.0,
                     metavar="SECONDS")
     ap.add_argument("--count-only", action="store_true")
+    ap.add_argument("--seq-field", metavar="NAME",
+                    help="keep each message's NAME with its arrival time")
     args = ap.parse_args()
 
-    Handler.state = State(args.count_only)
+    Handler.state = State(args.count_only, args.seq_field)
     Handler.idle_close = args.idle_close
     Handler.quiet = args.quiet
     Handler.print_batches = args.print_batches
