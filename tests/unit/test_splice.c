@@ -48,6 +48,16 @@ static void splice_keeps_untouched_bytes(void) {
                "\"custom_data\":{\"a\":\"x\"}}");
 }
 
+/* A string ending in an escaped backslash ends at the next quote; one
+ * with an escaped quote does not. */
+static void splice_finds_string_ends_after_backslashes(void) {
+  CHECK_SPLICE("{\"a\":\"x\\\\\",\"profile\":{\"q\":\"\\\"}\"},"
+               "\"b\":[\"]\\\\\"]}",
+               &built,
+               "{\"a\":\"x\\\\\",\"b\":[\"]\\\\\"],"
+               "\"custom_data\":{\"a\":\"x\"}}");
+}
+
 static void splice_keeps_filled_custom_data(void) {
   CHECK_SPLICE("{\"custom_data\":{\"own\":1},\"e\":2}", &built,
                "{\"custom_data\":{\"own\":1},\"e\":2}");
@@ -93,6 +103,7 @@ static void splice_refuses_escaped_keys(void) {
 int main(void) {
   splice_drops_profile_and_adds_custom_data();
   splice_keeps_untouched_bytes();
+  splice_finds_string_ends_after_backslashes();
   splice_keeps_filled_custom_data();
   splice_replaces_empty_null_or_array_custom_data();
   splice_without_custom_data_text_writes_empty_object();
