@@ -5,7 +5,10 @@
  *
  * Messages leave as JSON-array batches (at batch_size, at max_body_bytes,
  * or timeout_sec after the first one arrived), one request at a time so
- * order is kept. A batch stays in the window until the transport answers:
+ * order is kept. A broker hook sends rounds instead, several in flight on
+ * its one connection (the transport answers them in order), so that the
+ * wait for confirmations overlaps; a round that leaves messages to retry
+ * stops new ones. A batch stays in the window until the transport answers:
  * delivered, its messages leave the outbox; failed, the attempt is
  * recorded in the store and the same messages are tried again after the
  * retry period; out of retries or refused for good, they become dead
@@ -39,6 +42,7 @@ typedef struct msg_node {
 #define WINDOW_MAX 20000
 #define WINDOW_BYTES (32u << 20)
 #define STORE_RETRY_MS 1000
+#define ROUNDS_MAX 4 /* broker rounds in flight per hook */
 
 enum dispatch_state {
   STATE_IDLE,    /* no batch; the timer, if running, is the batch timeout */
@@ -65,6 +69,7 @@ struct hk_dispatch {
   enum dispatch_state state;
   hk_buf batch;        /* the body being sent or retried */
   size_t batch_count;  /* the first batch_count messages of the window */
+  msg_node *taken_last; /* the last of them, or NULL */
   size_t split_cap;    /* after a 413: at most this many per batch */
   int64_t due_through; /* messages up to this id belong to a batch that was
                           due; a split leaves the rest due too */
@@ -74,8 +79,19 @@ struct hk_dispatch {
   int held;            /* the hook is stopped: nothing is sent */
   double retry_at;     /* wall time of a waiting batch's next attempt */
 
-  /* A test send: on a broker it waits for the batch in flight, and no
-   * batch starts while it is out (one send at a time per target). */
+  /* A broker hook's rounds in flight, oldest first. They take the window's
+   * messages in order, after the kept ones; batch_count counts both. */
+  size_t round_len[ROUNDS_MAX];
+  double round_at[ROUNDS_MAX]; /* wall time each round left */
+  int rounds;
+  unsigned round_gen, tx_gen; /* rounds in flight all go to one target */
+  size_t kept;          /* messages a round left to retry, at the head */
+  msg_node *kept_last;
+  int failing;          /* a round left some: start no more rounds */
+  hk_tx_result fail_res; /* the first result that asked for a retry */
+
+  /* A test send: on a broker it waits for the rounds in flight, and no
+   * round starts while it waits or is out. */
   hk_tx_done_cb test_cb;
   void *test_ctx;
   hk_buf test_body;      /* the message (broker) or [message] (HTTP) */
@@ -117,9 +133,10 @@ static int has_target(const hk_dispatch *d) {
   return d->target != NULL || d->tx != NULL;
 }
 
-/* Whether a batch may start or a retry go out now. */
+/* Whether a batch may start or a retry go out now. A broker hook's test
+ * send waits for the rounds in flight, and no new round overtakes it. */
 static int may_send(const hk_dispatch *d) {
-  return !d->quiet && !d->held && !(d->tx && d->testing);
+  return !d->quiet && !d->held && !(d->tx && d->test_cb);
 }
 
 /* Arms the timer at least 1 ms ahead: a 0 ms timer re-armed from its own
@@ -133,7 +150,9 @@ static void timer_start(hk_dispatch *d, double seconds) {
 }
 
 static size_t window_size(const hk_dispatch *d) {
-  size_t w = d->settings.batch_size * 2;
+  /* A broker hook's rounds in flight stay in the window, with room for the
+   * next round behind them. */
+  size_t w = d->settings.batch_size * (d->tx ? ROUNDS_MAX + 2 : 2);
 
   if (w < WINDOW_MIN) w = WINDOW_MIN;
   return w > WINDOW_MAX ? WINDOW_MAX : w;
@@ -179,6 +198,19 @@ static void window_push(hk_dispatch *d, msg_node *n) {
   d->last_id = n->id;
 }
 
+/* The k-th node from n (k >= 1), or NULL for k = 0. */
+static msg_node *nth_node(msg_node *n, size_t k) {
+  if (k == 0) return NULL;
+  while (n && --k > 0) n = n->next;
+  return n;
+}
+
+/* The first window message that no batch or round has taken. */
+static msg_node *first_free(const hk_dispatch *d) {
+  if (d->batch_count == 0) return d->head;
+  return d->taken_last ? d->taken_last->next : NULL;
+}
+
 static msg_node *window_pop(hk_dispatch *d) {
   msg_node *n = d->head;
 
@@ -205,14 +237,17 @@ static void refill_row(void *ctx, const hk_outbox_row *row) {
   window_push(d, n);
 }
 
-/* Tops the window up from the store when it has run low. Returns 0, or
- * -1 on a store error (the caller tries again later). */
+/* Tops the window up from the store when what no batch has taken yet has
+ * run low. Returns 0, or -1 on a store error (the caller tries again
+ * later). */
 static int refill(hk_dispatch *d) {
-  size_t want;
+  size_t want, w = window_size(d);
   long got;
 
-  if (!d->on_disk || d->queue_len >= window_size(d) / 2) return 0;
-  want = window_size(d) - d->queue_len;
+  if (!d->on_disk || d->queue_len >= w ||
+      d->queue_len - d->batch_count >= w / 2)
+    return 0;
+  want = w - d->queue_len;
   got = hk_store_outbox_read(d->store, d->hook_id, d->last_id, (long)want,
                              refill_row, d);
   if (got < 0) {
@@ -270,6 +305,7 @@ static void settle_batch(hk_dispatch *d, const char *reason) {
   hk_store_submit(d->store, b, reason ? dead_committed : acked_committed,
                   d->counters);
   d->batch_count = 0;
+  d->taken_last = NULL;
   hk_buf_reset(&d->batch);
   d->state = STATE_IDLE;
 }
@@ -321,12 +357,13 @@ static void make_dead(hk_dispatch *d, const char *reason) {
 /* The number of window messages the next batch takes: up to batch_size
  * (and split_cap), and within max_body_bytes, though never fewer than
  * one. A message that is too large by itself is the whole batch. */
-static size_t batch_take(const hk_dispatch *d, int retried_only) {
+static size_t batch_take(const hk_dispatch *d, msg_node *from,
+                         int retried_only) {
   size_t limit = d->settings.max_body_bytes, cap = d->settings.batch_size;
   size_t k = 0, bytes = 2;
 
   if (d->split_cap && d->split_cap < cap) cap = d->split_cap;
-  for (msg_node *n = d->head; n && k < cap; n = n->next) {
+  for (msg_node *n = from; n && k < cap; n = n->next) {
     if (retried_only && n->attempts == 0) break;
     if (limit && k > 0 && bytes + n->len + 1 > limit) break;
     bytes += n->len + (k > 0);
@@ -352,27 +389,50 @@ static void post_cb(void *ctx, const hk_tx_result *res);
 static void tx_cb(void *ctx, const hk_tx_result *results, size_t n);
 static void start_test(hk_dispatch *d);
 
-/* Hands the batch's messages to the broker transport. Returns 0, or -1
- * when the send could not start. */
-static int tx_send(hk_dispatch *d) {
-  hk_tx_msg *msgs = calloc(d->batch_count ? d->batch_count : 1, sizeof *msgs);
-  msg_node *n = d->head;
+/* Hands count messages from n on to the broker transport as one round.
+ * Returns 0, or -1 when the send could not start. */
+static int tx_send(hk_dispatch *d, msg_node *n, size_t count) {
+  hk_tx_msg *msgs = calloc(count ? count : 1, sizeof *msgs);
   int rc;
 
   if (msgs == NULL) return -1;
-  for (size_t i = 0; i < d->batch_count; i++, n = n->next) {
+  for (size_t i = 0; i < count; i++, n = n->next) {
     msgs[i].data = n->data;
     msgs[i].len = n->len;
     msgs[i].route = n->route ? n->route : "";
     msgs[i].key = n->key;
     msgs[i].key_len = n->key_len;
   }
-  rc = d->tx->ops->send(d->tx, msgs, d->batch_count, tx_cb, d);
+  rc = d->tx->ops->send(d->tx, msgs, count, tx_cb, d);
   free(msgs);
   return rc;
 }
 
+/* Records a round that went out: it takes count messages from n on. */
+static void round_push(hk_dispatch *d, msg_node *n, size_t count,
+                       double at) {
+  d->round_len[d->rounds] = count;
+  d->round_at[d->rounds] = at;
+  d->rounds++;
+  d->batch_count += count;
+  d->taken_last = nth_node(n, count);
+}
+
+/* Sends count messages from n on behind the rounds in flight. A send
+ * that cannot start stops new rounds; the messages wait for the next
+ * batch, which retries them once the rounds in flight are answered. */
+static void post_round(hk_dispatch *d, msg_node *n, size_t count) {
+  if (tx_send(d, n, count) != 0) {
+    d->failing = 1;
+    return;
+  }
+  hk_histogram_observe(&d->counters->batches, (double)count);
+  d->last_attempt_at = wall_now();
+  round_push(d, n, count, d->last_attempt_at);
+}
+
 static void post_batch(hk_dispatch *d) {
+  size_t count = d->batch_count;
   hk_tx_result res;
   int rc;
 
@@ -381,9 +441,14 @@ static void post_batch(hk_dispatch *d) {
   hk_histogram_observe(&d->counters->batches, (double)d->batch_count);
   d->last_attempt_at = wall_now();
   if (d->first_attempt_at == 0) d->first_attempt_at = d->last_attempt_at;
-  if (d->tx)
-    rc = tx_send(d);
-  else
+  if (d->tx) {
+    rc = tx_send(d, d->head, count);
+    if (rc == 0) {
+      d->batch_count = 0;
+      round_push(d, d->head, count, d->last_attempt_at);
+      d->round_gen = d->tx_gen;
+    }
+  } else
     rc = hk_http_post(d->client, d->target, d->batch.data, d->batch.len,
                       post_cb, d);
   if (rc != 0) {
@@ -394,11 +459,12 @@ static void post_batch(hk_dispatch *d) {
   }
 }
 
-/* Starts a new batch from the head of the window, or sets aside a
- * message that can never fit. Returns 1 when a request started. */
-static int start_batch(hk_dispatch *d) {
+/* Starts a new batch from the first message no batch has taken (the head
+ * of the window unless rounds are in flight), or sets aside a message
+ * that can never fit. */
+static void start_batch(hk_dispatch *d, msg_node *from) {
   size_t limit = d->settings.max_body_bytes, whole = 1;
-  msg_node *last = d->head;
+  msg_node *last = from;
 
   /* The batch as it would be without max_body_bytes or a 413 split: when
    * it leaves in parts, the later parts go at once, not a timeout later. */
@@ -407,7 +473,12 @@ static int start_batch(hk_dispatch *d) {
     whole++;
   }
   if (last->id > d->due_through) d->due_through = last->id;
-  d->batch_count = batch_take(d, 0);
+  if (d->state == STATE_SENDING) {
+    post_round(d, from, batch_take(d, from, 0));
+    return;
+  }
+  d->batch_count = batch_take(d, from, 0);
+  d->taken_last = nth_node(from, d->batch_count);
   d->attempts = 0;
   d->first_attempt_at = d->last_attempt_at = 0;
   if (limit && !d->tx && d->batch_count == 1 && d->head->len + 2 > limit) {
@@ -417,11 +488,10 @@ static int start_batch(hk_dispatch *d) {
              "error=\"message of %zu bytes exceeds max_body_bytes %zu\"",
              d->head->len, limit);
     make_dead(d, reason);
-    return 0;
+    return;
   }
   if (!d->tx) build_body(d);
   post_batch(d);
-  return 1;
 }
 
 /* A batch read back from the store with failed attempts resumes its retry
@@ -429,7 +499,8 @@ static int start_batch(hk_dispatch *d) {
 static void resume_retry(hk_dispatch *d) {
   double wait = d->head->next_at - wall_now();
 
-  d->batch_count = batch_take(d, 1);
+  d->batch_count = batch_take(d, d->head, 1);
+  d->taken_last = nth_node(d->head, d->batch_count);
   d->attempts = d->head->attempts;
   d->first_attempt_at = d->head->first_at;
   d->last_attempt_at = 0;
@@ -468,6 +539,7 @@ static void split_after_413(hk_dispatch *d, const hk_tx_result *res) {
           "next_batch_max=%zu reason=\"%s\"", d->hook_id, dest(d),
           d->batch_count, d->split_cap, quote(res->reason));
   d->batch_count = 0;
+  d->taken_last = NULL;
   hk_buf_reset(&d->batch);
   d->state = STATE_IDLE;
 }
@@ -509,110 +581,178 @@ static void window_unlink(hk_dispatch *d, msg_node *prev, msg_node *node) {
   d->queue_bytes -= node->len;
 }
 
-/* Records the delivered and the refused messages of a broker send in the
- * store and takes them out of the window. What is to be retried stays at
- * the head of the window, in order, as the next batch. Returns the index
- * of the first retriable result, or n when there is none. */
-static size_t settle_each(hk_dispatch *d, const hk_tx_result *res,
-                          size_t n) {
+/* The first message of the oldest round in flight: right after the kept
+ * ones. */
+static msg_node *round_first(const hk_dispatch *d) {
+  return d->kept_last ? d->kept_last->next : d->head;
+}
+
+/* The result for message i of a round: res[i], or *all when the whole
+ * round gets one (res NULL). */
+static const hk_tx_result *result_at(const hk_tx_result *res, size_t i,
+                                     const hk_tx_result *all) {
+  return res ? &res[i] : all;
+}
+
+/* Records the delivered and the refused messages of the oldest round in
+ * the store and takes them out of the window. What is to be retried stays
+ * in the window, in order, after what earlier rounds kept. Returns the
+ * first result that asked for a retry, or NULL. */
+static const hk_tx_result *settle_round(hk_dispatch *d,
+                                        const hk_tx_result *res, size_t n,
+                                        const hk_tx_result *all) {
   hk_store_batch *acked = hk_store_batch_new(), *dead = hk_store_batch_new();
-  msg_node *prev = NULL, *node = d->head, *next;
-  size_t first_retry = n, kept = 0;
+  msg_node *prev = d->kept_last, *node = round_first(d), *next;
+  const hk_tx_result *first_retry = NULL;
 
   hk_store_batch_persistent(acked);
   hk_store_batch_persistent(dead);
   for (size_t i = 0; i < n && node; i++, node = next) {
+    const hk_tx_result *r = result_at(res, i, all);
+
     next = node->next;
-    if (res[i].status == HK_TX_RETRY) {
-      if (first_retry == n) first_retry = i;
-      prev = node;
-      kept++;
+    if (r->status == HK_TX_RETRY) {
+      if (first_retry == NULL) first_retry = r;
+      prev = d->kept_last = node;
+      d->kept++;
       continue;
     }
-    if (res[i].status == HK_TX_OK) {
+    if (r->status == HK_TX_OK) {
       hk_store_add_ack(acked, node->id);
       observe_latency(d, node);
     } else
-      hk_store_add_dead(dead, node->id, res[i].reason, dest(d), d->attempts,
+      hk_store_add_dead(dead, node->id, r->reason, dest(d), d->attempts,
                         d->first_attempt_at, d->last_attempt_at);
+    if (node == d->taken_last) d->taken_last = prev;
     window_unlink(d, prev, node);
+    d->batch_count--;
     free(node);
   }
   d->counters->sent += (long)hk_store_batch_size(acked);
   d->counters->failed += (long)hk_store_batch_size(dead);
   submit_or_free(d, acked, acked_committed);
   submit_or_free(d, dead, dead_committed);
-  d->batch_count = kept;
   return first_retry;
 }
 
 static void log_refused(hk_dispatch *d, const hk_tx_result *res, size_t n) {
-  const msg_node *node = d->head;
+  const msg_node *node = round_first(d);
 
-  for (size_t i = 0; i < n && node; i++, node = node->next)
+  for (size_t i = 0; res && i < n && node; i++, node = node->next)
     if (res[i].status == HK_TX_FAIL)
       hk_error("dispatch", "hook=%s version=%ld dest=%s messages=1 "
                "attempts=%d dead_letter=1 reason=\"%s\"", d->hook_id,
                node->version, dest(d), d->attempts, quote(res[i].reason));
 }
 
-/* A broker answered for each message of the batch: the delivered and
- * the refused leave, the rest is retried as the next batch. */
-static void tx_cb(void *ctx, const hk_tx_result *res, size_t n) {
-  hk_dispatch *d = ctx;
-  hk_tx_result wrong = {.status = HK_TX_RETRY};
-  size_t retry;
+/* Takes the oldest round off the list; returns when it left. */
+static double round_pop(hk_dispatch *d, size_t *len) {
+  double at = d->round_at[0];
 
+  *len = d->round_len[0];
+  d->rounds--;
+  memmove(d->round_len, d->round_len + 1, d->rounds * sizeof d->round_len[0]);
+  memmove(d->round_at, d->round_at + 1, d->rounds * sizeof d->round_at[0]);
+  return at;
+}
+
+/* The last round is answered. What the rounds kept becomes the batch,
+ * which is retried (or set aside) under the usual rules; otherwise the
+ * next batch starts. */
+static void rounds_done(hk_dispatch *d) {
   d->state = STATE_IDLE;
   if (d->test_cb && !d->testing) start_test(d); /* it waited for this */
-  if (n != d->batch_count) { /* a transport bug: everything again */
-    snprintf(wrong.reason, sizeof wrong.reason, "error=\"transport answered "
-             "for %zu of %zu messages\"", n, d->batch_count);
-    hk_error("dispatch", "hook=%s dest=%s reason=\"%s\"", d->hook_id,
-             dest(d), quote(wrong.reason));
-    post_cb(d, &wrong);
+  if (d->failing && d->kept > 0) {
+    d->batch_count = d->kept;
+    d->taken_last = d->kept_last;
+    d->kept = 0;
+    d->kept_last = NULL;
+    d->failing = 0;
+    post_cb(d, &d->fail_res);
     return;
   }
-  log_refused(d, res, n);
-  retry = settle_each(d, res, n);
-  if (d->batch_count > 0) {
-    post_cb(d, &res[retry]);
-    return;
-  }
+  d->failing = 0;
   send_next(d);
 }
 
-/* Starts the next batch when one is due: a full batch at once, a partial
- * one when its first message has waited timeout_sec, messages read back
- * from the store at once; otherwise arms the timer for that moment. Only
- * called in STATE_IDLE. */
+/* A broker answered for each message of the oldest round: the delivered
+ * and the refused leave, the rest waits for the rounds still in flight
+ * and is then retried as the next batch. */
+static void tx_cb(void *ctx, const hk_tx_result *res, size_t n) {
+  hk_dispatch *d = ctx;
+  hk_tx_result wrong = {.status = HK_TX_RETRY};
+  const hk_tx_result *retry;
+  size_t len;
+  double at;
+
+  if (d->rounds == 0) { /* a transport bug: no round is out */
+    hk_error("dispatch", "hook=%s dest=%s reason=\"an answer without a "
+             "round in flight\"", d->hook_id, dest(d));
+    return;
+  }
+  at = round_pop(d, &len);
+  d->last_attempt_at = at;
+  if (d->attempts == 1 && d->kept == 0) d->first_attempt_at = at;
+  if (n != len) { /* a transport bug: the whole round again */
+    snprintf(wrong.reason, sizeof wrong.reason, "error=\"transport answered "
+             "for %zu of %zu messages\"", n, len);
+    hk_error("dispatch", "hook=%s dest=%s reason=\"%s\"", d->hook_id,
+             dest(d), quote(wrong.reason));
+    res = NULL;
+  }
+  log_refused(d, res, len);
+  retry = settle_round(d, res, len, &wrong);
+  if (retry != NULL && !d->failing) {
+    d->failing = 1;
+    d->fail_res = *retry;
+  }
+  if (d->rounds == 0) rounds_done(d);
+  else send_next(d); /* another round may go behind those in flight */
+}
+
+/* Whether a batch may start now: nothing is out, or a broker hook has room
+ * for another round behind the fresh rounds in flight to the same target,
+ * none of which asked for a retry. */
+static int may_start(const hk_dispatch *d) {
+  if (!has_target(d) || !may_send(d)) return 0;
+  if (d->state == STATE_IDLE) return 1;
+  return d->state == STATE_SENDING && d->tx != NULL && d->rounds > 0 &&
+         d->rounds < ROUNDS_MAX && !d->failing && d->attempts == 1 &&
+         d->round_gen == d->tx_gen;
+}
+
+/* Starts the next batches when they are due: a full batch at once, a
+ * partial one when its first message has waited timeout_sec, messages
+ * read back from the store at once; otherwise arms the timer for that
+ * moment. */
 static void send_next(hk_dispatch *d) {
+  msg_node *from;
   double due;
 
-  while (d->state == STATE_IDLE && has_target(d) && may_send(d)) {
+  while (may_start(d)) {
     if (refill(d) != 0) {
       timer_start(d, STORE_RETRY_MS / 1000.0);
       return;
     }
-    if (d->head == NULL) {
-      d->split_cap = 0;
+    if ((from = first_free(d)) == NULL) {
+      if (d->state == STATE_IDLE) d->split_cap = 0;
       uv_timer_stop(&d->timer);
       return;
     }
-    if (d->head->attempts > 0) {
-      resume_retry(d);
+    if (from->attempts > 0) { /* a retry goes alone, at the head */
+      if (d->state == STATE_IDLE) resume_retry(d);
       return;
     }
-    due = d->head->arrived + d->settings.timeout_sec - loop_now(d);
+    due = from->arrived + d->settings.timeout_sec - loop_now(d);
     /* The loop clock has millisecond steps: within one step of the
      * deadline counts as due. */
-    if (d->queue_len < d->settings.batch_size && !d->on_disk &&
-        d->head->id > d->due_through && due >= 0.001) {
+    if (d->queue_len - d->batch_count < d->settings.batch_size &&
+        !d->on_disk && from->id > d->due_through && due >= 0.001) {
       if (!uv_is_active((uv_handle_t *)&d->timer)) timer_start(d, due);
       return;
     }
     uv_timer_stop(&d->timer);
-    if (start_batch(d)) return;
+    start_batch(d, from);
   }
 }
 
@@ -623,8 +763,8 @@ static void timer_cb(uv_timer_t *t) {
   if (d->state == STATE_WAITING) {
     d->counters->retried += (long)d->batch_count;
     post_batch(d);
-  } else if (d->state == STATE_IDLE) {
-    send_next(d);
+  } else {
+    send_next(d); /* idle, or a partial round behind those in flight */
   }
 }
 
@@ -663,6 +803,7 @@ int hk_dispatch_configure(hk_dispatch *d, const hk_delivery_settings *s,
   if (d->tx) d->tx->ops->destroy(d->tx);
   d->target = t;
   d->tx = s->tx;
+  d->tx_gen++; /* rounds still out on the old target finish first */
   d->settings.batch_size = s->batch_size ? s->batch_size : 1;
   d->settings.timeout_sec = s->timeout_sec;
   d->settings.max_body_bytes = s->max_body_bytes;
@@ -694,9 +835,8 @@ int hk_dispatch_enqueue(hk_dispatch *d, int64_t id, const char *json,
   n->created = wall_now();
   n->version = version;
   window_push(d, n);
-  if (d->state == STATE_IDLE && has_target(d) &&
-      (d->queue_len >= d->settings.batch_size ||
-       !uv_is_active((uv_handle_t *)&d->timer)))
+  if (d->queue_len - d->batch_count >= d->settings.batch_size ||
+      !uv_is_active((uv_handle_t *)&d->timer))
     send_next(d);
   return 0;
 }
@@ -800,8 +940,8 @@ int hk_dispatch_test(hk_dispatch *d, const hk_tx_msg *msg, hk_tx_done_cb cb,
   d->test_key_len = msg->key_len;
   d->test_cb = cb;
   d->test_ctx = ctx;
-  /* A broker target takes one send at a time: the test goes when the
-   * batch in flight is answered (see tx_cb). */
+  /* On a broker target the test goes once the rounds in flight are
+   * answered (see rounds_done), so that none of them waits behind it. */
   if (!(d->tx && d->state == STATE_SENDING)) start_test(d);
   return 0;
 }
@@ -832,6 +972,9 @@ void hk_dispatch_drop(hk_dispatch *d) {
   d->head = d->tail = NULL;
   d->queue_len = d->queue_bytes = 0;
   d->batch_count = 0;
+  d->taken_last = d->kept_last = NULL;
+  d->kept = 0;
+  d->failing = 0;
   d->split_cap = 0;
   hk_buf_reset(&d->batch);
   if (d->state != STATE_SENDING) d->state = STATE_IDLE;

@@ -1,7 +1,8 @@
 /* Delivery of one hook's messages from its durable outbox: a window of
- * them in memory, batching by size, bytes and time, one request in flight,
- * retries on a timer, and dead letters when the retries run out. Every
- * outcome is written back to the store. Runs on the loop thread. */
+ * them in memory, batching by size, bytes and time, one request in flight
+ * (a broker hook: up to four rounds), retries on a timer, and dead letters
+ * when the retries run out. Every outcome is written back to the store.
+ * Runs on the loop thread. */
 #ifndef HOOKD_DISPATCH_H
 #define HOOKD_DISPATCH_H
 
@@ -85,7 +86,7 @@ void hk_dispatch_hold(hk_dispatch *d, int held);
 void hk_dispatch_drop(hk_dispatch *d);
 
 /* Sends one message at once, outside batching and retries: an HTTP hook
- * posts [message], a broker publishes it (after the batch in flight, if
+ * posts [message], a broker publishes it (after the rounds in flight, if
  * any). cb runs once on the loop thread with the outcome. Returns 0, or
  * -1 with err when the hook has no destination or a test is in flight. */
 int hk_dispatch_test(hk_dispatch *d, const hk_tx_msg *msg, hk_tx_done_cb cb,

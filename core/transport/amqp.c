@@ -1,11 +1,13 @@
 /* RabbitMQ transport (AMQP 0-9-1 through rabbitmq-c): publishes each
  * message of a send persistently with publisher confirms and reports every
  * message on its own. rabbitmq-c blocks, so each target owns a worker
- * thread with one connection and one channel; the loop thread hands it a
- * send through a one-slot mailbox under a mutex (waking it with a pipe)
- * and gets the outcome back through a uv_async_t. A loop-side watchdog
- * unsticks a worker that stops making progress, so a hung broker never
- * holds a hook's callback for good. */
+ * thread with one connection and one channel; the loop thread hands it
+ * sends through a queue under a mutex (waking it with a pipe) and gets the
+ * outcomes back, in the same order, through a uv_async_t. The worker
+ * publishes a send while earlier ones still wait for their confirms, so
+ * the broker's confirm latency overlaps. A loop-side watchdog unsticks a
+ * worker that stops making progress, so a hung broker never holds a
+ * hook's callback for good. */
 #include "transport/transport.h"
 
 #include <amqp.h>
@@ -37,7 +39,8 @@
 #define HK_AMQP_KICK_GRACE_SEC 5.0 /* after a kick, before the loop gives up */
 #define HK_AMQP_MIN_SECRET 4       /* shorter passwords are not scrubbed */
 
-/* One message of a send, copied: the body, then the routing key after it. */
+/* One message of a send, copied into the job's arena: the body, then the
+ * routing key after it. */
 typedef struct amqp_item {
   char *data;
   size_t len;
@@ -48,14 +51,24 @@ typedef struct amqp_item {
 } amqp_item;
 
 typedef struct amqp_job {
+  struct amqp_job *next;  /* in the todo, worker or answered list */
+  struct amqp_job *lnext; /* in the loop's list of sends in flight */
   amqp_item *items;
   hk_tx_result *res;
+  char *arena; /* the items' bodies and keys */
   size_t n;
-  size_t open; /* items without an outcome yet */
+  size_t open;     /* items without an outcome yet */
+  size_t cursor;   /* every item before it has its outcome */
+  double deadline; /* worker: every confirm is due by then */
   hk_tx_batch_cb cb;
   void *ctx;
   int abandoned; /* the loop stopped waiting; the worker frees the job */
 } amqp_job;
+
+/* A queue of jobs, oldest first. */
+typedef struct job_list {
+  amqp_job *head, *tail;
+} job_list;
 
 /* Settings, read-only once the target exists. */
 typedef struct amqp_conf {
@@ -90,6 +103,7 @@ typedef struct amqp_conn {
   char err[400];   /* why the last attempt or the connection failed */
   size_t body_max; /* the broker's max_message_size, once it told us */
   amqp_ret ret;
+  job_list active; /* published, waiting for confirms, oldest first */
 } amqp_conn;
 
 typedef struct hk_amqp {
@@ -101,12 +115,16 @@ typedef struct hk_amqp {
   uv_loop_t *loop;
   uv_async_t async;
   uv_timer_t watchdog;
-  amqp_job *busy; /* the send in flight */
+  amqp_job *flight, *flight_last; /* sends not yet answered, in order */
+  size_t n_flight;
   int destroyed, kicked, handles_closing, n_handles;
   /* shared with the worker, under mu */
   pthread_mutex_t mu;
-  amqp_job *todo;     /* handed over, not yet taken by the worker */
-  amqp_job *answered; /* finished by the worker, not yet delivered */
+  job_list todo;     /* handed over, not yet taken by the worker */
+  job_list answered; /* finished by the worker, not yet delivered */
+  size_t unanswered; /* handed over and not yet in answered */
+  int cut;           /* confirms were lost: publish nothing until the loop
+                        has every answer (see cut_active) */
   int closing, loop_gone, refs;
   int fd;          /* the connection's socket, for the watchdog's kick */
   int kicked_fd;   /* the watchdog shut that socket */
@@ -169,26 +187,57 @@ static void broker_text(const hk_amqp *a, char *out, size_t n, unsigned code,
 
 static void job_free(amqp_job *job) {
   if (job == NULL) return;
-  for (size_t i = 0; job->items != NULL && i < job->n; i++)
-    free(job->items[i].data);
+  free(job->arena);
   free(job->items);
   free(job->res);
   free(job);
 }
 
-static int item_copy(const hk_amqp *a, amqp_item *it, const hk_tx_msg *m) {
-  const char *key = m->route != NULL ? m->route : "";
-  size_t klen;
+static void list_push(job_list *l, amqp_job *job) {
+  job->next = NULL;
+  if (l->tail != NULL) l->tail->next = job;
+  else l->head = job;
+  l->tail = job;
+}
 
-  /* A queue target with a queue of its own ignores the route. */
-  if (!a->conf.is_exchange && a->conf.queue[0] != '\0') key = a->conf.queue;
-  klen = strlen(key);
-  it->data = malloc(m->len + klen + 1);
-  if (it->data == NULL) return -1;
-  if (m->len > 0) memcpy(it->data, m->data, m->len);
-  memcpy(it->data + m->len, key, klen + 1);
-  it->key = it->data + m->len;
-  it->len = m->len;
+static amqp_job *list_pop(job_list *l) {
+  amqp_job *job = l->head;
+
+  if (job == NULL) return NULL;
+  l->head = job->next;
+  if (l->head == NULL) l->tail = NULL;
+  job->next = NULL;
+  return job;
+}
+
+/* The routing key of message m: a queue target with a queue of its own
+ * ignores the route. */
+static const char *item_key(const hk_amqp *a, const hk_tx_msg *m) {
+  if (!a->conf.is_exchange && a->conf.queue[0] != '\0') return a->conf.queue;
+  return m->route != NULL ? m->route : "";
+}
+
+/* Copies every body and key into one block: one allocation per send. */
+static int job_copy(const hk_amqp *a, amqp_job *job, const hk_tx_msg *msgs) {
+  size_t total = 1;
+  char *p;
+
+  for (size_t i = 0; i < job->n; i++)
+    total += msgs[i].len + strlen(item_key(a, &msgs[i])) + 1;
+  if ((job->arena = p = malloc(total)) == NULL) return -1;
+  for (size_t i = 0; i < job->n; i++) {
+    const char *key = item_key(a, &msgs[i]);
+    size_t klen = strlen(key);
+    amqp_item *it = &job->items[i];
+
+    if (msgs[i].len > 0) memcpy(p, msgs[i].data, msgs[i].len);
+    it->data = p;
+    it->len = msgs[i].len;
+    p += msgs[i].len;
+    memcpy(p, key, klen + 1);
+    it->key = p;
+    p += klen + 1;
+  }
   return 0;
 }
 
@@ -203,10 +252,8 @@ static amqp_job *job_new(const hk_amqp *a, const hk_tx_msg *msgs, size_t n,
   job->n = job->open = n;
   job->cb = cb;
   job->ctx = ctx;
-  for (size_t i = 0; i < n; i++) {
-    job->res[i].status = HK_TX_RETRY;
-    if (item_copy(a, &job->items[i], &msgs[i]) != 0) goto fail;
-  }
+  for (size_t i = 0; i < n; i++) job->res[i].status = HK_TX_RETRY;
+  if (job_copy(a, job, msgs) != 0) goto fail;
   return job;
 fail:
   job_free(job);
@@ -225,8 +272,13 @@ static void item_set(amqp_job *job, size_t i, hk_tx_status st,
 }
 
 static void job_settle(amqp_job *job, hk_tx_status st, const char *reason) {
-  for (size_t i = 0; i < job->n && job->open > 0; i++)
+  for (size_t i = job->cursor; i < job->n && job->open > 0; i++)
     item_set(job, i, st, reason);
+}
+
+/* Moves the cursor past the items that have their outcome. */
+static void job_advance(amqp_job *job) {
+  while (job->cursor < job->n && job->items[job->cursor].done) job->cursor++;
 }
 
 /* ---- settings --------------------------------------------------------- */
@@ -491,11 +543,30 @@ static void ret_reset(amqp_ret *r) {
   memset(r, 0, sizeof *r);
 }
 
+/* The channel or the connection went away with the published messages
+ * that had no confirm yet: they are retried. The sends not yet published
+ * are then answered RETRY without publishing (see worker_take) until the
+ * loop has every answer, so none of them overtakes the retry on a new
+ * channel. */
+static void cut_active(hk_amqp *a, const char *why) {
+  int lost = 0;
+
+  for (amqp_job *job = a->c.active.head; job != NULL; job = job->next) {
+    lost |= job->open > 0;
+    job_settle(job, HK_TX_RETRY, why);
+  }
+  if (!lost) return;
+  lock(a);
+  a->cut = 1;
+  unlock(a);
+}
+
 /* Forgets the connection after an error; why is logged and kept for the
  * sends that find no connection. The next attempt waits for the backoff. */
 static void conn_lost(hk_amqp *a, const char *why) {
   char buf[512];
 
+  cut_active(a, why);
   lock(a);
   a->fd = -1;
   a->kicked_fd = 0;
@@ -530,6 +601,20 @@ static void reply_text(const hk_amqp *a, amqp_rpc_reply_t r, char *out,
     snprintf(out, n, "unexpected %s", amqp_method_name(r.reply.id));
 }
 
+static void frame_handle(hk_amqp *a, const amqp_frame_t *f);
+
+/* Handles the frames rabbitmq-c set aside during an RPC (confirms and
+ * returns that came before its answer), so that a channel the RPC closed
+ * cuts only what really lost its confirm. */
+static void drain_queued(hk_amqp *a) {
+  struct timeval zero = {0, 0};
+  amqp_frame_t f;
+
+  while (amqp_frames_enqueued(a->c.st) &&
+         amqp_simple_wait_frame_noblock(a->c.st, &f, &zero) == AMQP_STATUS_OK)
+    frame_handle(a, &f);
+}
+
 /* After a failed RPC named what: returns 1 when the broker closed only
  * the channel (why: "<what> refused: <broker text>"), -1 when the
  * connection is gone (why: "connection lost: ..."). */
@@ -541,9 +626,11 @@ static int rpc_failed(hk_amqp *a, const char *what, char *why, size_t n) {
   if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
       r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
     amqp_channel_close_ok_t ok = {0};
+    drain_queued(a);
     amqp_send_method(a->c.st, a->c.ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
     a->c.ch = 0;
     snprintf(why, n, "%s refused: %s", what, text);
+    cut_active(a, why);
     return 1;
   }
   if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
@@ -712,35 +799,60 @@ static void conn_try(hk_amqp *a) {
 
 /* ---- frames: confirms, returns, closes -------------------------------- */
 
-/* A confirm for tag (and every earlier one when multiple). A message that
- * came back unroutable fails even though the broker acks it. */
-static void confirm(amqp_job *job, uint64_t tag, int multiple,
+/* Settles a confirmed item. A message that came back unroutable fails
+ * even though the broker acks it. */
+static void confirm_item(amqp_job *job, size_t i, hk_tx_status st) {
+  if (job->items[i].returned) item_set(job, i, HK_TX_FAIL, NULL);
+  else item_set(job, i, st, st == HK_TX_OK ? "" : "nack");
+}
+
+/* A confirm for tag (and every earlier one when multiple; all of them for
+ * a multiple 0). Tags grow in publish order through the jobs, so the scan
+ * starts at each job's cursor and stops past tag. */
+static void confirm(hk_amqp *a, uint64_t tag, int multiple,
                     hk_tx_status st) {
-  for (size_t i = 0; i < job->n; i++) {
-    amqp_item *it = &job->items[i];
-    if (it->done || it->tag == 0) continue;
-    if (multiple ? (tag != 0 && it->tag > tag) : it->tag != tag) continue;
-    if (it->returned) item_set(job, i, HK_TX_FAIL, NULL);
-    else item_set(job, i, st, st == HK_TX_OK ? "" : "nack");
+  uint64_t last = multiple && tag == 0 ? UINT64_MAX : tag;
+
+  for (amqp_job *job = a->c.active.head; job != NULL; job = job->next) {
+    int past = 0;
+
+    for (size_t i = job->cursor; i < job->n && !past; i++) {
+      amqp_item *it = &job->items[i];
+
+      if (it->done || it->tag == 0) continue;
+      past = it->tag > last;
+      if (!past && (multiple || it->tag == tag)) confirm_item(job, i, st);
+    }
+    job_advance(job);
+    if (past) return;
   }
 }
 
 /* The message a basic.return stands for. Returns carry no delivery tag, so
  * the match is the earliest unconfirmed message with the returned routing
  * key and body (the broker returns in publish order), or by key alone when
- * the body was not kept. SIZE_MAX when none (a late return). */
-static size_t return_match(const amqp_job *job, const amqp_ret *r) {
-  size_t first = SIZE_MAX;
+ * the body was not kept. NULL when none (a late return). */
+static amqp_item *return_match(hk_amqp *a, const amqp_ret *r,
+                               amqp_job **owner, size_t *index) {
+  amqp_item *first = NULL;
 
-  for (size_t i = 0; i < job->n; i++) {
-    const amqp_item *it = &job->items[i];
-    if (it->done || it->tag == 0 || it->returned) continue;
-    if (strcmp(it->key, r->key) != 0) continue;
-    if (first == SIZE_MAX) first = i;
-    if (r->body != NULL && it->len == r->size &&
-        memcmp(it->data, r->body, r->size) == 0)
-      return i;
-  }
+  for (amqp_job *job = a->c.active.head; job != NULL; job = job->next)
+    for (size_t i = job->cursor; i < job->n; i++) {
+      amqp_item *it = &job->items[i];
+      if (it->done || it->tag == 0 || it->returned) continue;
+      if (strcmp(it->key, r->key) != 0) continue;
+      if (first == NULL) {
+        first = it;
+        *owner = job;
+        *index = i;
+      }
+      if (r->body != NULL && it->len == r->size &&
+          memcmp(it->data, r->body, r->size) == 0) {
+        *owner = job;
+        *index = i;
+        return it;
+      }
+    }
   return first;
 }
 
@@ -749,12 +861,14 @@ static size_t return_match(const amqp_job *job, const amqp_ret *r) {
  * (or a queue deleted under us) will not start routing by itself, and
  * retrying would only park the hook. Its confirm, which follows, settles
  * it as FAIL with this reason. */
-static void return_finish(hk_amqp *a, amqp_job *job) {
+static void return_finish(hk_amqp *a) {
   amqp_ret *r = &a->c.ret;
-  size_t i = job != NULL ? return_match(job, r) : SIZE_MAX;
+  amqp_job *job = NULL;
+  size_t i = 0;
+  amqp_item *it = return_match(a, r, &job, &i);
 
-  if (i != SIZE_MAX) {
-    job->items[i].returned = 1;
+  if (it != NULL) {
+    it->returned = 1;
     snprintf(job->res[i].reason, sizeof job->res[i].reason,
              "unroutable: %s (%u) exchange=%s routing_key=%s", r->text,
              r->code, a->conf.is_exchange ? a->conf.exchange : "(default)",
@@ -777,7 +891,7 @@ static void return_start(hk_amqp *a, const amqp_basic_return_t *m) {
            (const char *)m->routing_key.bytes);
 }
 
-static void return_content(hk_amqp *a, amqp_job *job, const amqp_frame_t *f) {
+static void return_content(hk_amqp *a, const amqp_frame_t *f) {
   amqp_ret *r = &a->c.ret;
 
   if (f->frame_type == AMQP_FRAME_HEADER) {
@@ -791,10 +905,10 @@ static void return_content(hk_amqp *a, amqp_job *job, const amqp_frame_t *f) {
   } else {
     return;
   }
-  if (r->got >= r->size) return_finish(a, job);
+  if (r->got >= r->size) return_finish(a);
 }
 
-static void broker_closed_connection(hk_amqp *a, amqp_job *job,
+static void broker_closed_connection(hk_amqp *a,
                                      const amqp_connection_close_t *m) {
   amqp_connection_close_ok_t ok = {0};
   char text[400], why[512];
@@ -804,7 +918,6 @@ static void broker_closed_connection(hk_amqp *a, amqp_job *job,
            text);
   amqp_send_method(a->c.st, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
   conn_lost(a, why);
-  if (job != NULL) job_settle(job, HK_TX_RETRY, why);
 }
 
 /* RabbitMQ closes the channel for a body over its max_message_size
@@ -812,25 +925,24 @@ static void broker_closed_connection(hk_amqp *a, amqp_job *job,
  * size N"). The messages over N fail as too large, and N is remembered so
  * later ones are refused before publishing instead of costing the channel
  * (and every other unconfirmed message) again. */
-static void size_refused(hk_amqp *a, amqp_job *job, unsigned code,
-                         const char *text) {
+static void size_refused(hk_amqp *a, unsigned code, const char *text) {
   const char *p = strstr(text, "max size ");
   unsigned long long max;
 
   if (code != 406 || p == NULL || sscanf(p + 9, "%llu", &max) != 1) return;
   a->c.body_max = (size_t)max;
-  for (size_t i = 0; job != NULL && i < job->n; i++) {
-    if (job->items[i].done || job->items[i].len <= max) continue;
-    item_set(job, i, HK_TX_FAIL, text);
-    job->res[i].too_large = 1;
-  }
+  for (amqp_job *job = a->c.active.head; job != NULL; job = job->next)
+    for (size_t i = job->cursor; i < job->n; i++) {
+      if (job->items[i].done || job->items[i].len <= max) continue;
+      item_set(job, i, HK_TX_FAIL, text);
+      job->res[i].too_large = 1;
+    }
 }
 
 /* The broker closed a channel (e.g. NOT_FOUND after the exchange was
  * deleted): what was not confirmed is retried on a new channel, which
  * declares the exchange again. */
-static void broker_closed_channel(hk_amqp *a, amqp_job *job,
-                                  amqp_channel_t ch,
+static void broker_closed_channel(hk_amqp *a, amqp_channel_t ch,
                                   const amqp_channel_close_t *m) {
   amqp_channel_close_ok_t ok = {0};
   char text[400], why[512], buf[512];
@@ -843,38 +955,39 @@ static void broker_closed_channel(hk_amqp *a, amqp_job *job,
   snprintf(why, sizeof why, "channel closed by broker: %s", text);
   hk_warn("amqp", "dest=%s msg=\"channel closed\" reason=\"%s\"", a->desc,
           esc(buf, sizeof buf, text));
-  size_refused(a, job, m->reply_code, text);
-  if (job != NULL) job_settle(job, HK_TX_RETRY, why);
+  size_refused(a, m->reply_code, text);
+  cut_active(a, why);
 }
 
-static void method_handle(hk_amqp *a, amqp_job *job, amqp_channel_t ch,
+static void method_handle(hk_amqp *a, amqp_channel_t ch,
                           const amqp_method_t *m) {
   if (m->id == AMQP_CONNECTION_CLOSE_METHOD) {
-    broker_closed_connection(a, job, m->decoded);
+    broker_closed_connection(a, m->decoded);
     return;
   }
   if (m->id == AMQP_CHANNEL_CLOSE_METHOD) {
-    broker_closed_channel(a, job, ch, m->decoded);
+    broker_closed_channel(a, ch, m->decoded);
     return;
   }
   if (ch != a->c.ch) return;
   if (m->id == AMQP_BASIC_RETURN_METHOD) {
     return_start(a, m->decoded);
-  } else if (job != NULL && m->id == AMQP_BASIC_ACK_METHOD) {
+  } else if (m->id == AMQP_BASIC_ACK_METHOD) {
     const amqp_basic_ack_t *ack = m->decoded;
-    confirm(job, ack->delivery_tag, ack->multiple, HK_TX_OK);
-  } else if (job != NULL && m->id == AMQP_BASIC_NACK_METHOD) {
+    confirm(a, ack->delivery_tag, ack->multiple, HK_TX_OK);
+  } else if (m->id == AMQP_BASIC_NACK_METHOD) {
     const amqp_basic_nack_t *nack = m->decoded;
-    confirm(job, nack->delivery_tag, nack->multiple, HK_TX_RETRY);
+    confirm(a, nack->delivery_tag, nack->multiple, HK_TX_RETRY);
   }
 }
 
-/* Handles one frame; job is NULL while idle (late frames are dropped). */
-static void frame_handle(hk_amqp *a, amqp_job *job, const amqp_frame_t *f) {
+/* Handles one frame for the jobs waiting for confirms (none while idle:
+ * late frames are dropped). */
+static void frame_handle(hk_amqp *a, const amqp_frame_t *f) {
   if (f->frame_type == AMQP_FRAME_METHOD)
-    method_handle(a, job, f->channel, &f->payload.method);
+    method_handle(a, f->channel, &f->payload.method);
   else if (f->channel == a->c.ch && a->c.ret.active)
-    return_content(a, job, f);
+    return_content(a, f);
 }
 
 /* ---- running a send ---------------------------------------------------- */
@@ -980,42 +1093,22 @@ static int publish_all(hk_amqp *a, amqp_job *job) {
     }
     touch(a);
   }
+  job->deadline = now_sec() + a->conf.confirm_timeout;
   return 0;
 }
 
-/* Reads frames until every published message is confirmed, the connection
- * or channel is lost, or confirm_timeout_sec passes without all confirms
- * (then the connection is dropped too, so late confirms cannot be taken
- * for the next send's). */
-static void await_confirms(hk_amqp *a, amqp_job *job) {
-  double deadline = now_sec() + a->conf.confirm_timeout;
-  char why[512];
-  amqp_frame_t f;
+static int is_cut(hk_amqp *a) {
+  int cut;
 
-  while (job->open > 0 && a->c.st != NULL && a->c.ch != 0) {
-    struct timeval tv = tv_from(deadline - now_sec());
-    int rc;
-
-    if (tv.tv_sec == 0 && tv.tv_usec == 0) {
-      snprintf(why, sizeof why, "no publisher confirm within %gs",
-               a->conf.confirm_timeout);
-      job_settle(job, HK_TX_RETRY, why);
-      conn_lost(a, why);
-      return;
-    }
-    rc = amqp_simple_wait_frame_noblock(a->c.st, &f, &tv);
-    if (rc == AMQP_STATUS_TIMEOUT) continue;
-    if (rc != AMQP_STATUS_OK) {
-      lost_reason(a, why, sizeof why, amqp_error_string2(rc));
-      conn_lost(a, why);
-      job_settle(job, HK_TX_RETRY, why);
-      return;
-    }
-    touch(a);
-    frame_handle(a, job, &f);
-  }
+  lock(a);
+  cut = a->cut;
+  unlock(a);
+  return cut;
 }
 
+/* Publishes a send behind the ones waiting for their confirms. What cannot
+ * go is settled here; the rest waits in the active list (the caller puts
+ * the job there either way, so that answers keep their order). */
 static void run_job(hk_amqp *a, amqp_job *job) {
   char why[512];
   int rc;
@@ -1034,9 +1127,13 @@ static void run_job(hk_amqp *a, amqp_job *job) {
     return;
   }
   if (!a->conf.is_exchange && declare_routes(a, job) < 0) return;
-  if (job->open > 0 && publish_all(a, job) == 0) await_confirms(a, job);
-  if (job->open > 0) /* lost with the channel: already settled otherwise */
-    job_settle(job, HK_TX_RETRY, "channel lost");
+  /* A refused declare closed the channel under earlier sends. */
+  if (is_cut(a)) {
+    job_settle(job, HK_TX_RETRY, "not sent: an earlier send lost its "
+               "channel before its confirms");
+    return;
+  }
+  if (job->open > 0) publish_all(a, job);
 }
 
 /* ---- the worker thread ------------------------------------------------- */
@@ -1058,25 +1155,35 @@ static void target_unref(hk_amqp *a) {
   if (left == 0) target_free(a);
 }
 
+/* Hands a finished job to the loop (or frees it when the loop gave up on
+ * it). The last answer always wakes the loop, which ends a cut. */
 static void answer(hk_amqp *a, amqp_job *job) {
   int abandoned;
 
   lock(a);
   abandoned = job->abandoned;
-  if (!abandoned) {
-    a->answered = job;
-    if (!a->loop_gone) uv_async_send(&a->async);
-  }
+  a->unanswered--;
+  if (!abandoned) list_push(&a->answered, job);
+  if ((!abandoned || a->unanswered == 0) && !a->loop_gone)
+    uv_async_send(&a->async);
   unlock(a);
   if (abandoned) job_free(job);
 }
 
-/* Reads whatever the broker sent while idle: heartbeats are answered
- * inside rabbitmq-c, a connection.close or a dead socket is noticed. */
+/* Answers the oldest jobs that have every outcome, in order. */
+static void answer_done(hk_amqp *a) {
+  while (a->c.active.head != NULL && a->c.active.head->open == 0)
+    answer(a, list_pop(&a->c.active));
+}
+
+/* Reads whatever the broker sent: confirms for the active jobs (late ones
+ * are dropped while idle), heartbeats (answered inside rabbitmq-c), a
+ * connection.close or a dead socket. */
 static void drain_frames(hk_amqp *a) {
   struct timeval zero = {0, 0};
   char why[512];
   amqp_frame_t f;
+  int got = 0;
 
   while (a->c.st != NULL) {
     int rc = amqp_simple_wait_frame_noblock(a->c.st, &f, &zero);
@@ -1086,26 +1193,20 @@ static void drain_frames(hk_amqp *a) {
       conn_lost(a, why);
       break;
     }
-    frame_handle(a, NULL, &f);
+    got = 1;
+    frame_handle(a, &f);
   }
+  if (got) touch(a);
   if (a->c.st != NULL) amqp_maybe_release_buffers(a->c.st);
 }
 
-/* Sleeps until there is work, the socket has data, a heartbeat is due or
- * the next connection attempt. */
-static void worker_wait(hk_amqp *a) {
+/* Waits for the socket, the wake pipe (a new job), a due heartbeat or
+ * ms; then reads what came. */
+static void wait_and_drain(hk_amqp *a, int ms) {
   struct pollfd p[2] = {{a->wake[0], POLLIN, 0}, {-1, POLLIN, 0}};
-  int ms = HK_AMQP_IDLE_MS;
   char drain[64];
 
-  if (a->c.st == NULL) {
-    double left = a->c.next_try - now_sec();
-    if (left <= 0) {
-      conn_try(a);
-      return;
-    }
-    ms = (int)(left * 1000) + 1;
-  } else {
+  if (a->c.st != NULL) {
     int hb = amqp_get_heartbeat(a->c.st); /* as negotiated */
     p[1].fd = amqp_get_sockfd(a->c.st);
     if (hb > 0 && hb * 500 < ms) ms = hb * 500;
@@ -1116,6 +1217,64 @@ static void worker_wait(hk_amqp *a) {
     while (read(a->wake[0], drain, sizeof drain) > 0) {
     }
   if (a->c.st != NULL) drain_frames(a);
+}
+
+/* Sleeps until there is work, the socket has data, a heartbeat is due or
+ * the next connection attempt. */
+static void worker_wait(hk_amqp *a) {
+  int ms = HK_AMQP_IDLE_MS;
+
+  if (a->c.st == NULL) {
+    double left = a->c.next_try - now_sec();
+    if (left <= 0) {
+      conn_try(a);
+      return;
+    }
+    ms = (int)(left * 1000) + 1;
+  }
+  wait_and_drain(a, ms);
+}
+
+/* Reads confirms for the active jobs until a new job comes or the oldest
+ * job's confirm_timeout_sec passes without all its confirms; then the
+ * connection is dropped, so late confirms cannot be taken for later
+ * sends'. */
+static void await_confirms(hk_amqp *a) {
+  double left = a->c.active.head->deadline - now_sec();
+  char why[512];
+
+  if (a->c.st == NULL || a->c.ch == 0) { /* settled when it went */
+    cut_active(a, "channel lost");
+    return;
+  }
+  if (left <= 0) {
+    snprintf(why, sizeof why, "no publisher confirm within %gs",
+             a->conf.confirm_timeout);
+    conn_lost(a, why);
+    return;
+  }
+  wait_and_drain(a, (int)(left * 1000) + 1);
+}
+
+/* The next job handed over, or NULL. A job that comes while confirms are
+ * cut off is answered RETRY without publishing (see cut_active); so is
+ * every job once the target is closing. */
+static amqp_job *worker_take(hk_amqp *a, int *closing) {
+  amqp_job *job;
+  int cut;
+
+  lock(a);
+  job = list_pop(&a->todo);
+  cut = a->cut;
+  *closing = a->closing;
+  unlock(a);
+  if (job == NULL) return NULL;
+  if (*closing) job_settle(job, HK_TX_RETRY, "shutting down");
+  else if (cut)
+    job_settle(job, HK_TX_RETRY, "not sent: an earlier send lost its "
+               "connection or channel before its confirms");
+  else run_job(a, job);
+  return job;
 }
 
 static void worker_close(hk_amqp *a) {
@@ -1132,27 +1291,26 @@ static void worker_close(hk_amqp *a) {
   hk_info("amqp", "dest=%s msg=closed", a->desc);
 }
 
+/* Publishes each job as it comes and answers them in order as their
+ * confirms arrive; jobs waiting for confirms still get them while the
+ * target closes. */
 static void *worker_main(void *arg) {
   hk_amqp *a = arg;
 
   for (;;) {
-    amqp_job *job;
     int closing;
+    amqp_job *job = worker_take(a, &closing);
 
-    lock(a);
-    job = a->todo;
-    a->todo = NULL;
-    closing = a->closing;
-    unlock(a);
     if (job != NULL) {
-      if (closing) job_settle(job, HK_TX_RETRY, "shutting down");
-      else run_job(a, job);
-      if (a->c.st != NULL) amqp_maybe_release_buffers(a->c.st);
-      answer(a, job);
-      continue;
+      list_push(&a->c.active, job);
+    } else if (a->c.active.head != NULL) {
+      await_confirms(a);
+    } else if (closing) {
+      break;
+    } else {
+      worker_wait(a);
     }
-    if (closing) break;
-    worker_wait(a);
+    answer_done(a);
   }
   worker_close(a);
   target_unref(a);
@@ -1198,26 +1356,50 @@ static void close_handles(hk_amqp *a) {
   uv_close((uv_handle_t *)&a->watchdog, handle_closed);
 }
 
-/* Hands res to the send's callback; the target may be destroyed inside. */
-static void deliver(hk_amqp *a, hk_tx_batch_cb cb, void *ctx,
-                    const hk_tx_result *res, size_t n) {
-  a->busy = NULL;
-  uv_timer_stop(&a->watchdog);
-  cb(ctx, res, n);
-  if (a->destroyed && a->busy == NULL) close_handles(a);
+/* Takes the oldest send in flight off the loop's list. */
+static amqp_job *flight_pop(hk_amqp *a) {
+  amqp_job *job = a->flight;
+
+  a->flight = job->lnext;
+  if (a->flight == NULL) a->flight_last = NULL;
+  a->n_flight--;
+  if (a->flight == NULL) {
+    uv_timer_stop(&a->watchdog);
+    a->kicked = 0;
+  }
+  return job;
 }
 
+/* Hands res to a send's callback; the target may be destroyed inside (the
+ * sends after it are still answered). */
+static void deliver(hk_amqp *a, hk_tx_batch_cb cb, void *ctx,
+                    const hk_tx_result *res, size_t n) {
+  cb(ctx, res, n);
+  if (a->destroyed && a->flight == NULL) close_handles(a);
+}
+
+/* Delivers what the worker answered, in order: the answered jobs are
+ * always the oldest sends in flight. Once every send handed over is
+ * answered, the loop hears of every cut one here before it can send
+ * again, so the cut ends. */
 static void async_cb(uv_async_t *h) {
   hk_amqp *a = h->data;
+  job_list done;
   amqp_job *job;
 
   lock(a);
-  job = a->answered;
-  a->answered = NULL;
+  done = a->answered;
+  a->answered.head = a->answered.tail = NULL;
+  if (a->unanswered == 0) a->cut = 0;
   unlock(a);
-  if (job == NULL) return;
-  deliver(a, job->cb, job->ctx, job->res, job->n);
-  job_free(job);
+  while ((job = list_pop(&done)) != NULL) {
+    if (a->flight != job) /* cannot happen: answers come in order */
+      hk_error("amqp", "dest=%s msg=\"answer out of order\"", a->desc);
+    else
+      flight_pop(a);
+    deliver(a, job->cb, job->ctx, job->res, job->n);
+    job_free(job);
+  }
 }
 
 /* Shuts the socket under a worker stuck in a blocking call (a broker that
@@ -1246,41 +1428,84 @@ static hk_tx_result *retry_results(size_t n, const char *reason) {
   return res;
 }
 
-/* The worker did not answer even after the kick: the send is answered
- * RETRY without it. The callback and its context are read before the job
- * is marked abandoned, since from then on the worker may free it. */
-static void abandon(hk_amqp *a) {
-  amqp_job *job = a->busy;
-  hk_tx_batch_cb cb = job->cb;
-  void *ctx = job->ctx;
-  size_t n = job->n;
-  hk_tx_result *res = retry_results(n, a->destroyed ? "shutting down"
-                                    : "send stalled: the broker connection hangs");
-  int ours = 0, answered;
+/* A send given up on: what its callback needs, read while the worker
+ * cannot free it yet. */
+typedef struct stuck_send {
+  hk_tx_batch_cb cb;
+  void *ctx;
+  size_t n;
+  amqp_job *ours; /* taken back from todo: the loop frees it */
+} stuck_send;
 
-  if (res == NULL) { /* try again shortly */
+/* Takes the sends in flight after the answered ones off the worker, under
+ * the lock: those still in todo come back, the others are marked
+ * abandoned (the worker frees them when it is done). Returns how many. */
+static size_t take_stuck(hk_amqp *a, amqp_job *from, stuck_send *out) {
+  size_t k = 0;
+
+  for (amqp_job *job = from; job != NULL; job = job->lnext, k++) {
+    amqp_job **p = &a->todo.head, *prev = NULL;
+
+    out[k] = (stuck_send){job->cb, job->ctx, job->n, NULL};
+    while (*p != NULL && *p != job) {
+      prev = *p;
+      p = &(*p)->next;
+    }
+    if (*p == NULL) {
+      job->abandoned = 1;
+      continue;
+    }
+    *p = job->next;
+    if (a->todo.tail == job) a->todo.tail = prev;
+    a->unanswered--;
+    out[k].ours = job;
+  }
+  return k;
+}
+
+/* The worker did not answer even after the kick: the sends it answered
+ * meanwhile are delivered, then the rest RETRY without it, in order. */
+static void abandon(hk_amqp *a) {
+  const char *why = a->destroyed ? "shutting down"
+                                 : "send stalled: the broker connection hangs";
+  stuck_send *stuck = calloc(a->n_flight, sizeof *stuck);
+  job_list done;
+  amqp_job *job, *rest = a->flight;
+  size_t k;
+
+  if (stuck == NULL) { /* try again shortly */
     uv_timer_start(&a->watchdog, watchdog_cb, 1000, 0);
     return;
   }
   lock(a);
-  answered = a->answered == job; /* just in time: async_cb delivers it */
-  if (!answered && a->todo == job) {
-    a->todo = NULL;
-    ours = 1;
-  } else if (!answered) {
-    job->abandoned = 1;
-  }
+  done = a->answered;
+  a->answered.head = a->answered.tail = NULL;
+  for (job = done.head; job != NULL && rest == job; job = job->next)
+    rest = rest->lnext;
+  k = take_stuck(a, rest, stuck);
+  if (a->unanswered == 0) a->cut = 0; /* the loop answers them all below */
   unlock(a);
-  if (ours) job_free(job);
-  if (!answered) deliver(a, cb, ctx, res, n);
-  free(res);
+  while ((job = list_pop(&done)) != NULL) {
+    flight_pop(a);
+    deliver(a, job->cb, job->ctx, job->res, job->n);
+    job_free(job);
+  }
+  for (size_t i = 0; i < k; i++) {
+    hk_tx_result *res = retry_results(stuck[i].n, why);
+
+    flight_pop(a);
+    job_free(stuck[i].ours);
+    if (res != NULL) deliver(a, stuck[i].cb, stuck[i].ctx, res, stuck[i].n);
+    free(res);
+  }
+  free(stuck);
 }
 
 static void watchdog_cb(uv_timer_t *t) {
   hk_amqp *a = t->data;
   double quiet;
 
-  if (a->busy == NULL) return;
+  if (a->flight == NULL) return;
   lock(a);
   quiet = now_sec() - a->progress;
   unlock(a);
@@ -1311,16 +1536,23 @@ static int amqp_send(hk_tx_target *t, const hk_tx_msg *msgs, size_t n,
   hk_amqp *a = (hk_amqp *)t;
   amqp_job *job;
 
-  if (a->destroyed || a->busy != NULL || cb == NULL) return -1;
+  if (a->destroyed || a->n_flight >= HK_TX_SENDS_MAX || cb == NULL)
+    return -1;
   job = job_new(a, msgs, n, cb, ctx);
   if (job == NULL) return -1;
   lock(a);
-  a->todo = job;
-  a->progress = now_sec();
+  list_push(&a->todo, job);
+  a->unanswered++;
+  /* The worker's time without progress counts from the first send out. */
+  if (a->flight == NULL) a->progress = now_sec();
   unlock(a);
-  a->busy = job;
-  a->kicked = 0;
-  uv_timer_start(&a->watchdog, watchdog_cb, (uint64_t)(a->stall_sec * 1000), 0);
+  if (a->flight_last != NULL) a->flight_last->lnext = job;
+  else a->flight = job;
+  a->flight_last = job;
+  a->n_flight++;
+  if (!uv_is_active((uv_handle_t *)&a->watchdog))
+    uv_timer_start(&a->watchdog, watchdog_cb,
+                   (uint64_t)(a->stall_sec * 1000), 0);
   wake_worker(a);
   return 0;
 }
@@ -1334,7 +1566,7 @@ static void amqp_destroy(hk_tx_target *t) {
   a->closing = 1;
   unlock(a);
   wake_worker(a);
-  if (a->busy == NULL) close_handles(a);
+  if (a->flight == NULL) close_handles(a);
 }
 
 static const char *amqp_describe(const hk_tx_target *t) {

@@ -51,10 +51,14 @@ typedef void (*hk_tx_batch_cb)(void *ctx, const hk_tx_result *results,
 
 typedef struct hk_tx_target hk_tx_target;
 
+/* The most sends a target takes in flight at once. */
+#define HK_TX_SENDS_MAX 8
+
 typedef struct hk_tx_ops {
-  /* Publishes n messages in order. Returns 0, or -1 when the send could
-   * not even start (cb does not run then). At most one send is in flight
-   * per target. */
+  /* Publishes n messages in order, after those of earlier sends. Returns
+   * 0, or -1 when the send could not even start (cb does not run then),
+   * which includes HK_TX_SENDS_MAX sends already in flight. Sends are
+   * answered in the order they were made. */
   int (*send)(hk_tx_target *t, const hk_tx_msg *msgs, size_t n,
               hk_tx_batch_cb cb, void *ctx);
   /* Drops the caller's reference. A send in flight still completes and

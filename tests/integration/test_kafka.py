@@ -2,7 +2,9 @@
 (tests/kafka/mock_cluster.c, built next to hookd): messages keyed and in
 order per key, one topic per event type, a retriable broker error, a
 message too large for the broker as a dead letter beside delivered
-neighbours, and a stop in the middle of a burst that loses nothing."""
+neighbours, a stop in the middle of a burst that loses nothing, rounds
+that overlap against slow brokers, and rounds in flight that all fail and
+are retried in order."""
 
 import collections
 import json
@@ -196,6 +198,50 @@ class Kafka(unittest.TestCase):
         self.wait_sent("k", 2)
         got = values(self.cluster.consume("clicks"))
         self.assertEqual([m["custom_data"]["n"] for m in got], [0, 2])
+
+    def test_rounds_overlap_while_the_brokers_are_slow(self):
+        # 8 rounds of 50 against brokers that answer 300 ms late: one
+        # round at a time would take 2.4 s.
+        self.cluster.command("topic clicks 1 3")
+        self.start({"k": kafka_hook(self.cluster.brokers)})
+        self.post([event(0, "a")])
+        self.wait_sent("k", 1)  # the producer knows the topic's leader
+        self.cluster.command("rtt -1 300")
+        start = time.monotonic()
+        self.post([event(n, "a") for n in range(1, 401)])
+        self.wait_sent("k", 401)
+        took = time.monotonic() - start
+        print("\n400 messages in rounds of 50 at 300 ms each: %.2f s" % took)
+        self.assertLess(took, 1.6, "several rounds in flight")
+        got = values(self.cluster.consume("clicks"))
+        self.assertEqual([m["custom_data"]["n"] for m in got],
+                         list(range(401)), "in order, once each")
+
+    def test_failed_rounds_in_flight_are_retried_in_order(self):
+        # Every produce request fails until the messages time out: the
+        # rounds in flight all come back RETRY, no later round overtakes
+        # them, and they go again together once the brokers recover.
+        self.cluster.command("topic clicks 1 3")
+        self.start({"k": kafka_hook(
+            self.cluster.brokers,
+            extra_send='properties = {["message.timeout.ms"] = "1500"}')},
+            HOOK_RETRY_TIMES=100)
+        self.post([event(0, "a")])
+        self.wait_sent("k", 1)
+        self.cluster.command("errors - Produce 1000 NOT_ENOUGH_REPLICAS")
+        self.post([event(n, "a") for n in range(1, 301)])
+        wait_for("failed rounds", lambda: self.hookd.counters("k")
+                 ["failed"] >= 100, timeout=20)
+        self.cluster.command("clear Produce")
+        self.wait_sent("k", 301)
+        c = self.hookd.counters("k")
+        self.assertEqual(c["dead"], 0)
+        # Four rounds of 50 were out when the first failed; the last two
+        # waited for their retry.
+        self.assertEqual((c["failed"], c["retried"]), (200, 200))
+        got = values(self.cluster.consume("clicks"))
+        self.assertEqual([m["custom_data"]["n"] for m in got],
+                         list(range(301)), "in order, once each")
 
     def test_stop_during_a_burst_loses_nothing(self):
         self.cluster.command("topic clicks 2 3")

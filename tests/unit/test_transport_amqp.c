@@ -333,17 +333,19 @@ static hk_tx_target *make(const char *type, ...) {
 
 typedef struct outcome {
   int calls;
+  int order; /* of the last call among every send's calls */
   size_t n;
   hk_tx_result res[MAX_MSGS];
 } outcome;
 
-static int in_send;
+static int in_send, answers;
 
 static void on_batch(void *ctx, const hk_tx_result *res, size_t n) {
   outcome *o = ctx;
 
   if (in_send) FAILF("batch callback ran inside send");
   o->calls++;
+  o->order = ++answers;
   o->n = n;
   memcpy(o->res, res, (n < MAX_MSGS ? n : MAX_MSGS) * sizeof *res);
 }
@@ -391,6 +393,15 @@ static void destroy(hk_tx_target *t) {
 
 /* ---- tests ------------------------------------------------------------- */
 
+static void expect_fail(const hk_tx_result *r, const char *a, const char *b) {
+  if (r->status != HK_TX_FAIL)
+    FAILF("status %d, expected FAIL (reason %s)", (int)r->status, r->reason);
+  if (a != NULL && strstr(r->reason, a) == NULL)
+    FAILF("reason \"%s\" lacks \"%s\"", r->reason, a);
+  if (b != NULL && strstr(r->reason, b) == NULL)
+    FAILF("reason \"%s\" lacks \"%s\"", r->reason, b);
+}
+
 static void test_queue_publish(void) {
   hk_tx_target *t = make("rabbitmq_queue", "queue", "hk.q1", NULL);
   hk_tx_msg m[3] = {msg("{\"n\":1}", "hk.q1"), msg("{\"n\":2}", "hk.q1"),
@@ -405,15 +416,84 @@ static void test_queue_publish(void) {
   expect_msg("hk.q1", "{\"n\":2}");
   expect_msg("hk.q1", "{\"n\":3,\"s\":\"\\u00e9\"}");
   CHECK(adm_get("hk.q1", &g) == 0);
-  /* At most one send in flight. */
-  memset(&o, 0, sizeof o);
+done:
+  destroy(t);
+}
+
+/* Sends in flight together are published and answered in the order they
+ * were made; one more than HK_TX_SENDS_MAX is refused. */
+static void test_sends_in_order(void) {
+  hk_tx_target *t = make("rabbitmq_queue", "queue", "hk.order", NULL);
+  static char bodies[HK_TX_SENDS_MAX][2][32];
+  hk_tx_msg m[HK_TX_SENDS_MAX][2];
+  outcome o[HK_TX_SENDS_MAX], extra;
+
+  REQUIRE(t != NULL);
+  memset(o, 0, sizeof o);
+  memset(&extra, 0, sizeof extra);
   in_send = 1;
-  CHECK(t->ops->send(t, m, 1, on_batch, &o) == 0);
-  CHECK(t->ops->send(t, m, 1, on_batch, &o) == -1);
+  for (int i = 0; i < HK_TX_SENDS_MAX; i++) {
+    for (int j = 0; j < 2; j++) {
+      snprintf(bodies[i][j], sizeof bodies[i][j], "{\"s\":%d}", 2 * i + j);
+      m[i][j] = msg(bodies[i][j], "hk.order");
+    }
+    CHECK(t->ops->send(t, m[i], 2, on_batch, &o[i]) == 0);
+  }
+  CHECK(t->ops->send(t, m[0], 1, on_batch, &extra) == -1);
   in_send = 0;
-  wait_outcome(&o, 15);
-  CHECK(o.calls == 1 && all_ok(&o));
-  expect_msg("hk.q1", "{\"n\":1}");
+  wait_outcome(&o[HK_TX_SENDS_MAX - 1], 20);
+  for (int i = 0; i < HK_TX_SENDS_MAX; i++) {
+    CHECK(o[i].calls == 1 && o[i].n == 2 && all_ok(&o[i]));
+    if (i > 0) CHECK(o[i].order == o[i - 1].order + 1);
+  }
+  CHECK(extra.calls == 0);
+  for (int i = 0; i < HK_TX_SENDS_MAX; i++)
+    for (int j = 0; j < 2; j++) expect_msg("hk.order", bodies[i][j]);
+done:
+  destroy(t);
+}
+
+/* A declare refused while an earlier send waits for its confirm closes
+ * the channel under it: what lost its confirm comes back RETRY, and the
+ * sends behind are not published ahead of that retry. Whether the confirm
+ * or the close comes first is the broker's race; both ways are checked. */
+static void test_cut_holds_later_sends(void) {
+  hk_tx_target *t = make("rabbitmq_queue", NULL);
+  hk_tx_msg first[1] = {msg("{\"c\":1}", "hk.cut")};
+  hk_tx_msg second[2] = {msg("{\"c\":2}", "hk.cut.bad"),
+                         msg("{\"c\":3}", "hk.cut")};
+  hk_tx_msg third[1] = {msg("{\"c\":4}", "hk.cut")};
+  outcome o1, o2, o3;
+  got_msg g;
+
+  REQUIRE(t != NULL && adm_queue("hk.cut.bad", 0));
+  memset(&o1, 0, sizeof o1);
+  memset(&o2, 0, sizeof o2);
+  memset(&o3, 0, sizeof o3);
+  REQUIRE(t->ops->send(t, first, 1, on_batch, &o1) == 0);
+  REQUIRE(t->ops->send(t, second, 2, on_batch, &o2) == 0);
+  REQUIRE(t->ops->send(t, third, 1, on_batch, &o3) == 0);
+  wait_outcome(&o3, 20);
+  REQUIRE(o1.calls == 1 && o2.calls == 1 && o3.calls == 1);
+  expect_fail(&o2.res[0], "hk.cut.bad", "PRECONDITION_FAILED");
+  printf("cut: first send %s\n", o1.res[0].status == HK_TX_OK ? "confirmed"
+         : o1.res[0].reason);
+  if (o1.res[0].status == HK_TX_OK) {
+    CHECK(o2.res[1].status == HK_TX_OK && all_ok(&o3));
+    expect_msg("hk.cut", "{\"c\":1}");
+    expect_msg("hk.cut", "{\"c\":3}");
+    expect_msg("hk.cut", "{\"c\":4}");
+  } else {
+    CHECK(o1.res[0].status == HK_TX_RETRY);
+    CHECK(o2.res[1].status == HK_TX_RETRY && o3.res[0].status == HK_TX_RETRY);
+    CHECK(strstr(o3.res[0].reason, "not sent") != NULL);
+    while (adm_get("hk.cut", &g) == 1) { /* c:1 may be there, no later one */
+      CHECK(strcmp(g.body, "{\"c\":1}") == 0);
+      free(g.body);
+    }
+  }
+  REQUIRE(send_wait(t, third, 1, &o3, 15) == 0); /* the cut is over */
+  CHECK(all_ok(&o3));
 done:
   destroy(t);
 }
@@ -440,15 +520,6 @@ done:
 }
 
 /* Checks that an outcome is FAIL and its reason mentions each string. */
-static void expect_fail(const hk_tx_result *r, const char *a, const char *b) {
-  if (r->status != HK_TX_FAIL)
-    FAILF("status %d, expected FAIL (reason %s)", (int)r->status, r->reason);
-  if (a != NULL && strstr(r->reason, a) == NULL)
-    FAILF("reason \"%s\" lacks \"%s\"", r->reason, a);
-  if (b != NULL && strstr(r->reason, b) == NULL)
-    FAILF("reason \"%s\" lacks \"%s\"", r->reason, b);
-}
-
 static void test_exchange_direct(void) {
   hk_tx_target *t = NULL;
   hk_tx_msg m[3] = {msg("{\"d\":1}", "111.click"), msg("{\"d\":2}", "111.open"),
@@ -1038,6 +1109,8 @@ static void broker_teardown(void) {
 
 static void run_all(int argc, char **argv) {
   RUN(test_queue_publish);
+  RUN(test_sends_in_order);
+  RUN(test_cut_holds_later_sends);
   RUN(test_per_route_queues);
   RUN(test_exchange_direct);
   RUN(test_exchange_topic);
