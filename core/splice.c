@@ -83,9 +83,7 @@ static int append_extras(hk_buf *out, int first, int kept_cd,
   if (!kept_cd) {
     rc |= hk_buf_append(out, first ? "\"custom_data\":" : ",\"custom_data\":",
                         first ? 14 : 15);
-    rc |= how->custom_data
-              ? hk_buf_append(out, how->custom_data, how->custom_data_len)
-              : hk_buf_append(out, "{}", 2);
+    rc |= hk_buf_append(out, how->custom_data, how->custom_data_len);
   }
   if (how->keep_content && !had_content && how->content) {
     rc |= hk_buf_append(out, ",\"content\":", 11);
@@ -95,19 +93,37 @@ static int append_extras(hk_buf *out, int first, int kept_cd,
   return rc != 0 ? -1 : 0;
 }
 
+/* More top-level members than this and the message is built in Lua. */
+#define MAX_MEMBERS 64
+
+/* Whether key (klen bytes with its quotes) is among the n keys before
+ * it, or there are too many to tell. */
+static int repeated(const char **keys, size_t *lens, size_t n,
+                    const char *key, size_t klen) {
+  if (n >= MAX_MEMBERS) return 1;
+  for (size_t i = 0; i < n; i++)
+    if (lens[i] == klen && memcmp(keys[i], key, klen) == 0) return 1;
+  keys[n] = key;
+  lens[n] = klen;
+  return 0;
+}
+
 int hk_splice_message(hk_buf *out, const char *ev, size_t len,
                       const hk_splice *how) {
   const char *end = ev + len, *p = hk_json_skip_ws(ev, end), *key, *v;
-  size_t start = out->len, klen;
+  const char *keys[MAX_MEMBERS];
+  size_t start = out->len, klen, lens[MAX_MEMBERS], n = 0;
   int first = 1, kept_cd = 0, had_content = 0, rc = 0;
 
   if (p >= end || *p != '{') return 1;
   rc |= hk_buf_putc(out, '{');
-  for (p = hk_json_skip_ws(p + 1, end); p < end && *p == '"';) {
+  for (p = hk_json_skip_ws(p + 1, end); p < end && *p == '"'; n++) {
     key = p;
     p = skip_string(p, end);
     klen = (size_t)(p - key);
-    if (memchr(key, '\\', klen) != NULL) goto unspliceable;
+    if (memchr(key, '\\', klen) != NULL ||
+        repeated(keys, lens, n, key, klen))
+      goto unspliceable;
     v = hk_json_skip_ws(hk_json_skip_ws(p, end) + 1, end);
     p = skip_value(v, end);
     if (keep_member(key, klen, v, end, how, &kept_cd, &had_content)) {
@@ -118,6 +134,9 @@ int hk_splice_message(hk_buf *out, const char *ev, size_t len,
     p = hk_json_skip_ws(p, end);
     if (p < end && *p == ',') p = hk_json_skip_ws(p + 1, end);
   }
+  /* No custom_data built, yet none of the event's own to keep: the caller
+   * judged by an event its hook changed. */
+  if (!kept_cd && how->custom_data == NULL) goto unspliceable;
   rc |= append_extras(out, first, kept_cd, had_content, how);
   return rc != 0 ? -1 : 0;
 unspliceable:

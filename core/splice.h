@@ -14,7 +14,7 @@ typedef struct hk_splice {
   int keep_content;        /* keep the event's own "content" member */
   const char *custom_data; /* JSON for custom_data, used unless the event
                               brings a non-empty custom_data object; NULL
-                              writes {} */
+                              when the caller found one to keep */
   size_t custom_data_len;
   const char *content;     /* JSON content to add when the event has none
                               (and keep_content is set) */
@@ -22,9 +22,11 @@ typedef struct hk_splice {
 } hk_splice;
 
 /* Appends the message for the event text ev (one JSON object, already
- * validated) to out. Returns 0; 1 when the event cannot be spliced (a
- * top-level key written with escapes, which only a decoder can compare),
- * leaving out as it was; -1 when out of memory. */
+ * validated) to out. Returns 0; 1 when the message must be built from the
+ * decoded event instead, leaving out as it was: a top-level key written
+ * with escapes (only a decoder can compare it), a key that appears twice
+ * (decoding keeps the last), or no custom_data given while the event has
+ * none to keep; -1 when out of memory. */
 int hk_splice_message(hk_buf *out, const char *ev, size_t len,
                       const hk_splice *how);
 

@@ -142,6 +142,22 @@ class HookRuntime(harness.SinkTest):
             self.assertEqual(m["event_data"]["campaign_id"], 973)
             self.assertNotIn("profile", m)
 
+    def test_filter_giving_custom_data_does_not_cancel_the_built_one(self):
+        # The event came without custom_data, so the hook builds it from
+        # its profile fields, whatever filter() put on its event.
+        self.start({"z_builder": hook(self.sink.url("/b"), extra="""
+  profile_fields = {"email"},
+  filter = function(event)
+    event.custom_data = {x = 1}
+    return true
+  end,
+""")})
+        self.hookd.post_events(click(1, custom_data={},
+                                     profile={"email": "a@x"}))
+        [got] = self.sink.wait_messages("/b", 1)
+        self.assertEqual(got["custom_data"], {"email": "a@x"})
+        self.assertNotIn("profile", got)
+
     def test_endless_loop_is_stopped_and_fails_only_that_event(self):
         self.start({"spinner": hook(self.sink.url("/spin"), extra="""
   filter = function(event)

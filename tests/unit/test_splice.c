@@ -72,10 +72,22 @@ static void splice_replaces_empty_null_or_array_custom_data(void) {
                "{\"e\":1,\"custom_data\":{\"a\":\"x\"}}");
 }
 
-static void splice_without_custom_data_text_writes_empty_object(void) {
+/* Without custom_data to add, the event must bring its own: the caller
+ * judged by an event its hook changed, and builds the message itself. */
+static void splice_without_custom_data_needs_the_events_own(void) {
   hk_splice none = {0, NULL, 0, NULL, 0};
 
-  CHECK_SPLICE("{}", &none, "{\"custom_data\":{}}");
+  CHECK_SPLICE("{\"custom_data\":{\"a\":1}}", &none,
+               "{\"custom_data\":{\"a\":1}}");
+  CHECK_SPLICE("{}", &none, NULL);
+  CHECK_SPLICE("{\"custom_data\":{}}", &none, NULL);
+}
+
+/* Decoding keeps the last of repeated keys; a copy would send both. */
+static void splice_refuses_repeated_keys(void) {
+  CHECK_SPLICE("{\"e\":1,\"f\":2,\"e\":3}", &built, NULL);
+  CHECK_SPLICE("{\"custom_data\":{\"x\":1},\"custom_data\":{}}", &built,
+               NULL);
 }
 
 static void splice_drops_content_unless_kept(void) {
@@ -106,7 +118,8 @@ int main(void) {
   splice_finds_string_ends_after_backslashes();
   splice_keeps_filled_custom_data();
   splice_replaces_empty_null_or_array_custom_data();
-  splice_without_custom_data_text_writes_empty_object();
+  splice_without_custom_data_needs_the_events_own();
+  splice_refuses_repeated_keys();
   splice_drops_content_unless_kept();
   splice_adds_looked_up_content_only_when_missing();
   splice_refuses_escaped_keys();
