@@ -552,15 +552,14 @@ void hk_bridge_unload_hook(hk_bridge *b, const char *id) {
     hk_error("lua", "hook=%s unload failed: %s", id, err);
 }
 
-/* Pushes the events as one Lua array and seq. */
-static void push_batch(lua_State *L, const char *const *events,
-                       const size_t *lens, size_t n, long seq) {
+/* Pushes the events as one Lua array of strings. */
+static void push_events(lua_State *L, const char *const *events,
+                        const size_t *lens, size_t n) {
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
     lua_pushlstring(L, events[i], lens[i]);
     lua_rawseti(L, -2, (int)i + 1);
   }
-  lua_pushnumber(L, (lua_Number)seq);
 }
 
 /* Makes events the batch core.event reads, and pushes its size and seq. */
@@ -698,8 +697,7 @@ long hk_bridge_try_events(hk_bridge *b, const char *const *events,
   size_t lines;
   long failures = 0;
 
-  push_batch(L, events, lens, n, 0);
-  lua_pop(L, 1); /* no seq: nothing is stored */
+  push_events(L, events, lens, n);
   if (call_router_value(b, "try_events", 1, err, errlen) != 0) return -1;
   lines = lua_objlen(L, -1);
   for (size_t i = 1; i <= lines; i++) {

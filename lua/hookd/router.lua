@@ -41,7 +41,6 @@ end
 
 -- Copies a decoded value so a hook's functions can change it freely.
 local deep_copy = json.copy
-M.deep_copy = deep_copy
 
 -- Configures the router from the text of main.json. Returns the
 -- normalized configuration, or nil and "key: reason".

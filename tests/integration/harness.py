@@ -321,6 +321,17 @@ def bare(i, **fields):
     return ev
 
 
+def example_events():
+    """The documented example events and the 1,000 sample events."""
+    events = []
+    for name in ("click.json", "deliv.json"):
+        with open(os.path.join(FIXTURES, name)) as f:
+            events.append(json.load(f))
+    with open(os.path.join(FIXTURES, "sample-1k.ndjson")) as f:
+        events.extend(json.loads(line) for line in f if line.strip())
+    return events
+
+
 def click(i, **fields):
     """A small valid click event with a unique marker in custom_data."""
     ev = {"event_type": "click", "event_date": "2026-11-01T10:00:00.5Z",

@@ -10,23 +10,13 @@ import shutil
 import unittest
 
 import harness
-from harness import FIXTURES, SOURCE_DIR, Hookd, Sink, wait_for
+from harness import SOURCE_DIR, Hookd, Sink, wait_for
 
 DELIVERY = {"send", "deliv", "undeliv", "sbounce", "hbounce", "complain",
             "suppress", "send_sms", "deliv_sms", "undeliv_sms", "send_push",
             "deliv_push", "undeliv_push"}
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}"
                   r"-[0-9a-f]{12}$")
-
-
-def load_events():
-    events = []
-    for name in ("click.json", "deliv.json"):
-        with open(os.path.join(FIXTURES, name)) as f:
-            events.append(json.load(f))
-    with open(os.path.join(FIXTURES, "sample-1k.ndjson")) as f:
-        events.extend(json.loads(line) for line in f if line.strip())
-    return events
 
 
 class Examples(unittest.TestCase):
@@ -46,7 +36,7 @@ class Examples(unittest.TestCase):
         for hook_id in ("crm", "warehouse", "utm_clicks"):
             cls.hookd.wait_hook(hook_id, lambda h: h["state"] == "running",
                                 hook_id + " running")
-        cls.events = load_events()
+        cls.events = harness.example_events()
         cls.hookd.post_events(cls.events)
 
     @classmethod

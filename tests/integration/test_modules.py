@@ -15,7 +15,7 @@ import time
 import unittest
 
 import harness
-from harness import FIXTURES, SOURCE_DIR, Hookd, Sink, wait_for
+from harness import SOURCE_DIR, Hookd, Sink, wait_for
 
 # A hook that puts what its modules say into custom_data.tag.
 HOOK = """local m = require %(module)r
@@ -218,16 +218,6 @@ class Modules(harness.SinkTest):
                            "several module versions ran")
 
 
-def load_events():
-    events = []
-    for name in ("click.json", "deliv.json"):
-        with open(os.path.join(FIXTURES, name)) as f:
-            events.append(json.load(f))
-    with open(os.path.join(FIXTURES, "sample-1k.ndjson")) as f:
-        events.extend(json.loads(line) for line in f if line.strip())
-    return events
-
-
 def event_seconds(date):
     """Whole seconds of an RFC 3339 date in UTC (the sample uses Z)."""
     import datetime
@@ -281,7 +271,7 @@ class ExampleHooks(unittest.TestCase):
         for hook_id in cls.ids:
             cls.hookd.wait_hook(hook_id, lambda h: h["version"] == 1 or
                                 h["error"], hook_id + " loaded")
-        cls.events = load_events() + repeated_clicks(load_events())
+        cls.events = harness.example_events() + repeated_clicks(harness.example_events())
 
     @classmethod
     def tearDownClass(cls):

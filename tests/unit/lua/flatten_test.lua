@@ -9,11 +9,7 @@ local json = require "hookd.json"
 local check, eq = testing.check, testing.eq
 local flatten = testing.lib_module("flatten")
 
-local function count(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
+local count = testing.count
 
 check("flatten_nested_objects_and_arrays", function()
   local v = json.decode([[{"a": {"b": 1, "c": ["x", {"d": true}]},

@@ -29,11 +29,7 @@ local function build(h, ev, lookup)
   return message.build(h, ev, template.new_context(ev, CAT), lookup)
 end
 
-local function count(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
+local count = testing.count
 
 -- A click with an inline profile and no custom_data.
 local function profiled_click()

@@ -34,6 +34,13 @@ M.eq_quoted = eq_with("%s: got %q, want %q")
 local root = (debug.getinfo(1, "S").source:match("^@(.*)/") or ".")
   .. "/../../.."
 
+-- The number of keys of a table.
+function M.count(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
 function M.fixture_path(name) return root .. "/tests/fixtures/" .. name end
 
 -- The decoded JSON of tests/fixtures/<name>; raises when it cannot be read.

@@ -8,11 +8,7 @@ local json = require "hookd.json"
 local check, eq = testing.check, testing.eq
 local utm = testing.lib_module("utm")
 
-local function count(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
+local count = testing.count
 
 local function click(url)
   return { event_type = "click", event_data = { link_url = url } }
