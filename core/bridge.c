@@ -351,6 +351,38 @@ static int core_store_put(lua_State *L) {
   return 0;
 }
 
+/* core.store_put_json(kind, key1, key2, text): the same for a value that
+ * is already JSON text, such as a member of an event as it came. */
+static int core_store_put_json(lua_State *L) {
+  hk_bridge *b = bridge_upvalue(L);
+  const char *kind = luaL_checkstring(L, 1);
+  const char *k1 = luaL_checkstring(L, 2), *k2 = luaL_optstring(L, 3, NULL);
+  size_t len;
+  const char *text = luaL_checklstring(L, 4, &len);
+
+  if (b->cbs.store_put_cb)
+    b->cbs.store_put_cb(b->cbs.ctx, kind, k1, k2, text, len);
+  return 0;
+}
+
+/* core.event_member(i, name) -> the JSON text of the top-level member
+ * name of event i of the batch being routed; nil when it has none; false
+ * when only decoding can tell which (a key with escapes, or given twice). */
+static int core_event_member(lua_State *L) {
+  hk_bridge *b = bridge_upvalue(L);
+  size_t len = 0, value_len = 0;
+  const char *text = batch_event(b, luaL_checkinteger(L, 1), &len);
+  const char *name = luaL_checkstring(L, 2), *value = NULL;
+  int found;
+
+  if (text == NULL) return luaL_argerror(L, 1, "no such event in the batch");
+  found = hk_splice_member(text, len, name, &value, &value_len);
+  if (found > 0) lua_pushlstring(L, value, value_len);
+  else if (found == 0) lua_pushnil(L);
+  else lua_pushboolean(L, 0);
+  return 1;
+}
+
 /* core.store_get(kind, key1, key2) -> JSON text | nil */
 static int core_store_get(lua_State *L) {
   hk_bridge *b = bridge_upvalue(L);
@@ -369,6 +401,8 @@ static int core_store_get(lua_State *L) {
 
 static const luaL_Reg core_funcs[] = {
     {"store_put", core_store_put}, {"store_get", core_store_get},
+    {"store_put_json", core_store_put_json},
+    {"event_member", core_event_member},
     {"uuid4", core_uuid4},     {"parse_time", core_parse_time},
     {"log", core_log},         {"now", core_now},
     {"read_file", core_read_file}, {"emit", core_emit},

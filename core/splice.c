@@ -93,6 +93,36 @@ static int append_extras(hk_buf *out, int first, int kept_cd,
   return rc != 0 ? -1 : 0;
 }
 
+/* One member of the object being walked: its key (with quotes) and value,
+ * and where the next member starts. */
+typedef struct member {
+  const char *key, *value, *next;
+  size_t key_len, value_len;
+} member;
+
+/* Reads the member at p (a key's opening quote); false at the object's
+ * end. */
+static int next_member(const char *p, const char *end, member *m) {
+  if (p >= end || *p != '"') return 0;
+  m->key = p;
+  p = skip_string(p, end);
+  m->key_len = (size_t)(p - m->key);
+  m->value = hk_json_skip_ws(hk_json_skip_ws(p, end) + 1, end);
+  p = skip_value(m->value, end);
+  m->value_len = (size_t)(p - m->value);
+  p = hk_json_skip_ws(p, end);
+  if (p < end && *p == ',') p = hk_json_skip_ws(p + 1, end);
+  m->next = p;
+  return 1;
+}
+
+/* The first member of the object text ev, or end when ev is no object. */
+static const char *first_member(const char *ev, const char *end) {
+  const char *p = hk_json_skip_ws(ev, end);
+
+  return p < end && *p == '{' ? hk_json_skip_ws(p + 1, end) : end;
+}
+
 /* More top-level members than this and the message is built in Lua. */
 #define MAX_MEMBERS 64
 
@@ -110,29 +140,25 @@ static int repeated(const char **keys, size_t *lens, size_t n,
 
 int hk_splice_message(hk_buf *out, const char *ev, size_t len,
                       const hk_splice *how) {
-  const char *end = ev + len, *p = hk_json_skip_ws(ev, end), *key, *v;
+  const char *end = ev + len, *p = first_member(ev, end);
   const char *keys[MAX_MEMBERS];
-  size_t start = out->len, klen, lens[MAX_MEMBERS], n = 0;
+  size_t start = out->len, lens[MAX_MEMBERS], n = 0;
   int first = 1, kept_cd = 0, had_content = 0, rc = 0;
+  member m;
 
-  if (p >= end || *p != '{') return 1;
+  if (p >= end) return 1;
   rc |= hk_buf_putc(out, '{');
-  for (p = hk_json_skip_ws(p + 1, end); p < end && *p == '"'; n++) {
-    key = p;
-    p = skip_string(p, end);
-    klen = (size_t)(p - key);
-    if (memchr(key, '\\', klen) != NULL ||
-        repeated(keys, lens, n, key, klen))
+  for (; next_member(p, end, &m); p = m.next, n++) {
+    if (memchr(m.key, '\\', m.key_len) != NULL ||
+        repeated(keys, lens, n, m.key, m.key_len))
       goto unspliceable;
-    v = hk_json_skip_ws(hk_json_skip_ws(p, end) + 1, end);
-    p = skip_value(v, end);
-    if (keep_member(key, klen, v, end, how, &kept_cd, &had_content)) {
+    if (keep_member(m.key, m.key_len, m.value, end, how, &kept_cd,
+                    &had_content)) {
       if (!first) rc |= hk_buf_putc(out, ',');
-      rc |= hk_buf_append(out, key, (size_t)(p - key));
+      rc |= hk_buf_append(out, m.key,
+                          (size_t)(m.value + m.value_len - m.key));
       first = 0;
     }
-    p = hk_json_skip_ws(p, end);
-    if (p < end && *p == ',') p = hk_json_skip_ws(p + 1, end);
   }
   /* No custom_data built, yet none of the event's own to keep: the caller
    * judged by an event its hook changed. */
@@ -142,4 +168,21 @@ int hk_splice_message(hk_buf *out, const char *ev, size_t len,
 unspliceable:
   out->len = start;
   return 1;
+}
+
+int hk_splice_member(const char *ev, size_t len, const char *name,
+                     const char **value, size_t *value_len) {
+  const char *end = ev + len, *p = first_member(ev, end);
+  int found = 0;
+  member m;
+
+  for (; next_member(p, end, &m); p = m.next) {
+    if (memchr(m.key, '\\', m.key_len) != NULL) return -1;
+    if (!key_is(m.key, m.key_len, name)) continue;
+    if (found) return -1;
+    found = 1;
+    *value = m.value;
+    *value_len = m.value_len;
+  }
+  return found;
 }

@@ -30,4 +30,12 @@ typedef struct hk_splice {
 int hk_splice_message(hk_buf *out, const char *ev, size_t len,
                       const hk_splice *how);
 
+/* Finds the value of the top-level member name (plain ASCII, no quotes)
+ * of the event text ev (one validated JSON object). Returns 1 and sets
+ * *value and *value_len when it is there once; 0 when it is not there;
+ * -1 when only a decoder can tell: a key written with escapes, or the
+ * name given twice (decoding keeps the last). */
+int hk_splice_member(const char *ev, size_t len, const char *name,
+                     const char **value, size_t *value_len);
+
 #endif

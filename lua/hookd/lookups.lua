@@ -117,7 +117,10 @@ function M.content(send_message_id)
   local smid = id_text(send_message_id)
   if not smid then return nil end
   local c = pending_content[smid]
-  if c then return c.value end
+  if c then
+    if type(c.value) == "string" then c.value = json.decode(c.value) end
+    return c.value
+  end
   return stored("content", smid)
 end
 
@@ -142,13 +145,22 @@ end
 
 -- Takes what an event brings for the stores: content on send events, and
 -- a profile on import events. What is kept here is a copy: the last hook
--- to see the event gets the event itself and may change it.
-function M.capture(event, event_type)
+-- to see the event gets the event itself and may change it. index is the
+-- event's place in the batch being routed, if it is there: its content
+-- is then stored and kept as the text it came as, decoded only if a later
+-- event of an unsettled batch asks for it.
+function M.capture(event, event_type, index)
   if CONTENT_EVENTS[event_type] then
     local content, smid = event.content, send_id(event)
     if smid and is_object(content) then
-      core.store_put("content", smid, nil, content)
-      remember(pending_content, smid, json.copy(content))
+      local text = index and core.event_member(index, "content")
+      if text then
+        core.store_put_json("content", smid, nil, text)
+        remember(pending_content, smid, text)
+      else
+        core.store_put("content", smid, nil, content)
+        remember(pending_content, smid, json.copy(content))
+      end
     end
   elseif type(event_type) == "string" and event_type:sub(1, 7) == "import_" then
     local fields = event.profile

@@ -497,7 +497,7 @@ function M.route(count, seq)
     local ctx = nil
     sample_tick = sample_tick + 1
     local timed = sample_tick % SAMPLE_EVERY == 0
-    lookups.capture(event, event.event_type)
+    lookups.capture(event, event.event_type, i)
     local k = takers_of(event, takers)
     for j = 1, k do
       local h = takers[j]

@@ -164,6 +164,30 @@ class Stores(unittest.TestCase):
         self.assertEqual(self.sink.wait_messages("/c", 5)[4]["content"],
                          second)
 
+    def test_content_is_kept_as_the_send_wrote_it(self):
+        """Content is stored as the send event's own text: escapes, spacing
+        and number forms reach later events as the same JSON values; a
+        send giving content twice counts its last, as a decoder does."""
+        self.start({"h": hook_src(self.sink.url("/c"), ("send", "click"),
+                                  "content = true")})
+        spaced = ('{ "subject" : "Sale \\u00e9 \\"now\\"", "n": 1.50e1,'
+                  ' "parts": [ {"t": "a\\/b"} ] }')
+        send = json.dumps(click(0, event_type="send", send_message_id="s1"))
+        twice = json.dumps(click(2, event_type="send", send_message_id="s2"))
+        lines = [send[:-1] + ', "content": ' + spaced + "}",
+                 json.dumps(click(1, send_message_id="s1")),
+                 twice[:-1] + ', "content": {"v": 1}, "content": {"v": 2}}',
+                 json.dumps(click(3, send_message_id="s2"))]
+        self.post("\n".join(lines[:2]) + "\n")
+        self.post("\n".join(lines[2:]) + "\n")
+        got = by_n(self.sink.wait_messages("/c", 4))
+        want = {"subject": 'Sale \u00e9 "now"', "n": 15,
+                "parts": [{"t": "a/b"}]}
+        self.assertEqual([got[n].get("content") for n in range(4)],
+                         [want, want, {"v": 2}, {"v": 2}])
+        self.post(json.dumps(click(4, send_message_id="s1")))
+        self.assertEqual(self.sink.wait_messages("/c", 5)[4]["content"], want)
+
     def test_content_send_message_id_inside_event_data(self):
         """The repository's sample events (tests/fixtures/sample-1k.ndjson,
         click.json) carry send_message_id only in event_data; content must

@@ -112,6 +112,45 @@ static void splice_refuses_escaped_keys(void) {
   CHECK_SPLICE("{\"e\":1,\"\\u0070rofile\":{}}", &built, NULL);
 }
 
+/* Looks up name in ev: want_rc as hk_splice_member returns it, and the
+ * value's text when found. */
+static void check_member(int line, const char *ev, const char *name,
+                         int want_rc, const char *want) {
+  const char *v = NULL;
+  size_t vlen = 0;
+  int rc = hk_splice_member(ev, strlen(ev), name, &v, &vlen);
+
+  if (rc != want_rc)
+    test_failf(__FILE__, line, "member(%s, %s) rc=%d, want %d", ev, name, rc,
+               want_rc);
+  else if (rc == 1 && (vlen != strlen(want) || memcmp(v, want, vlen) != 0))
+    test_failf(__FILE__, line, "member(%s, %s) gave %.*s, want %s", ev, name,
+               (int)vlen, v, want);
+}
+
+#define CHECK_MEMBER(ev, name, rc, want) \
+  check_member(__LINE__, ev, name, rc, want)
+
+static void member_gives_the_value_as_written(void) {
+  CHECK_MEMBER("{\"a\":1, \"content\" : {\"s\": \"x\\\"}\"} ,\"b\":[]}",
+               "content", 1, "{\"s\": \"x\\\"}\"}");
+  CHECK_MEMBER("{\"content\":null}", "content", 1, "null");
+  CHECK_MEMBER("{\"n\":-1.5e3}", "n", 1, "-1.5e3");
+}
+
+static void member_is_only_looked_for_at_the_top(void) {
+  CHECK_MEMBER("{\"a\":{\"content\":1},\"b\":\"content\"}", "content", 0,
+               NULL);
+  CHECK_MEMBER("{}", "content", 0, NULL);
+  CHECK_MEMBER("[1]", "content", 0, NULL);
+}
+
+static void member_leaves_escaped_or_repeated_keys_to_a_decoder(void) {
+  CHECK_MEMBER("{\"content\":1,\"content\":2}", "content", -1, NULL);
+  CHECK_MEMBER("{\"\\u0063ontent\":1}", "content", -1, NULL);
+  CHECK_MEMBER("{\"content\":1,\"k\\n\":2}", "content", -1, NULL);
+}
+
 int main(void) {
   splice_drops_profile_and_adds_custom_data();
   splice_keeps_untouched_bytes();
@@ -123,5 +162,8 @@ int main(void) {
   splice_drops_content_unless_kept();
   splice_adds_looked_up_content_only_when_missing();
   splice_refuses_escaped_keys();
+  member_gives_the_value_as_written();
+  member_is_only_looked_for_at_the_top();
+  member_leaves_escaped_or_repeated_keys_to_a_decoder();
   return test_finish("test_splice");
 }
