@@ -30,7 +30,7 @@ def run(args, spec, corpus, workdir):
     source, predicate); returns the result dict."""
     hid, src, pred = spec
     bodies = corpus.bodies(args.events, args.request_size)
-    sink, hookd, rss = Sink(), None, None
+    sink, hookd, rss = Sink(kind="python"), None, None  # it holds a batch
     try:
         sink.script({"path": "/" + hid, "responses": [{"hold": True}]})
         hookd = Hookd(args.hookd, {hid: src}, sink.port, workdir,

@@ -228,15 +228,53 @@ def post_json(port, path, doc, timeout=10):
         return json.loads(r.read())
 
 
-class Sink:
-    """tests/sink/sink.py in count-only mode on a free loopback port; with
-    seq_field, it also keeps each message's value of that field and the
-    monotonic time its batch arrived."""
+SINK_BIN_NAME = "hookd-bench-sink"
+SINK_KINDS = ("c", "python")
 
-    def __init__(self, seq_field=None):
-        cmd = [sys.executable, SINK, "--port", "0", "--count-only", "--quiet"]
-        if seq_field:
-            cmd += ["--seq-field", seq_field]
+
+def sink_binary(hookd=None):
+    """Where the C sink (bench/sink.c) is built: beside the hookd binary
+    when one is named (the top-level CMake build puts both in build/), else
+    in build/ of the source tree."""
+    base = (os.path.dirname(os.path.abspath(hookd)) if hookd else
+            os.path.join(ROOT, "build"))
+    return os.path.join(base, SINK_BIN_NAME)
+
+
+class Sink:
+    """A sink on a free loopback port that counts the batches hookd
+    delivers, per path. Two kinds:
+
+    "c": bench/sink.c (built as hookd-bench-sink), which only counts and
+        answers /_sink/stats, at little CPU cost;
+    "python": tests/sink/sink.py in count-only mode, which also takes
+        scripts (script, release) and, with seq_field, keeps each message's
+        value of that field and the monotonic time its batch arrived.
+
+    kind None picks "c" when it is built and no seq_field is asked for,
+    else "python" (with a note on stderr when the C sink is missing)."""
+
+    noted_missing = False  # the note about a missing C sink was printed
+
+    def __init__(self, seq_field=None, kind=None, binary=None):
+        binary = binary or sink_binary()
+        self.kind = kind or self.pick(seq_field, binary)
+        if self.kind == "c":
+            if seq_field:
+                raise ValueError("the C sink keeps no seqs: use "
+                                 "kind='python' with seq_field")
+            if not os.path.exists(binary):
+                raise RuntimeError("no C sink at %s: build it (cmake "
+                                   "--build build) or use the Python one"
+                                   % binary)
+            cmd = [binary, "--port", "0"]
+        elif self.kind == "python":
+            cmd = [sys.executable, SINK, "--port", "0", "--count-only",
+                   "--quiet"]
+            if seq_field:
+                cmd += ["--seq-field", seq_field]
+        else:
+            raise ValueError("unknown sink kind %r" % (self.kind,))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         if not line.startswith("READY"):
@@ -244,26 +282,53 @@ class Sink:
             raise RuntimeError("sink did not start: %r" % line)
         self.port = int(line.split()[1])
 
+    @classmethod
+    def pick(cls, seq_field, binary):
+        """The kind for kind=None (see the class)."""
+        if seq_field:
+            return "python"
+        if os.path.exists(binary):
+            return "c"
+        if not cls.noted_missing:
+            cls.noted_missing = True
+            sys.stderr.write("note: no C sink at %s; using tests/sink/"
+                             "sink.py, which takes CPU from hookd\n" % binary)
+        return "python"
+
+    def need_python(self, what):
+        if self.kind != "python":
+            raise RuntimeError("the C sink only counts; %s need "
+                               "Sink(kind='python')" % what)
+
     def stats(self):
         return get_json(self.port, "/_sink/stats")
 
     def script(self, spec):
+        self.need_python("scripts")
         post_json(self.port, "/_sink/script", spec)
 
     def release(self):
         """Answers the requests held by a "hold" script."""
+        self.need_python("holds")
         post_json(self.port, "/_sink/release", {})
 
     def seqs(self):
         """(sequence values, receive times) of every message so far."""
+        self.need_python("seqs")
         doc = get_json(self.port, "/_sink/seqs", timeout=60)
         return doc["seq"], doc["t"]
 
     def stop(self):
+        """SIGTERM (either kind exits at once); returns the exit status."""
         if self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(10)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self.proc.stdout.close()
+        return self.proc.returncode
 
 
 class Hookd:

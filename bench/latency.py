@@ -128,7 +128,7 @@ def run(args, spec, corpus, workdir):
     n, size = events_wanted(args), args.latency_request_size
     bodies = numbered_bodies(corpus, n, size)
     expected = [i for i in range(n) if pred(corpus.event(i))]
-    sink, hookd = Sink(seq_field=SEQ_FIELD), None
+    sink, hookd = Sink(seq_field=SEQ_FIELD, kind="python"), None
     try:
         hookd = Hookd(args.hookd, {hid: src}, sink.port, workdir,
                       args.history_days)

@@ -17,9 +17,10 @@ import time
 
 import backlog
 import latency
-from benchlib import (BUSY_SHARE, ROOT, Corpus, Hookd, RssSampler, Sink,
-                      check_counts, cpu_sample, cpu_shares, exit_problems,
-                      generate_events, peak_rss_mb, post_all, wait_delivered)
+from benchlib import (BUSY_SHARE, ROOT, SINK_KINDS, Corpus, Hookd,
+                      RssSampler, Sink, check_counts, cpu_sample, cpu_shares,
+                      exit_problems, generate_events, peak_rss_mb, post_all,
+                      sink_binary, wait_delivered)
 
 BATCH = "batch_size = 500, timeout_sec = 0.2"
 
@@ -232,9 +233,9 @@ def expected_matches(hook_specs, corpus, n):
 
 
 def run_once(args, name, hooks, bodies, expected, workdir):
-    """One scenario (hooks: id -> Lua source) in a fresh sink and hookd;
-    returns the result dict."""
-    sink = Sink()
+    """One scenario (hooks: id -> Lua source) in a fresh sink (--sink, by
+    default the C one when built) and hookd; returns the result dict."""
+    sink = Sink(kind=args.sink, binary=sink_binary(args.hookd))
     hookd = None
     try:
         hookd = Hookd(args.hookd, hooks, sink.port, workdir,
@@ -249,7 +250,9 @@ def run_once(args, name, hooks, bodies, expected, workdir):
         problems.append("matched grew after the last post was answered: "
                         "%d then %d" % (m["matched"], m["totals"]["matched"]))
     problems += exit_problems(hookd, status)
-    return make_result(name, len(hooks), m, problems)
+    r = make_result(name, len(hooks), m, problems)
+    r["sink"] = sink.kind
+    return r
 
 
 def measure(args, hookd, sink, bodies):
@@ -411,6 +414,11 @@ def parse_args():
     ap.add_argument("--hookd", default=os.path.join(ROOT, "build", "hookd"))
     ap.add_argument("--timeout", type=float, default=600,
                     help="seconds to wait for delivery")
+    ap.add_argument("--sink", choices=SINK_KINDS,
+                    help="sink of the throughput scenarios: c (bench/sink.c,"
+                    " the default when built beside --hookd) or python "
+                    "(tests/sink/sink.py); latency and backlog always use "
+                    "the Python one")
     latency.add_options(ap)
     backlog.add_options(ap)
     return ap.parse_args()
@@ -446,9 +454,9 @@ def run_throughput(args, name, corpus, workdir):
     r = run_once(args, name, hooks, bodies, expected, workdir)
     r.update(threads=args.threads, request_size=args.request_size,
              seed=args.seed)
-    print("%s: %.0f events/s, %d messages in %.2f s, hookd RSS %.1f MB" % (
-        name, r["events_per_s"], r["messages"], r["wall_s"],
-        r["hookd_steady_rss_mb"]), flush=True)
+    print("%s: %.0f events/s, %d messages in %.2f s, hookd RSS %.1f MB, "
+          "%s sink" % (name, r["events_per_s"], r["messages"], r["wall_s"],
+                       r["hookd_steady_rss_mb"], r["sink"]), flush=True)
     return r
 
 

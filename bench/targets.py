@@ -43,6 +43,8 @@ def parse_args():
     ap.add_argument("--hookd", default=os.path.join(ROOT, "build", "hookd"))
     ap.add_argument("--threads", type=int, choices=range(1, 5), default=1,
                     metavar="1..4", help="posting connections (run.py)")
+    ap.add_argument("--sink", choices=("c", "python"),
+                    help="sink of the throughput runs (run.py --sink)")
     ap.add_argument("--no-brokers", action="store_true",
                     help="skip bench/brokers.py")
     ap.add_argument("--json", help="write every result and verdict here")
@@ -56,6 +58,8 @@ def run_scenario(args, name, corpus, workdir):
     cmd = [sys.executable, RUN, "--scenario", name, "--hookd", args.hookd,
            "--events", str(args.events), "--corpus", corpus,
            "--threads", str(args.threads), "--json", out]
+    if args.sink:
+        cmd += ["--sink", args.sink]
     print("\n$ " + " ".join(cmd[1:]), flush=True)
     status = subprocess.run(cmd).returncode
     if not os.path.exists(out):
