@@ -5,6 +5,7 @@ Kafka mock cluster (acks=all, idempotent producer) and a RabbitMQ queue
 last message the broker confirmed (the hook's `sent` counter).
 
     bench/brokers.py --kafka --rabbitmq --events 200000 --repeat 3
+    bench/brokers.py --rabbitmq --queue-type quorum   # a quorum queue
 
 The Kafka mock cluster comes from build/kafka_mock_cluster; RabbitMQ is
 started with tests/rabbitmq/broker.sh on a free port in a temp dir. Each
@@ -187,8 +188,8 @@ def rabbitmq(args, workdir):
                    stdout=subprocess.DEVNULL)
     try:
         send = ('{type = "rabbitmq_queue", host = "127.0.0.1", port = %d, '
-                'queue = "bench", batch_size = %d, timeout_sec = 0.05}'
-                % (port, args.batch))
+                'queue = "bench", queue_type = "%s", batch_size = %d, '
+                'timeout_sec = 0.05}' % (port, args.queue_type, args.batch))
         with open(os.path.join(base, "node.pid")) as f:
             beam = int(f.read().strip() or 0)
         return run(args.hookd, send, args.events, args.request_size, workdir,
@@ -210,10 +211,16 @@ def main():
                     help="runs per broker; the median is printed")
     ap.add_argument("--kafka", action="store_true")
     ap.add_argument("--rabbitmq", action="store_true")
+    ap.add_argument("--queue-type", choices=("classic", "quorum"),
+                    default="classic",
+                    help="the RabbitMQ hook's queue_type (the queue it "
+                    "declares)")
     ap.add_argument("--hookd", default=os.path.join(ROOT, "build", "hookd"))
     args = ap.parse_args()
     if not (args.kafka or args.rabbitmq):
         args.kafka = args.rabbitmq = True
+    if args.rabbitmq:
+        print("rabbitmq queue_type %s" % args.queue_type, flush=True)
     for name, fn in (("kafka", kafka), ("rabbitmq", rabbitmq)):
         if getattr(args, name):
             rates = [measure(name, fn, args) for _ in range(args.repeat)]

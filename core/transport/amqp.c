@@ -75,6 +75,7 @@ typedef struct amqp_conf {
   char *host, *user, *password, *vhost, *queue, *exchange, *ca_file;
   const char *exchange_type;
   int port, heartbeat, tls, durable, auto_delete, is_exchange;
+  int quorum; /* queue_type "quorum": queues declared x-queue-type=quorum */
   double confirm_timeout, connect_timeout;
 } amqp_conf;
 
@@ -403,6 +404,27 @@ static int conf_tls(amqp_conf *f, const hk_kv *kv, size_t n, char *err,
   return f->ca_file != NULL ? 0 : -1;
 }
 
+/* queue_type: "classic" (the default: declared without arguments, as
+ * before the setting existed) or "quorum". Queue targets only. */
+static int conf_queue_type(amqp_conf *f, const hk_kv *kv, size_t n,
+                           char *err, size_t errlen) {
+  const char *v = kv_get(kv, n, "queue_type");
+
+  f->quorum = 0;
+  if (v == NULL) return 0;
+  if (f->is_exchange) {
+    hk_tx_errorf(err, errlen, "queue_type is a setting of rabbitmq_queue "
+                 "only (an exchange target declares no queue)");
+    return -1;
+  }
+  if (strcmp(v, "quorum") == 0) f->quorum = 1;
+  else if (strcmp(v, "classic") != 0) {
+    hk_tx_errorf(err, errlen, "queue_type must be \"classic\" or \"quorum\"");
+    return -1;
+  }
+  return 0;
+}
+
 static int conf_numbers(amqp_conf *f, const hk_kv *kv, size_t n, char *err,
                         size_t errlen) {
   double port, hb;
@@ -441,6 +463,7 @@ static int conf_load(amqp_conf *f, const char *type, const hk_kv *kv,
     return -1;
   }
   if (conf_names(f, kv, n, err, errlen) != 0 ||
+      conf_queue_type(f, kv, n, err, errlen) != 0 ||
       conf_numbers(f, kv, n, err, errlen) != 0)
     return -1;
   return conf_tls(f, kv, n, err, errlen);
@@ -457,7 +480,8 @@ static void conf_free(amqp_conf *f) {
 }
 
 /* "amqp://host:port/<vhost, percent-encoded> queue=NAME" (or exchange=),
- * without credentials; "queue=(route)" when each message names its queue. */
+ * without credentials; "queue=(route)" when each message names its queue;
+ * " queue_type=quorum" after it for quorum queues. */
 static void describe_build(hk_amqp *a) {
   const amqp_conf *f = &a->conf;
   char vhost[3 * 256 + 1];
@@ -473,11 +497,12 @@ static void describe_build(hk_amqp *a) {
       j += (size_t)snprintf(vhost + j, 4, "%%%02X", ch);
   }
   vhost[j] = '\0';
-  snprintf(a->desc, sizeof a->desc, "%s://%s%.255s%s:%d/%.300s %s=%.255s",
+  snprintf(a->desc, sizeof a->desc, "%s://%s%.255s%s:%d/%.300s %s=%.255s%s",
            f->tls ? "amqps" : "amqp", v6 ? "[" : "", f->host, v6 ? "]" : "",
            f->port, vhost, f->is_exchange ? "exchange" : "queue",
            f->is_exchange ? f->exchange
-                          : (f->queue[0] ? f->queue : "(route)"));
+                          : (f->queue[0] ? f->queue : "(route)"),
+           f->quorum ? " queue_type=quorum" : "");
 }
 
 /* ---- the worker's connection ------------------------------------------ */
@@ -656,18 +681,35 @@ static int exchange_declare(hk_amqp *a, char *why, size_t n) {
   return rpc_failed(a, what, why, n);
 }
 
+/* The arguments of a queue.declare: {"x-queue-type": "quorum"} (in *e)
+ * for a quorum target, else none at all, so that a classic target stays
+ * equivalent to queues declared before queue_type existed. */
+static amqp_table_t queue_args(const hk_amqp *a, amqp_table_entry_t *e) {
+  amqp_table_t t = amqp_empty_table;
+
+  if (!a->conf.quorum) return t;
+  e->key = amqp_cstring_bytes("x-queue-type");
+  e->value.kind = AMQP_FIELD_KIND_UTF8; /* 'S', a longstr */
+  e->value.value.bytes = amqp_cstring_bytes("quorum");
+  t.num_entries = 1;
+  t.entries = e;
+  return t;
+}
+
 /* Declares queue name (durable, never auto-deleted: the durable and
- * auto_delete settings are the exchange's) unless this connection already
- * did. Returns 0, 1 when the broker refused it (the channel is closed),
- * -1 when the connection is gone. */
+ * auto_delete settings are the exchange's; quorum when queue_type says
+ * so) unless this connection already did. Returns 0, 1 when the broker
+ * refused it (the channel is closed; e.g. the queue exists with another
+ * type), -1 when the connection is gone. */
 static int queue_declare_once(hk_amqp *a, const char *name, char *why,
                               size_t n) {
+  amqp_table_entry_t type_arg;
   char what[300];
 
   if (declared_find(&a->c, name) >= 0) return 0;
   touch(a);
   if (amqp_queue_declare(a->c.st, a->c.ch, amqp_cstring_bytes(name), 0, 1, 0,
-                         0, amqp_empty_table) != NULL) {
+                         0, queue_args(a, &type_arg)) != NULL) {
     declared_add(&a->c, name);
     return 0;
   }

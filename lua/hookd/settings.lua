@@ -380,9 +380,22 @@ local function extend(base, extra)
   return t
 end
 
--- queue "" means a queue named after each event's type.
-local RABBIT_QUEUE = extend(extend(RABBIT_COMMON, BATCHING),
-  { queue = opt(check_amqp_name, "") })
+-- The type hookd declares a queue with: "classic" (declared without
+-- arguments, as queues were before this setting) or "quorum".
+local function check_queue_type(v, k)
+  if v ~= "classic" and v ~= "quorum" then
+    bad("%s must be \"classic\" or \"quorum\"", k)
+  end
+  return v
+end
+
+-- queue "" means a queue named after each event's type (each declared
+-- with the same queue_type). Exchange hooks declare no queue, so
+-- queue_type is not among their settings.
+local RABBIT_QUEUE = extend(extend(RABBIT_COMMON, BATCHING), {
+  queue = opt(check_amqp_name, ""),
+  queue_type = opt(check_queue_type, "classic"),
+})
 local RABBIT_EXCHANGE = extend(extend(RABBIT_COMMON, BATCHING), {
   exchange = req(function(v, k)
     check_amqp_name(v, k)

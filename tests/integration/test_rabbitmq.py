@@ -2,8 +2,10 @@
 tests/rabbitmq/broker.sh and read through tests/rabbitmq/amqp_tool.c
 (built next to hookd): what a queue hook publishes, one queue per event
 type, direct and topic exchanges, an unroutable message and a declaration
-conflict as dead letters, and a broker restart in the middle of a stream
-that loses nothing. Skipped when rabbitmq-server is not installed."""
+conflict as dead letters, queue_type "quorum" (the queues it declares, a
+classic queue of the same name refusing it, the setting's checks), and a
+broker restart in the middle of a stream that loses nothing. Skipped when
+rabbitmq-server is not installed."""
 
 import collections
 import json
@@ -20,6 +22,7 @@ import harness
 from harness import Hookd, click, http, wait_for
 
 BROKER_SH = os.path.join(harness.SOURCE_DIR, "tests", "rabbitmq", "broker.sh")
+RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"  # where broker.sh finds it
 
 
 def free_port():
@@ -54,6 +57,20 @@ class Broker:
         r = self.run("stop")
         if r.returncode != 0:
             raise AssertionError("broker.sh stop failed:\n" + r.stdout)
+
+    def queue_types(self):
+        """{queue name: type} as the node reports them: rabbitmqctl with
+        the node's own settings from broker.sh's env file (node name,
+        epmd port, HOME with its cookie)."""
+        script = ('. "$1/env" && exec "$2" -n "$RABBITMQ_NODENAME" -q '
+                  'list_queues name type --formatter json')
+        r = subprocess.run(["bash", "-c", script, "_", self.dir, RABBITMQCTL],
+                           env=self.env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=60)
+        if r.returncode != 0:
+            raise AssertionError("rabbitmqctl list_queues failed:\n" +
+                                 r.stdout)
+        return {q["name"]: q["type"] for q in json.loads(r.stdout)}
 
     def remove(self):
         self.stop()
@@ -117,6 +134,10 @@ def rabbit_hook(port, send, actions=("click",), extra=""):
 
 def queue_send(queue):
     return 'type = "rabbitmq_queue", queue = %s' % json.dumps(queue)
+
+
+def quorum_send(queue):
+    return queue_send(queue) + ', queue_type = "quorum"'
 
 
 def exchange_send(exchange, kind):
@@ -322,6 +343,84 @@ class RabbitMQ(unittest.TestCase):
         self.post([event(3)])
         self.wait_counters("f", 4, timeout=10)
         self.assertEqual(marks(self.tool.consume("fine", 1, 2000)), [3])
+
+    def test_quorum_hook_delivers_every_message_into_a_quorum_queue(self):
+        self.queues += ["qq", "click", "open"]
+        both = ("click", "open")
+        self.start({
+            "q": rabbit_hook(self.broker.port, quorum_send("qq"), both),
+            "t": rabbit_hook(self.broker.port, quorum_send(""), both)})
+        self.assertEqual(self.hookd.hook("q")["settings"]["send"]
+                         ["queue_type"], "quorum")
+        self.hookd.wait_log("queue=qq queue_type=quorum msg=connected")
+        n = 300
+        self.post([event(i, "open" if i % 3 == 0 else "click")
+                   for i in range(n)])
+        for hook_id in ("q", "t"):
+            c = self.wait_counters(hook_id, n)["counters"]
+            self.assertEqual((c["sent"], c["dead"], c["retried"]), (n, 0, 0),
+                             hook_id)
+        types = self.broker.queue_types()
+        self.assertEqual({q: types.get(q) for q in self.queues},
+                         {"qq": "quorum", "click": "quorum",
+                          "open": "quorum"})
+        got = marks(self.tool.consume("qq", n + 1, wait_ms=300))
+        self.assertEqual(sorted(got), list(range(n)), "each message once")
+        clicks = marks(self.tool.consume("click", n, wait_ms=300))
+        opens = marks(self.tool.consume("open", n, wait_ms=300))
+        self.assertEqual(sorted(opens), list(range(0, n, 3)))
+        self.assertEqual(sorted(clicks + opens), list(range(n)))
+
+    def test_quorum_on_a_classic_queue_is_refused_and_keeps_the_messages(
+            self):
+        self.declare("clash")  # classic, durable: only the type differs
+        self.start({"c": rabbit_hook(self.broker.port, quorum_send("clash"))})
+        self.post([event(n) for n in range(3)])
+        letters = self.dead_letters("c", 3)
+        for letter in letters:
+            self.assertIn("queue=clash queue_type=quorum",
+                          letter["destination"])
+            self.assertIn("PRECONDITION_FAILED", letter["reason"])
+            self.assertIn("inequivalent arg 'x-queue-type' for queue "
+                          "'clash'", letter["reason"])
+            self.assertIn("received the value 'quorum'", letter["reason"])
+        self.assertEqual(sorted(l["message"]["custom_data"]["n"]
+                                for l in letters), [0, 1, 2])
+        refused = self.hookd.wait_log('msg="declare refused"')
+        self.assertIn("queue=clash queue_type=quorum", refused)
+        self.assertIn("inequivalent arg 'x-queue-type'", refused)
+        dead = self.hookd.wait_log("dead_letter=1")
+        self.assertIn("hook=c ", dead)
+        self.assertIn("inequivalent arg 'x-queue-type'", dead)
+        self.assertEqual(self.broker.queue_types().get("clash"), "classic")
+        self.assertEqual(self.tool.count("clash"), 0)
+        # Nothing is lost: once the classic queue is gone, the letters go
+        # out again into the quorum queue the hook declares.
+        self.tool.command("delete clash")
+        status, doc = http("POST", self.hookd.base +
+                           "/v1/dead-letters/retry?hook=c")
+        self.assertEqual((status, doc), (200, {"resent": 3}))
+        self.wait_counters("c", 3, dead=3)
+        self.assertEqual(self.broker.queue_types().get("clash"), "quorum")
+        self.assertEqual(sorted(marks(self.tool.consume("clash", 4, 300))),
+                         [0, 1, 2])
+
+    def test_queue_type_is_checked_when_the_hook_loads(self):
+        port = self.broker.port
+        self.hookd = Hookd({
+            "fast": rabbit_hook(port, queue_send("qt") +
+                                ', queue_type = "fast"'),
+            "ex": rabbit_hook(port, exchange_send("ex_qt", "direct") +
+                              ', queue_type = "quorum"')}, {})
+        for hook_id, want in (
+                ("fast", 'send.queue_type must be "classic" or "quorum"'),
+                ("ex", "unknown setting 'send.queue_type' for type "
+                 "rabbitmq_exchange")):
+            h = self.hookd.wait_hook(hook_id, lambda h: h["error"],
+                                     "%s: load error" % hook_id)
+            self.assertEqual(h["state"], "broken")
+            self.assertIn("%s.lua:" % hook_id, h["error"])
+            self.assertIn(want, h["error"])
 
     def test_broker_restart_mid_stream_loses_nothing(self):
         self.declare("restart")

@@ -1,7 +1,8 @@
 /* Tests of the RabbitMQ transport (core/transport/amqp.c) against a private
  * broker this program starts with tests/rabbitmq/broker.sh on free
  * loopback ports: publish and consume, queues per route, direct and topic
- * exchanges, unroutable messages, declare conflicts, a 5 MB body, the
+ * exchanges, unroutable messages, declare conflicts, quorum queues (and
+ * a quorum declare refused on a classic queue), a 5 MB body, the
  * broker's size limit, refused routes, descriptions without secrets, TLS,
  * heartbeats while idle, shutdown with a send in flight, a hung broker
  * and a broker restart in the middle of a stream. The test plays the
@@ -214,6 +215,33 @@ static int adm_queue(const char *name, int durable) {
   amqp_queue_declare(adm, adm_channel(), amqp_cstring_bytes(name), 0, durable,
                      0, 0, amqp_empty_table);
   return adm_ok();
+}
+
+/* Declares a durable queue with x-queue-type type ("classic" or
+ * "quorum"): works when the queue is new or already of that type. */
+static long adm_count(const char *q);
+
+static int adm_queue_typed(const char *name, const char *type) {
+  amqp_table_entry_t e;
+  amqp_table_t args;
+
+  e.key = amqp_cstring_bytes("x-queue-type");
+  e.value.kind = AMQP_FIELD_KIND_UTF8;
+  e.value.value.bytes = amqp_cstring_bytes(type);
+  args.num_entries = 1;
+  args.entries = &e;
+  amqp_queue_declare(adm, adm_channel(), amqp_cstring_bytes(name), 0, 1, 0, 0,
+                     args);
+  return adm_ok();
+}
+
+/* Whether queue name exists and is of type: a passive declare finds it,
+ * a declare of that type is accepted and one of the other is refused. */
+static int adm_is_type(const char *name, const char *type) {
+  const char *other = strcmp(type, "quorum") == 0 ? "classic" : "quorum";
+
+  return adm_count(name) >= 0 && adm_queue_typed(name, type) &&
+         !adm_queue_typed(name, other);
 }
 
 static int adm_queue_delete(const char *name) {
@@ -656,6 +684,114 @@ static void test_exchange_conflict(void) {
   expect_fail(&o.res[0], "unroutable", NULL);
 done:
   destroy(t);
+}
+
+/* queue_type quorum: the fixed queue and each per-route queue are
+ * declared as quorum queues and take every message with its confirm. */
+static void test_quorum_queue(void) {
+  hk_tx_target *t = make("rabbitmq_queue", "queue", "hk.quorum",
+                         "queue_type", "quorum", NULL);
+  hk_tx_target *r = make("rabbitmq_queue", "queue", "", "queue_type",
+                         "quorum", NULL);
+  hk_tx_target *c = NULL;
+  hk_tx_msg m[3] = {msg("{\"q\":1}", "hk.quorum"),
+                    msg("{\"q\":2}", "hk.quorum"),
+                    msg("{\"q\":3}", "hk.quorum")};
+  hk_tx_msg p[3] = {msg("{\"p\":1}", "hk.qr.click"),
+                    msg("{\"p\":2}", "hk.qr.open"),
+                    msg("{\"p\":3}", "hk.qr.click")};
+  outcome o;
+
+  REQUIRE(t != NULL && r != NULL);
+  REQUIRE(send_wait(t, m, 3, &o, 15) == 0);
+  CHECK(all_ok(&o));
+  REQUIRE(send_wait(r, p, 3, &o, 15) == 0);
+  CHECK(all_ok(&o));
+  CHECK(adm_is_type("hk.quorum", "quorum"));
+  CHECK(adm_is_type("hk.qr.click", "quorum"));
+  CHECK(adm_is_type("hk.qr.open", "quorum"));
+  expect_msg("hk.quorum", "{\"q\":1}");
+  expect_msg("hk.quorum", "{\"q\":2}");
+  expect_msg("hk.quorum", "{\"q\":3}");
+  expect_msg("hk.qr.click", "{\"p\":1}");
+  expect_msg("hk.qr.click", "{\"p\":3}");
+  expect_msg("hk.qr.open", "{\"p\":2}");
+  /* queue_type classic declares without arguments, as before. */
+  c = make("rabbitmq_queue", "queue", "hk.qclassic", "queue_type", "classic",
+           NULL);
+  REQUIRE(c != NULL);
+  REQUIRE(send_wait(c, m, 1, &o, 15) == 0);
+  CHECK(all_ok(&o));
+  CHECK(adm_is_type("hk.qclassic", "classic"));
+done:
+  destroy(t);
+  destroy(r);
+  destroy(c);
+  CHECK(adm_queue_delete("hk.quorum") && adm_queue_delete("hk.qr.click") &&
+        adm_queue_delete("hk.qr.open"));
+  adm_queue_delete("hk.qclassic");
+}
+
+/* A quorum target on a queue that exists as a classic one: the broker
+ * refuses the declare (406, inequivalent x-queue-type) and each message
+ * fails with that reason, leaving the classic queue alone. Once the queue
+ * is deleted the same target declares it quorum and delivers. */
+static void test_quorum_on_classic(void) {
+  hk_tx_target *t = NULL;
+  hk_tx_msg m[2] = {msg("{\"k\":1}", "hk.qconf"),
+                    msg("{\"k\":2}", "hk.qconf")};
+  outcome o;
+
+  REQUIRE(adm_queue("hk.qconf", 1));
+  t = make("rabbitmq_queue", "queue", "hk.qconf", "queue_type", "quorum",
+           NULL);
+  REQUIRE(t != NULL);
+  REQUIRE(send_wait(t, m, 2, &o, 15) == 0);
+  expect_fail(&o.res[0], "PRECONDITION_FAILED", "'x-queue-type'");
+  expect_fail(&o.res[1], "inequivalent arg", "'quorum'");
+  CHECK(strstr(o.res[0].reason, "hk.qconf") != NULL);
+  printf("quorum on classic: %s\n", o.res[0].reason);
+  CHECK(adm_is_type("hk.qconf", "classic"));
+  CHECK(adm_count("hk.qconf") == 0);
+  REQUIRE(adm_queue_delete("hk.qconf"));
+  REQUIRE(send_wait(t, m, 2, &o, 15) == 0);
+  CHECK(all_ok(&o));
+  CHECK(adm_is_type("hk.qconf", "quorum"));
+  expect_msg("hk.qconf", "{\"k\":1}");
+  expect_msg("hk.qconf", "{\"k\":2}");
+done:
+  destroy(t);
+  adm_queue_delete("hk.qconf");
+}
+
+/* queue_type in the description, and the values the transport refuses. */
+static void test_queue_type_settings(void) {
+  char expect[128], err[256] = "";
+  hk_kv fast[] = {{"host", "127.0.0.1"}, {"queue_type", "fast"}};
+  hk_kv ex[] = {{"host", "127.0.0.1"}, {"exchange", "x"},
+                {"queue_type", "quorum"}};
+  hk_tx_target *q = make("rabbitmq_queue", "queue", "hk.d", "queue_type",
+                         "quorum", NULL);
+  hk_tx_target *c = make("rabbitmq_queue", "queue", "hk.d", "queue_type",
+                         "classic", NULL);
+
+  REQUIRE(q != NULL && c != NULL);
+  snprintf(expect, sizeof expect,
+           "amqp://127.0.0.1:%d/%%2F queue=hk.d queue_type=quorum",
+           broker_port);
+  CHECK(strcmp(q->ops->describe(q), expect) == 0);
+  snprintf(expect, sizeof expect, "amqp://127.0.0.1:%d/%%2F queue=hk.d",
+           broker_port);
+  CHECK(strcmp(c->ops->describe(c), expect) == 0);
+  CHECK(hk_amqp_target_create(loop, "rabbitmq_queue", fast, 2, err,
+                              sizeof err) == NULL);
+  CHECK(strstr(err, "queue_type must be \"classic\" or \"quorum\"") != NULL);
+  CHECK(hk_amqp_target_create(loop, "rabbitmq_exchange", ex, 3, err,
+                              sizeof err) == NULL);
+  CHECK(strstr(err, "queue_type") != NULL);
+done:
+  destroy(q);
+  destroy(c);
 }
 
 static void test_large_body(void) {
@@ -1119,6 +1255,9 @@ static void run_all(int argc, char **argv) {
   RUN(test_queue_conflict);
   RUN(test_route_conflict);
   RUN(test_exchange_conflict);
+  RUN(test_quorum_queue);
+  RUN(test_quorum_on_classic);
+  RUN(test_queue_type_settings);
   RUN(test_large_body);
   RUN(test_size_limit);
   RUN(test_bad_routes);

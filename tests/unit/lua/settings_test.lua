@@ -250,6 +250,47 @@ check("settings_rabbitmq_exchange", function()
     { "send.host is required" })
 end)
 
+-- queue_type: how a queue hook declares its queue. Classic by default,
+-- quorum on request, nothing else; exchange hooks declare no queue and
+-- reject it as an unknown setting.
+check("settings_rabbitmq_queue_type", function()
+  local function q(extra)
+    local send = { type = "rabbitmq_queue", host = "h", queue = "q" }
+    for k, v in pairs(extra or {}) do send[k] = v end
+    return { send = send }
+  end
+  eq(valid(q()).send.queue_type, "classic", "classic by default")
+  eq(valid(q({ queue_type = "quorum" })).send.queue_type, "quorum", "quorum")
+  eq(valid(q({ queue_type = "classic" })).send.queue_type, "classic",
+    "classic")
+  eq(valid(q({ queue = "", queue_type = "quorum" })).send.queue_type,
+    "quorum", "one quorum queue per event type")
+  fails(q({ queue_type = "fast" }), "plugins/crm.lua: send.queue_type " ..
+    'must be "classic" or "quorum"')
+  fails(q({ queue_type = "Quorum" }), { "send.queue_type", '"quorum"' })
+  fails(q({ queue_type = true }), { "send.queue_type", '"classic"' })
+  fails({ send = { type = "rabbitmq_exchange", host = "h", exchange = "x",
+    queue_type = "quorum" } },
+    "plugins/crm.lua: unknown setting 'send.queue_type' for type " ..
+    "rabbitmq_exchange")
+  -- A destination may set it, and a hook using the destination may
+  -- change it: it says how, not where, messages go.
+  eq(settings.validate_destination("rq", { type = "rabbitmq_queue",
+    host = "h", queue_type = "quorum" }), true, "destination")
+  local ok, err = settings.validate_destination("rq", {
+    type = "rabbitmq_queue", host = "h", queue_type = "fast" })
+  eq(ok, nil, "bad destination")
+  eq(err, 'send.queue_type must be "classic" or "quorum" (from ' ..
+    "destination 'rq')", "bad destination's message")
+  local s = settings.validate(hook({ send = { destination = "rq",
+    queue_type = "classic" } }), { id = "x", file = "x.lua",
+    destinations = { rq = { type = "rabbitmq_queue", host = "h",
+      queue_type = "quorum" } } })
+  eq(s.send.queue_type, "classic", "a hook overrides its destination's")
+  eq(settings.describe(valid(q({ queue_type = "quorum" }))).send.queue_type,
+    "quorum", "shown by describe")
+end)
+
 check("settings_kafka", function()
   local s = valid({ send = { type = "kafka", brokers = { "127.0.0.1:9092" },
     topic = "events", key = "event_data.campaign_id",
