@@ -7,8 +7,9 @@ six minutes on two cores):
     bench/targets.py --events 200000       # a quicker, rougher look
 
 Runs bench/run.py's one-hook, ten-hooks, latency and backlog scenarios on
-one generated corpus, then bench/brokers.py --kafka --rabbitmq, and prints
-one line per target: the figure and PASS or MISS. Exit status: 0 when every
+one generated corpus, then bench/brokers.py --kafka --rabbitmq (a quorum
+queue unless --queue-type classic), and prints one line per target: the
+figure and PASS or MISS. Exit status: 0 when every
 target passed, 2 when some missed, 1 when a run failed or reported a
 PROBLEM (a lost message, a counter that disagrees, an error logged)."""
 
@@ -47,6 +48,11 @@ def parse_args():
                     help="sink of the throughput runs (run.py --sink)")
     ap.add_argument("--no-brokers", action="store_true",
                     help="skip bench/brokers.py")
+    ap.add_argument("--queue-type", choices=("classic", "quorum"),
+                    default="quorum",
+                    help="the RabbitMQ hook's queue_type (brokers.py "
+                    "--queue-type; default quorum, the durable queue "
+                    "RabbitMQ recommends)")
     ap.add_argument("--json", help="write every result and verdict here")
     return ap.parse_args()
 
@@ -74,7 +80,7 @@ def run_brokers(args):
     """bench/brokers.py as it is; returns {broker: messages/s} of the
     lines it printed, and its exit status."""
     cmd = [sys.executable, BROKERS, "--kafka", "--rabbitmq",
-           "--hookd", args.hookd]
+           "--queue-type", args.queue_type, "--hookd", args.hookd]
     print("\n$ " + " ".join(cmd[1:]), flush=True)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     sys.stdout.write(proc.stdout)
@@ -146,8 +152,8 @@ def backlog_rss(r, flat_mb):
     return (label, fig, "PASS" if ok else "MISS", busy(r))
 
 
-def broker(rates, status, name):
-    label = "%s >= 50,000 msg/s" % name
+def broker(rates, status, name, what=""):
+    label = "%s%s >= 50,000 msg/s" % (name, what)
     if name.lower() not in rates:
         return (label, "no figure (brokers.py exit %s)" % status, "ERROR",
                 None)
@@ -156,7 +162,7 @@ def broker(rates, status, name):
             "PASS" if rate >= 50000 else "MISS", None)
 
 
-def verdicts(res, brokers):
+def verdicts(res, brokers, queue_type):
     rows = [
         throughput(res["one-hook"], 200000, "one hook >= 200,000 ev/s"),
         throughput(res["ten-hooks"], 50000,
@@ -168,7 +174,8 @@ def verdicts(res, brokers):
     if brokers is not None:
         rates, status = brokers
         rows += [broker(rates, status, "Kafka"),
-                 broker(rates, status, "RabbitMQ")]
+                 broker(rates, status, "RabbitMQ",
+                       " (%s queue)" % queue_type)]
     return rows
 
 
@@ -195,7 +202,7 @@ def main():
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     brokers = None if args.no_brokers else run_brokers(args)
-    rows = verdicts(res, brokers)
+    rows = verdicts(res, brokers, args.queue_type)
     print_verdicts(args, rows)
     if args.json:
         with open(args.json, "w") as f:
