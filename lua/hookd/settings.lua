@@ -337,12 +337,17 @@ local HTTP = {
 }
 
 local function check_port(v, k) return want_int(v, k, 1, 65535) end
-local function check_exchange_type(v, k)
-  if v ~= "direct" and v ~= "topic" then
-    bad("%s must be \"direct\" or \"topic\"", k)
+
+-- A check that takes one of two words.
+local function either(a, b)
+  return function(v, k)
+    if v ~= a and v ~= b then
+      bad("%s must be \"%s\" or \"%s\"", k, a, b)
+    end
+    return v
   end
-  return v
 end
+local check_exchange_type = either("direct", "topic")
 
 -- Batching for broker transports: a send publishes up to batch_size
 -- messages and waits for all their confirmations.
@@ -382,12 +387,7 @@ end
 
 -- The type hookd declares a queue with: "classic" (declared without
 -- arguments, as queues were before this setting) or "quorum".
-local function check_queue_type(v, k)
-  if v ~= "classic" and v ~= "quorum" then
-    bad("%s must be \"classic\" or \"quorum\"", k)
-  end
-  return v
-end
+local check_queue_type = either("classic", "quorum")
 
 -- queue "" means a queue named after each event's type (each declared
 -- with the same queue_type). Exchange hooks declare no queue, so
