@@ -123,9 +123,20 @@ int hk_api_query(const char *query, const char *name, char *out,
   return -1;
 }
 
+/* Whether the media type (before any parameters, in any case, as media
+ * types are) names NDJSON: application/x-ndjson, application/jsonl and
+ * their kin. */
 static int is_ndjson(const char *content_type) {
-  return content_type && (strstr(content_type, "ndjson") ||
-                          strstr(content_type, "jsonl"));
+  char type[128];
+  size_t n;
+
+  if (content_type == NULL) return 0;
+  n = strcspn(content_type, ";");
+  if (n >= sizeof type) return 0;
+  memcpy(type, content_type, n);
+  type[n] = '\0';
+  return strcasestr(type, "ndjson") != NULL ||
+         strcasestr(type, "jsonl") != NULL;
 }
 
 /* Routes the accepted events in chunks, one call into Lua per chunk.

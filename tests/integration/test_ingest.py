@@ -48,6 +48,18 @@ class Ingest(unittest.TestCase):
             self.hookd.post_events(body, "application/x-ndjson"),
             (202, {"accepted": 3}))
 
+    def test_ingest_ndjson_media_type_in_any_case(self):
+        """Media types are case-insensitive, and only the type itself
+        counts, not its parameters: an array body sent as NDJSON is one
+        line that is not an object, whatever the case."""
+        body = json.dumps([click(0), click(1)])
+        for ctype in ("application/x-ndjson", "APPLICATION/X-NDJSON",
+                      "Application/JSONL; charset=utf-8"):
+            status, doc = self.hookd.post_events(body, ctype)
+            self.assertEqual((status, doc.get("index")), (400, 0), ctype)
+        self.assertEqual(self.hookd.post_events(
+            body, "application/json; profile=ndjson"), (202, {"accepted": 2}))
+
     def test_ingest_ndjson_without_content_type(self):
         body = "\n".join(json.dumps(click(i)) for i in range(4))
         self.assertEqual(self.hookd.post_events(body, "text/plain"),
