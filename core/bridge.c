@@ -217,18 +217,29 @@ static int core_emit(lua_State *L) {
   return hand_over(L, b, slot, text, len, &meta);
 }
 
-/* Encodes the table at idx (when it is one) at the end of b->extra; sets
- * *at to where it starts. Returns 0, or -1 with err. */
-static int encode_extra(lua_State *L, hk_bridge *b, int idx, size_t *at,
-                        char *err, size_t errlen) {
+/* Encodes the value at idx (unless nil) at the end of b->extra; sets *at
+ * to where it starts. With as_text, a string there is JSON text already
+ * (content as the store keeps it) and is copied as it is. Returns 0, or
+ * -1 with err. */
+static int encode_extra(lua_State *L, hk_bridge *b, int idx, int as_text,
+                        size_t *at, char *err, size_t errlen) {
+  size_t len;
+  const char *text;
+
   *at = b->extra.len;
   if (lua_isnoneornil(L, idx)) return 0;
+  if (as_text && lua_type(L, idx) == LUA_TSTRING) {
+    text = lua_tolstring(L, idx, &len);
+    if (hk_buf_append(&b->extra, text, len) == 0) return 0;
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
   return hk_json_encode_append(L, idx, &b->extra, err, errlen);
 }
 
 /* Splices the message of event (text, or index in the batch being routed)
- * into b->scratch with the custom_data at 3 and content at 4 (tables or
- * nil); keep_content at 5. Returns 0, 1 when the event cannot be spliced,
+ * into b->scratch with the custom_data at 3 (a table or nil) and content
+ * at 4 (a table, its JSON text, or nil); keep_content at 5. Returns 0, 1 when the event cannot be spliced,
  * or -1 with err. */
 static int splice_event(lua_State *L, hk_bridge *b, char *err,
                         size_t errlen) {
@@ -241,8 +252,8 @@ static int splice_event(lua_State *L, hk_bridge *b, char *err,
 
   if (ev == NULL) return luaL_argerror(L, 2, "no such event in the batch");
   hk_buf_reset(&b->extra);
-  if (encode_extra(L, b, 3, &cd_at, err, errlen) != 0) return -1;
-  if (encode_extra(L, b, 4, &content_at, err, errlen) != 0) return -1;
+  if (encode_extra(L, b, 3, 0, &cd_at, err, errlen) != 0) return -1;
+  if (encode_extra(L, b, 4, 1, &content_at, err, errlen) != 0) return -1;
   if (!lua_isnoneornil(L, 3)) {
     how.custom_data = b->extra.data + cd_at;
     how.custom_data_len = content_at - cd_at;

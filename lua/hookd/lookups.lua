@@ -130,6 +130,24 @@ function M.event_content(event)
   return smid and M.content(smid) or nil
 end
 
+-- The same for a message made from the event's text: the content's JSON
+-- text as stored (or as kept from a send not yet committed), copied into
+-- the message as it is, without decoding and encoding it again; a table
+-- when routing already holds it decoded.
+function M.event_content_text(event)
+  local smid = send_id(event)
+  if not smid then return nil end
+  local c = pending_content[smid]
+  if c then return c.value end
+  local key = "content text\0" .. smid
+  local hit = memo[key]
+  if hit == nil then
+    hit = core.store_get("content", smid) or false
+    memo[key] = hit
+  end
+  return hit or nil
+end
+
 -- Applies an import's fields to what is known of the profile the way the
 -- store does (a JSON merge patch, RFC 7396): objects merge key by key, a
 -- null removes the key, anything else replaces the value.

@@ -94,9 +94,10 @@ end
 
 -- What build would add to the event, for a message the core makes from
 -- the event's own text (core/splice.h): the custom_data to send (nil when
--- the event's own is kept), the content to attach (nil when none is
--- looked up), and whether the event's own content stays. Same arguments
--- and rules as build.
+-- the event's own is kept), the content to attach (what content_lookup
+-- gave: a table, or JSON text the core copies as it is; nil when none),
+-- and whether the event's own content stays. Same arguments and rules as
+-- build.
 function M.parts(hook, event, ctx, profile_lookup, content_lookup)
   local content, cd = nil, nil
   if hook.content and event.content == nil and content_lookup then

@@ -410,9 +410,10 @@ local function export_parts(settings, event, ctx)
   return message.parts(s, ev, ctx, lookup, nil)
 end
 
+-- Content goes into such a message as the JSON text it is stored as.
 local function live_parts(settings, event, ctx)
   return message.parts(settings, event, ctx, lookups.profile_field,
-    lookups.event_content)
+    lookups.event_content_text)
 end
 
 -- What a failure's reason starts with, by the stage it happened in.

@@ -188,6 +188,23 @@ class Stores(unittest.TestCase):
         self.post(json.dumps(click(4, send_message_id="s1")))
         self.assertEqual(self.sink.wait_messages("/c", 5)[4]["content"], want)
 
+    def test_stored_content_is_attached_as_its_text(self):
+        """A hook without shape attaches stored content as the text it was
+        stored as: the send's key order stays, and content with more
+        values than a hook may encode still goes out whole."""
+        self.start({"h": hook_src(self.sink.url("/c"), ("send", "click"),
+                                  "content = true")})
+        content = ('{"z": 1, "a": [true], "m": ['
+                   + ",".join("0" for _ in range(300000)) + ']}')
+        send = json.dumps(click(0, event_type="send", send_message_id="s9"))
+        self.post(send[:-1] + ', "content": ' + content + "}")
+        self.sink.wait_messages("/c", 1)
+        self.post([click(1, send_message_id="s9")])
+        got = by_n(self.sink.wait_messages("/c", 2))[1]["content"]
+        self.assertEqual(list(got), ["z", "a", "m"])
+        self.assertEqual(len(got["m"]), 300000)
+        self.assertEqual(self.hookd.counters("h")["dead"], 0)
+
     def test_content_send_message_id_inside_event_data(self):
         """The repository's sample events (tests/fixtures/sample-1k.ndjson,
         click.json) carry send_message_id only in event_data; content must
