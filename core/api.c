@@ -231,6 +231,24 @@ static int refused_at_the_door(hk_api *api, hk_http_request *req) {
   return 1;
 }
 
+/* Logs a malformed request, at most once a second: a producer sending bad
+ * requests in a loop must not flood the log. The line says how many were
+ * refused unlogged since the last one (every refusal is in
+ * hookd_ingest_requests_refused_total). */
+static void log_malformed(hk_api *api, const hk_scan_error *err) {
+  double now = hk_store_now();
+
+  if (now - api->refusal_logged_at < 1.0) {
+    api->refusals_unlogged++;
+    return;
+  }
+  hk_info("ingest", "refused=1 status=%d index=%ld reason=\"%s\" "
+          "unlogged_before=%ld", err->http_status, err->index, err->message,
+          api->refusals_unlogged);
+  api->refusal_logged_at = now;
+  api->refusals_unlogged = 0;
+}
+
 static void handle_events(hk_api *api, hk_http_request *req) {
   hk_scan_options opt = {0};
   hk_event_span *spans = NULL;
@@ -245,8 +263,7 @@ static void handle_events(hk_api *api, hk_http_request *req) {
   opt.max_depth = api->config->max_nesting_depth;
   if (hk_scan_events(req->body, req->body_len, &opt, &spans, &n, &err) != 0) {
     api->requests_refused++;
-    hk_info("ingest", "refused=1 status=%d index=%ld reason=\"%s\"",
-            err.http_status, err.index, err.message);
+    log_malformed(api, &err);
     hk_api_error(req, err.http_status, err.message, err.index);
     return;
   }

@@ -21,6 +21,8 @@ typedef struct hk_api {
   size_t pending_bytes; /* held by requests waiting for the store */
   long events_accepted;
   long requests_refused;
+  double refusal_logged_at; /* malformed requests: at most one line a */
+  long refusals_unlogged;   /* second, with the count of those skipped */
 } hk_api;
 
 /* The server's handler; data is an hk_api. */

@@ -3,6 +3,7 @@ event and route nothing, the body size limit, and health."""
 
 import json
 import os
+import time
 import unittest
 
 import harness
@@ -157,6 +158,33 @@ class Ingest(unittest.TestCase):
         status, doc = http("GET", self.hookd.base + "/nope")
         self.assertEqual(status, 404)
         self.assertIn("error", doc)
+
+
+class RefusalLog(unittest.TestCase):
+    def setUp(self):
+        self.sink = Sink()
+        self.hookd = Hookd({"all": http_hook(self.sink.url("/all"))})
+
+    def tearDown(self):
+        self.assertEqual(self.hookd.stop(), 0)
+        self.sink.stop()
+
+    def test_malformed_requests_are_logged_at_most_once_a_second(self):
+        """A producer posting bad requests in a loop gets each one refused,
+        but the log gets one line a second; each line counts the refusals
+        it stands for, so none goes unaccounted."""
+        for i in range(30):
+            self.assertEqual(self.hookd.post_events('{"event_type": 1}')[0],
+                             400)
+        time.sleep(1.1)
+        self.assertEqual(self.hookd.post_events("[1]")[0], 400)
+        self.hookd.wait_log("index=0 reason=\"event must be a JSON object")
+        lines = [l for l in self.hookd.drain_log()
+                 if "refused=1 status=400" in l]
+        self.assertLessEqual(len(lines), 3, "".join(lines))
+        counted = sum(1 + int(l.split("unlogged_before=")[1].split()[0])
+                      for l in lines)
+        self.assertEqual(counted, 31, "".join(lines))
 
 
 class Tokens(unittest.TestCase):
