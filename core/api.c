@@ -124,19 +124,21 @@ int hk_api_query(const char *query, const char *name, char *out,
 }
 
 /* Whether the media type (before any parameters, in any case, as media
- * types are) names NDJSON: application/x-ndjson, application/jsonl and
- * their kin. */
+ * types are) is one of the names NDJSON goes by. */
 static int is_ndjson(const char *content_type) {
-  char type[128];
+  static const char *const names[] = {
+      "application/x-ndjson", "application/ndjson", "application/jsonl",
+      "application/x-jsonl",  "application/jsonlines",
+      "application/x-jsonlines"};
   size_t n;
 
   if (content_type == NULL) return 0;
-  n = strcspn(content_type, ";");
-  if (n >= sizeof type) return 0;
-  memcpy(type, content_type, n);
-  type[n] = '\0';
-  return strcasestr(type, "ndjson") != NULL ||
-         strcasestr(type, "jsonl") != NULL;
+  content_type += strspn(content_type, " \t");
+  n = strcspn(content_type, "; \t");
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (strlen(names[i]) == n && strncasecmp(content_type, names[i], n) == 0)
+      return 1;
+  return 0;
 }
 
 /* Routes the accepted events in chunks, one call into Lua per chunk.

@@ -118,8 +118,11 @@ function M.content(send_message_id)
   if not smid then return nil end
   local c = pending_content[smid]
   if c then
-    if type(c.value) == "string" then c.value = json.decode(c.value) end
-    return c.value
+    -- Kept as text: decoded once, and the text kept too for messages
+    -- that copy it (event_content_text).
+    if type(c.value) ~= "string" then return c.value end
+    if c.decoded == nil then c.decoded = json.decode(c.value) end
+    return c.decoded
   end
   return stored("content", smid)
 end
@@ -214,8 +217,13 @@ function M.check_content(text)
     if not is_object(item.content) then
       return nil, "content must be an object", i - 1
     end
+    local ok, text = pcall(json.encode, item.content)
+    if not ok then
+      return nil, "content cannot be stored: " ..
+        tostring(text):gsub("^[^\n]-:%d+: ", ""):gsub("\n.*", ""), i - 1
+    end
     out[#out + 1] = smid
-    out[#out + 1] = json.encode(item.content)
+    out[#out + 1] = text
   end
   return out
 end

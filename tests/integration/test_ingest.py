@@ -58,8 +58,10 @@ class Ingest(unittest.TestCase):
                       "Application/JSONL; charset=utf-8"):
             status, doc = self.hookd.post_events(body, ctype)
             self.assertEqual((status, doc.get("index")), (400, 0), ctype)
-        self.assertEqual(self.hookd.post_events(
-            body, "application/json; profile=ndjson"), (202, {"accepted": 2}))
+        for ctype in ("application/json; profile=ndjson",
+                      "application/jsonld", "application/x-ndjson-seq"):
+            self.assertEqual(self.hookd.post_events(body, ctype),
+                             (202, {"accepted": 2}), ctype)
 
     def test_ingest_ndjson_without_content_type(self):
         body = "\n".join(json.dumps(click(i)) for i in range(4))

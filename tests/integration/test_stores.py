@@ -192,18 +192,25 @@ class Stores(unittest.TestCase):
         """A hook without shape attaches stored content as the text it was
         stored as: the send's key order stays, and content with more
         values than a hook may encode still goes out whole."""
+        shaped = 'shape = function(m) return {n = m.custom_data.n} end'
         self.start({"h": hook_src(self.sink.url("/c"), ("send", "click"),
-                                  "content = true")})
+                                  "content = true"),
+                    # decodes the same content first, for its own messages
+                    "a": hook_src(self.sink.url("/s"), ("send", "click"),
+                                  "content = true, " + shaped)})
         content = ('{"z": 1, "a": [true], "m": ['
                    + ",".join("0" for _ in range(300000)) + ']}')
         send = json.dumps(click(0, event_type="send", send_message_id="s9"))
-        self.post(send[:-1] + ', "content": ' + content + "}")
-        self.sink.wait_messages("/c", 1)
-        self.post([click(1, send_message_id="s9")])
-        got = by_n(self.sink.wait_messages("/c", 2))[1]["content"]
-        self.assertEqual(list(got), ["z", "a", "m"])
-        self.assertEqual(len(got["m"]), 300000)
+        self.post(send[:-1] + ', "content": ' + content + "}\n" +
+                  json.dumps(click(1, send_message_id="s9")) + "\n" +
+                  json.dumps(click(2, send_message_id="s9")) + "\n")
+        self.post([click(3, send_message_id="s9")])
+        got = by_n(self.sink.wait_messages("/c", 4))
+        for n in (1, 2, 3):
+            self.assertEqual(list(got[n]["content"]), ["z", "a", "m"])
+            self.assertEqual(len(got[n]["content"]["m"]), 300000)
         self.assertEqual(self.hookd.counters("h")["dead"], 0)
+        self.assertEqual(len(self.sink.wait_messages("/s", 4)), 4)
 
     def test_content_send_message_id_inside_event_data(self):
         """The repository's sample events (tests/fixtures/sample-1k.ndjson,
@@ -264,6 +271,11 @@ class Stores(unittest.TestCase):
             status, doc = self.api("POST", "/v1/content", body)
             self.assertEqual(status, 400, (body, doc))
             self.assertIsInstance(doc.get("error"), str)
+        huge = {"send_message_id": "h", "content": {"m": [0] * 300000}}
+        status, doc = self.api("POST", "/v1/content", [ok, huge])
+        self.assertEqual((status, doc.get("index")), (400, 1), doc)
+        self.assertEqual(doc["error"], "content cannot be stored: more than "
+                         "250000 values to encode at m[249999]")
         self.assertEqual(self.api("GET", "/v1/content")[0], 405)
         self.assertEqual(self.content_ids(), [], "nothing stored")
         self.post(click(0, send_message_id="fine"))
