@@ -217,13 +217,13 @@ function M.check_content(text)
     if not is_object(item.content) then
       return nil, "content must be an object", i - 1
     end
-    local ok, text = pcall(json.encode, item.content)
-    if not ok then
+    local ok, encoded = pcall(json.encode, item.content)
+    if not ok then -- the reason, without where in Lua it was raised
       return nil, "content cannot be stored: " ..
-        tostring(text):gsub("^[^\n]-:%d+: ", ""):gsub("\n.*", ""), i - 1
+        tostring(encoded):gsub("^[^\n]-:%d+: ", ""):gsub("\n.*", ""), i - 1
     end
     out[#out + 1] = smid
-    out[#out + 1] = text
+    out[#out + 1] = encoded
   end
   return out
 end
