@@ -239,8 +239,8 @@ static int encode_extra(lua_State *L, hk_bridge *b, int idx, int as_text,
 
 /* Splices the message of event (text, or index in the batch being routed)
  * into b->scratch with the custom_data at 3 (a table or nil) and content
- * at 4 (a table, its JSON text, or nil); keep_content at 5. Returns 0, 1 when the event cannot be spliced,
- * or -1 with err. */
+ * at 4 (a table, its JSON text, or nil); keep_content at 5. Returns 0, 1
+ * when the event cannot be spliced, or -1 with err. */
 static int splice_event(lua_State *L, hk_bridge *b, char *err,
                         size_t errlen) {
   size_t len = 0, cd_at, content_at;
@@ -345,20 +345,27 @@ static int core_suspended(lua_State *L) {
   return 0;
 }
 
+/* Hands a store write of the batch being routed, (kind, key1, key2) at
+ * 1-3 of the stack, to the core. */
+static void store_put(lua_State *L, hk_bridge *b, const char *json,
+                      size_t len) {
+  const char *kind = luaL_checkstring(L, 1);
+  const char *k1 = luaL_checkstring(L, 2), *k2 = luaL_optstring(L, 3, NULL);
+
+  if (b->cbs.store_put_cb)
+    b->cbs.store_put_cb(b->cbs.ctx, kind, k1, k2, json, len);
+}
+
 /* core.store_put(kind, key1, key2, value): a write for the store batch
  * being routed ("content" or "profile"); value is encoded here. */
 static int core_store_put(lua_State *L) {
   hk_bridge *b = bridge_upvalue(L);
-  const char *kind = luaL_checkstring(L, 1);
-  const char *k1 = luaL_checkstring(L, 2), *k2 = luaL_optstring(L, 3, NULL);
   char err[256];
 
   hk_buf_reset(&b->scratch);
   if (hk_json_encode_append(L, 4, &b->scratch, err, sizeof err) != 0)
     return luaL_error(L, "store_put: %s", err);
-  if (b->cbs.store_put_cb)
-    b->cbs.store_put_cb(b->cbs.ctx, kind, k1, k2, b->scratch.data,
-                        b->scratch.len);
+  store_put(L, b, b->scratch.data, b->scratch.len);
   return 0;
 }
 
@@ -366,13 +373,10 @@ static int core_store_put(lua_State *L) {
  * is already JSON text, such as a member of an event as it came. */
 static int core_store_put_json(lua_State *L) {
   hk_bridge *b = bridge_upvalue(L);
-  const char *kind = luaL_checkstring(L, 1);
-  const char *k1 = luaL_checkstring(L, 2), *k2 = luaL_optstring(L, 3, NULL);
   size_t len;
   const char *text = luaL_checklstring(L, 4, &len);
 
-  if (b->cbs.store_put_cb)
-    b->cbs.store_put_cb(b->cbs.ctx, kind, k1, k2, text, len);
+  store_put(L, b, text, len);
   return 0;
 }
 

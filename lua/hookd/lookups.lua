@@ -69,11 +69,23 @@ function M.settle(n)
   end
 end
 
+-- A record of the store as its JSON text, or nil; read once per batch.
+local function stored_text(kind, a, b)
+  local key = "text\0" .. kind .. "\0" .. a .. "\0" .. (b or "")
+  local hit = memo[key]
+  if hit == nil then
+    hit = core.store_get(kind, a, b) or false
+    memo[key] = hit
+  end
+  return hit or nil
+end
+
+-- The same record decoded, or nil; decoded once per batch.
 local function stored(kind, a, b)
   local key = kind .. "\0" .. a .. "\0" .. (b or "")
   local hit = memo[key]
   if hit == nil then
-    local text = core.store_get(kind, a, b)
+    local text = stored_text(kind, a, b)
     hit = text and json.decode(text) or false
     memo[key] = hit
   end
@@ -142,13 +154,7 @@ function M.event_content_text(event)
   if not smid then return nil end
   local c = pending_content[smid]
   if c then return c.value end
-  local key = "content text\0" .. smid
-  local hit = memo[key]
-  if hit == nil then
-    hit = core.store_get("content", smid) or false
-    memo[key] = hit
-  end
-  return hit or nil
+  return stored_text("content", smid)
 end
 
 -- Applies an import's fields to what is known of the profile the way the
