@@ -188,8 +188,9 @@ def rabbitmq(args, workdir):
                    stdout=subprocess.DEVNULL)
     try:
         send = ('{type = "rabbitmq_queue", host = "127.0.0.1", port = %d, '
-                'queue = "bench", queue_type = "%s", batch_size = %d, '
-                'timeout_sec = 0.05}' % (port, args.queue_type, args.batch))
+                'queue = "bench", queue_type = "%s", connections = %d, '
+                'batch_size = %d, timeout_sec = 0.05}'
+                % (port, args.queue_type, args.connections, args.batch))
         with open(os.path.join(base, "node.pid")) as f:
             beam = int(f.read().strip() or 0)
         return run(args.hookd, send, args.events, args.request_size, workdir,
@@ -215,12 +216,15 @@ def main():
                     default="classic",
                     help="the RabbitMQ hook's queue_type (the queue it "
                     "declares)")
+    ap.add_argument("--connections", type=int, default=1,
+                    help="the RabbitMQ hook's connections (1 to 4)")
     ap.add_argument("--hookd", default=os.path.join(ROOT, "build", "hookd"))
     args = ap.parse_args()
     if not (args.kafka or args.rabbitmq):
         args.kafka = args.rabbitmq = True
     if args.rabbitmq:
-        print("rabbitmq queue_type %s" % args.queue_type, flush=True)
+        print("rabbitmq queue_type %s, connections %d"
+              % (args.queue_type, args.connections), flush=True)
     for name, fn in (("kafka", kafka), ("rabbitmq", rabbitmq)):
         if getattr(args, name):
             rates = [measure(name, fn, args) for _ in range(args.repeat)]

@@ -8,7 +8,8 @@ six minutes on two cores):
 
 Runs bench/run.py's one-hook, ten-hooks, latency and backlog scenarios on
 one generated corpus, then bench/brokers.py --kafka --rabbitmq (a quorum
-queue unless --queue-type classic), and prints one line per target: the
+queue published to over two connections unless --queue-type classic or
+--connections 1), and prints one line per target: the
 figure and PASS or MISS. Exit status: 0 when every
 target passed, 2 when some missed, 1 when a run failed or reported a
 PROBLEM (a lost message, a counter that disagrees, an error logged)."""
@@ -53,6 +54,10 @@ def parse_args():
                     help="the RabbitMQ hook's queue_type (brokers.py "
                     "--queue-type; default quorum, the durable queue "
                     "RabbitMQ recommends)")
+    ap.add_argument("--connections", type=int, choices=range(1, 5),
+                    default=2, metavar="1..4",
+                    help="the RabbitMQ hook's connections (brokers.py "
+                    "--connections)")
     ap.add_argument("--json", help="write every result and verdict here")
     return ap.parse_args()
 
@@ -80,7 +85,8 @@ def run_brokers(args):
     """bench/brokers.py as it is; returns {broker: messages/s} of the
     lines it printed, and its exit status."""
     cmd = [sys.executable, BROKERS, "--kafka", "--rabbitmq",
-           "--queue-type", args.queue_type, "--hookd", args.hookd]
+           "--queue-type", args.queue_type,
+           "--connections", str(args.connections), "--hookd", args.hookd]
     print("\n$ " + " ".join(cmd[1:]), flush=True)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     sys.stdout.write(proc.stdout)
@@ -162,7 +168,7 @@ def broker(rates, status, name, what=""):
             "PASS" if rate >= 50000 else "MISS", None)
 
 
-def verdicts(res, brokers, queue_type):
+def verdicts(res, brokers, args):
     rows = [
         throughput(res["one-hook"], 200000, "one hook >= 200,000 ev/s"),
         throughput(res["ten-hooks"], 50000,
@@ -175,7 +181,9 @@ def verdicts(res, brokers, queue_type):
         rates, status = brokers
         rows += [broker(rates, status, "Kafka"),
                  broker(rates, status, "RabbitMQ",
-                       " (%s queue)" % queue_type)]
+                       " (%s queue, %d connection%s)"
+                       % (args.queue_type, args.connections,
+                          "s" if args.connections > 1 else ""))]
     return rows
 
 
@@ -202,7 +210,7 @@ def main():
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     brokers = None if args.no_brokers else run_brokers(args)
-    rows = verdicts(res, brokers, args.queue_type)
+    rows = verdicts(res, brokers, args)
     print_verdicts(args, rows)
     if args.json:
         with open(args.json, "w") as f:

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "transport/pool.h"
 
 #define HK_AMQP_FRAME_MAX 131072 /* asked of the broker; rabbitmq-c splits bodies */
 #define HK_AMQP_NAME_MAX 255     /* AMQP shortstr: queue, exchange, routing key */
@@ -38,6 +39,7 @@
 #define HK_AMQP_DECLARED_MAX 4096  /* queue names remembered per connection */
 #define HK_AMQP_KICK_GRACE_SEC 5.0 /* after a kick, before the loop gives up */
 #define HK_AMQP_MIN_SECRET 4       /* shorter passwords are not scrubbed */
+#define HK_AMQP_CONNECTIONS_MAX 4  /* a hook has at most 4 rounds in flight */
 
 /* One message of a send, copied into the job's arena: the body, then the
  * routing key after it. */
@@ -1648,9 +1650,10 @@ fail:
   return NULL;
 }
 
-hk_tx_target *hk_amqp_target_create(uv_loop_t *loop, const char *type,
-                                    const hk_kv *kv, size_t n, char *err,
-                                    size_t errlen) {
+/* One connection to the destination, with its worker thread. */
+static hk_tx_target *one_target(uv_loop_t *loop, const char *type,
+                                const hk_kv *kv, size_t n, char *err,
+                                size_t errlen) {
   hk_amqp *a = target_alloc(type, kv, n, err, errlen);
 
   if (a == NULL) return NULL;
@@ -1671,4 +1674,32 @@ hk_tx_target *hk_amqp_target_create(uv_loop_t *loop, const char *type,
   }
   hk_info("amqp", "dest=%s msg=created", a->desc);
   return &a->base;
+}
+
+/* connections > 1 spreads the sends over that many connections, each
+ * with its own worker (see transport/pool.c). */
+hk_tx_target *hk_amqp_target_create(uv_loop_t *loop, const char *type,
+                                    const hk_kv *kv, size_t n, char *err,
+                                    size_t errlen) {
+  hk_tx_target *subs[HK_AMQP_CONNECTIONS_MAX], *pool;
+  double want;
+  size_t k = 0;
+
+  if (conf_num(&want, kv, n, "connections", 1, 1, HK_AMQP_CONNECTIONS_MAX,
+               err, errlen) != 0)
+    return NULL;
+  for (; k < (size_t)want; k++) {
+    subs[k] = one_target(loop, type, kv, n, err, errlen);
+    if (subs[k] == NULL) goto fail;
+  }
+  if (k == 1) return subs[0];
+  pool = hk_tx_pool_create(subs, k);
+  if (pool != NULL) return pool;
+  hk_tx_errorf(err, errlen, "out of memory");
+fail:
+  while (k > 0) {
+    k--;
+    subs[k]->ops->destroy(subs[k]);
+  }
+  return NULL;
 }

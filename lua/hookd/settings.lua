@@ -376,6 +376,10 @@ local RABBIT_COMMON = {
   heartbeat_sec = opt(function(v, k) return want_int(v, k, 0, 3600) end, 30),
   confirm_timeout_sec = opt(want_positive_number, 30),
   connect_timeout_sec = opt(want_positive_number, 10),
+  -- More than one connection lets the broker work on several streams at
+  -- once, but messages of different batches may then arrive in either
+  -- order. Four at most: a hook has four batches in flight.
+  connections = opt(function(v, k) return want_int(v, k, 1, 4) end, 1),
 }
 
 local function extend(base, extra)

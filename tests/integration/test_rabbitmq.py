@@ -3,8 +3,8 @@ tests/rabbitmq/broker.sh and read through tests/rabbitmq/amqp_tool.c
 (built next to hookd): what a queue hook publishes, one queue per event
 type, direct and topic exchanges, an unroutable message and a declaration
 conflict as dead letters, queue_type "quorum" (the queues it declares, a
-classic queue of the same name refusing it, the setting's checks), and a
-broker restart in the middle of a stream that loses nothing. Skipped when
+classic queue of the same name refusing it, the setting's checks), a hook
+publishing over several connections, and a broker restart in the middle of a stream that loses nothing. Skipped when
 rabbitmq-server is not installed."""
 
 import collections
@@ -370,6 +370,22 @@ class RabbitMQ(unittest.TestCase):
         opens = marks(self.tool.consume("open", n, wait_ms=300))
         self.assertEqual(sorted(opens), list(range(0, n, 3)))
         self.assertEqual(sorted(clicks + opens), list(range(n)))
+
+    def test_connections_spread_a_hook_over_several_connections(self):
+        self.queues.append("qc")
+        send = quorum_send("qc") + ", connections = 3"
+        self.start({"c": rabbit_hook(self.broker.port, send)})
+        self.assertEqual(self.hookd.hook("c")["settings"]["send"]
+                         ["connections"], 3)
+        n = 400  # eight rounds of 50: every connection gets some
+        self.post([event(i) for i in range(n)])
+        c = self.wait_counters("c", n)["counters"]
+        self.assertEqual((c["sent"], c["dead"], c["retried"]), (n, 0, 0))
+        connected = [l for l in self.hookd.drain_log()
+                     if "queue=qc queue_type=quorum msg=connected" in l]
+        self.assertEqual(len(connected), 3, "".join(connected))
+        got = marks(self.tool.consume("qc", n + 1, wait_ms=300))
+        self.assertEqual(sorted(got), list(range(n)), "each message once")
 
     def test_quorum_on_a_classic_queue_is_refused_and_keeps_the_messages(
             self):

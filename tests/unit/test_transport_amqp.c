@@ -147,6 +147,19 @@ static void run_for(double sec) {
   while (now_sec() < end) uv_run(loop, UV_RUN_ONCE);
 }
 
+/* log_count once it has stayed the same for half a second (the node
+ * logs a connection a moment after accepting it). */
+static int log_settled(const char *needle) {
+  int n = log_count(needle), last = -1;
+
+  for (int i = 0; i < 20 && n != last; i++) {
+    last = n;
+    run_for(0.5);
+    n = log_count(needle);
+  }
+  return n;
+}
+
 static double last_tick, max_tick_gap; /* how freely the loop runs */
 
 static void tick_cb(uv_timer_t *t) {
@@ -794,6 +807,76 @@ done:
   destroy(c);
 }
 
+/* connections = 2: the target opens two connections to the broker, and
+ * sends spread over them are all published once and answered in the
+ * order they were made. Messages of different sends may be queued in
+ * either order, so the queue is checked as a set. */
+static void test_two_connections(void) {
+  const char *accepted = "accepting AMQP connection";
+  int before = log_settled(accepted);
+  hk_tx_target *t = make("rabbitmq_queue", "queue", "hk.conns",
+                         "connections", "2", NULL);
+  static char bodies[HK_TX_SENDS_MAX][3][32];
+  int seen[HK_TX_SENDS_MAX * 3] = {0};
+  hk_tx_msg m[HK_TX_SENDS_MAX][3];
+  outcome o[HK_TX_SENDS_MAX];
+  double end = now_sec() + 10;
+  char expect[128];
+  got_msg g;
+
+  REQUIRE(t != NULL);
+  snprintf(expect, sizeof expect, "amqp://127.0.0.1:%d/%%2F queue=hk.conns "
+           "connections=2", broker_port);
+  CHECK(strcmp(t->ops->describe(t), expect) == 0);
+  memset(o, 0, sizeof o);
+  in_send = 1;
+  for (int i = 0; i < HK_TX_SENDS_MAX; i++) {
+    for (int j = 0; j < 3; j++) {
+      snprintf(bodies[i][j], sizeof bodies[i][j], "{\"s\":%d}", 3 * i + j);
+      m[i][j] = msg(bodies[i][j], "hk.conns");
+    }
+    CHECK(t->ops->send(t, m[i], 3, on_batch, &o[i]) == 0);
+  }
+  in_send = 0;
+  wait_outcome(&o[HK_TX_SENDS_MAX - 1], 20);
+  for (int i = 0; i < HK_TX_SENDS_MAX; i++) {
+    CHECK(o[i].calls == 1 && o[i].n == 3 && all_ok(&o[i]));
+    if (i > 0) CHECK(o[i].order == o[i - 1].order + 1);
+  }
+  for (int k = 0; k < HK_TX_SENDS_MAX * 3; k++) {
+    int v = -1;
+
+    REQUIRE(adm_get("hk.conns", &g) == 1);
+    if (sscanf(g.body, "{\"s\":%d}", &v) != 1 || v < 0 ||
+        v >= HK_TX_SENDS_MAX * 3 || seen[v]++)
+      FAILF("unexpected or repeated message %s", g.body);
+    free(g.body);
+  }
+  CHECK(adm_get("hk.conns", &g) == 0);
+  while (log_count(accepted) < before + 2 && now_sec() < end) run_for(0.1);
+  if (log_count(accepted) != before + 2)
+    FAILF("%d connections accepted, expected 2", log_count(accepted) - before);
+done:
+  destroy(t);
+  adm_queue_delete("hk.conns");
+}
+
+/* connections outside 1 to 4 is refused with the range. */
+static void test_connections_settings(void) {
+  hk_kv kv[] = {{"host", "127.0.0.1"}, {"queue", "q"}, {"connections", ""}};
+  const char *bad[] = {"0", "5", "two"};
+  char err[256];
+
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    err[0] = '\0';
+    kv[2].value = bad[i];
+    CHECK(hk_amqp_target_create(loop, "rabbitmq_queue", kv, 3, err,
+                                sizeof err) == NULL);
+    if (strstr(err, "connections must be a number from 1 to 4") == NULL)
+      FAILF("connections=%s: \"%s\"", bad[i], err);
+  }
+}
+
 static void test_large_body(void) {
   size_t len = 5u << 20;
   char *body = malloc(len + 1);
@@ -1258,6 +1341,8 @@ static void run_all(int argc, char **argv) {
   RUN(test_quorum_queue);
   RUN(test_quorum_on_classic);
   RUN(test_queue_type_settings);
+  RUN(test_two_connections);
+  RUN(test_connections_settings);
   RUN(test_large_body);
   RUN(test_size_limit);
   RUN(test_bad_routes);

@@ -291,6 +291,32 @@ check("settings_rabbitmq_queue_type", function()
     "quorum", "shown by describe")
 end)
 
+-- connections: how many connections a RabbitMQ hook publishes over,
+-- one by default, at most four (a hook's batches in flight).
+check("settings_rabbitmq_connections", function()
+  local function r(type, extra)
+    local send = { type = type, host = "h", queue = "q", exchange = "x" }
+    if type == "rabbitmq_queue" then send.exchange = nil
+    else send.queue = nil end
+    for k, v in pairs(extra or {}) do send[k] = v end
+    return { send = send }
+  end
+  eq(valid(r("rabbitmq_queue")).send.connections, 1, "one by default")
+  eq(valid(r("rabbitmq_queue", { connections = 4 })).send.connections, 4,
+    "four")
+  eq(valid(r("rabbitmq_exchange", { connections = 2 })).send.connections, 2,
+    "exchange hooks too")
+  fails(r("rabbitmq_queue", { connections = 5 }),
+    "plugins/crm.lua: send.connections must be an integer from 1 to 4")
+  fails(r("rabbitmq_queue", { connections = 0 }),
+    { "send.connections", "positive integer" })
+  fails(r("rabbitmq_queue", { connections = 1.5 }), { "send.connections" })
+  fails(r("rabbitmq_queue", { connections = "2" }), { "send.connections" })
+  fails({ send = { type = "kafka", brokers = { "h:1" }, topic = "t",
+    connections = 2 } },
+    { "unknown setting 'send.connections' for type kafka" })
+end)
+
 check("settings_kafka", function()
   local s = valid({ send = { type = "kafka", brokers = { "127.0.0.1:9092" },
     topic = "events", key = "event_data.campaign_id",
