@@ -251,6 +251,13 @@ static void log_malformed(hk_api *api, const hk_scan_error *err) {
   api->refusals_unlogged = 0;
 }
 
+void hk_api_log_flush(hk_api *api) {
+  if (api->refusals_unlogged == 0) return;
+  hk_info("ingest", "refused=%ld unlogged=1 reason=\"malformed requests "
+          "after the last one logged\"", api->refusals_unlogged);
+  api->refusals_unlogged = 0;
+}
+
 static void handle_events(hk_api *api, hk_http_request *req) {
   hk_scan_options opt = {0};
   hk_event_span *spans = NULL;

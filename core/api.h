@@ -25,6 +25,10 @@ typedef struct hk_api {
   long refusals_unlogged;   /* second, with the count of those skipped */
 } hk_api;
 
+/* Logs how many malformed requests went unlogged since the last line
+ * about one (the count otherwise waits for the next refusal). */
+void hk_api_log_flush(hk_api *api);
+
 /* The server's handler; data is an hk_api. */
 void hk_api_handle_cb(hk_http_request *req, void *data);
 

@@ -228,6 +228,7 @@ static void signal_cb(uv_signal_t *s, int signum) {
   }
   a->stopping = 1;
   a->api.closing = 1;
+  hk_api_log_flush(&a->api);
   hk_info("main", "signal=%d shutting_down=1", signum);
   hk_plugins_stop(a->plugins);
   hk_exports_quiet(a->api.exports);

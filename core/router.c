@@ -36,6 +36,7 @@ typedef struct hk_hook {
   hk_dispatch *dispatch;
   double fail_log_at; /* rate limit for per-event failure logs */
   long fail_suppressed;
+  char fail_last[512]; /* the reason of the last failure held back */
 } hk_hook;
 
 /* What routing one request produced, waiting for the store to commit it:
@@ -196,6 +197,7 @@ static void failed_cb(void *ctx, int slot, const char *reason,
   }
   if (now - h->fail_log_at < 1.0) {
     h->fail_suppressed++;
+    snprintf(h->fail_last, sizeof h->fail_last, "%s", reason);
     return;
   }
   hk_error("hook",
@@ -208,18 +210,21 @@ static void failed_cb(void *ctx, int slot, const char *reason,
 }
 
 /* Once a second: a hook whose failure lines were held back and that has
- * had none since gets one line with the count, so none go unreported. */
+ * had none since gets one line with their count and the last one's
+ * reason, so none go unreported. */
 static void fail_log_cb(uv_timer_t *t) {
   hk_router *r = t->data;
   double now = wall_now();
+  char quoted[1024];
 
   for (size_t i = 0; i < r->n_hooks; i++) {
     hk_hook *h = r->hooks[i];
 
     if (h->fail_suppressed == 0 || now - h->fail_log_at < 1.0) continue;
-    hk_error("hook", "hook=%s dest=%s event_failed=%ld reason=\"%s\"", h->id,
+    hk_error("hook", "hook=%s version=%ld dest=%s event_failed=%ld "
+             "held_back=1 last_reason=\"%s\"", h->id, h->version,
              h->destination ? h->destination : "-", h->fail_suppressed,
-             "more failures like the last one logged");
+             hk_log_escape(quoted, sizeof quoted, h->fail_last));
     h->fail_log_at = now;
     h->fail_suppressed = 0;
   }

@@ -100,9 +100,13 @@ class HookRuntime(harness.SinkTest):
                              "failed=3")
         line = self.hookd.wait_log("cannot encode message")
         self.assertIn("hook=bad", line)
-        # The rate limit holds back the next two lines, then counts them.
+        # The rate limit holds back the next two lines, then counts them
+        # and gives the last one's reason.
         held = self.hookd.wait_log("event_failed=2", timeout=5)
         self.assertIn("hook=bad", held)
+        self.assertIn("held_back=1", held)
+        self.assertIn('last_reason="', held)
+        self.assertIn("cannot encode message", held)
 
     def test_shape_changes_do_not_leak_to_other_hooks(self):
         self.start({"a_mutator": hook(self.sink.url("/m"), extra="""

@@ -189,6 +189,22 @@ class RefusalLog(unittest.TestCase):
         self.assertEqual(counted, 31, "".join(lines))
 
 
+    def test_refusals_held_back_are_counted_at_shutdown(self):
+        """Refusals held back by the once-a-second limit and not followed
+        by another refusal are logged with their count when hookd stops."""
+        for i in range(5):
+            self.assertEqual(self.hookd.post_events("[1]")[0], 400)
+        self.assertEqual(self.hookd.stop(), 0)
+        log = self.hookd.drain_log()
+        first = [l for l in log if "refused=1 status=400" in l]
+        flushed = [l for l in log if "unlogged=1" in l]
+        self.assertEqual(len(flushed), 1, "".join(log[-20:]))
+        counted = sum(1 + int(l.split("unlogged_before=")[1].split()[0])
+                      for l in first)
+        counted += int(flushed[0].split("refused=")[1].split()[0])
+        self.assertEqual(counted, 5, "".join(first + flushed))
+
+
 class Tokens(unittest.TestCase):
     def setUp(self):
         self.hookd = Hookd({}, {"api_token": "admin-t", "ingest_token": "in-t"})
