@@ -220,6 +220,21 @@ static void refuse_too_big(hk_api *api, ingest_call *call,
   free(call);
 }
 
+/* A body sent compressed (any Content-Encoding but identity) is refused
+ * with 415 rather than read as JSON. Returns 1 when it was. */
+static int encoded_body(hk_http_request *req) {
+  const char *e = req->content_encoding;
+  char msg[200];
+
+  if (e == NULL || e[strspn(e, " \t")] == '\0' ||
+      strcasecmp(e + strspn(e, " \t"), "identity") == 0)
+    return 0;
+  snprintf(msg, sizeof msg, "Content-Encoding %.60s is not supported: "
+           "send the body uncompressed", e + strspn(e, " \t"));
+  hk_api_error(req, 415, msg, -1);
+  return 1;
+}
+
 /* A request without the ingest token, or while shutting down, is
  * answered at once. Returns 1 when it was. */
 static int refused_at_the_door(hk_api *api, hk_http_request *req) {
@@ -227,7 +242,7 @@ static int refused_at_the_door(hk_api *api, hk_http_request *req) {
     hk_api_unauthorized(req, "missing or wrong ingest token");
   else if (api->closing)
     hk_api_error(req, 503, "shutting down: events not accepted", -1);
-  else
+  else if (!encoded_body(req))
     return 0;
   api->requests_refused++;
   return 1;
@@ -336,7 +351,7 @@ static void handle_admin(hk_api *api, hk_http_request *req,
                          const struct admin_route *route) {
   if (!authorized(req, api->config->api_token))
     hk_api_unauthorized(req, "missing or wrong API token");
-  else
+  else if (!encoded_body(req))
     route->handle(api, req);
 }
 

@@ -62,10 +62,12 @@ typedef struct hk_req {
   hk_buf body;
   hk_buf content_type;
   hk_buf authorization;
+  hk_buf content_encoding;
   hk_buf expect;
   char *path_query; /* decoded path, NUL, raw query, NUL */
   unsigned has_content_type : 1;
   unsigned has_authorization : 1;
+  unsigned has_content_encoding : 1;
   unsigned keep_alive : 1;
   unsigned http10 : 1;
   unsigned head : 1;
@@ -235,6 +237,7 @@ static void req_free(hk_req *r) {
   hk_buf_free(&r->body);
   hk_buf_free(&r->content_type);
   hk_buf_free(&r->authorization);
+  hk_buf_free(&r->content_encoding);
   hk_buf_free(&r->expect);
   free(r->path_query);
   free(r);
@@ -293,6 +296,10 @@ static int req_complete(hk_req *r, const http_parser *p, int head_as_get) {
   if (r->has_authorization) {
     trim_right(&r->authorization);
     r->pub.authorization = hk_buf_cstr(&r->authorization);
+  }
+  if (r->has_content_encoding) {
+    trim_right(&r->content_encoding);
+    r->pub.content_encoding = hk_buf_cstr(&r->content_encoding);
   }
   r->keep_alive = http_should_keep_alive(p) && !p->upgrade;
   r->http10 = p->http_major == 1 && p->http_minor == 0;
@@ -759,6 +766,9 @@ static hk_buf *header_target(hk_conn *c) {
   } else if (header_is(c, "authorization")) {
     r->has_authorization = 1;
     b = &r->authorization;
+  } else if (header_is(c, "content-encoding")) {
+    r->has_content_encoding = 1;
+    b = &r->content_encoding;
   } else if (header_is(c, "expect")) {
     b = &r->expect;
   }

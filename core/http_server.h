@@ -24,6 +24,7 @@ typedef struct hk_http_request {
   size_t body_len;
   const char *content_type; /* as sent */
   const char *authorization;
+  const char *content_encoding; /* as sent */
   void *user;               /* free for the handler */
 } hk_http_request;
 

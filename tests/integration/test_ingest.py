@@ -1,6 +1,7 @@
 """POST /v1/events over HTTP: accepted shapes, refusals that name the bad
 event and route nothing, the body size limit, and health."""
 
+import gzip
 import json
 import os
 import time
@@ -118,6 +119,28 @@ class Ingest(unittest.TestCase):
         status, doc = self.hookd.post_events("hello", "application/json")
         self.assertEqual(status, 400)
         self.assertNotIn("index", doc)
+
+    def test_ingest_compressed_body_is_refused_with_415(self):
+        """A gzip body is refused as such, not read as broken JSON, and
+        nothing of it is routed; "identity" is no encoding at all."""
+        body = gzip.compress(json.dumps(click(1100)).encode())
+        status, doc = http("POST", self.hookd.base + "/v1/events", body,
+                           {"Content-Type": "application/json",
+                            "Content-Encoding": "gzip"})
+        self.assertEqual(status, 415)
+        self.assertEqual(doc["error"], "Content-Encoding gzip is not "
+                         "supported: send the body uncompressed")
+        status, doc = http("POST", self.hookd.base + "/v1/content",
+                           body, {"Content-Encoding": "br"})
+        self.assertEqual(status, 415)
+        self.assertIn("Content-Encoding br", doc["error"])
+        status, _ = http("POST", self.hookd.base + "/v1/events",
+                         json.dumps(click(2101)).encode(),
+                         {"Content-Type": "application/json",
+                          "Content-Encoding": "Identity"})
+        self.assertEqual(status, 202)
+        wait_for("identity", lambda: 2101 in self.routed())
+        self.assert_nothing_routed(1910)
 
     def test_ingest_invalid_utf8(self):
         body = json.dumps(click(1006)).encode().replace(b"p1006",
