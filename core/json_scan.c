@@ -420,15 +420,21 @@ static bool envelope_check(scanner *sc, const envelope *env,
     content_error(sc, sc->index, 400, "event_type is missing");
   } else if (t->kind == ENV_NOT_STRING) {
     content_error(sc, sc->index, 400, "event_type must be a string");
-  } else if (t->kind == ENV_ESCAPED || !type_is_valid(t->s, t->len)) {
+  } else if (t->kind == ENV_ESCAPED) {
+    content_error(sc, sc->index, 400, "event_type must be written without "
+                  "escapes (\\): 1-128 characters of letters, digits, '_', "
+                  "'-' and '.'");
+  } else if (!type_is_valid(t->s, t->len)) {
     content_error(sc, sc->index, 400, "event_type must be 1-128 characters "
                   "of letters, digits, '_', '-' and '.'");
   } else if (d->kind == ENV_MISSING) {
     content_error(sc, sc->index, 400, "event_date is missing");
   } else if (d->kind == ENV_NOT_STRING) {
     content_error(sc, sc->index, 400, "event_date must be an RFC 3339 string");
-  } else if (d->kind == ENV_ESCAPED ||
-             hk_datetime_parse(d->s, d->len, &span->date_sec,
+  } else if (d->kind == ENV_ESCAPED) {
+    content_error(sc, sc->index, 400, "event_date must be written without "
+                  "escapes (\\): an RFC 3339 time");
+  } else if (hk_datetime_parse(d->s, d->len, &span->date_sec,
                                &span->date_nsec) != 0) {
     content_error(sc, sc->index, 400,
                   "event_date is not a valid RFC 3339 time: %.*s",

@@ -350,7 +350,9 @@ static void json_scan_event_type_charset_and_length(void) {
   EXPECT_ERR(SCAN("{\"event_type\":\"\"," DATE "}"), 0, msg);
   EXPECT_ERR(SCAN("{\"event_type\":\"a b\"," DATE "}"), 0, msg);
   EXPECT_ERR(SCAN("{\"event_type\":\"\xc3\xa9\"," DATE "}"), 0, msg);
-  EXPECT_ERR(SCAN("{\"event_type\":\"a\\u0041\"," DATE "}"), 0, msg);
+  /* An escape is refused as such: the value may read as a good one. */
+  EXPECT_ERR(SCAN("{\"event_type\":\"a\\u0041\"," DATE "}"), 0,
+             "event_type must be written without escapes");
   EXPECT_OK(SCAN("{\"event_type\":\"Az09_-.\"," DATE "}"), 1);
   n = snprintf(buf, sizeof buf, "{\"event_type\":\"%0128d\",%s}", 0, DATE);
   EXPECT_OK(scan_with(buf, (size_t)n, 0, 0, 0), 1);
@@ -397,7 +399,7 @@ static void json_scan_event_date_invalid_echoes_value(void) {
              "event_date is not a valid RFC 3339 time: 2023-02-29T00:00:00Z");
   EXPECT_ERR(SCAN("{\"event_type\":\"a\",\"event_date\":"
                   "\"2018-03-04T13:13:19\\u005a\"}"),
-             0, "event_date is not a valid RFC 3339 time");
+             0, "event_date must be written without escapes");
 }
 
 static void json_scan_event_date_echo_truncated_to_40(void) {
