@@ -135,7 +135,7 @@ static void pool_destroy(hk_tx_target *t) {
   for (size_t i = 0; i < p->n_subs; i++)
     p->subs[i]->ops->destroy(p->subs[i]);
   p->busy--;
-  pool_release(p);
+  answer_ready(p); /* any answer a connection gave while closing */
 }
 
 static const char *pool_describe(const hk_tx_target *t) {
