@@ -170,6 +170,28 @@ local function merged(old, patch)
   return out
 end
 
+-- What an event brought that cannot be kept (content without a usable
+-- send_message_id, an import's profile without a usable list_id and
+-- profile_id) is logged, at most once a second, with how many there were
+-- since the last such line; the event itself is routed as usual.
+local unkept, unkept_logged_at = 0, -math.huge
+
+local function not_kept(what, why)
+  unkept = unkept + 1
+  local t = core.now()
+  if t - unkept_logged_at < 1 then return end
+  core.log("warn", "router", string.format(
+    'not_stored=%s events=%d reason="%s"', what, unkept, why))
+  unkept, unkept_logged_at = 0, t
+end
+
+local NO_SEND_ID = "a send's content without a usable send_message_id " ..
+  "(event_data.send_message_id or send_message_id: a non-empty string " ..
+  "or a non-negative integer)"
+local NO_PROFILE_ID = "an import's profile without a usable list_id " ..
+  "(a non-negative integer) and profile_id (a non-empty string or a " ..
+  "non-negative integer)"
+
 -- Takes what an event brings for the stores: content on send events, and
 -- a profile on import events. What is kept here is a copy: the last hook
 -- to see the event gets the event itself and may change it. index is the
@@ -179,6 +201,7 @@ end
 function M.capture(event, event_type, index)
   if CONTENT_EVENTS[event_type] then
     local content, smid = event.content, send_id(event)
+    if not smid and is_object(content) then not_kept("content", NO_SEND_ID) end
     if smid and is_object(content) then
       local text = index and core.event_member(index, "content")
       if text then
@@ -192,6 +215,9 @@ function M.capture(event, event_type, index)
   elseif type(event_type) == "string" and event_type:sub(1, 7) == "import_" then
     local fields = event.profile
     local lid, pid = id_key(event.list_id), id_text(event.profile_id)
+    if not (lid and pid) and is_object(fields) then
+      not_kept("profile", NO_PROFILE_ID)
+    end
     if lid and pid and is_object(fields) then
       core.store_put("profile", lid, pid, fields)
       remember(pending_profiles, lid .. ":" .. pid,

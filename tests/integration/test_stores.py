@@ -188,6 +188,30 @@ class Stores(unittest.TestCase):
         self.post(json.dumps(click(4, send_message_id="s1")))
         self.assertEqual(self.sink.wait_messages("/c", 5)[4]["content"], want)
 
+    def test_what_cannot_be_stored_is_logged_and_the_event_still_routed(
+            self):
+        """A send's content without a usable send_message_id, or an
+        import's profile without a usable list_id, cannot be stored: a
+        warning says what and why (at most a line a second, counting the
+        rest), and the events are routed all the same."""
+        self.start({"h": hook_src(self.sink.url("/c"),
+                                  ("send", "import_api"))})
+        sends = [click(i, event_type="send", send_message_id=bad,
+                       content={"subject": "x"})
+                 for i, bad in enumerate([-1, 1.5, "", True])]
+        imports = [bare(4, event_type="import_api", profile_id="p4",
+                        list_id="x", profile={"email": "a@example.com"})]
+        self.post(sends + imports)
+        self.assertEqual(len(self.sink.wait_messages("/c", 5)), 5)
+        line = self.hookd.wait_log("not_stored=content")
+        self.assertIn("events=1", line)
+        self.assertIn("usable send_message_id", line)
+        time.sleep(1.1)
+        self.post(imports)
+        line = self.hookd.wait_log("not_stored=profile")
+        self.assertIn("events=5", line)  # 3 sends and 1 import held back
+        self.assertIn("usable list_id", line)
+
     def test_stored_content_is_attached_as_its_text(self):
         """A hook without shape attaches stored content as the text it was
         stored as: the send's key order stays, and content with more
