@@ -189,10 +189,15 @@ static void render_letter(hk_buf *out, sqlite3_stmt *st) {
   hk_buf_putc(out, '}');
 }
 
+/* What a page of dead letters may hold before it ends early (the letter
+ * that crosses it is still in the page). */
+#define HK_DEAD_PAGE_BYTES ((size_t)8 << 20)
+
 int hk_store_dead_letters_render(hk_store *s, hk_buf *out, const char *hook,
                                  int64_t after, int limit) {
   sqlite3_stmt *st = rstmt(s, hook ? RD_DEAD_HOOK : RD_DEAD_ALL);
   int64_t last = 0;
+  size_t start = out->len;
   int n = 0, rc;
 
   if (st == NULL) return -1;
@@ -201,7 +206,8 @@ int hk_store_dead_letters_render(hk_store *s, hk_buf *out, const char *hook,
   sqlite3_bind_int64(st, 3, (int64_t)limit + 1); /* one more: is there a next? */
   hk_buf_append(out, "{\"items\":[", 10);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    if (n == limit) break;
+    /* A page of large letters ends early, with a next cursor. */
+    if (n == limit || out->len - start >= HK_DEAD_PAGE_BYTES) break;
     if (n++) hk_buf_putc(out, ',');
     render_letter(out, st);
     last = sqlite3_column_int64(st, 0);

@@ -170,6 +170,28 @@ class Delivery(unittest.TestCase):
         status, doc = http("GET", base + "?limit=10&after=0")
         self.assertEqual((status, doc), (200, {"items": [], "next": None}))
 
+    def test_dead_letter_pages_end_early_when_letters_are_large(self):
+        """A page of dead letters stops, with a cursor, once it holds
+        8 MiB: four letters of 3 MB come as three, then one."""
+        self.sink.script("/big", default={"status": 400})
+        self.start({"h": self.hook_src("/big", batch_size=1)},
+                   max_body_bytes=4 << 20, max_message_bytes=4 << 20)
+        pad = "x" * (3 << 20)
+        for i in range(4):
+            status, _ = self.hookd.post_events([click(i, pad=pad)])
+            self.assertEqual(status, 202)
+        self.hookd.wait_hook("h", lambda h: h["counters"]["dead"] == 4,
+                             "dead=4")
+        base = self.hookd.base + "/v1/dead-letters?hook=h"
+        status, doc = http("GET", base)
+        self.assertEqual(status, 200)
+        self.assertEqual(len(doc["items"]), 3)
+        self.assertIsNotNone(doc["next"])
+        status, doc = http("GET", base + "&after=" + doc["next"])
+        self.assertEqual([d["message"]["custom_data"]["n"]
+                          for d in doc["items"]], [3])
+        self.assertIsNone(doc["next"])
+
     def test_permanent_status_is_not_retried(self):
         for path, status in (("/p400", 400), ("/p204", 204), ("/p302", 302)):
             self.sink.script(path, default={"status": status,
