@@ -1650,13 +1650,20 @@ fail:
   return NULL;
 }
 
-/* One connection to the destination, with its worker thread. */
+/* One connection to the destination, with its worker thread. Its
+ * description gets suffix (one of several connections: which); base, when
+ * not NULL, gets the description without it. */
 static hk_tx_target *one_target(uv_loop_t *loop, const char *type,
-                                const hk_kv *kv, size_t n, char *err,
+                                const hk_kv *kv, size_t n,
+                                const char *suffix, char *base, char *err,
                                 size_t errlen) {
   hk_amqp *a = target_alloc(type, kv, n, err, errlen);
 
   if (a == NULL) return NULL;
+  if (base != NULL) snprintf(base, sizeof a->desc, "%s", a->desc);
+  if (suffix != NULL)
+    snprintf(a->desc + strlen(a->desc), sizeof a->desc - strlen(a->desc),
+             "%s", suffix);
   a->loop = loop;
   if (uv_async_init(loop, &a->async, async_cb) != 0) {
     hk_tx_errorf(err, errlen, "cannot create async handle");
@@ -1682,18 +1689,24 @@ hk_tx_target *hk_amqp_target_create(uv_loop_t *loop, const char *type,
                                     const hk_kv *kv, size_t n, char *err,
                                     size_t errlen) {
   hk_tx_target *subs[HK_AMQP_CONNECTIONS_MAX], *pool;
+  char base[sizeof ((hk_amqp *)0)->desc], suffix[40];
   double want;
-  size_t k = 0;
+  size_t k = 0, count;
 
   if (conf_num(&want, kv, n, "connections", 1, 1, HK_AMQP_CONNECTIONS_MAX,
                err, errlen) != 0)
     return NULL;
-  for (; k < (size_t)want; k++) {
-    subs[k] = one_target(loop, type, kv, n, err, errlen);
+  if ((count = (size_t)want) == 1)
+    return one_target(loop, type, kv, n, NULL, NULL, err, errlen);
+  for (; k < count; k++) {
+    snprintf(suffix, sizeof suffix, " connection=%zu/%zu", k + 1, count);
+    subs[k] = one_target(loop, type, kv, n, suffix, k == 0 ? base : NULL,
+                         err, errlen);
     if (subs[k] == NULL) goto fail;
   }
-  if (k == 1) return subs[0];
-  pool = hk_tx_pool_create(subs, k);
+  snprintf(base + strlen(base), sizeof base - strlen(base),
+           " connections=%zu", count);
+  pool = hk_tx_pool_create(subs, count, base);
   if (pool != NULL) return pool;
   hk_tx_errorf(err, errlen, "out of memory");
 fail:

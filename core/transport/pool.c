@@ -145,7 +145,8 @@ static const char *pool_describe(const hk_tx_target *t) {
 static const hk_tx_ops pool_ops = {pool_send_msgs, pool_destroy,
                                    pool_describe};
 
-hk_tx_target *hk_tx_pool_create(hk_tx_target **subs, size_t n) {
+hk_tx_target *hk_tx_pool_create(hk_tx_target **subs, size_t n,
+                                const char *desc) {
   hk_tx_pool *p = calloc(1, sizeof *p);
 
   if (p == NULL) return NULL;
@@ -157,7 +158,6 @@ hk_tx_target *hk_tx_pool_create(hk_tx_target **subs, size_t n) {
   memcpy(p->subs, subs, n * sizeof *subs);
   p->n_subs = n;
   p->base.ops = &pool_ops;
-  snprintf(p->desc, sizeof p->desc, "%s connections=%zu",
-           subs[0]->ops->describe(subs[0]), n);
+  snprintf(p->desc, sizeof p->desc, "%s", desc);
   return &p->base;
 }

@@ -381,9 +381,13 @@ class RabbitMQ(unittest.TestCase):
         self.post([event(i) for i in range(n)])
         c = self.wait_counters("c", n)["counters"]
         self.assertEqual((c["sent"], c["dead"], c["retried"]), (n, 0, 0))
-        connected = [l for l in self.hookd.drain_log()
-                     if "queue=qc queue_type=quorum msg=connected" in l]
-        self.assertEqual(len(connected), 3, "".join(connected))
+        # Each connection says which it is in its own lines.
+        connected = sorted(
+            l.split("queue=qc queue_type=quorum connection=")[1].split()[0]
+            for l in self.hookd.drain_log()
+            if "queue=qc queue_type=quorum connection=" in l
+            and "msg=connected" in l)
+        self.assertEqual(connected, ["1/3", "2/3", "3/3"])
         got = marks(self.tool.consume("qc", n + 1, wait_ms=300))
         self.assertEqual(sorted(got), list(range(n)), "each message once")
 

@@ -98,7 +98,7 @@ static hk_tx_target *make_pool(size_t n) {
     subs[i] = &fakes[i].base;
   }
   answers = 0;
-  return hk_tx_pool_create(subs, n);
+  return hk_tx_pool_create(subs, n, "fake://broker queue=q connections=2");
 }
 
 static int send_one(hk_tx_target *p, const char *body, size_t n, seen *s) {
