@@ -16,6 +16,7 @@
 #include "json_write.h"
 #include "log.h"
 #include "plugins.h"
+#include "splice.h"
 
 #define DELETE_POLL_MS 20
 
@@ -301,8 +302,10 @@ static void test_refused(hk_http_request *req, hk_strlist *p) {
   hk_buf_free(&b);
 }
 
-/* A caller's own event must be one ingest would accept. Returns 0, or -1
- * after answering 400 with the reason. */
+/* A caller's own event must be one ingest would accept: its "event" as
+ * the request wrote it (escapes and all), or else the event the runtime
+ * made of the request (text). Returns 0, or -1 after answering 400 with
+ * the reason. */
 static int check_event(hk_api *api, hk_http_request *req, const char *text,
                        size_t len) {
   hk_scan_options opt = {0};
@@ -310,8 +313,16 @@ static int check_event(hk_api *api, hk_http_request *req, const char *text,
   hk_scan_error err;
   size_t n = 0;
   char msg[300];
+  const char *own;
+  size_t own_len;
   int rc;
 
+  /* The runtime decoded the body, so it is one valid JSON object. */
+  if (hk_splice_member(req->body, req->body_len, "event", &own,
+                       &own_len) == 1) {
+    text = own;
+    len = own_len;
+  }
   opt.max_depth = api->config->max_nesting_depth;
   rc = hk_scan_events(text, len, &opt, &spans, &n, &err);
   free(spans);

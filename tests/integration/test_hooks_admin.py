@@ -346,6 +346,15 @@ class TestSends(harness.SinkTest):
                      {"event_type": "click", "event": click(1)}):
             status, doc = post(h, "/v1/hooks/a/test", body)
             self.assertEqual(status, 400, body)
+        # The caller's event as written: an escape ingest refuses is
+        # refused here too, though it decodes to a valid type or date.
+        ev = json.dumps(click(1))
+        for raw in (ev.replace('"click"', '"\\u0063lick"', 1),
+                    ev.replace('Z"', '\\u005a"', 1)):
+            status, doc = post(h, "/v1/hooks/a/test",
+                               ('{"event": %s}' % raw).encode())
+            self.assertEqual(status, 400, raw)
+            self.assertIn("without escapes", doc["error"])
         status, doc = post(h, "/v1/hooks/a/test", {"event_type": "open"})
         self.assertEqual(status, 422, doc)
         self.assertIn("no opens", doc["error"])
