@@ -1,8 +1,8 @@
 /* Historical exports. An export reads the stored events of its range in
- * (event_date, id) order, a page at a time, routes each page through its
- * hook alone, and commits the messages to the hook's outbox together with
- * its new position, in one store batch: a crash can neither skip a page
- * nor send one twice.
+ * the order they were received, a page at a time, routes each page
+ * through its hook alone, and commits the messages to the hook's outbox
+ * together with its new position, in one store batch: a crash can
+ * neither skip a page nor send one twice.
  *
  * Live traffic is not starved: the next page is read only once the last
  * page's messages have left the outbox (delivered, or set aside as dead
@@ -35,8 +35,8 @@ typedef struct hk_export {
   long total, scanned, sent;
   long failed; /* events the hook's code failed on: dead letters */
   double started_at, ended_at;
-  double cursor_date; /* the last event taken: (date, id) */
-  int64_t cursor_id;
+  double cursor_date; /* the date of the last event taken */
+  int64_t cursor_id;  /* its history id: pages go on after it */
   int64_t chunk_first, chunk_last; /* outbox ids of the page in flight */
   long chunk_count;                /* its messages; 0 when none */
   int busy;                        /* a page is being committed */
@@ -217,8 +217,8 @@ static void next_page(hk_exports *xs, hk_export *x) {
   hk_event_page p = {0};
   long n;
 
-  n = hk_store_events_page(xs->store, x->from_ts, x->to_ts, x->cursor_date,
-                           x->cursor_id, PAGE_EVENTS, hk_event_page_add, &p);
+  n = hk_store_events_page(xs->store, x->from_ts, x->to_ts, x->cursor_id,
+                           PAGE_EVENTS, hk_event_page_add, &p);
   if (n < 0 && ++x->read_failures >= READ_FAILURES_MAX) {
     set_status(x, "error", "the store could not be read (see the log)");
     save(xs, x);

@@ -261,18 +261,18 @@ static int try_stream(hk_bridge *b, const hk_try_options *opt) {
 #define TRY_PAGE 500
 
 /* Runs the hook over the stored events dated in [from, to), page by page
- * in (event_date, id) order. Returns the events it failed on, or -1. */
+ * in the order they were received. Returns the events it failed on, or
+ * -1. */
 static long try_history(hk_bridge *b, hk_store *s, double from, double to,
                         long *seen) {
   hk_event_page p = {0};
   long errors = 0, got;
 
-  p.last_date = from;
   do {
     long e = 0;
 
-    got = hk_store_history_page(s, from, to, p.last_date, p.last_id,
-                                TRY_PAGE, hk_event_page_add, &p);
+    got = hk_store_history_page(s, from, to, p.last_id, TRY_PAGE,
+                                hk_event_page_add, &p);
     if (got > 0)
       e = try_texts(b, (const char *const *)p.texts, p.lens, p.n);
     hk_event_page_clear(&p);

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "history.h"
 #include "log.h"
 
 /* "hook" in ASCII: marks the file as a hookd store. */
@@ -117,9 +118,37 @@ static const char *const migrations[] = {
      * pages all over its B-tree in every commit. */
     "DROP INDEX events_by_type;"
     "DROP INDEX events_by_list;",
+    /* 6: history in chunks, one row per request (see history.h); the
+     * rows of the events table move into it (hk_history_from_events).
+     * An export in progress counted its place by (event_date, id) of the
+     * old table, which the chunks do not keep: it ends with a reason. */
+    "CREATE TABLE history ("
+    "  id INTEGER PRIMARY KEY,"
+    "  received_at REAL NOT NULL,"
+    "  first_date REAL NOT NULL,"
+    "  last_date REAL NOT NULL,"
+    "  n INTEGER NOT NULL,"
+    "  n_exported INTEGER NOT NULL,"
+    "  meta BLOB NOT NULL,"
+    "  body BLOB NOT NULL);"
+    "UPDATE exports SET status = 'error', paused_by = NULL, reason = "
+    "'stopped by an upgrade of the store (history is kept in chunks "
+    "now): start the export again', ended_at = "
+    "(julianday('now') - 2440587.5) * 86400.0 "
+    "WHERE status IN ('in_progress', 'paused');",
+};
+
+/* What a migration does beyond its SQL, by the version it makes (NULL
+ * for none); run right after that version's SQL, in its transaction. */
+static int (*const migration_steps[])(sqlite3 *db) = {
+    NULL, NULL, NULL, NULL, NULL, hk_history_from_events,
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+_Static_assert(sizeof migration_steps / sizeof migration_steps[0] ==
+                   sizeof migrations / sizeof migrations[0],
+               "one entry of migration_steps per schema version");
 
 double hk_store_now(void) {
   struct timespec ts;
@@ -195,7 +224,8 @@ static int migrate(sqlite3 *db, const char *path, long version, char *err,
   if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
     goto fail;
   for (long v = version; v < SCHEMA_VERSION; v++)
-    if (sqlite3_exec(db, migrations[v], NULL, NULL, NULL) != SQLITE_OK)
+    if (sqlite3_exec(db, migrations[v], NULL, NULL, NULL) != SQLITE_OK ||
+        (migration_steps[v] != NULL && migration_steps[v](db) != 0))
       goto fail;
   snprintf(sql, sizeof sql, "PRAGMA application_id=%d; PRAGMA user_version=%d",
            STORE_APPLICATION_ID, SCHEMA_VERSION);
@@ -268,15 +298,19 @@ static int check_tables(sqlite3 *db, const char *path, long version,
                         char *err, size_t errlen) {
   static const struct {
     const char *name;
-    long since;
-  } tables[] = {{"events", 1},     {"outbox", 1},  {"dead_letters", 1},
-                {"content", 1},    {"profiles", 1}, {"catalog", 1},
-                {"hook_state", 1}, {"exports", 3}, {"profile_tombstones", 3}};
+    long since, until; /* until 0: still there */
+  } tables[] = {{"events", 1, 5},     {"outbox", 1, 0},
+                {"dead_letters", 1, 0}, {"content", 1, 0},
+                {"profiles", 1, 0},   {"catalog", 1, 0},
+                {"hook_state", 1, 0}, {"exports", 3, 0},
+                {"profile_tombstones", 3, 0}, {"history", 6, 0}};
   char sql[160];
   long n;
 
   for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
-    if (tables[i].since > version) continue;
+    if (tables[i].since > version ||
+        (tables[i].until > 0 && tables[i].until < version))
+      continue;
     snprintf(sql, sizeof sql, "SELECT count(*) FROM sqlite_master WHERE "
              "type = 'table' AND name = '%s'", tables[i].name);
     if (pragma_int(db, path, sql, &n, err, errlen) != 0) return -1;
@@ -621,6 +655,7 @@ void hk_store_close(hk_store *s) {
   uv_thread_join(&s->thread);
   run_done(s);
   hk_store_finalize_all(s);
+  hk_history_chunk_free(&s->chunk);
   sqlite3_close(s->rdb);
   sqlite3_close(s->wdb);
   close(s->lock_fd);

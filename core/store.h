@@ -252,17 +252,18 @@ void hk_event_page_add(void *ctx, const hk_event_row *row);
 void hk_event_page_clear(hk_event_page *p);
 void hk_event_page_free(hk_event_page *p);
 
-/* Calls cb for up to limit stored events dated in [from, to) and after
- * (after_date, after_id) in (event_date, id) order, leaving out the types
- * never exported. Returns how many, or -1 after logging a store error. */
+/* Calls cb for up to limit stored events dated in [from, to) that come
+ * after the event after_id (0 for the first) in the order the history
+ * keeps them, the order they were received, leaving out the types never
+ * exported. Returns how many, or -1 after logging a store error. */
 long hk_store_events_page(hk_store *s, double from, double to,
-                          double after_date, int64_t after_id, long limit,
+                          int64_t after_id, long limit,
                           void (*cb)(void *ctx, const hk_event_row *row),
                           void *ctx);
 /* The same pages of every stored event, the types exports leave out
  * too: the history as the router saw it. */
 long hk_store_history_page(hk_store *s, double from, double to,
-                           double after_date, int64_t after_id, long limit,
+                           int64_t after_id, long limit,
                            void (*cb)(void *ctx, const hk_event_row *row),
                            void *ctx);
 /* How many events hk_store_events_page's pages hold in all, or -1. */

@@ -5,6 +5,7 @@
 
 #include <sqlite3.h>
 
+#include "history.h"
 #include "store.h"
 
 enum store_op_kind {
@@ -79,6 +80,7 @@ enum store_read_kind {
   RD_TOMBSTONE,
   RD_EVENTS_PAGE,
   RD_EVENTS_COUNT,
+  RD_EVENTS_EDGES,
   RD_OUTBOX_RANGE,
   RD_EXPORTS,
   RD_KINDS
@@ -93,6 +95,7 @@ struct hk_store {
   sqlite3_stmt *wstmt[OP_KINDS][OP_STATEMENTS];
   sqlite3_stmt *rstmt[RD_KINDS];
   int64_t next_outbox_id; /* writer thread only */
+  hk_history_chunk chunk; /* writer thread only: the batch's events */
 
   uv_thread_t thread;
   uv_mutex_t lock; /* guards everything below */

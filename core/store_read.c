@@ -10,11 +10,6 @@
 #include "json_write.h"
 #include "log.h"
 
-/* Event types a historical export never sends: they describe the
- * platform's own work, not something that happened to a subscriber. */
-#define NOT_EXPORTED \
-  "event_type NOT IN ('campaign_launch', 'profile_merge', 'profile_split')"
-
 static const char *const read_sql[RD_KINDS] = {
     [RD_OUTBOX] = "SELECT id, body, attempts, first_attempt_at, "
                   "next_attempt_at, route, msg_key, created_at, version "
@@ -39,14 +34,17 @@ static const char *const read_sql[RD_KINDS] = {
     [RD_HOOK_STATE] = "SELECT active FROM hook_state WHERE hook = ?1",
     [RD_TOMBSTONE] = "SELECT 1 FROM profile_tombstones WHERE list_id = ?1 "
                      "AND profile_id = ?2",
-    /* (event_date, id) follows the date index, whose entries end with the
-     * row id: a page starts where the last one stopped, without a scan. */
-    [RD_EVENTS_PAGE] = "SELECT id, event_date, body FROM events WHERE "
-                       "event_date >= ?1 AND event_date < ?2 AND "
-                       "(event_date, id) > (?3, ?4) AND " NOT_EXPORTED
-                       " ORDER BY event_date, id LIMIT ?5",
-    [RD_EVENTS_COUNT] = "SELECT count(*) FROM events WHERE event_date >= ?1 "
-                        "AND event_date < ?2 AND " NOT_EXPORTED,
+    /* History chunks that may hold events dated in [?2, ?3), from the
+     * chunk of the event after which a page starts (history.h). */
+    [RD_EVENTS_PAGE] = "SELECT id, meta, body FROM history WHERE id >= ?1 "
+                       "AND first_date < ?3 AND last_date >= ?2 ORDER BY id",
+    /* Exported events of the chunks wholly inside [?1, ?2) ... */
+    [RD_EVENTS_COUNT] = "SELECT coalesce(sum(n_exported), 0) FROM history "
+                        "WHERE first_date >= ?1 AND last_date < ?2",
+    /* ... and the chunks it cuts through, counted event by event. */
+    [RD_EVENTS_EDGES] = "SELECT meta FROM history WHERE first_date < ?2 AND "
+                        "last_date >= ?1 AND NOT (first_date >= ?1 AND "
+                        "last_date < ?2)",
     [RD_OUTBOX_RANGE] = "SELECT count(*) FROM outbox WHERE hook = ?1 AND "
                         "id BETWEEN ?2 AND ?3",
     [RD_EXPORTS] = "SELECT hook, from_day, to_day, status, paused_by, "
@@ -354,78 +352,133 @@ int hk_store_profile_deleted(hk_store *s, const char *list_id,
   return rc == SQLITE_ROW;
 }
 
-/* Calls cb for each event row (id, event_date, body) the bound statement
- * gives. Returns how many, or -1 after logging a store error. */
-static long event_rows(hk_store *s, sqlite3_stmt *st,
-                       void (*cb)(void *ctx, const hk_event_row *row),
-                       void *ctx) {
-  hk_event_row row;
-  long n = 0;
-  int rc;
+/* What a pass over history chunks looks for. */
+typedef struct chunk_scan {
+  double from, to;  /* events dated in [from, to) */
+  int64_t after;    /* after this event id */
+  long limit;       /* at most this many */
+  int all;          /* also the types exports leave out */
+  void (*cb)(void *ctx, const hk_event_row *row);
+  void *ctx;
+  long n;           /* passed to cb so far */
+} chunk_scan;
 
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    row.id = sqlite3_column_int64(st, 0);
-    row.event_date = sqlite3_column_double(st, 1);
-    row.body = (const char *)sqlite3_column_text(st, 2);
-    row.len = (size_t)sqlite3_column_bytes(st, 2);
-    cb(ctx, &row);
-    n++;
+/* Passes the events of the chunk in st's current row (id, meta, body)
+ * that q looks for to its callback. Returns 0, or -1 when the chunk is
+ * damaged (its entries do not fit its body). */
+static int chunk_events(sqlite3_stmt *st, chunk_scan *q) {
+  int64_t chunk = sqlite3_column_int64(st, 0);
+  const void *meta = sqlite3_column_blob(st, 1);
+  size_t entries = (size_t)sqlite3_column_bytes(st, 1) / HK_HISTORY_ENTRY;
+  const char *body = sqlite3_column_blob(st, 2);
+  size_t body_len = (size_t)sqlite3_column_bytes(st, 2), off = 0;
+
+  for (size_t i = 0; i < entries && q->n < q->limit; i++) {
+    hk_history_entry e;
+    hk_event_row row;
+
+    hk_history_entry_get(meta, i, &e);
+    if (e.len > body_len - off) return -1;
+    row.id = HK_HISTORY_ID(chunk, i);
+    row.event_date = e.date;
+    row.body = body + off;
+    row.len = e.len;
+    off += e.len;
+    if (row.id <= q->after || e.date < q->from || e.date >= q->to ||
+        (!q->all && !(e.flags & HK_HISTORY_EXPORTED)))
+      continue;
+    q->cb(q->ctx, &row);
+    q->n++;
   }
-  return rdone(s, st, rc) == 0 ? n : -1;
+  return 0;
 }
 
-static void bind_page(sqlite3_stmt *st, double from, double to,
-                      double after_date, int64_t after_id, long limit) {
-  sqlite3_bind_double(st, 1, from);
-  sqlite3_bind_double(st, 2, to);
-  sqlite3_bind_double(st, 3, after_date);
-  sqlite3_bind_int64(st, 4, after_id);
-  sqlite3_bind_int64(st, 5, limit);
+/* Runs st (RD_EVENTS_PAGE's SQL) for q. Returns the events passed to the
+ * callback, or -1 after logging a store error. */
+static long scan_chunks(hk_store *s, sqlite3_stmt *st, chunk_scan *q) {
+  int rc;
+
+  sqlite3_bind_int64(st, 1, HK_HISTORY_CHUNK_OF(q->after));
+  sqlite3_bind_double(st, 2, q->from);
+  sqlite3_bind_double(st, 3, q->to);
+  while (q->n < q->limit && (rc = sqlite3_step(st)) == SQLITE_ROW)
+    if (chunk_events(st, q) != 0) {
+      hk_error("store", "path=%s read_failed=1 error=\"history chunk %lld "
+               "is damaged\"", s->path,
+               (long long)sqlite3_column_int64(st, 0));
+      sqlite3_reset(st);
+      return -1;
+    }
+  if (q->n >= q->limit) rc = SQLITE_DONE; /* stopped early, on purpose */
+  return rdone(s, st, rc) == 0 ? q->n : -1;
 }
 
 long hk_store_events_page(hk_store *s, double from, double to,
-                          double after_date, int64_t after_id, long limit,
+                          int64_t after_id, long limit,
                           void (*cb)(void *ctx, const hk_event_row *row),
                           void *ctx) {
   sqlite3_stmt *st = rstmt(s, RD_EVENTS_PAGE);
+  chunk_scan q = {from, to, after_id, limit, 0, cb, ctx, 0};
 
   if (st == NULL) return -1;
-  bind_page(st, from, to, after_date, after_id, limit);
-  return event_rows(s, st, cb, ctx);
+  return scan_chunks(s, st, &q);
 }
 
 /* Prepared for each page rather than kept: its only reader is a one-shot
  * command, and a statement finalized after each page holds no read
  * transaction between pages. */
 long hk_store_history_page(hk_store *s, double from, double to,
-                           double after_date, int64_t after_id, long limit,
+                           int64_t after_id, long limit,
                            void (*cb)(void *ctx, const hk_event_row *row),
                            void *ctx) {
-  static const char sql[] =
-      "SELECT id, event_date, body FROM events WHERE event_date >= ?1 AND "
-      "event_date < ?2 AND (event_date, id) > (?3, ?4) "
-      "ORDER BY event_date, id LIMIT ?5";
+  chunk_scan q = {from, to, after_id, limit, 1, cb, ctx, 0};
   sqlite3_stmt *st = NULL;
   long n;
 
-  if (sqlite3_prepare_v2(s->rdb, sql, -1, &st, NULL) != SQLITE_OK) {
+  if (sqlite3_prepare_v2(s->rdb, read_sql[RD_EVENTS_PAGE], -1, &st,
+                         NULL) != SQLITE_OK) {
     hk_error("store", "path=%s read_failed=1 error=\"%s\"", s->path,
              sqlite3_errmsg(s->rdb));
     return -1;
   }
-  bind_page(st, from, to, after_date, after_id, limit);
-  n = event_rows(s, st, cb, ctx);
+  n = scan_chunks(s, st, &q);
   sqlite3_finalize(st);
   return n;
 }
 
-long hk_store_events_count(hk_store *s, double from, double to) {
-  sqlite3_stmt *st = rstmt(s, RD_EVENTS_COUNT);
+/* Exported events dated in [from, to) of the chunks st yields (meta). */
+static long edge_count(hk_store *s, sqlite3_stmt *st, double from,
+                       double to) {
+  long n = 0;
+  int rc;
 
-  if (st == NULL) return -1;
-  sqlite3_bind_double(st, 1, from);
-  sqlite3_bind_double(st, 2, to);
-  return count_of(s, st);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const void *meta = sqlite3_column_blob(st, 0);
+    size_t entries = (size_t)sqlite3_column_bytes(st, 0) / HK_HISTORY_ENTRY;
+
+    for (size_t i = 0; i < entries; i++) {
+      hk_history_entry e;
+
+      hk_history_entry_get(meta, i, &e);
+      n += e.date >= from && e.date < to && (e.flags & HK_HISTORY_EXPORTED);
+    }
+  }
+  return rdone(s, st, rc) == 0 ? n : -1;
+}
+
+long hk_store_events_count(hk_store *s, double from, double to) {
+  sqlite3_stmt *inside = rstmt(s, RD_EVENTS_COUNT);
+  sqlite3_stmt *edges = rstmt(s, RD_EVENTS_EDGES);
+  long a, b;
+
+  if (inside == NULL || edges == NULL) return -1;
+  sqlite3_bind_double(inside, 1, from);
+  sqlite3_bind_double(inside, 2, to);
+  sqlite3_bind_double(edges, 1, from);
+  sqlite3_bind_double(edges, 2, to);
+  if ((a = count_of(s, inside)) < 0 || (b = edge_count(s, edges, from, to)) < 0)
+    return -1;
+  return a + b;
 }
 
 long hk_store_outbox_range(hk_store *s, const char *hook, int64_t first,

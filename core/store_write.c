@@ -299,8 +299,7 @@ void hk_store_batch_fail(hk_store_batch *b, sqlite3 *db, const char *what) {
 
 /* SQL per operation; an operation may need up to OP_STATEMENTS. */
 static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
-    [OP_EVENT] = {"INSERT INTO events(received_at, event_date, event_type, "
-                  "list_id, body) VALUES(?1, ?2, ?3, ?4, ?5)"},
+    [OP_EVENT] = {HK_HISTORY_INSERT_SQL},
     [OP_MESSAGE] = {"INSERT INTO outbox(id, hook, body, created_at, route, "
                     "msg_key, version) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
     [OP_CONTENT] = {"INSERT INTO content(send_message_id, body, stored_at) "
@@ -348,8 +347,12 @@ static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
                    "NULL ORDER BY id"},
     [OP_FORGET] = {"DELETE FROM dead_letters WHERE id = ?1"},
     [OP_CLEANUP] = {"DELETE FROM content WHERE stored_at < ?1",
-                    "DELETE FROM events WHERE id IN (SELECT id FROM events "
-                    "WHERE event_date < ?1 LIMIT ?2)"},
+                    /* whole chunks, oldest first, until they hold ?2
+                     * events (at least one chunk) */
+                    "DELETE FROM history WHERE id IN (SELECT id FROM "
+                    "(SELECT id, n, sum(n) OVER (ORDER BY id) AS upto "
+                    "FROM history WHERE last_date < ?1) WHERE upto - n < ?2) "
+                    "RETURNING n"},
     [OP_HOOK_STATE] = {"INSERT INTO hook_state(hook, active, updated_at) "
                        "VALUES(?1, ?2, ?3) ON CONFLICT(hook) DO UPDATE SET "
                        "active = excluded.active, "
@@ -441,17 +444,30 @@ static int step_count(hk_store *s, sqlite3_stmt *st, store_op *op) {
   return 1;
 }
 
-static int run_event(hk_store *s, hk_store_batch *b, store_op *op,
-                     double now) {
-  sqlite3_stmt *st = wstmt(s, OP_EVENT, 0);
+/* Stores the batch's events (its OP_EVENT operations, in order) as
+ * history chunks: one row for up to HK_HISTORY_CHUNK_MAX of them. */
+static int run_history(hk_store *s, hk_store_batch *b, double now) {
+  hk_history_chunk *c = &s->chunk;
+  sqlite3_stmt *st = NULL;
 
-  if (st == NULL) return 0;
-  sqlite3_bind_double(st, 1, now);
-  sqlite3_bind_double(st, 2, op->d[0]);
-  bind_str(b, st, 3, op->s[1]);
-  if (op->i >= 0) sqlite3_bind_int64(st, 4, op->i);
-  bind_str(b, st, 5, op->s[0]);
-  return step_done(st);
+  hk_history_chunk_reset(c, now);
+  for (size_t i = 0; i < b->n_ops; i++) {
+    const store_op *op = &b->ops[i];
+
+    if (op->kind != OP_EVENT) continue;
+    if (hk_history_chunk_add(c, op->d[0], b->arena.data + op->s[1].off,
+                             op->s[1].len, b->arena.data + op->s[0].off,
+                             op->s[0].len) != 0)
+      return 0;
+    if (c->n < HK_HISTORY_CHUNK_MAX) continue;
+    if ((st = wstmt(s, OP_EVENT, 0)) == NULL ||
+        !hk_history_chunk_insert(st, c))
+      return 0;
+    hk_history_chunk_reset(c, now);
+  }
+  if (c->n == 0) return 1;
+  return (st = wstmt(s, OP_EVENT, 0)) != NULL &&
+         hk_history_chunk_insert(st, c);
 }
 
 static int run_message(hk_store *s, hk_store_batch *b, store_op *op,
@@ -599,6 +615,7 @@ static int run_resend(hk_store *s, hk_store_batch *b, store_op *op,
 
 static int run_cleanup(hk_store *s, store_op *op) {
   sqlite3_stmt *st = wstmt(s, OP_CLEANUP, 0);
+  int rc;
 
   if (st == NULL) return 0;
   sqlite3_bind_double(st, 1, op->d[0]);
@@ -609,9 +626,9 @@ static int run_cleanup(hk_store *s, store_op *op) {
   if (st == NULL) return 0;
   sqlite3_bind_double(st, 1, op->d[1]);
   sqlite3_bind_int(st, 2, HK_STORE_CLEANUP_CHUNK);
-  if (!step_done(st)) return 0;
-  op->result += sqlite3_changes(s->wdb);
-  return 1;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    op->result += sqlite3_column_int64(st, 0); /* events of the chunk */
+  return rc == SQLITE_DONE;
 }
 
 static int run_hook_state(hk_store *s, hk_store_batch *b, store_op *op,
@@ -705,7 +722,7 @@ static int run_acks(hk_store *s, store_op *ops, size_t n) {
 
 static int run_op(hk_store *s, hk_store_batch *b, store_op *op, double now) {
   switch (op->kind) {
-  case OP_EVENT: return run_event(s, b, op, now);
+  case OP_EVENT: return 1; /* stored by run_history */
   case OP_MESSAGE: return run_message(s, b, op, now);
   case OP_CONTENT:
   case OP_PROFILE_PUT:
@@ -741,6 +758,12 @@ int hk_store_run_batch(hk_store *s, hk_store_batch *b) {
 
   if (sqlite3_exec(s->wdb, "SAVEPOINT batch", NULL, NULL, NULL) != SQLITE_OK) {
     hk_store_batch_fail(b, s->wdb, "savepoint");
+    return 0;
+  }
+  if (!run_history(s, b, now)) {
+    hk_store_batch_fail(b, s->wdb, "history");
+    sqlite3_exec(s->wdb, "ROLLBACK TO batch; RELEASE batch", NULL, NULL,
+                 NULL);
     return 0;
   }
   for (size_t i = 0, n; i < b->n_ops; i += n) {

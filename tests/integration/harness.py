@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import sqlite3
+import struct
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,22 @@ def sqlite_rows(path, sql):
         return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def history_events(path):
+    """Every event the store's history keeps, in the order received, as
+    (event_date, JSON text): history rows are chunks, each with one
+    16-byte entry per event in meta (date as a little-endian double, the
+    text's length, flags) and the texts one after another in body."""
+    out = []
+    for meta, body in sqlite_rows(path, "SELECT meta, body FROM history "
+                                  "ORDER BY id"):
+        off = 0
+        for k in range(0, len(meta), 16):
+            date, length, _flags = struct.unpack_from("<dII", meta, k)
+            out.append((date, body[off:off + length].decode()))
+            off += length
+    return out
 
 
 def wait_for(what, check, timeout=10.0, interval=0.02):

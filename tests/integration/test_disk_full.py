@@ -240,13 +240,13 @@ class DiskFull(unittest.TestCase):
         db = sqlite3.connect("file:%s?mode=ro" % self.hookd.db_path(),
                              uri=True)
         try:
-            rows = db.execute("SELECT json_extract(body, '$.custom_data.id')"
-                              " FROM events").fetchall()
             outbox = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
         finally:
             db.close()
-        self.assertEqual(Counter(r[0] for r in rows),
-                         Counter(self.ids(202)), "history = accepted events")
+        ids = [json.loads(text)["custom_data"]["id"] for _, text in
+               harness.history_events(self.hookd.db_path())]
+        self.assertEqual(Counter(ids), Counter(self.ids(202)),
+                         "history = accepted events")
         self.assertEqual(outbox, 0, "outbox emptied")
 
     # ---- the tests ----

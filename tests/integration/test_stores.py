@@ -846,7 +846,7 @@ class Stores(unittest.TestCase):
         self.assertEqual(status, 413, doc)
         self.assertIn("max_pending_bytes", doc["error"])
         self.assertEqual(self.query("SELECT count(*) FROM outbox"), [(0,)])
-        self.assertEqual(self.query("SELECT count(*) FROM events"), [(0,)])
+        self.assertEqual(self.query("SELECT count(*) FROM history"), [(0,)])
         self.post([click(i, pad=pad) for i in range(10)])
         self.sink.wait_messages("/many", 200)
         counts = collections.Counter(

@@ -878,7 +878,7 @@ static void store_failing_batch_fails_alone(void) {
     FAILF("bad batch error: \"%s\"", o[1].error);
   CHECK_INT(hk_store_outbox_count(f.s, "good"), 2);
   CHECK_INT(hk_store_outbox_count(f.s, "bad"), 0);
-  CHECK_INT(hk_store_count(f.s, "events"), 2);
+  CHECK_INT(hk_store_count(f.s, "history"), 2);
   CHECK((p = hk_store_profile_get(f.s, "42", "p-bad", &len)) == NULL);
   CHECK(o[0].result[0] > 0 && o[2].result[0] > o[0].result[0]);
   CHECK_INT(hk_store_pending(f.s), 0);
@@ -1070,7 +1070,7 @@ static void store_cleanup_deletes_old_rows(void) {
   usleep(20 * 1000);
   REQUIRE(put_content(&f, "new"));
   REQUIRE(fx_event(&f, 1000) && fx_event(&f, 2000) && fx_event(&f, 3000));
-  CHECK_INT(hk_store_count(f.s, "events"), 3);
+  CHECK_INT(hk_store_count(f.s, "history"), 3);
   b = hk_store_batch_new();
   hk_store_add_cleanup(b, cut, 2500);
   REQUIRE(fx_commit(&f, b, &o));
@@ -1078,10 +1078,154 @@ static void store_cleanup_deletes_old_rows(void) {
   CHECK((c = hk_store_content_get(f.s, "old", 0, &len)) == NULL);
   free(c);
   CHECK((c = hk_store_content_get(f.s, "new", 0, &len)) != NULL);
-  CHECK_INT(hk_store_count(f.s, "events"), 1);
+  CHECK_INT(hk_store_count(f.s, "history"), 1);
   CHECK_INT(hk_store_count(f.s, "content"), 1);
 done:
   free(c);
+  fx_done(&f);
+}
+
+/* ---- history chunks ------------------------------------------------------ */
+
+/* Events as a page hands them over, for checks. */
+typedef struct seen_events {
+  int n;
+  int64_t id[16];
+  double date[16];
+  char text[16][64];
+} seen_events;
+
+static void see_event(void *ctx, const hk_event_row *row) {
+  seen_events *v = ctx;
+
+  if (v->n == 16) return;
+  v->id[v->n] = row->id;
+  v->date[v->n] = row->event_date;
+  snprintf(v->text[v->n], sizeof v->text[0], "%.*s", (int)row->len,
+           row->body);
+  v->n++;
+}
+
+/* Adds {"n":n} of type type dated date to b. */
+static void add_numbered(hk_store_batch *b, int n, const char *type,
+                         double date) {
+  char body[64];
+
+  snprintf(body, sizeof body, "{\"n\":%d}", n);
+  hk_store_add_event(b, body, strlen(body), type, strlen(type), 7, date);
+}
+
+/* The events of one request make one row; pages read them in the order
+ * received, by date range, after a given event, leaving out the types
+ * exports never send (which the history pages keep). */
+static void store_history_keeps_a_request_as_one_chunk(void) {
+  static const char *const types[] = {"click", "campaign_launch", "open",
+                                      "click", "open"};
+  static const double dates[] = {500, 100, 300, 200, 900};
+  seen_events v = {0};
+  hk_store_batch *b;
+  fixture f;
+  outcome o;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  b = hk_store_batch_new();
+  for (int i = 0; i < 5; i++) add_numbered(b, i, types[i], dates[i]);
+  REQUIRE(fx_commit(&f, b, &o));
+  REQUIRE(fx_event(&f, 250)); /* a second chunk: {"event_type":"click"} */
+  CHECK_INT(hk_store_count(f.s, "history"), 2);
+  CHECK_INT(hk_store_events_page(f.s, 150, 600, 0, 10, see_event, &v), 4);
+  REQUIRE(v.n == 4);
+  CHECK(strcmp(v.text[0], "{\"n\":0}") == 0 && v.date[0] == 500);
+  CHECK(strcmp(v.text[1], "{\"n\":2}") == 0);
+  CHECK(strcmp(v.text[2], "{\"n\":3}") == 0);
+  CHECK(strcmp(v.text[3], "{\"event_type\":\"click\"}") == 0);
+  CHECK(v.id[0] < v.id[1] && v.id[1] < v.id[2] && v.id[2] < v.id[3]);
+  /* A page of 2, then the rest after its last event. */
+  memset(&v, 0, sizeof v);
+  CHECK_INT(hk_store_events_page(f.s, 150, 600, 0, 2, see_event, &v), 2);
+  CHECK_INT(hk_store_events_page(f.s, 150, 600, v.id[1], 2, see_event, &v),
+            2);
+  CHECK(v.n == 4 && strcmp(v.text[2], "{\"n\":3}") == 0);
+  CHECK_INT(hk_store_events_page(f.s, 150, 600, v.id[3], 2, see_event, &v),
+            0);
+  /* The history pages keep every type. */
+  memset(&v, 0, sizeof v);
+  CHECK_INT(hk_store_history_page(f.s, 0, 1000, 0, 10, see_event, &v), 6);
+  CHECK(v.n == 6 && strcmp(v.text[1], "{\"n\":1}") == 0);
+  /* Counts: chunks inside the range by their totals, the others event by
+   * event. */
+  CHECK_INT(hk_store_events_count(f.s, 0, 1000), 5);
+  CHECK_INT(hk_store_events_count(f.s, 150, 600), 4);
+  CHECK_INT(hk_store_events_count(f.s, 240, 260), 1);
+  CHECK_INT(hk_store_events_count(f.s, 950, 2000), 0);
+done:
+  fx_done(&f);
+}
+
+/* Retention deletes whole chunks whose newest event is older than the
+ * cut, and counts their events; a chunk with a newer event stays. */
+static void store_cleanup_deletes_whole_chunks(void) {
+  hk_store_batch *b;
+  fixture f;
+  outcome o;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  b = hk_store_batch_new();
+  for (int i = 0; i < 3; i++) add_numbered(b, i, "click", 100 + i);
+  REQUIRE(fx_commit(&f, b, &o));
+  b = hk_store_batch_new();
+  add_numbered(b, 3, "click", 100);
+  add_numbered(b, 4, "click", 5000);
+  REQUIRE(fx_commit(&f, b, &o));
+  b = hk_store_batch_new();
+  hk_store_add_cleanup(b, 0, 1000);
+  REQUIRE(fx_commit(&f, b, &o));
+  CHECK_INT(o.result[0], 3);
+  CHECK_INT(hk_store_count(f.s, "history"), 1);
+  CHECK_INT(hk_store_events_count(f.s, 0, 10000), 2);
+done:
+  fx_done(&f);
+}
+
+/* A store of schema 5 keeps its history as a row per event: migrating it
+ * makes chunks of 1,000 of them in the order received, and ends an
+ * export in progress, whose place in the old order cannot be kept. */
+static void store_migrates_rows_of_events_into_chunks(void) {
+  static const char downgrade[] =
+      "DROP TABLE history;"
+      "CREATE TABLE events (id INTEGER PRIMARY KEY, received_at REAL NOT "
+      "NULL, event_date REAL NOT NULL, event_type TEXT NOT NULL, list_id "
+      "INTEGER, body TEXT NOT NULL);"
+      "CREATE INDEX events_by_date ON events(event_date);"
+      "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k "
+      "WHERE i < 2500) INSERT INTO events(received_at, event_date, "
+      "event_type, body) SELECT 1.5, 3000 - i, CASE WHEN i = 7 THEN "
+      "'profile_merge' ELSE 'click' END, '{\"n\":' || i || '}' FROM k;"
+      "INSERT INTO exports(hook, from_day, to_day, status, total, scanned, "
+      "sent, started_at) VALUES ('h', '2026-01-01', '2026-01-02', "
+      "'in_progress', 9, 3, 3, 1);"
+      "PRAGMA user_version=5;";
+  seen_events v = {0};
+  fixture f;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  fx_close_store(&f);
+  REQUIRE(sql_exec(f.db, downgrade) == 0);
+  REQUIRE(fx_open(&f) == 0);
+  CHECK_INT(sql_int(f.db, "PRAGMA user_version"), 6);
+  CHECK_INT(sql_int(f.db, "SELECT count(*) FROM sqlite_master WHERE name "
+                          "IN ('events', 'events_by_date')"), 0);
+  CHECK_INT(hk_store_count(f.s, "history"), 3);
+  CHECK_INT(sql_int(f.db, "SELECT sum(n) FROM history"), 2500);
+  CHECK_INT(sql_int(f.db, "SELECT sum(n_exported) FROM history"), 2499);
+  CHECK_INT(hk_store_history_page(f.s, 0, 1e9, 0, 3, see_event, &v), 3);
+  CHECK(v.n == 3 && strcmp(v.text[0], "{\"n\":1}") == 0 &&
+        v.date[0] == 2999 && strcmp(v.text[2], "{\"n\":3}") == 0);
+  CHECK_INT(hk_store_events_count(f.s, 0, 1e9), 2499);
+  CHECK_INT(sql_int(f.db, "SELECT count(*) FROM exports WHERE status = "
+                          "'error' AND reason LIKE '%start the export "
+                          "again'"), 1);
+done:
   fx_done(&f);
 }
 
@@ -1174,6 +1318,9 @@ int main(int argc, char **argv) {
   RUN(store_content_respects_not_before);
   RUN(store_catalog_api_wins_over_file);
   RUN(store_cleanup_deletes_old_rows);
+  RUN(store_history_keeps_a_request_as_one_chunk);
+  RUN(store_cleanup_deletes_whole_chunks);
+  RUN(store_migrates_rows_of_events_into_chunks);
   RUN(store_persistent_batch_retries_until_commit);
   RUN(store_close_commits_queued_batches);
   sqlite3_close(jdb);

@@ -1,0 +1,64 @@
+/* The history table keeps accepted events in chunks: one row holds the
+ * events of one request (up to HK_HISTORY_CHUNK_MAX), their JSON texts one
+ * after another in `body`, and in `meta` one fixed-size entry per event:
+ *
+ *   bytes 0-7   event_date, unix seconds, an IEEE 754 double, little endian
+ *   bytes 8-11  the length of its text in body, little endian
+ *   bytes 12-15 flags, little endian (HK_HISTORY_EXPORTED)
+ *
+ * A row costs one B-tree insert however many events it holds, and no
+ * index is kept: readers find chunks by their first and last dates.
+ * Event i of chunk c is known by the id HK_HISTORY_ID(c, i), which grows
+ * in the order events were received; pages of history go in that order. */
+#ifndef HOOKD_HISTORY_H
+#define HOOKD_HISTORY_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+#define HK_HISTORY_ENTRY 16
+#define HK_HISTORY_CHUNK_MAX 65535
+#define HK_HISTORY_EXPORTED 1u /* a type historical exports send */
+#define HK_HISTORY_ID(chunk, i) (((int64_t)(chunk) << 16) | (int64_t)(i))
+#define HK_HISTORY_CHUNK_OF(id) ((id) >> 16)
+
+/* The statement that stores a chunk; its parameters are bound by
+ * hk_history_chunk_insert in this order. */
+#define HK_HISTORY_INSERT_SQL                                           \
+  "INSERT INTO history(received_at, first_date, last_date, n, "        \
+  "n_exported, meta, body) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+
+typedef struct hk_history_entry {
+  double date;
+  uint32_t len, flags;
+} hk_history_entry;
+
+/* A chunk being built. */
+typedef struct hk_history_chunk {
+  hk_buf meta, body;
+  size_t n, n_exported;
+  double first, last, received_at;
+} hk_history_chunk;
+
+/* Empties c for the events received at received_at. */
+void hk_history_chunk_reset(hk_history_chunk *c, double received_at);
+/* Adds one event. Returns 0, or -1 when memory runs out. */
+int hk_history_chunk_add(hk_history_chunk *c, double date, const char *type,
+                         size_t type_len, const char *json, size_t len);
+/* Stores c with st (HK_HISTORY_INSERT_SQL, reset by the caller). Returns
+ * 1, or 0 when the statement failed (the connection has the error). */
+int hk_history_chunk_insert(sqlite3_stmt *st, const hk_history_chunk *c);
+void hk_history_chunk_free(hk_history_chunk *c);
+
+/* Entry i of meta (which holds at least i + 1 entries). */
+void hk_history_entry_get(const void *meta, size_t i, hk_history_entry *e);
+
+/* Moves the rows of the old events table, in id order, into chunks of
+ * 1,000 and drops the table; part of the store's migration, inside its
+ * transaction. Returns 0, or -1 with the connection's error. */
+int hk_history_from_events(sqlite3 *db);
+
+#endif
