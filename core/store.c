@@ -117,9 +117,66 @@ static const char *const migrations[] = {
      * pages all over its B-tree in every commit. */
     "DROP INDEX events_by_type;"
     "DROP INDEX events_by_list;",
+    /* 6: each hook's outbox ids in a range of their own (slot << 40 |
+     * seq, see store_slots.c), so that per-hook reads and deletes are
+     * rowid ranges and outbox_by_hook, a second B-tree every message
+     * insert and delete kept up, can go. Hooks get slots in name order;
+     * each hook's rows move into its range in the order of their old ids
+     * (the table is rebuilt, so old and new ids never meet), and an
+     * export's page in flight (chunk_first..chunk_last) is renumbered
+     * with its rows: it spans the new ids of the rows of its old range
+     * still queued, or 0..0 when none is. Dropping the old table drops
+     * outbox_by_hook. */
+    "CREATE TABLE hook_slots ("
+    "  hook TEXT PRIMARY KEY,"
+    "  slot INTEGER NOT NULL UNIQUE);"
+    "INSERT INTO hook_slots(hook, slot) SELECT hook, row_number() OVER "
+    "  (ORDER BY hook) FROM (SELECT hook FROM outbox UNION "
+    "  SELECT hook FROM exports);"
+    "CREATE TEMP TABLE outbox_moves ("
+    "  old_id INTEGER PRIMARY KEY,"
+    "  new_id INTEGER NOT NULL,"
+    "  hook TEXT NOT NULL);"
+    "INSERT INTO outbox_moves(old_id, new_id, hook) SELECT o.id, "
+    "  (h.slot << 40) + row_number() OVER (PARTITION BY o.hook "
+    "  ORDER BY o.id), o.hook FROM outbox AS o JOIN hook_slots AS h "
+    "  ON h.hook = o.hook;"
+    "ALTER TABLE outbox RENAME TO outbox_v5;"
+    "CREATE TABLE outbox ("
+    "  id INTEGER PRIMARY KEY,"
+    "  hook TEXT NOT NULL,"
+    "  body TEXT NOT NULL,"
+    "  created_at REAL NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  first_attempt_at REAL,"
+    "  next_attempt_at REAL,"
+    "  route TEXT,"
+    "  msg_key BLOB,"
+    "  version INTEGER);"
+    "INSERT INTO outbox(id, hook, body, created_at, attempts, "
+    "  first_attempt_at, next_attempt_at, route, msg_key, version) "
+    "  SELECT m.new_id, o.hook, o.body, o.created_at, o.attempts, "
+    "  o.first_attempt_at, o.next_attempt_at, o.route, o.msg_key, "
+    "  o.version FROM outbox_v5 AS o JOIN outbox_moves AS m "
+    "  ON m.old_id = o.id ORDER BY m.new_id;"
+    "UPDATE exports SET"
+    "  chunk_first = coalesce((SELECT min(new_id) FROM outbox_moves AS m "
+    "  WHERE m.old_id BETWEEN exports.chunk_first AND exports.chunk_last "
+    "  AND m.hook = exports.hook), 0),"
+    "  chunk_last = coalesce((SELECT max(new_id) FROM outbox_moves AS m "
+    "  WHERE m.old_id BETWEEN exports.chunk_first AND exports.chunk_last "
+    "  AND m.hook = exports.hook), 0)"
+    "  WHERE chunk_first > 0;"
+    "DROP TABLE outbox_v5;"
+    "DROP TABLE temp.outbox_moves;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+const char *hk_store_migration(int version) {
+  return version >= 1 && version <= SCHEMA_VERSION ? migrations[version - 1]
+                                                    : NULL;
+}
 
 double hk_store_now(void) {
   struct timespec ts;
@@ -271,7 +328,8 @@ static int check_tables(sqlite3 *db, const char *path, long version,
     long since;
   } tables[] = {{"events", 1},     {"outbox", 1},  {"dead_letters", 1},
                 {"content", 1},    {"profiles", 1}, {"catalog", 1},
-                {"hook_state", 1}, {"exports", 3}, {"profile_tombstones", 3}};
+                {"hook_state", 1}, {"exports", 3}, {"profile_tombstones", 3},
+                {"hook_slots", 6}};
   char sql[160];
   long n;
 
@@ -304,18 +362,6 @@ static int open_db(hk_store *s, sqlite3 **db, int writer, char *err,
   return 0;
 }
 
-static int64_t max_outbox_id(sqlite3 *db) {
-  sqlite3_stmt *st = NULL;
-  int64_t id = 0;
-
-  if (sqlite3_prepare_v2(db, "SELECT max(id) FROM outbox", -1, &st, NULL) ==
-          SQLITE_OK &&
-      sqlite3_step(st) == SQLITE_ROW)
-    id = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
-  return id;
-}
-
 static void writer_main(void *arg);
 static void async_cb(uv_async_t *a);
 
@@ -336,10 +382,10 @@ static int open_files(hk_store *s, const char *data_dir, char *err,
       migrate(s->wdb, s->path, version, err, errlen) != 0 ||
       check_tables(s->wdb, s->path, SCHEMA_VERSION, err, errlen) != 0 ||
       hk_store_check_all(s, err, errlen) != 0 ||
+      hk_store_slots_load(s, err, errlen) != 0 ||
       open_db(s, &s->rdb, 0, err, errlen) != 0 ||
       tune(s->rdb, s->path, 0, err, errlen) != 0)
     return -1;
-  s->next_outbox_id = max_outbox_id(s->wdb) + 1;
   return 0;
 }
 
@@ -354,6 +400,7 @@ hk_store *hk_store_open(uv_loop_t *loop, const char *data_dir, char *err,
   s->loop = loop;
   s->lock_fd = -1;
   if (open_files(s, data_dir, err, errlen) != 0) {
+    hk_store_slots_free(s);
     sqlite3_close(s->rdb);
     sqlite3_close(s->wdb);
     if (s->lock_fd >= 0) close(s->lock_fd);
@@ -496,7 +543,10 @@ again:
     for (hk_store_batch *b = group; b; b = b->next)
       if (b->ok) hk_store_batch_fail(b, s->wdb, "commit");
     sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+    hk_store_slots_rolled_back(s);
+    return;
   }
+  hk_store_slots_committed(s);
 }
 
 /* Sends finished batches to the loop; a failed persistent batch goes back
@@ -621,6 +671,7 @@ void hk_store_close(hk_store *s) {
   uv_thread_join(&s->thread);
   run_done(s);
   hk_store_finalize_all(s);
+  hk_store_slots_free(s);
   sqlite3_close(s->rdb);
   sqlite3_close(s->wdb);
   close(s->lock_fd);
