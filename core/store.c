@@ -136,12 +136,64 @@ static const char *const migrations[] = {
     "now): start the export again', ended_at = "
     "(julianday('now') - 2440587.5) * 86400.0 "
     "WHERE status IN ('in_progress', 'paused');",
+    /* 7: each hook's outbox ids in a range of their own (slot << 40 |
+     * seq, see store_slots.c), so that per-hook reads and deletes are
+     * rowid ranges and outbox_by_hook, a second B-tree every message
+     * insert and delete kept up, can go. Hooks get slots in name order;
+     * each hook's rows move into its range in the order of their old ids
+     * (the table is rebuilt, so old and new ids never meet), and an
+     * export's page in flight (chunk_first..chunk_last) is renumbered
+     * with its rows: it spans the new ids of the rows of its old range
+     * still queued, or 0..0 when none is. Dropping the old table drops
+     * outbox_by_hook. */
+    "CREATE TABLE hook_slots ("
+    "  hook TEXT PRIMARY KEY,"
+    "  slot INTEGER NOT NULL UNIQUE);"
+    "INSERT INTO hook_slots(hook, slot) SELECT hook, row_number() OVER "
+    "  (ORDER BY hook) FROM (SELECT hook FROM outbox UNION "
+    "  SELECT hook FROM exports);"
+    "CREATE TEMP TABLE outbox_moves ("
+    "  old_id INTEGER PRIMARY KEY,"
+    "  new_id INTEGER NOT NULL,"
+    "  hook TEXT NOT NULL);"
+    "INSERT INTO outbox_moves(old_id, new_id, hook) SELECT o.id, "
+    "  (h.slot << 40) + row_number() OVER (PARTITION BY o.hook "
+    "  ORDER BY o.id), o.hook FROM outbox AS o JOIN hook_slots AS h "
+    "  ON h.hook = o.hook;"
+    "ALTER TABLE outbox RENAME TO outbox_v5;"
+    "CREATE TABLE outbox ("
+    "  id INTEGER PRIMARY KEY,"
+    "  hook TEXT NOT NULL,"
+    "  body TEXT NOT NULL,"
+    "  created_at REAL NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  first_attempt_at REAL,"
+    "  next_attempt_at REAL,"
+    "  route TEXT,"
+    "  msg_key BLOB,"
+    "  version INTEGER);"
+    "INSERT INTO outbox(id, hook, body, created_at, attempts, "
+    "  first_attempt_at, next_attempt_at, route, msg_key, version) "
+    "  SELECT m.new_id, o.hook, o.body, o.created_at, o.attempts, "
+    "  o.first_attempt_at, o.next_attempt_at, o.route, o.msg_key, "
+    "  o.version FROM outbox_v5 AS o JOIN outbox_moves AS m "
+    "  ON m.old_id = o.id ORDER BY m.new_id;"
+    "UPDATE exports SET"
+    "  chunk_first = coalesce((SELECT min(new_id) FROM outbox_moves AS m "
+    "  WHERE m.old_id BETWEEN exports.chunk_first AND exports.chunk_last "
+    "  AND m.hook = exports.hook), 0),"
+    "  chunk_last = coalesce((SELECT max(new_id) FROM outbox_moves AS m "
+    "  WHERE m.old_id BETWEEN exports.chunk_first AND exports.chunk_last "
+    "  AND m.hook = exports.hook), 0)"
+    "  WHERE chunk_first > 0;"
+    "DROP TABLE outbox_v5;"
+    "DROP TABLE temp.outbox_moves;",
 };
 
 /* What a migration does beyond its SQL, by the version it makes (NULL
  * for none); run right after that version's SQL, in its transaction. */
 static int (*const migration_steps[])(sqlite3 *db) = {
-    NULL, NULL, NULL, NULL, NULL, hk_history_from_events,
+    NULL, NULL, NULL, NULL, NULL, hk_history_from_events, NULL,
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
@@ -149,6 +201,11 @@ static int (*const migration_steps[])(sqlite3 *db) = {
 _Static_assert(sizeof migration_steps / sizeof migration_steps[0] ==
                    sizeof migrations / sizeof migrations[0],
                "one entry of migration_steps per schema version");
+
+const char *hk_store_migration(int version) {
+  return version >= 1 && version <= SCHEMA_VERSION ? migrations[version - 1]
+                                                    : NULL;
+}
 
 double hk_store_now(void) {
   struct timespec ts;
@@ -303,7 +360,8 @@ static int check_tables(sqlite3 *db, const char *path, long version,
                 {"dead_letters", 1, 0}, {"content", 1, 0},
                 {"profiles", 1, 0},   {"catalog", 1, 0},
                 {"hook_state", 1, 0}, {"exports", 3, 0},
-                {"profile_tombstones", 3, 0}, {"history", 6, 0}};
+                {"profile_tombstones", 3, 0}, {"history", 6, 0},
+                {"hook_slots", 7, 0}};
   char sql[160];
   long n;
 
@@ -338,18 +396,6 @@ static int open_db(hk_store *s, sqlite3 **db, int writer, char *err,
   return 0;
 }
 
-static int64_t max_outbox_id(sqlite3 *db) {
-  sqlite3_stmt *st = NULL;
-  int64_t id = 0;
-
-  if (sqlite3_prepare_v2(db, "SELECT max(id) FROM outbox", -1, &st, NULL) ==
-          SQLITE_OK &&
-      sqlite3_step(st) == SQLITE_ROW)
-    id = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
-  return id;
-}
-
 static void writer_main(void *arg);
 static void async_cb(uv_async_t *a);
 
@@ -370,10 +416,10 @@ static int open_files(hk_store *s, const char *data_dir, char *err,
       migrate(s->wdb, s->path, version, err, errlen) != 0 ||
       check_tables(s->wdb, s->path, SCHEMA_VERSION, err, errlen) != 0 ||
       hk_store_check_all(s, err, errlen) != 0 ||
+      hk_store_slots_load(s, err, errlen) != 0 ||
       open_db(s, &s->rdb, 0, err, errlen) != 0 ||
       tune(s->rdb, s->path, 0, err, errlen) != 0)
     return -1;
-  s->next_outbox_id = max_outbox_id(s->wdb) + 1;
   return 0;
 }
 
@@ -388,6 +434,7 @@ hk_store *hk_store_open(uv_loop_t *loop, const char *data_dir, char *err,
   s->loop = loop;
   s->lock_fd = -1;
   if (open_files(s, data_dir, err, errlen) != 0) {
+    hk_store_slots_free(s);
     sqlite3_close(s->rdb);
     sqlite3_close(s->wdb);
     if (s->lock_fd >= 0) close(s->lock_fd);
@@ -530,7 +577,10 @@ again:
     for (hk_store_batch *b = group; b; b = b->next)
       if (b->ok) hk_store_batch_fail(b, s->wdb, "commit");
     sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+    hk_store_slots_rolled_back(s);
+    return;
   }
+  hk_store_slots_committed(s);
 }
 
 /* Sends finished batches to the loop; a failed persistent batch goes back
@@ -656,6 +706,7 @@ void hk_store_close(hk_store *s) {
   run_done(s);
   hk_store_finalize_all(s);
   hk_history_chunk_free(&s->chunk);
+  hk_store_slots_free(s);
   sqlite3_close(s->rdb);
   sqlite3_close(s->wdb);
   close(s->lock_fd);

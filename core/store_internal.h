@@ -33,6 +33,29 @@ enum store_op_kind {
 
 #define OP_STATEMENTS 4 /* at most, per operation */
 
+/* Each hook's outbox ids are a range of their own: slot << OUTBOX_SEQ_BITS
+ * | seq, its slot from table hook_slots and seq counting from 1. A hook's
+ * rows are then found by rowid alone, without an index by hook. */
+#define OUTBOX_SEQ_BITS 40 /* stores keep their ids: it never changes */
+#define OUTBOX_SEQ_MAX ((INT64_C(1) << OUTBOX_SEQ_BITS) - 1)
+/* Slots start at 1 (ids below 1 << OUTBOX_SEQ_BITS are no hook's) and end
+ * where ids would no longer fit in 63 bits. */
+#define OUTBOX_SLOT_MAX ((INT64_C(1) << (63 - OUTBOX_SEQ_BITS)) - 1)
+
+#define OUTBOX_STR_(x) #x
+#define OUTBOX_STR(x) OUTBOX_STR_(x)
+/* SQL: the first and the last id of the range of hook ?1 (NULL when it
+ * has no slot), and the condition "the row is hook ?1's", which SQLite
+ * answers with a rowid range. The hook column is checked too. */
+#define OUTBOX_FIRST_SQL                                                   \
+  "(SELECT slot << " OUTBOX_STR(OUTBOX_SEQ_BITS)                           \
+  " FROM hook_slots WHERE hook = ?1)"
+#define OUTBOX_LAST_SQL                                                    \
+  "(SELECT ((slot + 1) << " OUTBOX_STR(OUTBOX_SEQ_BITS)                    \
+  ") - 1 FROM hook_slots WHERE hook = ?1)"
+#define OUTBOX_OF_HOOK_SQL                                                 \
+  "id BETWEEN " OUTBOX_FIRST_SQL " AND " OUTBOX_LAST_SQL " AND hook = ?1"
+
 /* A string inside the batch's arena, as an offset: the arena may move
  * while the batch is being built. */
 typedef struct arena_str {
@@ -83,6 +106,7 @@ enum store_read_kind {
   RD_EVENTS_EDGES,
   RD_OUTBOX_RANGE,
   RD_EXPORTS,
+  RD_OUTBOX_HOOKS,
   RD_KINDS
 };
 
@@ -94,8 +118,13 @@ struct hk_store {
   sqlite3 *rdb; /* the loop thread's connection */
   sqlite3_stmt *wstmt[OP_KINDS][OP_STATEMENTS];
   sqlite3_stmt *rstmt[RD_KINDS];
-  int64_t next_outbox_id; /* writer thread only */
   hk_history_chunk chunk; /* writer thread only: the batch's events */
+  /* The writer thread's: each hook's slot and next outbox id, and the
+   * statements that find them (store_slots.c). */
+  struct outbox_slot *slots;
+  size_t slots_cap, slots_used, slots_unsettled;
+  sqlite3_stmt *slot_stmt[4];
+  const char *op_error; /* why the operation failed, when not SQLite */
 
   uv_thread_t thread;
   uv_mutex_t lock; /* guards everything below */
@@ -117,11 +146,36 @@ void hk_store_batch_fail(hk_store_batch *b, sqlite3 *db, const char *what);
 
 void hk_store_finalize_all(hk_store *s);
 
-/* Compiles every statement the store uses (those of store_write.c and
- * read_sql) against the database, so a table or column that is missing
- * is found at start. Returns 0, or -1 with err. */
-int hk_store_check_statements(hk_store *s, const char *const *read_sql,
-                              int n_read, char *err, size_t errlen);
+/* ---- outbox ids (store_slots.c, writer thread) ---- */
+
+/* The next outbox id of hook, in its range: its slot is looked up, or
+ * made, in the open transaction on its first message. Returns 1, or 0
+ * with the connection's error or s->op_error set. */
+int hk_store_outbox_id(hk_store *s, const char *hook, int64_t *id);
+/* Reads every hook's slot and next id, when the store opens (before the
+ * writer starts and anything is delivered). 0, or -1 with err. */
+int hk_store_slots_load(hk_store *s, char *err, size_t errlen);
+/* The transaction committed: the slots it made are there for good. */
+void hk_store_slots_committed(hk_store *s);
+/* A batch or the transaction was rolled back: slots made since the last
+ * commit may be gone and are looked up again. Ids are never taken back. */
+void hk_store_slots_rolled_back(hk_store *s);
+void hk_store_slots_free(hk_store *s);
+
+/* Compiles every statement the store uses against the database, so a
+ * table or column that is missing is found at start. Returns 0, or -1
+ * with err. */
 int hk_store_check_all(hk_store *s, char *err, size_t errlen);
+
+/* The text of each statement the store prepares, by index from 0: those
+ * of store_write.c, store_read.c and store_slots.c; NULL past the last.
+ * For hk_store_check_all, and for tests of their query plans. */
+const char *hk_store_sql(size_t i);
+const char *hk_store_read_sql(size_t i);
+const char *hk_store_slots_sql(size_t i);
+
+/* The SQL that makes schema version from the one before (NULL when there
+ * is no such version), for tests that build a store of an older hookd. */
+const char *hk_store_migration(int version);
 
 #endif

@@ -11,11 +11,14 @@
 #include "log.h"
 
 static const char *const read_sql[RD_KINDS] = {
+    /* Outbox reads are rowid ranges inside the hook's range. */
     [RD_OUTBOX] = "SELECT id, body, attempts, first_attempt_at, "
                   "next_attempt_at, route, msg_key, created_at, version "
-                  "FROM outbox "
-                  "WHERE hook = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-    [RD_OUTBOX_COUNT] = "SELECT count(*) FROM outbox WHERE hook = ?1",
+                  "FROM outbox WHERE id > max(?2, " OUTBOX_FIRST_SQL ") AND "
+                  "id <= " OUTBOX_LAST_SQL " AND hook = ?1 "
+                  "ORDER BY id LIMIT ?3",
+    [RD_OUTBOX_COUNT] = "SELECT count(*) FROM outbox WHERE "
+                        OUTBOX_OF_HOOK_SQL,
     [RD_DEAD_ALL] = "SELECT id, hook, destination, reason, attempts, "
                     "first_attempt_at, last_attempt_at, created_at, body, "
                     "version, kind FROM dead_letters WHERE id > ?2 ORDER BY "
@@ -45,16 +48,23 @@ static const char *const read_sql[RD_KINDS] = {
     [RD_EVENTS_EDGES] = "SELECT meta FROM history WHERE first_date < ?2 AND "
                         "last_date >= ?1 AND NOT (first_date >= ?1 AND "
                         "last_date < ?2)",
-    [RD_OUTBOX_RANGE] = "SELECT count(*) FROM outbox WHERE hook = ?1 AND "
-                        "id BETWEEN ?2 AND ?3",
+    [RD_OUTBOX_RANGE] = "SELECT count(*) FROM outbox WHERE id BETWEEN "
+                        "max(?2, " OUTBOX_FIRST_SQL ") AND min(?3, "
+                        OUTBOX_LAST_SQL ") AND hook = ?1",
     [RD_EXPORTS] = "SELECT hook, from_day, to_day, status, paused_by, "
                    "reason, total, scanned, sent, started_at, ended_at, "
                    "cursor_date, cursor_id, chunk_first, chunk_last, "
                    "chunk_count, failed FROM exports ORDER BY hook",
+    /* Each hook's messages: a rowid range per slot (0 for most). */
+    [RD_OUTBOX_HOOKS] = "SELECT hook, (SELECT count(*) FROM outbox WHERE id "
+                        "BETWEEN h.slot << " OUTBOX_STR(OUTBOX_SEQ_BITS)
+                        " AND ((h.slot + 1) << " OUTBOX_STR(OUTBOX_SEQ_BITS)
+                        ") - 1 AND outbox.hook = h.hook) FROM hook_slots AS "
+                        "h ORDER BY hook",
 };
 
-int hk_store_check_all(hk_store *s, char *err, size_t errlen) {
-  return hk_store_check_statements(s, read_sql, RD_KINDS, err, errlen);
+const char *hk_store_read_sql(size_t i) {
+  return i < RD_KINDS ? read_sql[i] : NULL;
 }
 
 static sqlite3_stmt *rstmt(hk_store *s, enum store_read_kind kind) {
@@ -313,17 +323,15 @@ int hk_store_hook_state(hk_store *s, const char *hook) {
 int hk_store_outbox_hooks(hk_store *s,
                           void (*cb)(void *ctx, const char *hook, long n),
                           void *ctx) {
-  sqlite3_stmt *st = NULL;
+  sqlite3_stmt *st = rstmt(s, RD_OUTBOX_HOOKS);
   int rc;
 
-  if (sqlite3_prepare_v2(s->rdb, "SELECT hook, count(*) FROM outbox GROUP "
-                         "BY hook ORDER BY hook", -1, &st, NULL) != SQLITE_OK)
-    return -1;
+  if (st == NULL) return -1;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-    cb(ctx, (const char *)sqlite3_column_text(st, 0),
-       (long)sqlite3_column_int64(st, 1));
-  sqlite3_finalize(st);
-  return rc == SQLITE_DONE ? 0 : -1;
+    if (sqlite3_column_int64(st, 1) > 0)
+      cb(ctx, (const char *)sqlite3_column_text(st, 0),
+         (long)sqlite3_column_int64(st, 1));
+  return rdone(s, st, rc);
 }
 
 long hk_store_count(hk_store *s, const char *table) {

@@ -344,7 +344,9 @@ static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
                    "kind IS NULL",
                    "DELETE FROM dead_letters WHERE id = ?1",
                    "SELECT id FROM dead_letters WHERE hook = ?1 AND kind IS "
-                   "NULL ORDER BY id"},
+                   "NULL ORDER BY id",
+                   "SELECT hook FROM dead_letters WHERE id = ?1 AND kind IS "
+                   "NULL"},
     [OP_FORGET] = {"DELETE FROM dead_letters WHERE id = ?1"},
     [OP_CLEANUP] = {"DELETE FROM content WHERE stored_at < ?1",
                     /* whole chunks, oldest first, until they hold ?2
@@ -362,8 +364,8 @@ static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
                         "created_at, body, route, msg_key, version) SELECT "
                         "hook, ?2, ?3, attempts, first_attempt_at, NULL, ?4, "
                         "body, route, msg_key, version FROM outbox WHERE "
-                        "hook = ?1 ORDER BY id",
-                        "DELETE FROM outbox WHERE hook = ?1",
+                        OUTBOX_OF_HOOK_SQL " ORDER BY id",
+                        "DELETE FROM outbox WHERE " OUTBOX_OF_HOOK_SQL,
                         "DELETE FROM hook_state WHERE hook = ?1",
                         "DELETE FROM exports WHERE hook = ?1"},
     /* The export's state comes as one JSON object (see export.c). */
@@ -382,23 +384,32 @@ static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
                        "?1, ?2, ?3, 0, ?4, ?5, ?6, 'event')"},
 };
 
-int hk_store_check_statements(hk_store *s, const char *const *read_sql,
-                              int n_read, char *err, size_t errlen) {
-  for (int k = 0; k < OP_KINDS + n_read; k++) {
-    for (int j = 0; j < OP_STATEMENTS; j++) {
-      const char *sql = k < OP_KINDS ? op_sql[k][j]
-                                     : (j == 0 ? read_sql[k - OP_KINDS] : NULL);
-      sqlite3_stmt *st = NULL;
+const char *hk_store_sql(size_t i) {
+  const char *sql;
 
-      if (sql == NULL) continue;
-      if (sqlite3_prepare_v2(s->wdb, sql, -1, &st, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "store %s: damaged or changed by hand: %s; "
-                 "hookd leaves it alone: restore a backup or move it aside",
-                 s->path, sqlite3_errmsg(s->wdb));
-        return -1;
-      }
-      sqlite3_finalize(st);
+  for (int k = 0; k < OP_KINDS; k++)
+    for (int j = 0; j < OP_STATEMENTS; j++)
+      if (op_sql[k][j] && i-- == 0) return op_sql[k][j];
+  for (size_t k = 0; (sql = hk_store_read_sql(k)) != NULL; k++)
+    if (i-- == 0) return sql;
+  for (size_t k = 0; (sql = hk_store_slots_sql(k)) != NULL; k++)
+    if (i-- == 0) return sql;
+  return NULL;
+}
+
+int hk_store_check_all(hk_store *s, char *err, size_t errlen) {
+  const char *sql;
+
+  for (size_t i = 0; (sql = hk_store_sql(i)) != NULL; i++) {
+    sqlite3_stmt *st = NULL;
+
+    if (sqlite3_prepare_v2(s->wdb, sql, -1, &st, NULL) != SQLITE_OK) {
+      snprintf(err, errlen, "store %s: damaged or changed by hand: %s; "
+               "hookd leaves it alone: restore a backup or move it aside",
+               s->path, sqlite3_errmsg(s->wdb));
+      return -1;
     }
+    sqlite3_finalize(st);
   }
   return 0;
 }
@@ -474,8 +485,9 @@ static int run_message(hk_store *s, hk_store_batch *b, store_op *op,
                        double now) {
   sqlite3_stmt *st = wstmt(s, OP_MESSAGE, 0);
 
-  if (st == NULL) return 0;
-  op->result = s->next_outbox_id++;
+  if (st == NULL ||
+      !hk_store_outbox_id(s, arena_get(b, op->s[1]), &op->result))
+    return 0;
   sqlite3_bind_int64(st, 1, op->result);
   bind_str(b, st, 2, op->s[1]);
   bind_str(b, st, 3, op->s[0]);
@@ -568,18 +580,38 @@ static int run_dead(hk_store *s, hk_store_batch *b, store_op *op,
   return step_done(st);
 }
 
-/* Moves one dead letter back to the end of its hook's outbox. Adds 1 to
- * *moved when there was such a letter. */
-static int resend_one(hk_store *s, int64_t id, double now, int64_t *moved) {
-  sqlite3_stmt *st = wstmt(s, OP_RESEND, 0);
+/* The next outbox id of the hook of dead letter id into *out, or 0 when
+ * there is no such letter (or it is an event). Returns 1, or 0. */
+static int resend_id(hk_store *s, int64_t id, int64_t *out) {
+  sqlite3_stmt *st = wstmt(s, OP_RESEND, 3);
+  int rc, ok;
 
+  *out = 0;
   if (st == NULL) return 0;
   sqlite3_bind_int64(st, 1, id);
-  sqlite3_bind_int64(st, 2, s->next_outbox_id);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW)
+    ok = hk_store_outbox_id(s, (const char *)sqlite3_column_text(st, 0), out);
+  else
+    ok = rc == SQLITE_DONE;
+  sqlite3_reset(st);
+  return ok;
+}
+
+/* Moves one dead letter back to the end of its hook's outbox, in the
+ * hook's range of ids. Adds 1 to *moved when there was such a letter. */
+static int resend_one(hk_store *s, int64_t id, double now, int64_t *moved) {
+  sqlite3_stmt *st;
+  int64_t new_id;
+
+  if (!resend_id(s, id, &new_id)) return 0;
+  if (new_id == 0) return 1;
+  if ((st = wstmt(s, OP_RESEND, 0)) == NULL) return 0;
+  sqlite3_bind_int64(st, 1, id);
+  sqlite3_bind_int64(st, 2, new_id);
   sqlite3_bind_double(st, 3, now);
   if (!step_done(st)) return 0;
   if (sqlite3_changes(s->wdb) == 0) return 1;
-  s->next_outbox_id++;
   (*moved)++;
   st = wstmt(s, OP_RESEND, 1);
   if (st == NULL) return 0;
@@ -753,6 +785,20 @@ static const char *const op_names[OP_KINDS] = {
     "resend", "forget", "cleanup", "hook state", "hook delete", "export",
     "dead event"};
 
+/* Records why operation what of b failed: the store's own reason, when
+ * it gave one, or SQLite's. */
+static void batch_failed(hk_store *s, hk_store_batch *b, const char *what) {
+  if (s->op_error == NULL) {
+    hk_store_batch_fail(b, s->wdb, what);
+    return;
+  }
+  b->ok = 0;
+  b->disk_full = 0;
+  snprintf(b->error, sizeof b->error, "store error (%s: %s)", what,
+           s->op_error);
+  s->op_error = NULL;
+}
+
 int hk_store_run_batch(hk_store *s, hk_store_batch *b) {
   double now = hk_store_now();
 
@@ -774,9 +820,10 @@ int hk_store_run_batch(hk_store *s, hk_store_batch *b) {
     } else if (run_op(s, b, &b->ops[i], now)) {
       continue;
     }
-    hk_store_batch_fail(b, s->wdb, op_names[b->ops[i].kind]);
+    batch_failed(s, b, op_names[b->ops[i].kind]);
     sqlite3_exec(s->wdb, "ROLLBACK TO batch; RELEASE batch", NULL, NULL,
                  NULL);
+    hk_store_slots_rolled_back(s);
     return 0;
   }
   sqlite3_exec(s->wdb, "RELEASE batch", NULL, NULL, NULL);

@@ -466,7 +466,104 @@ class Durability(unittest.TestCase):
         self.assertEqual(out_of_order, [], "received n must increase")
         self.assertEqual(got, list(range(300)))
 
-    # ---- 6: files the store refuses ----
+    # ---- 6: a store of an older hookd ----
+
+    def downgrade_to_schema_5(self, path):
+        """Makes the stopped router's store what hookd of schema 5 left:
+        no hook_slots, the outbox index by hook, outbox ids counted
+        across hooks, history as a row per event (none here). Its outbox gets a and b messages interleaved (one
+        waiting for a retry that is due), messages of a hook with no
+        file, two dead letters of a, and b's paused export with a page of
+        three messages in flight, one of them already delivered."""
+        db = sqlite3.connect(path)
+        db.executescript("""
+            DROP TABLE hook_slots;
+            CREATE INDEX outbox_by_hook ON outbox(hook, id);
+            DROP TABLE history;
+            CREATE TABLE events (id INTEGER PRIMARY KEY, received_at REAL
+              NOT NULL, event_date REAL NOT NULL, event_type TEXT NOT NULL,
+              list_id INTEGER, body TEXT NOT NULL);
+            CREATE INDEX events_by_date ON events(event_date);
+            PRAGMA user_version=5;""")
+        rows = []
+        for n in range(12):
+            rows.append((2 * n + 1, "a", n))
+            if n != 9:  # b's n=9 (id 20) was delivered
+                rows.append((2 * n + 2, "b", n))
+        rows += [(30, "gone", 0), (31, "gone", 1)]
+        for oid, hook, n in rows:
+            db.execute("INSERT INTO outbox(id, hook, body, created_at) "
+                       "VALUES(?, ?, ?, 1700000000)",
+                       (oid, hook, json.dumps({"custom_data": {"n": n}})))
+        db.execute("UPDATE outbox SET attempts = 1, first_attempt_at = "
+                   "1700000000, next_attempt_at = 1700000001 WHERE id = 3")
+        for n in (100, 101):
+            db.execute("INSERT INTO dead_letters(hook, reason, attempts, "
+                       "created_at, body) VALUES('a', 'status=500', 3, "
+                       "1700000000, ?)",
+                       (json.dumps({"custom_data": {"n": n}}),))
+        db.execute("INSERT INTO exports(hook, from_day, to_day, status, "
+                   "paused_by, total, scanned, sent, started_at, "
+                   "chunk_first, chunk_last, chunk_count) VALUES('b', "
+                   "'2024-01-01', '2024-01-02', 'paused', 'user', 3, 3, 0, "
+                   "1700000000, 18, 22, 3)")
+        db.commit()
+        db.close()
+
+    def test_schema_5_store_migrates_and_delivers_each_message_once(self):
+        self.config = {"HOOK_RETRY_TIMES": 5, "HOOK_RETRY_PERIOD_SEC": 0.3}
+        self.start({"a": hook_src(self.sink.url("/a"), batch_size=5),
+                    "b": hook_src(self.sink.url("/b"), batch_size=5)})
+        self.assertEqual(http("POST", self.hookd.base +
+                              "/v1/hooks/b/stop")[0], 200)
+        self.assertEqual(self.hookd.stop(), 0)
+        self.downgrade_to_schema_5(self.hookd.db_path())
+        self.hookd = Hookd(None, self.config, workdir=self.hookd.dir)
+        self.hookd.wait_log("migrated_from=5")
+        self.wait_drained(["a"])
+        self.assertEqual(received(self.sink, "/a"), list(range(12)))
+        gone = self.hookd.hook("gone")
+        self.assertEqual((gone["state"], gone["counters"]["queued"]),
+                         ("removed", 2))
+        # b is stopped: its page in flight is still queued, not sent.
+        export = self.hookd.base + "/v1/hooks/b/export"
+        time.sleep(0.5)
+        doc = http("GET", export)[1]
+        self.assertEqual((doc["sent"], doc["in_flight"]), (0, 3), doc)
+        # Its place in the old history cannot be kept: it ends, with the
+        # reason, and still counts its page in flight.
+        self.assertEqual(doc["status"], "error")
+        self.assertIn("start the export again", doc["reason"])
+        self.assertEqual(self.hookd.counters("b")["queued"], 11)
+        self.assertEqual(received(self.sink, "/b"), [])
+        self.assertEqual(http("POST", self.hookd.base +
+                              "/v1/hooks/b/activate")[0], 200)
+        self.wait_drained(["b"])
+        self.assertEqual(received(self.sink, "/b"),
+                         [n for n in range(12) if n != 9])
+        wait_for("b's page counted as sent",
+                 lambda: http("GET", export)[1]["sent"] == 3, 10)
+        # a's dead letters go to the end of a's outbox, after the rest.
+        status, doc = http("POST", self.hookd.base +
+                           "/v1/dead-letters/retry?hook=a")
+        self.assertEqual((status, doc), (200, {"resent": 2}))
+        self.wait_drained(["a"])
+        self.assertEqual(received(self.sink, "/a"),
+                         list(range(12)) + [100, 101])
+        # Nothing comes twice after another start.
+        self.assertEqual(self.hookd.stop(), 0)
+        self.restart()
+        self.post([event(1000)])
+        self.wait_drained(["a", "b"])
+        self.assertEqual(received(self.sink, "/a"),
+                         list(range(12)) + [100, 101, 1000])
+        self.assertEqual(received(self.sink, "/b"),
+                         [n for n in range(12) if n != 9] + [1000])
+        self.assertEqual(harness.sqlite_rows(
+            self.hookd.db_path(), "SELECT name FROM sqlite_master WHERE "
+            "name = 'outbox_by_hook'"), [])
+
+    # ---- 7: files the store refuses ----
 
     def refused(self, prepare):
         """Runs hookd on a data_dir whose hookd.db prepare(path) made;
