@@ -64,7 +64,7 @@ local function want_bool(v, key)
 end
 
 local function want_int(v, key, min, max)
-  if min == 1 and (not is_int(v) or v < 1) then
+  if min == 1 and not max and (not is_int(v) or v < 1) then
     bad("%s must be a positive integer", key)
   end
   if not is_int(v) or v < min or (max and v > max) then

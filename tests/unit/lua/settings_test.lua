@@ -102,9 +102,10 @@ check("settings_batch_size_checked", function()
     return { send = { type = "http", url = "https://x.example",
       batch_size = b } }
   end
-  fails(send(0), "plugins/crm.lua: send.batch_size must be a positive integer")
+  fails(send(0),
+    "plugins/crm.lua: send.batch_size must be an integer from 1 to 10000")
   fails(send(1.5),
-    "plugins/crm.lua: send.batch_size must be a positive integer")
+    "plugins/crm.lua: send.batch_size must be an integer from 1 to 10000")
   fails(send(10001), { "plugins/crm.lua: send.batch_size", "10000" })
   eq(valid(send(10000)).send.batch_size, 10000, "10000")
 end)
@@ -166,7 +167,7 @@ check("settings_send_destination_with_overrides", function()
   eq(s.send.url, "https://crm.example/hook", "inherited url")
   eq(DESTS.crm.batch_size, 50, "destination untouched")
   fails({ send = { destination = "crm", batch_size = -1 } },
-    "plugins/crm.lua: send.batch_size must be a positive integer")
+    "plugins/crm.lua: send.batch_size must be an integer from 1 to 10000")
 end)
 
 check("settings_send_destination_errors_name_destination", function()
@@ -309,7 +310,7 @@ check("settings_rabbitmq_connections", function()
   fails(r("rabbitmq_queue", { connections = 5 }),
     "plugins/crm.lua: send.connections must be an integer from 1 to 4")
   fails(r("rabbitmq_queue", { connections = 0 }),
-    { "send.connections", "positive integer" })
+    "plugins/crm.lua: send.connections must be an integer from 1 to 4")
   fails(r("rabbitmq_queue", { connections = 1.5 }), { "send.connections" })
   fails(r("rabbitmq_queue", { connections = "2" }), { "send.connections" })
   fails({ send = { type = "kafka", brokers = { "h:1" }, topic = "t",
