@@ -4,6 +4,7 @@
 #include "bridge.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lua5.1/lua-cjson.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -141,14 +143,24 @@ static int core_now(lua_State *L) {
  * plugins/lib modules and the catalog; hooks never see it. */
 static int core_read_file(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  FILE *f = fopen(path, "rb");
+  /* Without O_NONBLOCK opening a FIFO would wait for a writer. */
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  FILE *f = NULL;
   hk_buf b = HK_BUF_INIT;
   char chunk[65536];
+  struct stat st;
   size_t n;
 
-  if (f == NULL) {
+  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+      (f = fdopen(fd, "rb")) == NULL) {
+    int is_file = fd >= 0 && S_ISREG(st.st_mode);
+
     lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    if (fd >= 0 && !is_file)
+      lua_pushfstring(L, "%s: not a regular file", path);
+    else
+      lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    if (fd >= 0) close(fd);
     return 2;
   }
   while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) hk_buf_append(&b, chunk, n);

@@ -82,7 +82,8 @@ static int hook_id_from_name(const char *name, char *id, size_t idlen) {
 
 /* Says once per name that a visible .lua file is not loaded because its
  * name is not a hook id (hidden files and editor leftovers stay quiet). */
-static void report_ignored(hk_plugins *p, const char *name) {
+static void report_ignored(hk_plugins *p, const char *name,
+                           const char *why) {
   size_t len = strlen(name);
   char **grown;
 
@@ -94,9 +95,12 @@ static void report_ignored(hk_plugins *p, const char *name) {
   if (grown == NULL) return;
   p->ignored = grown;
   p->ignored[p->n_ignored++] = strdup(name);
-  hk_warn("plugins", "file=\"%s\" ignored=1 reason=\"a hook file is "
-          "named <id>.lua, id of letters, digits, _ and -\"", name);
+  hk_warn("plugins", "file=\"%s\" ignored=1 reason=\"%s\"", name, why);
 }
+
+#define BAD_NAME "a hook file is named <id>.lua, id of letters, digits, _ and -"
+#define NOT_A_FILE "not a regular file (a directory, a FIFO, or a link to " \
+  "nothing)"
 
 static file_stamp *stamp_find(hk_plugins *p, const char *id) {
   for (size_t i = 0; i < p->n_files; i++)
@@ -140,11 +144,14 @@ static int scan_entry(hk_plugins *p, const char *name, int settle) {
   file_stamp *f;
 
   if (hook_id_from_name(name, id, sizeof id) != 0) {
-    report_ignored(p, name);
+    report_ignored(p, name, BAD_NAME);
     return 0;
   }
   snprintf(path, sizeof path, "%s/%s", p->dir, name);
-  if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+  if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (lstat(path, &st) == 0) report_ignored(p, name, NOT_A_FILE);
+    return 0;
+  }
   f = stamp_find(p, id);
   if (f) f->missing_since = 0;
   if (f && stamp_same(f, &st)) {

@@ -126,6 +126,22 @@ class Reload(unittest.TestCase):
         log = "".join(self.hookd.drain_log())
         self.assertEqual(log.count("ignored=1"), 1)
 
+    def test_hook_names_that_are_not_files_are_reported_once(self):
+        """A directory, a FIFO or a dangling link named like a hook is
+        reported once and does not stop the scan (nor block it: opening
+        a FIFO would wait for a writer)."""
+        plugins = self.hookd.plugins
+        os.mkdir(os.path.join(plugins, "d.lua"))
+        os.mkfifo(os.path.join(plugins, "f.lua"))
+        os.symlink("/nonexistent/x.lua", os.path.join(plugins, "l.lua"))
+        for name in ("d.lua", "f.lua", "l.lua"):
+            line = self.hookd.wait_log('file="%s" ignored=1' % name)
+            self.assertIn("not a regular file", line)
+        self.hookd.write_hook("h", hook(self.url, "v2"))
+        self.hookd.wait_hook("h", lambda h: h["version"] == 2, "version 2")
+        log = "".join(self.hookd.drain_log())
+        self.assertEqual(log.count('file="f.lua" ignored=1'), 1)
+
     def test_reload_under_load_loses_nothing(self):
         stop = threading.Event()
         sent = []
