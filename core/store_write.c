@@ -455,6 +455,8 @@ static int step_count(hk_store *s, sqlite3_stmt *st, store_op *op) {
   return 1;
 }
 
+#define HISTORY_KEEP_BYTES ((size_t)4 << 20)
+
 /* Stores the batch's events (its OP_EVENT operations, in order) as
  * history chunks: one row for up to HK_HISTORY_CHUNK_MAX of them. */
 static int run_history(hk_store *s, hk_store_batch *b, double now) {
@@ -476,9 +478,13 @@ static int run_history(hk_store *s, hk_store_batch *b, double now) {
       return 0;
     hk_history_chunk_reset(c, now);
   }
-  if (c->n == 0) return 1;
-  return (st = wstmt(s, OP_EVENT, 0)) != NULL &&
-         hk_history_chunk_insert(st, c);
+  if (c->n > 0 && ((st = wstmt(s, OP_EVENT, 0)) == NULL ||
+                   !hk_history_chunk_insert(st, c)))
+    return 0;
+  /* The buffers are kept for the next batch, unless a large request made
+   * them larger than requests usually are. */
+  if (c->body.cap > HISTORY_KEEP_BYTES) hk_history_chunk_free(c);
+  return 1;
 }
 
 static int run_message(hk_store *s, hk_store_batch *b, store_op *op,
