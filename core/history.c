@@ -3,6 +3,7 @@
  * chunks when it is migrated. */
 #include "history.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define MIGRATE_CHUNK 1000 /* events per chunk made from the old table */
@@ -53,6 +54,12 @@ void hk_history_chunk_reset(hk_history_chunk *c, double received_at) {
   c->n = c->n_exported = 0;
   c->first = c->last = 0;
   c->received_at = received_at;
+}
+
+int hk_history_chunk_full(const hk_history_chunk *c, size_t len,
+                          size_t max_events) {
+  return c->n > 0 && (c->n >= max_events ||
+                      c->body.len + len > HK_HISTORY_BYTES_MAX);
 }
 
 int hk_history_chunk_add(hk_history_chunk *c, double date, const char *type,
@@ -116,11 +123,12 @@ static int add_row(hk_history_chunk *c, sqlite3_stmt *rd) {
       (size_t)sqlite3_column_bytes(rd, 3));
 }
 
-int hk_history_from_events(sqlite3 *db) {
+int hk_history_from_events(sqlite3 *db, char *err, size_t errlen) {
   sqlite3_stmt *rd = NULL, *wr = NULL;
   hk_history_chunk c = {0};
   int rc = -1, step;
 
+  err[0] = '\0';
   if (sqlite3_prepare_v2(db, "SELECT received_at, event_date, event_type, "
                          "body FROM events ORDER BY id", -1, &rd,
                          NULL) != SQLITE_OK ||
@@ -128,11 +136,12 @@ int hk_history_from_events(sqlite3 *db) {
           SQLITE_OK)
     goto done;
   while ((step = sqlite3_step(rd)) == SQLITE_ROW) {
-    if (add_row(&c, rd) != 0) goto done;
-    if (c.n == MIGRATE_CHUNK) {
+    if (hk_history_chunk_full(&c, (size_t)sqlite3_column_bytes(rd, 3),
+                              MIGRATE_CHUNK)) {
       if (!hk_history_chunk_insert(wr, &c)) goto done;
       c.n = 0;
     }
+    if (add_row(&c, rd) != 0) goto out_of_memory;
   }
   if (step != SQLITE_DONE || (c.n > 0 && !hk_history_chunk_insert(wr, &c)))
     goto done;
@@ -140,6 +149,10 @@ int hk_history_from_events(sqlite3 *db) {
   rd = NULL;
   rc = sqlite3_exec(db, "DROP TABLE events", NULL, NULL, NULL) == SQLITE_OK
            ? 0 : -1;
+  goto done;
+out_of_memory:
+  snprintf(err, errlen, "moving the history into chunks: out of memory");
+  rc = -1;
 done:
   sqlite3_finalize(rd);
   sqlite3_finalize(wr);

@@ -1,5 +1,6 @@
 /* The history table keeps accepted events in chunks: one row holds the
- * events of one request (up to HK_HISTORY_CHUNK_MAX), their JSON texts one
+ * events of one request (up to HK_HISTORY_CHUNK_MAX of them, and
+ * HK_HISTORY_BYTES_MAX of text), their JSON texts one
  * after another in `body`, and in `meta` one fixed-size entry per event:
  *
  *   bytes 0-7   event_date, unix seconds, an IEEE 754 double, little endian
@@ -21,6 +22,10 @@
 
 #define HK_HISTORY_ENTRY 16
 #define HK_HISTORY_CHUNK_MAX 65535
+/* A chunk's texts stay under this many bytes (SQLite takes values of up
+ * to a billion bytes; smaller rows are cheaper to read back), unless one
+ * event alone is larger. */
+#define HK_HISTORY_BYTES_MAX ((size_t)32 << 20)
 #define HK_HISTORY_EXPORTED 1u /* a type historical exports send */
 #define HK_HISTORY_ID(chunk, i) (((int64_t)(chunk) << 16) | (int64_t)(i))
 #define HK_HISTORY_CHUNK_OF(id) ((id) >> 16)
@@ -45,6 +50,11 @@ typedef struct hk_history_chunk {
 
 /* Empties c for the events received at received_at. */
 void hk_history_chunk_reset(hk_history_chunk *c, double received_at);
+/* Whether c must be stored before an event of len bytes is added: it
+ * holds max_events events, or the event would take it over
+ * HK_HISTORY_BYTES_MAX. */
+int hk_history_chunk_full(const hk_history_chunk *c, size_t len,
+                          size_t max_events);
 /* Adds one event. Returns 0, or -1 when memory runs out. */
 int hk_history_chunk_add(hk_history_chunk *c, double date, const char *type,
                          size_t type_len, const char *json, size_t len);
@@ -57,8 +67,9 @@ void hk_history_chunk_free(hk_history_chunk *c);
 void hk_history_entry_get(const void *meta, size_t i, hk_history_entry *e);
 
 /* Moves the rows of the old events table, in id order, into chunks of
- * 1,000 and drops the table; part of the store's migration, inside its
- * transaction. Returns 0, or -1 with the connection's error. */
-int hk_history_from_events(sqlite3 *db);
+ * up to 1,000 and drops the table; part of the store's migration, inside
+ * its transaction. Returns 0, or -1 with err set (or left empty when the
+ * connection's own error says why). */
+int hk_history_from_events(sqlite3 *db, char *err, size_t errlen);
 
 #endif

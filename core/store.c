@@ -120,10 +120,13 @@ static const char *const migrations[] = {
     "DROP INDEX events_by_list;",
     /* 6: history in chunks, one row per request (see history.h); the
      * rows of the events table move into it (hk_history_from_events).
+     * Ids are never reused (an export's position names one), and rows
+     * are found by their newest date (retention, exports of recent days)
+     * through one index entry per request.
      * An export in progress counted its place by (event_date, id) of the
      * old table, which the chunks do not keep: it ends with a reason. */
     "CREATE TABLE history ("
-    "  id INTEGER PRIMARY KEY,"
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
     "  received_at REAL NOT NULL,"
     "  first_date REAL NOT NULL,"
     "  last_date REAL NOT NULL,"
@@ -131,6 +134,7 @@ static const char *const migrations[] = {
     "  n_exported INTEGER NOT NULL,"
     "  meta BLOB NOT NULL,"
     "  body BLOB NOT NULL);"
+    "CREATE INDEX history_by_last_date ON history(last_date);"
     "UPDATE exports SET status = 'error', paused_by = NULL, reason = "
     "'stopped by an upgrade of the store (history is kept in chunks "
     "now): start the export again', ended_at = "
@@ -192,7 +196,8 @@ static const char *const migrations[] = {
 
 /* What a migration does beyond its SQL, by the version it makes (NULL
  * for none); run right after that version's SQL, in its transaction. */
-static int (*const migration_steps[])(sqlite3 *db) = {
+static int (*const migration_steps[])(sqlite3 *db, char *err,
+                                      size_t errlen) = {
     NULL, NULL, NULL, NULL, NULL, hk_history_from_events, NULL,
 };
 
@@ -275,14 +280,15 @@ static int check_identity(sqlite3 *db, const char *path, long *version,
 /* Applies the migrations after version in one transaction. */
 static int migrate(sqlite3 *db, const char *path, long version, char *err,
                    size_t errlen) {
-  char sql[96];
+  char sql[96], why[200] = "";
 
   if (version == SCHEMA_VERSION) return 0;
   if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
     goto fail;
   for (long v = version; v < SCHEMA_VERSION; v++)
     if (sqlite3_exec(db, migrations[v], NULL, NULL, NULL) != SQLITE_OK ||
-        (migration_steps[v] != NULL && migration_steps[v](db) != 0))
+        (migration_steps[v] != NULL &&
+         migration_steps[v](db, why, sizeof why) != 0))
       goto fail;
   snprintf(sql, sizeof sql, "PRAGMA application_id=%d; PRAGMA user_version=%d",
            STORE_APPLICATION_ID, SCHEMA_VERSION);
@@ -293,7 +299,8 @@ static int migrate(sqlite3 *db, const char *path, long version, char *err,
           SCHEMA_VERSION);
   return 0;
 fail:
-  db_error(db, path, "migration", err, errlen);
+  if (why[0]) snprintf(err, errlen, "store %s: migration: %s", path, why);
+  else db_error(db, path, "migration", err, errlen);
   sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
   return -1;
 }

@@ -40,14 +40,20 @@ static const char *const read_sql[RD_KINDS] = {
     /* History chunks that may hold events dated in [?2, ?3), from the
      * chunk of the event after which a page starts (history.h). */
     [RD_EVENTS_PAGE] = "SELECT id, meta, body FROM history WHERE id >= ?1 "
-                       "AND first_date < ?3 AND last_date >= ?2 ORDER BY id",
+                       "AND last_date >= ?2 AND first_date < ?3 ORDER BY id",
+    /* Where the first page starts: the oldest chunk not wholly before
+     * the range, found through the index by newest date. */
+    [RD_EVENTS_START] = "SELECT coalesce(min(id), 0) FROM history "
+                        "INDEXED BY history_by_last_date "
+                        "WHERE last_date >= ?1",
     /* Exported events of the chunks wholly inside [?1, ?2) ... */
     [RD_EVENTS_COUNT] = "SELECT coalesce(sum(n_exported), 0) FROM history "
-                        "WHERE first_date >= ?1 AND last_date < ?2",
+                        "WHERE last_date >= ?1 AND last_date < ?2 AND "
+                        "first_date >= ?1",
     /* ... and the chunks it cuts through, counted event by event. */
-    [RD_EVENTS_EDGES] = "SELECT meta FROM history WHERE first_date < ?2 AND "
-                        "last_date >= ?1 AND NOT (first_date >= ?1 AND "
-                        "last_date < ?2)",
+    [RD_EVENTS_EDGES] = "SELECT meta FROM history WHERE last_date >= ?1 AND "
+                        "first_date < ?2 AND (first_date < ?1 OR "
+                        "last_date >= ?2)",
     [RD_OUTBOX_RANGE] = "SELECT count(*) FROM outbox WHERE id BETWEEN "
                         "max(?2, " OUTBOX_FIRST_SQL ") AND min(?3, "
                         OUTBOX_LAST_SQL ") AND hook = ?1",
@@ -401,12 +407,28 @@ static int chunk_events(sqlite3_stmt *st, chunk_scan *q) {
   return 0;
 }
 
+/* The chunk a pass for q starts at: the cursor's, or for a first page
+ * the oldest chunk that is not wholly before the range (0 after a read
+ * error: the pass then looks at every chunk). */
+static int64_t first_chunk(hk_store *s, const chunk_scan *q) {
+  sqlite3_stmt *st;
+  int64_t first = 0;
+  int rc;
+
+  if (q->after > 0) return HK_HISTORY_CHUNK_OF(q->after);
+  if ((st = rstmt(s, RD_EVENTS_START)) == NULL) return 0;
+  sqlite3_bind_double(st, 1, q->from);
+  if ((rc = sqlite3_step(st)) == SQLITE_ROW) first = sqlite3_column_int64(st, 0);
+  rdone(s, st, rc);
+  return first;
+}
+
 /* Runs st (RD_EVENTS_PAGE's SQL) for q. Returns the events passed to the
  * callback, or -1 after logging a store error. */
 static long scan_chunks(hk_store *s, sqlite3_stmt *st, chunk_scan *q) {
   int rc;
 
-  sqlite3_bind_int64(st, 1, HK_HISTORY_CHUNK_OF(q->after));
+  sqlite3_bind_int64(st, 1, first_chunk(s, q));
   sqlite3_bind_double(st, 2, q->from);
   sqlite3_bind_double(st, 3, q->to);
   while (q->n < q->limit && (rc = sqlite3_step(st)) == SQLITE_ROW)

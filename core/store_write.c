@@ -353,7 +353,8 @@ static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
                      * events (at least one chunk) */
                     "DELETE FROM history WHERE id IN (SELECT id FROM "
                     "(SELECT id, n, sum(n) OVER (ORDER BY id) AS upto "
-                    "FROM history WHERE last_date < ?1) WHERE upto - n < ?2) "
+                    "FROM history INDEXED BY history_by_last_date "
+                    "WHERE last_date < ?1) WHERE upto - n < ?2) "
                     "RETURNING n"},
     [OP_HOOK_STATE] = {"INSERT INTO hook_state(hook, active, updated_at) "
                        "VALUES(?1, ?2, ?3) ON CONFLICT(hook) DO UPDATE SET "
@@ -458,7 +459,8 @@ static int step_count(hk_store *s, sqlite3_stmt *st, store_op *op) {
 #define HISTORY_KEEP_BYTES ((size_t)4 << 20)
 
 /* Stores the batch's events (its OP_EVENT operations, in order) as
- * history chunks: one row for up to HK_HISTORY_CHUNK_MAX of them. */
+ * history chunks: a row for up to HK_HISTORY_CHUNK_MAX of them (or
+ * HK_HISTORY_BYTES_MAX of text). */
 static int run_history(hk_store *s, hk_store_batch *b, double now) {
   hk_history_chunk *c = &s->chunk;
   sqlite3_stmt *st = NULL;
@@ -468,15 +470,16 @@ static int run_history(hk_store *s, hk_store_batch *b, double now) {
     const store_op *op = &b->ops[i];
 
     if (op->kind != OP_EVENT) continue;
+    if (hk_history_chunk_full(c, op->s[0].len, HK_HISTORY_CHUNK_MAX)) {
+      if ((st = wstmt(s, OP_EVENT, 0)) == NULL ||
+          !hk_history_chunk_insert(st, c))
+        return 0;
+      hk_history_chunk_reset(c, now);
+    }
     if (hk_history_chunk_add(c, op->d[0], b->arena.data + op->s[1].off,
                              op->s[1].len, b->arena.data + op->s[0].off,
                              op->s[0].len) != 0)
       return 0;
-    if (c->n < HK_HISTORY_CHUNK_MAX) continue;
-    if ((st = wstmt(s, OP_EVENT, 0)) == NULL ||
-        !hk_history_chunk_insert(st, c))
-      return 0;
-    hk_history_chunk_reset(c, now);
   }
   if (c->n > 0 && ((st = wstmt(s, OP_EVENT, 0)) == NULL ||
                    !hk_history_chunk_insert(st, c)))
