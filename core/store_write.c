@@ -349,12 +349,14 @@ static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
                    "NULL"},
     [OP_FORGET] = {"DELETE FROM dead_letters WHERE id = ?1"},
     [OP_CLEANUP] = {"DELETE FROM content WHERE stored_at < ?1",
-                    /* whole chunks, oldest first, until they hold ?2
-                     * events (at least one chunk) */
+                    /* whole expired chunks, by newest date, until they
+                     * hold ?2 events (at least one chunk); each pass
+                     * reads at most ?2 of them, however many expired */
                     "DELETE FROM history WHERE id IN (SELECT id FROM "
-                    "(SELECT id, n, sum(n) OVER (ORDER BY id) AS upto "
-                    "FROM history INDEXED BY history_by_last_date "
-                    "WHERE last_date < ?1) WHERE upto - n < ?2) "
+                    "(SELECT id, n, sum(n) OVER (ORDER BY last_date, id) "
+                    "AS upto FROM (SELECT id, n, last_date FROM history "
+                    "INDEXED BY history_by_last_date WHERE last_date < ?1 "
+                    "ORDER BY last_date LIMIT ?2)) WHERE upto - n < ?2) "
                     "RETURNING n"},
     [OP_HOOK_STATE] = {"INSERT INTO hook_state(hook, active, updated_at) "
                        "VALUES(?1, ?2, ?3) ON CONFLICT(hook) DO UPDATE SET "

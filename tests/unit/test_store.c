@@ -1195,6 +1195,21 @@ static void store_cleanup_deletes_whole_chunks(void) {
   CHECK_INT(o.result[0], 3);
   CHECK_INT(hk_store_count(f.s, "history"), 1);
   CHECK_INT(hk_store_events_count(f.s, 0, 10000), 2);
+  /* A backlog of expired one-event requests goes a chunk of events per
+   * pass, not all at once. */
+  fx_close_store(&f);
+  REQUIRE(sql_exec(f.db, "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL "
+                         "SELECT i + 1 FROM k WHERE i < 60000) INSERT INTO "
+                         "history(received_at, first_date, last_date, n, "
+                         "n_exported, meta, body) SELECT 1, i, i, 1, 1, "
+                         "x'00', '{}' FROM k") == 0);
+  REQUIRE(fx_open(&f) == 0);
+  b = hk_store_batch_new();
+  hk_store_add_cleanup(b, 0, 1e9);
+  REQUIRE(fx_commit(&f, b, &o));
+  CHECK_INT(o.result[0], HK_STORE_CLEANUP_CHUNK);
+  CHECK_INT(sql_int(f.db, "SELECT sum(n) FROM history"),
+            60002 - HK_STORE_CLEANUP_CHUNK);
 done:
   fx_done(&f);
 }
