@@ -418,7 +418,8 @@ static int64_t first_chunk(hk_store *s, const chunk_scan *q) {
   if (q->after > 0) return HK_HISTORY_CHUNK_OF(q->after);
   if ((st = rstmt(s, RD_EVENTS_START)) == NULL) return 0;
   sqlite3_bind_double(st, 1, q->from);
-  if ((rc = sqlite3_step(st)) == SQLITE_ROW) first = sqlite3_column_int64(st, 0);
+  if ((rc = sqlite3_step(st)) == SQLITE_ROW)
+    first = sqlite3_column_int64(st, 0);
   rdone(s, st, rc);
   return first;
 }
