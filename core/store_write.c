@@ -480,8 +480,10 @@ static int run_history(hk_store *s, hk_store_batch *b, double now) {
     }
     if (hk_history_chunk_add(c, op->d[0], b->arena.data + op->s[1].off,
                              op->s[1].len, b->arena.data + op->s[0].off,
-                             op->s[0].len) != 0)
+                             op->s[0].len) != 0) {
+      s->op_error = "out of memory";
       return 0;
+    }
   }
   if (c->n > 0 && ((st = wstmt(s, OP_EVENT, 0)) == NULL ||
                    !hk_history_chunk_insert(st, c)))
@@ -812,17 +814,13 @@ static void batch_failed(hk_store *s, hk_store_batch *b, const char *what) {
 
 int hk_store_run_batch(hk_store *s, hk_store_batch *b) {
   double now = hk_store_now();
+  const char *what = "history";
 
   if (sqlite3_exec(s->wdb, "SAVEPOINT batch", NULL, NULL, NULL) != SQLITE_OK) {
     hk_store_batch_fail(b, s->wdb, "savepoint");
     return 0;
   }
-  if (!run_history(s, b, now)) {
-    hk_store_batch_fail(b, s->wdb, "history");
-    sqlite3_exec(s->wdb, "ROLLBACK TO batch; RELEASE batch", NULL, NULL,
-                 NULL);
-    return 0;
-  }
+  if (!run_history(s, b, now)) goto fail;
   for (size_t i = 0, n; i < b->n_ops; i += n) {
     b->ops[i].result = 0; /* the batch may be run again */
     n = 1;
@@ -831,14 +829,16 @@ int hk_store_run_batch(hk_store *s, hk_store_batch *b) {
     } else if (run_op(s, b, &b->ops[i], now)) {
       continue;
     }
-    batch_failed(s, b, op_names[b->ops[i].kind]);
-    sqlite3_exec(s->wdb, "ROLLBACK TO batch; RELEASE batch", NULL, NULL,
-                 NULL);
-    hk_store_slots_rolled_back(s);
-    return 0;
+    what = op_names[b->ops[i].kind];
+    goto fail;
   }
   sqlite3_exec(s->wdb, "RELEASE batch", NULL, NULL, NULL);
   return 1;
+fail:
+  batch_failed(s, b, what);
+  sqlite3_exec(s->wdb, "ROLLBACK TO batch; RELEASE batch", NULL, NULL, NULL);
+  hk_store_slots_rolled_back(s);
+  return 0;
 }
 
 void hk_store_finalize_all(hk_store *s) {
