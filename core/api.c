@@ -53,19 +53,13 @@ void hk_api_not_allowed(hk_http_request *req, const char *allow) {
  * log must not fill what is left of it. The lines held back are counted
  * in the next one. */
 static void log_refusal(const char *path, const char *reason) {
-  static double last_at;
-  static long held_back;
-  double now = hk_store_now();
+  static hk_log_limit limit;
   char quoted[512];
+  long held;
 
-  if (now - last_at < 1.0) {
-    held_back++;
-    return;
-  }
+  if (!hk_log_limit_pass(&limit, hk_store_now(), &held)) return;
   hk_error("api", "status=503 path=%s suppressed=%ld reason=\"%s\"", path,
-           held_back, hk_log_escape(quoted, sizeof quoted, reason));
-  last_at = now;
-  held_back = 0;
+           held, hk_log_escape(quoted, sizeof quoted, reason));
 }
 
 void hk_api_store_refused(hk_http_request *req, hk_store_batch *b,
@@ -253,24 +247,21 @@ static int refused_at_the_door(hk_api *api, hk_http_request *req) {
  * refused unlogged since the last one (every refusal is in
  * hookd_ingest_requests_refused_total). */
 static void log_malformed(hk_api *api, const hk_scan_error *err) {
-  double now = hk_store_now();
+  long held;
 
-  if (now - api->refusal_logged_at < 1.0) {
-    api->refusals_unlogged++;
+  if (!hk_log_limit_pass(&api->malformed_log, hk_store_now(), &held))
     return;
-  }
   hk_info("ingest", "refused=1 status=%d index=%ld reason=\"%s\" "
           "unlogged_before=%ld", err->http_status, err->index, err->message,
-          api->refusals_unlogged);
-  api->refusal_logged_at = now;
-  api->refusals_unlogged = 0;
+          held);
 }
 
 void hk_api_log_flush(hk_api *api) {
-  if (api->refusals_unlogged == 0) return;
+  long held = hk_log_limit_due(&api->malformed_log, hk_store_now(), 1);
+
+  if (held == 0) return;
   hk_info("ingest", "refused=%ld unlogged=1 reason=\"malformed requests "
-          "after the last one logged\"", api->refusals_unlogged);
-  api->refusals_unlogged = 0;
+          "after the last one logged\"", held);
 }
 
 static void handle_events(hk_api *api, hk_http_request *req) {

@@ -7,6 +7,7 @@
 #include "export.h"
 #include "http_server.h"
 #include "router.h"
+#include "log.h"
 #include "store.h"
 
 typedef struct hk_api {
@@ -21,8 +22,7 @@ typedef struct hk_api {
   size_t pending_bytes; /* held by requests waiting for the store */
   long events_accepted;
   long requests_refused;
-  double refusal_logged_at; /* malformed requests: at most one line a */
-  long refusals_unlogged;   /* second, with the count of those skipped */
+  hk_log_limit malformed_log; /* lines about malformed requests */
 } hk_api;
 
 /* Logs how many malformed requests went unlogged since the last line

@@ -51,3 +51,23 @@ const char *hk_log_escape(char *buf, size_t n, const char *s) {
   buf[j] = '\0';
   return buf;
 }
+
+int hk_log_limit_pass(hk_log_limit *l, double now, long *held) {
+  if (l->at > 0 && now - l->at < 1.0) {
+    l->held++;
+    return 0;
+  }
+  *held = l->held;
+  l->at = now;
+  l->held = 0;
+  return 1;
+}
+
+long hk_log_limit_due(hk_log_limit *l, double now, int force) {
+  long held = l->held;
+
+  if (held == 0 || (!force && now - l->at < 1.0)) return 0;
+  l->at = now;
+  l->held = 0;
+  return held;
+}

@@ -27,6 +27,23 @@ void hk_log_write(int level, const char *component, const char *fmt, ...)
  * logged as key="value". Truncates to fit; returns buf. */
 const char *hk_log_escape(char *buf, size_t n, const char *s);
 
+/* One kind of line written at most once a second, so that a fault that
+ * repeats cannot flood the log: the lines in between are only counted,
+ * and the count goes out with the next line. Zero-initialised. */
+typedef struct hk_log_limit {
+  double at; /* when the last line was written, in seconds */
+  long held; /* lines held back since */
+} hk_log_limit;
+
+/* Whether a line may be written at now (seconds). When it may, *held
+ * gets how many were held back before it; when not, this one is
+ * counted. */
+int hk_log_limit_pass(hk_log_limit *l, double now, long *held);
+/* The count of lines held back, for a line of its own, once a second has
+ * passed since the last line (at any time with force), and restarts it;
+ * 0 when there is nothing to write yet. */
+long hk_log_limit_due(hk_log_limit *l, double now, int force);
+
 #define hk_log(level, component, ...)                                        \
   do {                                                                       \
     if ((level) >= hk_log_min_level)                                         \

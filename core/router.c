@@ -34,9 +34,8 @@ typedef struct hk_hook {
   double lua_seconds;
   hk_counters counters;
   hk_dispatch *dispatch;
-  double fail_log_at; /* rate limit for per-event failure logs */
-  long fail_suppressed;
-  char fail_last[512]; /* the reason of the last failure held back */
+  hk_log_limit fail_log; /* per-event failure lines */
+  char fail_last[512];    /* the reason of the last failure held back */
 } hk_hook;
 
 /* What routing one request produced, waiting for the store to commit it:
@@ -186,6 +185,7 @@ static void failed_cb(void *ctx, int slot, const char *reason,
   hk_hook *h = hook_slot(r, slot);
   double now = wall_now();
   char quoted[1024];
+  long held;
 
   if (h == NULL) return;
   h->counters.failed++;
@@ -195,18 +195,15 @@ static void failed_cb(void *ctx, int slot, const char *reason,
                             h->destination, reason, h->version);
     if ((size_t)slot < r->job->n_slots) r->job->dead[slot]++;
   }
-  if (now - h->fail_log_at < 1.0) {
-    h->fail_suppressed++;
+  if (!hk_log_limit_pass(&h->fail_log, now, &held)) {
     snprintf(h->fail_last, sizeof h->fail_last, "%s", reason);
     return;
   }
   hk_error("hook",
            "hook=%s version=%ld dest=%s event_failed=1 suppressed=%ld "
            "reason=\"%s\"", h->id, h->version,
-           h->destination ? h->destination : "-", h->fail_suppressed,
+           h->destination ? h->destination : "-", held,
            hk_log_escape(quoted, sizeof quoted, reason));
-  h->fail_log_at = now;
-  h->fail_suppressed = 0;
 }
 
 /* Once a second: a hook whose failure lines were held back and that has
@@ -219,14 +216,13 @@ static void fail_log_cb(uv_timer_t *t) {
 
   for (size_t i = 0; i < r->n_hooks; i++) {
     hk_hook *h = r->hooks[i];
+    long held = hk_log_limit_due(&h->fail_log, now, 0);
 
-    if (h->fail_suppressed == 0 || now - h->fail_log_at < 1.0) continue;
+    if (held == 0) continue;
     hk_error("hook", "hook=%s version=%ld dest=%s event_failed=%ld "
              "held_back=1 last_reason=\"%s\"", h->id, h->version,
-             h->destination ? h->destination : "-", h->fail_suppressed,
+             h->destination ? h->destination : "-", held,
              hk_log_escape(quoted, sizeof quoted, h->fail_last));
-    h->fail_log_at = now;
-    h->fail_suppressed = 0;
   }
 }
 
