@@ -220,11 +220,11 @@ static int encoded_body(hk_http_request *req) {
   const char *e = req->content_encoding;
   char msg[200];
 
-  if (e == NULL || e[strspn(e, " \t")] == '\0' ||
-      strcasecmp(e + strspn(e, " \t"), "identity") == 0)
-    return 0;
+  if (e == NULL) return 0;
+  e += strspn(e, " \t");
+  if (*e == '\0' || strcasecmp(e, "identity") == 0) return 0;
   snprintf(msg, sizeof msg, "Content-Encoding %.60s is not supported: "
-           "send the body uncompressed", e + strspn(e, " \t"));
+           "send the body uncompressed", e);
   hk_api_error(req, 415, msg, -1);
   return 1;
 }

@@ -151,16 +151,16 @@ static int core_read_file(lua_State *L) {
   struct stat st;
   size_t n;
 
-  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-      (f = fdopen(fd, "rb")) == NULL) {
-    int is_file = fd >= 0 && S_ISREG(st.st_mode);
-
+  if (fd < 0) {
     lua_pushnil(L);
-    if (fd >= 0 && !is_file)
-      lua_pushfstring(L, "%s: not a regular file", path);
-    else
-      lua_pushfstring(L, "%s: %s", path, strerror(errno));
-    if (fd >= 0) close(fd);
+    lua_pushfstring(L, "%s: %s", path, strerror(errno));
+    return 2;
+  }
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+      (f = fdopen(fd, "rb")) == NULL) {
+    close(fd);
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: not a readable regular file", path);
     return 2;
   }
   while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) hk_buf_append(&b, chunk, n);

@@ -201,8 +201,10 @@ local NO_PROFILE_ID = "an import's profile without a usable list_id " ..
 function M.capture(event, event_type, index)
   if CONTENT_EVENTS[event_type] then
     local content, smid = event.content, send_id(event)
-    if not smid and is_object(content) then not_kept("content", NO_SEND_ID) end
-    if smid and is_object(content) then
+    if not is_object(content) then return end
+    if not smid then
+      not_kept("content", NO_SEND_ID)
+    else
       local text = index and core.event_member(index, "content")
       if text then
         core.store_put_json("content", smid, nil, text)
@@ -215,10 +217,10 @@ function M.capture(event, event_type, index)
   elseif type(event_type) == "string" and event_type:sub(1, 7) == "import_" then
     local fields = event.profile
     local lid, pid = id_key(event.list_id), id_text(event.profile_id)
-    if not (lid and pid) and is_object(fields) then
+    if not is_object(fields) then return end
+    if not (lid and pid) then
       not_kept("profile", NO_PROFILE_ID)
-    end
-    if lid and pid and is_object(fields) then
+    else
       core.store_put("profile", lid, pid, fields)
       remember(pending_profiles, lid .. ":" .. pid,
         merged(M.profile(lid, pid), json.copy(fields)))
