@@ -81,16 +81,8 @@ static void sub_done(void *ctx, const hk_tx_result *res, size_t n) {
     return;
   }
   copy = malloc((n ? n : 1) * sizeof *copy);
-  if (copy != NULL) {
-    memcpy(copy, res, n * sizeof *copy);
-  } else if ((copy = calloc(n ? n : 1, sizeof *copy)) == NULL) {
-    abort(); /* no memory even for a RETRY answer: nothing safe is left */
-  } else {
-    for (size_t i = 0; i < n; i++) {
-      copy[i].status = HK_TX_RETRY;
-      strcpy(copy[i].reason, "out of memory keeping a broker's answer");
-    }
-  }
+  if (copy == NULL) abort(); /* the answer cannot be dropped or made up */
+  memcpy(copy, res, n * sizeof *copy);
   s->res = copy;
   s->n = n;
   s->answered = 1;
