@@ -214,34 +214,6 @@ static void refuse_too_big(hk_api *api, ingest_call *call,
   free(call);
 }
 
-/* A body sent compressed (any Content-Encoding but identity) is refused
- * with 415 rather than read as JSON. Returns 1 when it was. */
-static int encoded_body(hk_http_request *req) {
-  const char *e = req->content_encoding;
-  char msg[200];
-
-  if (e == NULL) return 0;
-  e += strspn(e, " \t");
-  if (*e == '\0' || strcasecmp(e, "identity") == 0) return 0;
-  snprintf(msg, sizeof msg, "Content-Encoding %.60s is not supported: "
-           "send the body uncompressed", e);
-  hk_api_error(req, 415, msg, -1);
-  return 1;
-}
-
-/* A request without the ingest token, or while shutting down, is
- * answered at once. Returns 1 when it was. */
-static int refused_at_the_door(hk_api *api, hk_http_request *req) {
-  if (!authorized(req, api->config->ingest_token))
-    hk_api_unauthorized(req, "missing or wrong ingest token");
-  else if (api->closing)
-    hk_api_error(req, 503, "shutting down: events not accepted", -1);
-  else if (!encoded_body(req))
-    return 0;
-  api->requests_refused++;
-  return 1;
-}
-
 /* Logs a malformed request, at most once a second: a producer sending bad
  * requests in a loop must not flood the log. The line says how many were
  * refused unlogged since the last one (every refusal is in
@@ -254,6 +226,41 @@ static void log_malformed(hk_api *api, const hk_scan_error *err) {
   hk_info("ingest", "refused=1 status=%d index=%ld reason=\"%s\" "
           "unlogged_before=%ld", err->http_status, err->index, err->message,
           held);
+}
+
+/* A body sent compressed (any Content-Encoding but identity) cannot be
+ * read as JSON: fills why (for a 415) and returns 1 when it is. */
+static int encoded_body(hk_http_request *req, hk_scan_error *why) {
+  const char *e = req->content_encoding;
+
+  if (e == NULL) return 0;
+  e += strspn(e, " \t");
+  if (*e == '\0' || strcasecmp(e, "identity") == 0) return 0;
+  why->index = -1;
+  why->http_status = 415;
+  snprintf(why->message, sizeof why->message, "Content-Encoding %.60s is "
+           "not supported: send the body uncompressed", e);
+  return 1;
+}
+
+/* A request without the ingest token, while shutting down, or with a
+ * compressed body is answered at once (the last is logged as a malformed
+ * request). Returns 1 when it was. */
+static int refused_at_the_door(hk_api *api, hk_http_request *req) {
+  hk_scan_error why;
+
+  if (!authorized(req, api->config->ingest_token)) {
+    hk_api_unauthorized(req, "missing or wrong ingest token");
+  } else if (api->closing) {
+    hk_api_error(req, 503, "shutting down: events not accepted", -1);
+  } else if (encoded_body(req, &why)) {
+    log_malformed(api, &why);
+    hk_api_error(req, why.http_status, why.message, -1);
+  } else {
+    return 0;
+  }
+  api->requests_refused++;
+  return 1;
 }
 
 void hk_api_log_flush(hk_api *api) {
@@ -340,9 +347,13 @@ static const struct admin_route {
 
 static void handle_admin(hk_api *api, hk_http_request *req,
                          const struct admin_route *route) {
+  hk_scan_error why;
+
   if (!authorized(req, api->config->api_token))
     hk_api_unauthorized(req, "missing or wrong API token");
-  else if (!encoded_body(req))
+  else if (encoded_body(req, &why))
+    hk_api_error(req, why.http_status, why.message, -1);
+  else
     route->handle(api, req);
 }
 

@@ -212,6 +212,15 @@ class RefusalLog(unittest.TestCase):
         self.assertEqual(counted, 31, "".join(lines))
 
 
+    def test_compressed_body_is_logged_like_a_malformed_request(self):
+        body = gzip.compress(json.dumps(click(1)).encode())
+        status, _ = http("POST", self.hookd.base + "/v1/events", body,
+                         {"Content-Type": "application/json",
+                          "Content-Encoding": "gzip"})
+        self.assertEqual(status, 415)
+        line = self.hookd.wait_log("refused=1 status=415")
+        self.assertIn("Content-Encoding gzip", line)
+
     def test_refusals_held_back_are_counted_at_shutdown(self):
         """Refusals held back by the once-a-second limit and not followed
         by another refusal are logged with their count when hookd stops."""
