@@ -316,7 +316,8 @@ static int core_matched(lua_State *L) {
   return 0;
 }
 
-/* core.event(i) -> event i (from 1) of the batch being routed, decoded. */
+/* core.event(i) -> event i (from 1) of the batch being routed, decoded;
+ * its nested objects and arrays are decoded when first read. */
 static int core_event(lua_State *L) {
   hk_bridge *b = bridge_upvalue(L);
   size_t len = 0;
@@ -324,7 +325,7 @@ static int core_event(lua_State *L) {
   char err[160];
 
   if (text == NULL) return luaL_argerror(L, 1, "no such event in the batch");
-  if (hk_json_decode_push(L, text, len, err, sizeof err) != 0)
+  if (hk_json_decode_event_push(L, text, len, err, sizeof err) != 0)
     return luaL_error(L, "event %d: %s", (int)lua_tointeger(L, 1), err);
   return 1;
 }

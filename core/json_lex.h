@@ -1,10 +1,12 @@
-/* Lexical pieces shared by the ingest scanner (json_scan.c) and the Lua
- * JSON codec (lua_json.c): byte classes inside strings, white space and
- * \u hex digits. */
+/* Lexical pieces shared by the ingest scanner (json_scan.c), the Lua
+ * JSON codec (lua_json.c) and the splice (splice.c): byte classes inside
+ * strings, white space, \u hex digits, and skipping a value of text that
+ * was already validated. */
 #ifndef HOOKD_JSON_LEX_H
 #define HOOKD_JSON_LEX_H
 
 #include <stddef.h>
+#include <string.h>
 
 /* Byte classes inside a JSON string: QUOTE, BSLASH and CTRL end a plain run
  * (and need escaping when encoding), HIGH starts a UTF-8 sequence. */
@@ -49,6 +51,48 @@ static inline int hk_json_hex4(const char *p, const char *end, unsigned *out) {
   }
   *out = v;
   return 0;
+}
+
+/* In text already validated: the end of the string whose opening quote is
+ * at p, the next quote not escaped, found with memchr since strings are
+ * most of an event. */
+static inline const char *hk_json_skip_string(const char *p,
+                                              const char *end) {
+  const char *q, *b;
+
+  for (p++; (q = memchr(p, '"', (size_t)(end - p))) != NULL; p = q + 1) {
+    for (b = q; b > p && b[-1] == '\\';) b--;
+    if (((q - b) & 1) == 0) return q + 1;
+  }
+  return end;
+}
+
+/* In text already validated: the end of the value starting at p. */
+static inline const char *hk_json_skip_value(const char *p, const char *end) {
+  /* Bytes that matter when skipping a container. */
+  static const unsigned char structural[256] = {
+      ['"'] = 1, ['{'] = 1, ['['] = 1, ['}'] = 1, [']'] = 1};
+  int depth = 0;
+
+  if (*p == '"') return hk_json_skip_string(p, end);
+  if (*p != '{' && *p != '[') {
+    while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' &&
+           *p != '\t' && *p != '\r' && *p != '\n')
+      p++;
+    return p;
+  }
+  while (p < end) {
+    while (p < end && !structural[(unsigned char)*p]) p++;
+    if (p >= end) break;
+    if (*p == '"') {
+      p = hk_json_skip_string(p, end);
+      continue;
+    }
+    if (*p == '{' || *p == '[') depth++;
+    else if (--depth == 0) return p + 1;
+    p++;
+  }
+  return end;
 }
 
 #endif

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "json_lex.h"
+#include "lua_event.h"
 #include "utf8.h"
 
 /* Nesting limit for decode and encode; encode also uses it to stop on a
@@ -169,6 +170,8 @@ typedef struct decoder {
   int mt_array, mt_object, mt_number; /* stack slots of the metatables */
   const char *err;                    /* static reason, set on failure */
   const char *err_at;
+  hk_event_lazy *lazy; /* an event's top-level containers kept as text */
+  bool whole;          /* set when lazy must be given up: decode whole */
 } decoder;
 
 static int dec_value(decoder *d);
@@ -357,8 +360,51 @@ static int dec_open(decoder *d, int mt, int narr, int nrec) {
   return 0;
 }
 
+/* Whether key (as written, without its quotes) is one of the containers
+ * noted so far. */
+static bool noted(const hk_event_lazy *lazy, const char *key, size_t len) {
+  for (int i = 0; i < lazy->n; i++)
+    if (lazy->m[i].key_len == len && memcmp(lazy->m[i].key, key, len) == 0)
+      return true;
+  return false;
+}
+
+/* An event's top-level member, its key decoded at the top of the stack
+ * and d->p at its value: a container is noted and skipped (returns 1,
+ * the key popped), anything else is for the caller to decode (0). A key
+ * that repeats or is written with escapes, or too many containers, and
+ * the event is decoded whole: d->whole is set and -1 returned. */
+static int keep_as_text(decoder *d, const char *key, size_t key_len) {
+  hk_event_lazy *lazy = d->lazy;
+  const char *value = d->p;
+  bool repeat = noted(lazy, key + 1, key_len - 2);
+
+  if (*value != '{' && *value != '[') {
+    if (!repeat) return 0;
+  } else if (!repeat && lazy->n < HK_EVENT_LAZY_MAX &&
+             memchr(key, '\\', key_len) == NULL) {
+    lua_pushvalue(d->L, -1);
+    lua_rawget(d->L, -3);
+    repeat = !lua_isnil(d->L, -1);
+    lua_pop(d->L, 1);
+    if (!repeat) {
+      d->p = hk_json_skip_value(value, d->end);
+      lazy->m[lazy->n].key = key + 1;
+      lazy->m[lazy->n].key_len = key_len - 2;
+      lazy->m[lazy->n].value = value;
+      lazy->m[lazy->n].value_len = (size_t)(d->p - value);
+      lazy->bytes += key_len - 2 + (size_t)(d->p - value);
+      lazy->n++;
+      lua_pop(d->L, 1);
+      return 1;
+    }
+  }
+  d->whole = true;
+  return -1;
+}
+
 static int dec_object(decoder *d) {
-  const char *p, *end = d->end;
+  const char *p, *end = d->end, *key, *key_end;
 
   if (dec_open(d, d->mt_object, 0,
                d->depth == 0 ? HINT_TOP_OBJECT : HINT_OBJECT) != 0)
@@ -367,14 +413,21 @@ static int dec_object(decoder *d) {
   if (p < end && *p == '}') goto done;
   for (;;) {
     if (p >= end || *p != '"') return dec_expected(d, p, "expected a key");
-    d->p = p;
+    d->p = key = p;
     if (dec_string(d) != 0) return -1;
+    key_end = d->p;
     p = hk_json_skip_ws(d->p, end);
     if (p >= end || *p != ':') return dec_expected(d, p, "expected ':'");
     d->p = p = hk_json_skip_ws(p + 1, end);
     if (p >= end) return dec_expected(d, p, "expected a value");
+    if (d->lazy != NULL && d->depth == 1) {
+      int kept = keep_as_text(d, key, (size_t)(key_end - key));
+      if (kept < 0) return -1;
+      if (kept) goto next;
+    }
     if (dec_value(d) != 0) return -1;
     lua_rawset(d->L, -3);
+  next:
     p = hk_json_skip_ws(d->p, end);
     if (p < end && *p == ',') {
       p = hk_json_skip_ws(p + 1, end);
@@ -443,10 +496,15 @@ static int dec_value(decoder *d) {
   }
 }
 
-int hk_json_decode_push(lua_State *L, const char *s, size_t len, char *err,
-                        size_t errlen) {
+/* Decodes s and pushes the value; lazy, when given, notes the top-level
+ * containers of an object to keep as text. Returns 0, or -1 with the
+ * reason in err (and d.whole set when only laziness was given up). */
+static int decode_push(lua_State *L, const char *s, size_t len,
+                       hk_event_lazy *lazy, char *err, size_t errlen,
+                       bool *whole) {
   int top = lua_gettop(L);
-  decoder d = {L, s, s, s + len, 0, top + 1, top + 2, top + 3, NULL, NULL};
+  decoder d = {L, s, s, s + len, 0, top + 1, top + 2, top + 3, NULL, NULL,
+               lazy, false};
 
   if (!lua_checkstack(L, 8)) {
     snprintf(err, errlen, "Lua stack full");
@@ -468,9 +526,34 @@ int hk_json_decode_push(lua_State *L, const char *s, size_t len, char *err,
     dec_fail(&d, d.p, "unexpected content after the value");
   }
   lua_settop(L, top);
-  snprintf(err, errlen, "%s at byte %zu", d.err, (size_t)(d.err_at - s));
+  *whole = d.whole;
+  if (!d.whole)
+    snprintf(err, errlen, "%s at byte %zu", d.err, (size_t)(d.err_at - s));
   return -1;
 }
+
+int hk_json_decode_push(lua_State *L, const char *s, size_t len, char *err,
+                        size_t errlen) {
+  bool whole;
+
+  return decode_push(L, s, len, NULL, err, errlen, &whole);
+}
+
+int hk_json_decode_event_push(lua_State *L, const char *s, size_t len,
+                              char *err, size_t errlen) {
+  hk_event_lazy lazy;
+  bool whole = false;
+
+  lazy.n = 0;
+  lazy.bytes = 0;
+  if (decode_push(L, s, len, &lazy, err, errlen, &whole) == 0) {
+    if (lazy.n > 0) hk_event_attach(L, lua_gettop(L), &lazy);
+    return 0;
+  }
+  return whole ? hk_json_decode_push(L, s, len, err, errlen) : -1;
+}
+
+void hk_json_push_object_mt(lua_State *L) { push_mt(L, &k_object_mt_key); }
 
 /* ---- encode -------------------------------------------------------------- */
 
@@ -781,6 +864,10 @@ static int enc_table(encoder *e, int idx, int depth) {
                                                   : 0;
     lua_pop(e->L, 1);
   }
+  if (kind == 0 && hk_event_is_lazy(e->L, idx)) {
+    hk_event_materialize(e->L, idx);
+    kind = 2;
+  }
   lua_pushnil(e->L);
   if (!lua_next(e->L, idx)) return enc_mem(e, kind == 1 ? "[]" : "{}", 2);
   if (kind == 1) return enc_guess_array(e, idx, depth);
@@ -874,6 +961,19 @@ static int l_decode(lua_State *L) {
   return 2;
 }
 
+/* json.decode_event(text): as decode, with the top-level containers of
+ * an object decoded when first read (see lua_event.h). */
+static int l_decode_event(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  char err[160];
+
+  if (hk_json_decode_event_push(L, s, len, err, sizeof err) == 0) return 1;
+  lua_pushnil(L);
+  lua_pushstring(L, err);
+  return 2;
+}
+
 static int l_encode(lua_State *L) {
   hk_buf b = HK_BUF_INIT;
   char err[256];
@@ -917,6 +1017,7 @@ static void copy_top(lua_State *L, int depth) {
     luaL_error(L, "copy: tables nested more than %d deep", MAX_DEPTH);
   luaL_checkstack(L, 4, "copy");
   src = lua_gettop(L);
+  hk_event_materialize(L, src);
   lua_createtable(L, (int)lua_objlen(L, src), 4);
   for (lua_pushnil(L); lua_next(L, src);) {
     lua_pushvalue(L, -2);
@@ -934,6 +1035,15 @@ static int l_copy(lua_State *L) {
   luaL_checkany(L, 1);
   lua_settop(L, 1);
   copy_top(L, 0);
+  return 1;
+}
+
+/* json.materialize(v): v, with every member an event kept as text
+ * decoded (see lua_event.h), so that pairs and next see them all. */
+static int l_materialize(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_settop(L, 1);
+  hk_event_materialize(L, 1);
   return 1;
 }
 
@@ -999,6 +1109,7 @@ int luaopen_hookd_json(lua_State *L) {
       {"array", l_array},     {"object", l_object},
       {"is_array", l_is_array}, {"number", l_number},
       {"is_number_literal", l_is_number_literal}, {"copy", l_copy},
+      {"materialize", l_materialize}, {"decode_event", l_decode_event},
       {NULL, NULL}};
 
   lua_createtable(L, 0, 12);
@@ -1014,5 +1125,7 @@ int luaopen_hookd_json(lua_State *L) {
   lua_setfield(L, -2, "object_mt");
   push_mt(L, &k_number_mt_key);
   lua_setfield(L, -2, "number_mt");
+  hk_event_push_mt(L);
+  lua_setfield(L, -2, "event_mt");
   return 1;
 }

@@ -11,13 +11,25 @@
 #include "buf.h"
 
 /* Opens the module: pushes its table (decode, encode, null, array, object,
- * is_array, array_mt, object_mt). */
+ * is_array, number, is_number_literal, copy, array_mt, object_mt,
+ * number_mt; and for the runtime decode_event, materialize and event_mt,
+ * see lua_event.h). */
 int luaopen_hookd_json(lua_State *L);
 
 /* Decodes len bytes of JSON and pushes the value. Returns 0; on error
  * pushes nothing, writes a message into err and returns -1. */
 int hk_json_decode_push(lua_State *L, const char *s, size_t len, char *err,
                         size_t errlen);
+
+/* The same for the text of one event (a JSON object) that routing reads:
+ * its nested objects and arrays are decoded when first read (see
+ * lua_event.h). Text that is not an object, or whose keys repeat, is
+ * decoded whole. */
+int hk_json_decode_event_push(lua_State *L, const char *s, size_t len,
+                              char *err, size_t errlen);
+
+/* Pushes the metatable that marks decoded objects (json.object_mt). */
+void hk_json_push_object_mt(lua_State *L);
 
 /* Encodes the value at idx and appends it to out. Returns 0; on a value
  * JSON cannot hold (NaN, infinity, function, sparse or mixed table, cycle,

@@ -7,47 +7,6 @@
 
 #include "json_lex.h"
 
-/* The end of the string whose opening quote is at p: the next quote not
- * escaped, found with memchr since strings are most of an event. */
-static const char *skip_string(const char *p, const char *end) {
-  const char *q, *b;
-
-  for (p++; (q = memchr(p, '"', (size_t)(end - p))) != NULL; p = q + 1) {
-    for (b = q; b > p && b[-1] == '\\';) b--;
-    if (((q - b) & 1) == 0) return q + 1;
-  }
-  return end;
-}
-
-/* Bytes that matter when skipping a container. */
-static const unsigned char structural[256] = {
-    ['"'] = 1, ['{'] = 1, ['['] = 1, ['}'] = 1, [']'] = 1};
-
-/* The end of the value starting at p. */
-static const char *skip_value(const char *p, const char *end) {
-  int depth = 0;
-
-  if (*p == '"') return skip_string(p, end);
-  if (*p != '{' && *p != '[') {
-    while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' &&
-           *p != '\t' && *p != '\r' && *p != '\n')
-      p++;
-    return p;
-  }
-  while (p < end) {
-    while (p < end && !structural[(unsigned char)*p]) p++;
-    if (p >= end) break;
-    if (*p == '"') {
-      p = skip_string(p, end);
-      continue;
-    }
-    if (*p == '{' || *p == '[') depth++;
-    else if (--depth == 0) return p + 1;
-    p++;
-  }
-  return end;
-}
-
 /* Whether the key (with its quotes) is the plain text name. */
 static int key_is(const char *key, size_t len, const char *name) {
   size_t n = strlen(name);
@@ -105,10 +64,10 @@ typedef struct member {
 static int next_member(const char *p, const char *end, member *m) {
   if (p >= end || *p != '"') return 0;
   m->key = p;
-  p = skip_string(p, end);
+  p = hk_json_skip_string(p, end);
   m->key_len = (size_t)(p - m->key);
   m->value = hk_json_skip_ws(hk_json_skip_ws(p, end) + 1, end);
-  p = skip_value(m->value, end);
+  p = hk_json_skip_value(m->value, end);
   m->value_len = (size_t)(p - m->value);
   p = hk_json_skip_ws(p, end);
   if (p < end && *p == ',') p = hk_json_skip_ws(p + 1, end);

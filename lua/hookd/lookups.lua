@@ -200,12 +200,20 @@ local NO_PROFILE_ID = "an import's profile without a usable list_id " ..
 -- event of an unsettled batch asks for it.
 function M.capture(event, event_type, index)
   if CONTENT_EVENTS[event_type] then
-    local content, smid = event.content, send_id(event)
-    if not is_object(content) then return end
+    -- From the batch, the member's text tells whether content is an
+    -- object without decoding it; otherwise the decoded event does.
+    local text = index and core.event_member(index, "content")
+    local content
+    if text then
+      if text:byte(1) ~= 123 then return end -- not "{": not an object
+    else
+      content = event.content
+      if not is_object(content) then return end
+    end
+    local smid = send_id(event)
     if not smid then
       not_kept("content", NO_SEND_ID)
     else
-      local text = index and core.event_member(index, "content")
       if text then
         core.store_put_json("content", smid, nil, text)
         remember(pending_content, smid, text)

@@ -11,6 +11,7 @@ local type, pairs, next, setmetatable, getmetatable =
   type, pairs, next, setmetatable, getmetatable
 local render = template.render
 local object_mt, array_mt, null = json.object_mt, json.array_mt, json.null
+local materialize = json.materialize
 
 -- Whether the event brought custom_data to keep: an object with at least
 -- one key. Missing, null, {} (and non-objects such as [] or "x") do not
@@ -79,7 +80,7 @@ end
 -- stored for the send it is about, when there is one.
 function M.build(hook, event, ctx, profile_lookup, content_lookup)
   local msg = setmetatable({}, object_mt)
-  for k, v in pairs(event) do msg[k] = v end
+  for k, v in pairs(materialize(event)) do msg[k] = v end
   msg.profile = nil
   if not hook.content then
     msg.content = nil

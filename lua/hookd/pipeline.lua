@@ -35,11 +35,19 @@ local function key_text(v)
   return nil
 end
 
+-- The value at a dotted path of the event. Reads are raw, so that no
+-- metamethod a hook left runs here; only the event's own, which decodes a
+-- nested member on first read, is let through.
+local event_mt = json.event_mt
 local function field_at(event, path)
   local v = event
   for part in path:gmatch("[^.]+") do
     if type(v) ~= "table" then return nil end
-    v = rawget(v, part)
+    if getmetatable(v) == event_mt then
+      v = v[part]
+    else
+      v = rawget(v, part)
+    end
   end
   return v
 end

@@ -394,7 +394,7 @@ local function export_view(settings, event)
     return s, event, lookups.profile_field
   end
   local bare = {}
-  for k, v in pairs(event) do bare[k] = v end
+  for k, v in pairs(json.materialize(event)) do bare[k] = v end
   bare.profile = nil
   return s, bare, null_field
 end

@@ -34,6 +34,7 @@ local hook_json = {
 local SHARED_MT = {
   [getmetatable("")] = true, [json.array_mt] = true,
   [json.object_mt] = true, [json.number_mt] = true,
+  [json.event_mt] = true,
 }
 
 local function safe_getmetatable(v)
@@ -41,6 +42,26 @@ local function safe_getmetatable(v)
   if mt ~= nil and SHARED_MT[mt] then return nil end
   return mt
 end
+
+-- An event's nested objects and arrays are decoded when first read (see
+-- core/lua_event.h); what walks or bypasses the table's reads has them
+-- all decoded first, so a hook sees every member whichever way it looks.
+local event_mt, materialize = json.event_mt, json.materialize
+local raw_next, raw_rawget, raw_rawset, raw_setmetatable =
+  next, rawget, rawset, setmetatable
+
+local function whole(t)
+  if getmetatable(t) == event_mt then materialize(t) end
+  return t
+end
+
+local WALKERS = {
+  next = function(t, k) return raw_next(whole(t), k) end,
+  pairs = function(t) return raw_next, whole(t), nil end,
+  rawget = function(t, k) return raw_rawget(whole(t), k) end,
+  rawset = function(t, k, v) return raw_rawset(whole(t), k, v) end,
+  setmetatable = function(t, mt) return raw_setmetatable(whole(t), mt) end,
+}
 
 -- The bytecode of a function is of no use without a loader, which hooks
 -- do not get; it is removed from the shared string library too, since
@@ -333,7 +354,9 @@ end
 -- nil.
 function M.new_env(hook_id, lib_dir)
   local base = {}
-  for _, name in ipairs(SAFE_GLOBALS) do base[name] = _G[name] end
+  for _, name in ipairs(SAFE_GLOBALS) do
+    base[name] = WALKERS[name] or _G[name]
+  end
   base.string = copy(string)
   base.string.dump = nil -- bytecode is for loaders, which hooks do not get
   base.table = copy(table)

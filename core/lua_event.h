@@ -1,0 +1,46 @@
+/* Events decoded on demand. Routing reads a few top-level fields of each
+ * event (its type, database, profile id, dates) and seldom its nested
+ * objects and arrays (event_data, subscription, profile, content,
+ * custom_data), which are most of its values. So an event is decoded with
+ * its top-level numbers, strings, booleans and nulls in the table and its
+ * containers kept as text beside it; a container is decoded the first time
+ * it is read. Code that walks the table (pairs, next, rawget, the encoder,
+ * json.copy) first has every container decoded ("materialized"), after
+ * which the table is an ordinary decoded object. */
+#ifndef HOOKD_LUA_EVENT_H
+#define HOOKD_LUA_EVENT_H
+
+#include <lua.h>
+#include <stddef.h>
+
+/* Containers an event may keep as text; one with more is decoded whole. */
+#define HK_EVENT_LAZY_MAX 16
+
+/* The containers the decoder left as text, noted while it decodes the
+ * top-level object: keys and values point into the event's text. */
+typedef struct hk_event_lazy {
+  int n;
+  size_t bytes; /* keys and values together */
+  struct {
+    const char *key, *value;
+    size_t key_len, value_len;
+  } m[HK_EVENT_LAZY_MAX];
+} hk_event_lazy;
+
+/* The decoder that notes them is hk_json_decode_event_push (lua_json.h).
+ * This keeps the containers noted in lazy with the table at idx
+ * (absolute) and gives it the events' metatable. */
+void hk_event_attach(lua_State *L, int idx, const hk_event_lazy *lazy);
+
+/* Whether the table at idx (absolute) still keeps containers as text. */
+int hk_event_is_lazy(lua_State *L, int idx);
+
+/* Decodes every container the table at idx (absolute) still keeps as
+ * text into it and makes it an ordinary decoded object. Does nothing for
+ * any other value. Raises a Lua error only when out of memory. */
+void hk_event_materialize(lua_State *L, int idx);
+
+/* Pushes the metatable of events that keep containers as text. */
+void hk_event_push_mt(lua_State *L);
+
+#endif

@@ -1,0 +1,148 @@
+-- Tests for events decoded on demand (core/lua_event.h): an event's
+-- top-level containers are decoded when first read, and whatever reads
+-- it (a field, pairs, next, rawget, the encoder, json.copy, a hook's code
+-- in the sandbox) sees the same members a whole decode gives.
+local json = require "hookd.json"
+local sandbox = require "hookd.sandbox"
+local testing = require "testing"
+
+local check, eq = testing.check, testing.eq
+
+local TEXT = '{"event_type":"click","list_id":7,"profile_id":"p1",' ..
+  '"event_data":{"campaign_id":973,"link_url":"https://x.example/a"},' ..
+  '"subscription":[{"resource_id":3,"email":"a@example.com"}],' ..
+  '"profile":{"email":"a@example.com"},"custom_data":{},"flag":true,' ..
+  '"none":null}'
+
+-- The event's members as JSON, keys sorted, for comparing two tables.
+local function canonical(v)
+  if type(v) ~= "table" then return json.encode(v) end
+  local keys = {}
+  for k in pairs(json.materialize(v)) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  local parts = {}
+  for _, k in ipairs(keys) do
+    parts[#parts + 1] = tostring(k) .. "=" .. canonical(v[k])
+  end
+  return (json.is_array(v) and "[" or "{") .. table.concat(parts, ",") ..
+    (json.is_array(v) and "]" or "}")
+end
+
+local function same_as_whole(ev, text, what)
+  eq(canonical(ev), canonical(json.decode(text)), what)
+end
+
+check("scalars are in the table, containers only once read", function()
+  local ev = json.decode_event(TEXT)
+  eq(rawget(ev, "event_type"), "click", "event_type")
+  eq(rawget(ev, "list_id"), 7, "list_id")
+  eq(rawget(ev, "flag"), true, "flag")
+  eq(rawget(ev, "none"), json.null, "null")
+  eq(rawget(ev, "event_data"), nil, "event_data before a read")
+  eq(ev.event_data.campaign_id, 973, "campaign_id")
+  eq(rawget(ev, "event_data"), ev.event_data, "kept after the read")
+  eq(ev.subscription[1].resource_id, 3, "an array's element")
+  eq(json.is_array(ev.subscription), true, "an array stays an array")
+  eq(ev.no_such_member, nil, "a member the event lacks")
+end)
+
+check("a container read then removed stays removed", function()
+  local ev = json.decode_event(TEXT)
+  eq(type(ev.profile), "table", "profile")
+  ev.profile = nil
+  eq(ev.profile, nil, "profile after removing it")
+end)
+
+check("a container set or removed before a read keeps what was set",
+  function()
+    local ev = json.decode_event(TEXT)
+    ev.profile = nil
+    eq(ev.profile, nil, "removed unread")
+    ev.event_data = "replaced"
+    eq(ev.event_data, "replaced", "set unread")
+    json.materialize(ev)
+    eq(ev.profile, nil, "removed, after materialize")
+    eq(ev.event_data, "replaced", "set, after materialize")
+  end)
+
+check("encode, copy and materialize see every member", function()
+  local ev = json.decode_event(TEXT)
+  same_as_whole(json.decode(json.encode(json.decode_event(TEXT))), TEXT,
+    "encoded")
+  same_as_whole(json.copy(json.decode_event(TEXT)), TEXT, "copied")
+  local _ = ev.event_data -- one member read, the others not
+  json.materialize(ev)
+  eq(getmetatable(ev), json.object_mt, "an ordinary object after")
+  local n = 0
+  for k in next, ev do
+    eq(type(k), "string", "key type")
+    n = n + 1
+  end
+  eq(n, 9, "members after materialize")
+  same_as_whole(ev, TEXT, "materialized")
+end)
+
+check("a key given twice: the last one wins, as in a whole decode",
+  function()
+    for _, text in ipairs({
+      '{"a":{"x":1},"a":2}', '{"a":1,"a":{"x":1}}',
+      '{"a":{"x":1},"a":{"y":2}}', '{"a":{"x":1},"b":[1],"a":[3]}',
+    }) do
+      same_as_whole(json.decode_event(text), text, text)
+    end
+  end)
+
+check("escaped keys, many containers, and texts that are no object",
+  function()
+    local text = '{"pro\\u0066ile":{"email":"e"},"event_data":{"k":1}}'
+    local ev = json.decode_event(text)
+    eq(ev.profile.email, "e", "escaped key")
+    same_as_whole(ev, text, text)
+    local parts = {}
+    for i = 1, 20 do parts[i] = ('"c%d":{"v":%d}'):format(i, i) end
+    text = "{" .. table.concat(parts, ",") .. "}"
+    ev = json.decode_event(text)
+    eq(getmetatable(ev), json.object_mt, "over the limit: decoded whole")
+    same_as_whole(ev, text, "20 containers")
+    eq(json.decode_event("[1,{}]")[2] ~= nil, true, "an array")
+    eq(json.decode_event('"s"'), "s", "a string")
+    local bad, err = json.decode_event('{"a":1,}')
+    eq(bad, nil, "trailing comma")
+    eq(err:find("trailing comma", 1, true) ~= nil, true, err)
+  end)
+
+check("hook code sees every member however it looks", function()
+  local src = [[
+    local seen = {}
+    return {
+      walk = function(event)
+        local keys = {}
+        for k in pairs(event) do keys[#keys + 1] = k end
+        table.sort(keys)
+        return table.concat(keys, ",")
+      end,
+      step = function(event)
+        local n, k = 0, next(event)
+        while k ~= nil do n = n + 1; k = next(event, k) end
+        return n
+      end,
+      raw = function(event) return rawget(event, "event_data") end,
+      meta = function(event)
+        local before = getmetatable(event)
+        setmetatable(event, {__index = function() return "x" end})
+        return before, event.subscription, event.missing
+      end,
+    }
+  ]]
+  local hook, err = sandbox.run("h", "h.lua", src, "/nonexistent")
+  assert(hook, err)
+  local want = "custom_data,event_data,event_type,flag,list_id,none," ..
+    "profile,profile_id,subscription"
+  eq(hook.walk(json.decode_event(TEXT)), want, "pairs")
+  eq(hook.step(json.decode_event(TEXT)), 9, "next")
+  eq(hook.raw(json.decode_event(TEXT)).campaign_id, 973, "rawget")
+  local before, subs, missing = hook.meta(json.decode_event(TEXT))
+  eq(before, nil, "getmetatable hides the runtime's metatable")
+  eq(type(subs), "table", "a container after setmetatable")
+  eq(missing, "x", "the hook's own __index")
+end)
