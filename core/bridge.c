@@ -436,7 +436,7 @@ static const luaL_Reg core_funcs[] = {
     {"read_file", core_read_file}, {"emit", core_emit},
     {"event", core_event},     {"emit_event", core_emit_event},
     {"matched", core_matched}, {"failed", core_failed},
-    {"guard", hk_guard_lua_state},     {"check_regex", core_check_regex},
+    {"guard_call", hk_guard_call},     {"check_regex", core_check_regex},
     {"suspended", core_suspended}, {NULL, NULL}};
 
 /* package.preload["hookd.core"]; upvalue 1 is the bridge or NULL. */

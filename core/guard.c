@@ -4,7 +4,7 @@
  * LuaJIT's interpreter (the runtime turns the JIT off for it), where a
  * count hook can stop it; compiled traces would not see the hook. A
  * CPU-time timer of the loop thread ticks every GUARD_TICK_MS of CPU it
- * uses; while the runtime has marked hook code as running, the signal
+ * uses; while hook code runs (called through hk_guard_call), the signal
  * handler counts the ticks and, past the limit, sets a count hook that
  * raises an error inside the hook's code. An idle router uses no CPU and
  * gets no ticks.
@@ -33,13 +33,14 @@
 #define GUARD_TICK_MS 10
 #define CALL_SLACK ((size_t)1 << 20)
 
-/* Shared with the runtime through FFI (see lua/hookd/guard.lua). */
+/* What the guard knows of the call of hook code in progress; read by the
+ * CPU timer's signal handler and the allocator. */
 typedef struct hk_guard_state {
   volatile int32_t active;  /* 1 while hook code runs */
   volatile int32_t ticks;   /* CPU ticks since it started */
   volatile int32_t tripped; /* 1: stopped for CPU; 2: for its memory;
                                3: for the memory of all hooks */
-  volatile int32_t calls;   /* bumped by the runtime at each call */
+  volatile int32_t calls;   /* bumped at each call */
 } hk_guard_state;
 
 static hk_guard_state guard_state;
@@ -200,8 +201,32 @@ void hk_guard_stop(lua_State *L) {
   guard_L = NULL;
 }
 
-int hk_guard_lua_state(lua_State *L) {
-  if (guard_L != L) return 0;
-  lua_pushlightuserdata(L, &guard_state);
-  return 1;
+/* Marking the call is done here, in one call from Lua, because the
+ * runtime's routing runs interpreted (the hook code it calls is kept out
+ * of the JIT compiler), where each access to shared C memory through FFI
+ * costs more than a whole C call. */
+int hk_guard_call(lua_State *L) {
+  int guarded = guard_L == L, ok, tripped = 0;
+
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 4);
+  lua_pushvalue(L, 2); /* 5: the handler */
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 3);
+  lua_pushvalue(L, 4);
+  if (guarded) {
+    guard_state.ticks = 0;
+    guard_state.tripped = 0;
+    guard_state.calls = (guard_state.calls + 1) & INT32_MAX;
+    guard_state.active = 1;
+  }
+  ok = lua_pcall(L, 2, 1, 5) == 0;
+  if (guarded) {
+    guard_state.active = 0;
+    tripped = guard_state.tripped;
+  }
+  lua_pushboolean(L, ok);
+  lua_insert(L, -2);
+  lua_pushinteger(L, tripped);
+  return 3;
 }

@@ -27,8 +27,10 @@ void hk_guard_set_limits(int cpu_ms, size_t memory_bytes,
 /* Bytes the Lua state holds now. */
 size_t hk_guard_memory(void);
 
-/* core.guard(): the state shared with lua/hookd/guard.lua, as a light
- * userdata (nothing when the guard does not run in this state). */
-int hk_guard_lua_state(lua_State *L);
+/* core.guard_call(fn, handler, a, b) -> ok, result, stopped: calls
+ * fn(a, b) as hook code, like xpcall with handler. stopped is 0, or why
+ * the guard stopped it: 1 for CPU, 2 for its memory, 3 for the memory of
+ * all hooks. In a state the guard does not run in, a plain xpcall. */
+int hk_guard_call(lua_State *L);
 
 #endif

@@ -21,7 +21,7 @@ local CONTENT_EVENTS = { send = true, send_sms = true, send_push = true }
 
 local pending_content = {}  -- send_message_id -> {seq =, value =}
 local pending_profiles = {} -- "list:profile" -> {seq =, value =}
-local by_seq = {}           -- seq -> list of {table, key}
+local by_seq = {}           -- seq -> {table1, key1, table2, key2, ...}
 local seq = 0
 local memo = {}             -- reads from the store during one batch
 
@@ -47,7 +47,8 @@ local function remember(tbl, key, value)
   tbl[key] = { seq = seq, value = value }
   local list = by_seq[seq]
   if not list then list = {}; by_seq[seq] = list end
-  list[#list + 1] = { tbl, key }
+  local n = #list
+  list[n + 1], list[n + 2] = tbl, key
 end
 
 -- Starts routing batch n: reads from the store are fresh again.
@@ -62,8 +63,8 @@ function M.settle(n)
   local list = by_seq[n]
   by_seq[n] = nil
   if not list then return end
-  for i = 1, #list do
-    local tbl, key = list[i][1], list[i][2]
+  for i = 1, #list, 2 do
+    local tbl, key = list[i], list[i + 1]
     local entry = tbl[key]
     if entry and entry.seq == n then tbl[key] = nil end
   end
