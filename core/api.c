@@ -142,6 +142,18 @@ static int is_ndjson(const char *content_type) {
  * messages. */
 enum { TOO_BIG = -1, BUSY = -2 };
 
+/* Sizes the store batch of a request up front: its events' texts when
+ * history is kept, and about as much again for the messages routing adds,
+ * a message and an acknowledgement per event at most. */
+static void reserve_for(hk_store_batch *b, const hk_event_span *spans,
+                        size_t n, int keep_history) {
+  size_t bytes = 0;
+
+  for (size_t i = 0; i < n; i++) bytes += spans[i].json_len + 32;
+  (void)hk_store_batch_reserve(b, keep_history ? 2 * n : n,
+                               keep_history ? 2 * bytes : bytes);
+}
+
 static int route_spans(hk_api *api, hk_route_job *job, hk_store_batch *b,
                        const hk_event_span *spans, size_t n) {
   const char *texts[ROUTE_CHUNK];
@@ -299,6 +311,7 @@ static void handle_events(hk_api *api, hk_http_request *req) {
   batch = hk_store_batch_new();
   call = calloc(1, sizeof *call);
   if (batch == NULL || call == NULL) abort();
+  reserve_for(batch, spans, n, api->keep_history);
   for (size_t i = 0; api->keep_history && i < n; i++)
     hk_store_add_event(batch, spans[i].json, spans[i].json_len,
                        spans[i].type, spans[i].type_len, spans[i].list_id,

@@ -6,6 +6,7 @@
 #define HOOKD_JSON_LEX_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 /* Byte classes inside a JSON string: QUOTE, BSLASH and CTRL end a plain run
@@ -27,6 +28,30 @@ static const unsigned char hk_json_str_class[256] = {
 #undef HK_C64
 #undef HK_C16
 #undef HK_C4
+
+/* The first byte at or after p (up to end) that ends a run of plain
+ * string bytes: a quote, a backslash, a control character or a byte of a
+ * UTF-8 sequence; end when there is none. Eight bytes are tested at a
+ * time: the word has such a byte when a byte is below 0x20, equals '"' or
+ * '\\', or has its high bit set. */
+static inline const unsigned char *hk_json_plain_run(const unsigned char *p,
+                                                     const unsigned char *end) {
+  const uint64_t ones = 0x0101010101010101ULL, highs = ones * 0x80;
+
+  while (end - p >= 8) {
+    uint64_t x, quote, bslash;
+    memcpy(&x, p, 8);
+    quote = x ^ (ones * '"');
+    bslash = x ^ (ones * '\\');
+    /* Exact as a whole: a subtraction only borrows across bytes from a
+     * byte that is itself a hit, and bytes from 0x80 up are hits. */
+    if (((x - ones * 0x20) | (quote - ones) | (bslash - ones) | x) & highs)
+      break;
+    p += 8;
+  }
+  while (p < end && hk_json_str_class[*p] == HK_STR_PLAIN) p++;
+  return p;
+}
 
 /* The first byte at or after p (up to end) that is not JSON white space. */
 static inline const char *hk_json_skip_ws(const char *p, const char *end) {

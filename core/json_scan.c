@@ -139,11 +139,7 @@ static int scan_string(scanner *sc, bool *escaped) {
   size_t n;
 
   for (;;) {
-    while (end - p >= 4 &&
-           (hk_json_str_class[p[0]] | hk_json_str_class[p[1]] |
-            hk_json_str_class[p[2]] | hk_json_str_class[p[3]]) == 0)
-      p += 4;
-    while (p < end && hk_json_str_class[*p] == HK_STR_PLAIN) p++;
+    p = hk_json_plain_run(p, end);
     if (p >= end) return syntax(sc, sc->p, "unterminated string");
     switch (hk_json_str_class[*p]) {
     case HK_STR_QUOTE:

@@ -269,11 +269,7 @@ static int dec_string(decoder *d) {
   size_t n;
 
   for (;;) {
-    while (end - p >= 4 &&
-           (hk_json_str_class[p[0]] | hk_json_str_class[p[1]] |
-            hk_json_str_class[p[2]] | hk_json_str_class[p[3]]) == 0)
-      p += 4;
-    while (p < end && hk_json_str_class[*p] == HK_STR_PLAIN) p++;
+    p = hk_json_plain_run(p, end);
     if (p >= end) return dec_fail(d, d->p, "unterminated string");
     switch (hk_json_str_class[*p]) {
     case HK_STR_QUOTE:
@@ -746,11 +742,7 @@ static int enc_string(encoder *e, const char *s, size_t len) {
   if (enc_reserve(e, len + 2) != 0) return -1;
   e->out->data[e->out->len++] = '"';
   while (p < end) {
-    while (end - p >= 4 &&
-           (hk_json_str_class[p[0]] | hk_json_str_class[p[1]] |
-            hk_json_str_class[p[2]] | hk_json_str_class[p[3]]) == 0)
-      p += 4;
-    while (p < end && hk_json_str_class[*p] == HK_STR_PLAIN) p++;
+    p = hk_json_plain_run(p, end);
     if (p >= end) break;
     if (hk_json_str_class[*p] == HK_STR_HIGH) {
       if ((n = hk_utf8_seq_len(p, (size_t)(end - p))) == 0)

@@ -51,6 +51,11 @@ hk_store_batch *hk_store_batch_new(void);
 /* Only for a batch that was never submitted. */
 void hk_store_batch_free(hk_store_batch *b);
 
+/* Makes room for about ops operations and bytes of their text, so that a
+ * batch whose size is known is not copied as it grows. Returns 0, or -1
+ * when out of memory (the batch still works, growing as needed). */
+int hk_store_batch_reserve(hk_store_batch *b, size_t ops, size_t bytes);
+
 /* A batch that fails is normally reported as failed. A batch marked
  * persistent (acknowledgements, retry state, dead letters) is instead
  * tried again every second until it commits, so a full disk delays the

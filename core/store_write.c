@@ -18,6 +18,17 @@ void hk_store_batch_free(hk_store_batch *b) {
   free(b);
 }
 
+int hk_store_batch_reserve(hk_store_batch *b, size_t ops, size_t bytes) {
+  store_op *grown;
+
+  if (ops > b->cap_ops) {
+    if ((grown = realloc(b->ops, ops * sizeof *grown)) == NULL) return -1;
+    b->ops = grown;
+    b->cap_ops = ops;
+  }
+  return hk_buf_reserve(&b->arena, bytes);
+}
+
 void hk_store_batch_persistent(hk_store_batch *b) { b->persistent = 1; }
 
 static arena_str keep(hk_store_batch *b, const char *p, size_t len) {

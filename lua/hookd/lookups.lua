@@ -223,7 +223,8 @@ function M.capture(event, event_type, index)
         remember(pending_content, smid, json.copy(content))
       end
     end
-  elseif type(event_type) == "string" and event_type:sub(1, 7) == "import_" then
+  elseif type(event_type) == "string" and event_type:byte(1) == 105 and
+      event_type:sub(1, 7) == "import_" then -- 105: "i", spares a sub
     local fields = event.profile
     local lid, pid = id_key(event.list_id), id_text(event.profile_id)
     if not is_object(fields) then return end

@@ -231,6 +231,32 @@ static void json_scan_control_character_in_string_refused(void) {
   EXPECT_ERR(SCAN(EV(",\"a\":\"x\x01y\"")), -1, "control character");
 }
 
+/* Strings are read eight bytes at a time: a byte that ends a plain run
+ * is found at every place in and around such a word. */
+static void json_scan_string_bytes_found_at_every_position(void) {
+  static const char *bad[] = {"\x01", "\x1f", "\xff", "\xc0"};
+  char body[160];
+  int n;
+
+  for (int at = 0; at < 20; at++) {
+    for (size_t b = 0; b < sizeof bad / sizeof *bad; b++) {
+      n = snprintf(body, sizeof body, EV(",\"a\":\"%.*s%s%.*s\""), at,
+                   "abcdefghijklmnopqrstuvwxyz", bad[b], 20 - at,
+                   "abcdefghijklmnopqrstuvwxyz");
+      if (scan_with(body, (size_t)n, 0, 0, 0) != -1)
+        FAILF("byte %02x at %d accepted", (unsigned char)bad[b][0], at);
+    }
+    n = snprintf(body, sizeof body, EV(",\"a\":\"%.*s\\\"%.*s\""), at,
+                 "abcdefghijklmnopqrstuvwxyz", 20 - at,
+                 "abcdefghijklmnopqrstuvwxyz");
+    EXPECT_OK(scan_with(body, (size_t)n, 0, 0, 0), 1);
+    n = snprintf(body, sizeof body, EV(",\"a\":\"%.*s\xc3\xa9%.*s\""),
+                 at, "abcdefghijklmnopqrstuvwxyz", 20 - at,
+                 "abcdefghijklmnopqrstuvwxyz");
+    EXPECT_OK(scan_with(body, (size_t)n, 0, 0, 0), 1);
+  }
+}
+
 static void json_scan_unterminated_string_refused(void) {
   EXPECT_ERR(SCAN(EV(",\"a\":\"xyz")), -1, "unterminated string at byte 62");
 }
@@ -646,6 +672,7 @@ int main(void) {
   json_scan_string_escapes();
   json_scan_lone_surrogates_refused();
   json_scan_control_character_in_string_refused();
+  json_scan_string_bytes_found_at_every_position();
   json_scan_unterminated_string_refused();
   json_scan_valid_utf8_accepted();
   json_scan_invalid_utf8_refused_with_event_index();

@@ -340,6 +340,23 @@ static void lua_json_decode_errors_say_where(void) {
            "bad('tru', 'invalid literal at byte 0')\n");
 }
 
+/* Strings are read eight bytes at a time: what ends a plain run is found
+ * at every place in and around such a word. */
+static void lua_json_string_bytes_found_at_every_position(void) {
+  LUA_TEST("local abc = 'abcdefghijklmnopqrstuvwxyz'\n"
+           "for at = 0, 19 do\n"
+           "  local a, b = abc:sub(1, at), abc:sub(1, 20 - at)\n"
+           "  for _, c in ipairs({'\\1', '\\31', '\\255', '\\192'}) do\n"
+           "    local v, err = json.decode('\"' .. a .. c .. b .. '\"')\n"
+           "    eq(v, nil, 'byte ' .. c:byte() .. ' at ' .. at)\n"
+           "  end\n"
+           "  eq(json.decode('\"' .. a .. '\\\\\"' .. b .. '\"'),\n"
+           "     a .. '\"' .. b, 'escape at ' .. at)\n"
+           "  eq(json.decode('\"' .. a .. '\\195\\169' .. b .. '\"'),\n"
+           "     a .. '\\195\\169' .. b, 'UTF-8 at ' .. at)\n"
+           "end\n");
+}
+
 static void lua_json_decode_depth_limit(void) {
   LUA_TEST("assert(json.decode(string.rep('[', 512) .. string.rep(']', 512)))\n"
            "local v, err = json.decode(string.rep('[', 513) ..\n"
@@ -514,6 +531,7 @@ int main(void) {
   lua_json_encode_depth_limit();
   lua_json_decode_errors_say_where();
   lua_json_decode_depth_limit();
+  lua_json_string_bytes_found_at_every_position();
   lua_json_decode_duplicate_keys_last_wins();
   lua_json_sample_round_trip();
   lua_json_c_decode_push_balances_stack();
