@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "lua_json.h"
+#include "splice.h"
 
 /* Registry and table keys: their addresses are what is unique. */
 static const char k_event_mt_key = 'e';
@@ -172,4 +173,44 @@ void hk_event_materialize(lua_State *L, int idx) {
   }
   hk_json_push_object_mt(L);
   lua_setmetatable(L, idx);
+}
+
+/* Pushes member name of the container at i, decoding only that member;
+ * returns 0, or -1 when only decoding the whole container can tell (a
+ * key with escapes or given twice). */
+static int peek_text(lua_State *L, const lazy_state *s, int i,
+                     const char *name) {
+  const char *bytes = state_bytes(s), *value;
+  size_t value_len;
+  char err[160];
+  int found = hk_splice_member(bytes + s->e[i].value, s->e[i].value_len,
+                               name, &value, &value_len);
+
+  if (found < 0) return -1;
+  if (found == 0) lua_pushnil(L);
+  else if (hk_json_decode_push(L, value, value_len, err, sizeof err) != 0)
+    luaL_error(L, "event member %s: %s", name, err);
+  return 0;
+}
+
+int hk_event_peek(lua_State *L) {
+  size_t len;
+  const char *name = luaL_checklstring(L, 3, &len);
+  lazy_state *s;
+  int i;
+
+  luaL_checkany(L, 2);
+  lua_settop(L, 3);
+  if (hk_event_is_lazy(L, 1) && lua_type(L, 2) == LUA_TSTRING &&
+      strlen(name) == len && (s = state_of(L, 1)) != NULL &&
+      (i = find(L, s, 2)) >= 0 && !(s->resolved & (1u << i)) &&
+      peek_text(L, s, i, name) == 0)
+    return 1;
+  if (!lua_istable(L, 1)) return 0;
+  lua_pushvalue(L, 2);
+  lua_gettable(L, 1);
+  if (!lua_istable(L, -1)) return 0;
+  lua_pushvalue(L, 3);
+  lua_gettable(L, -2);
+  return 1;
 }

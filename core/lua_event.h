@@ -40,6 +40,12 @@ int hk_event_is_lazy(lua_State *L, int idx);
  * any other value. Raises a Lua error only when out of memory. */
 void hk_event_materialize(lua_State *L, int idx);
 
+/* json.peek(t, key, name) -> t[key][name] when t[key] is a table, else
+ * nil; when t is an event that keeps t[key] as text, only that one member
+ * of it is decoded (and nothing is kept), so reading one id of event_data
+ * does not decode all of it. */
+int hk_event_peek(lua_State *L);
+
 /* Pushes the metatable of events that keep containers as text. */
 void hk_event_push_mt(lua_State *L);
 

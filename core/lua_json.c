@@ -1102,6 +1102,7 @@ int luaopen_hookd_json(lua_State *L) {
       {"is_array", l_is_array}, {"number", l_number},
       {"is_number_literal", l_is_number_literal}, {"copy", l_copy},
       {"materialize", l_materialize}, {"decode_event", l_decode_event},
+      {"peek", hk_event_peek},
       {NULL, NULL}};
 
   lua_createtable(L, 0, 12);

@@ -118,8 +118,7 @@ end
 -- The send an event is about: event_data.send_message_id, where the
 -- platform puts it, or a top-level send_message_id.
 local function send_id(event)
-  local data = event.event_data
-  local smid = is_object(data) and data.send_message_id or nil
+  local smid = json.peek(event, "event_data", "send_message_id")
   if smid == nil or smid == null then smid = event.send_message_id end
   return id_text(smid)
 end

@@ -2,6 +2,7 @@
 -- and rendering it per event from a context that caches what the variables
 -- derive from the event (its parsed date, catalog names).
 
+local json = require "hookd.json"
 local core = require "hookd.core"
 local catalog_mod = require "hookd.catalog"
 
@@ -89,10 +90,10 @@ end
 
 -- ---- catalog names, looked up once per context ----
 
-local function event_data(ctx)
-  local ed = ctx.event.event_data
-  if type(ed) == "table" then return ed end
-  return nil
+-- event_data.<name> of the event, reading only that member of it.
+local peek = json.peek
+local function data_field(ctx, name)
+  return peek(ctx.event, "event_data", name)
 end
 
 -- A usable id key, with 0 meaning "none".
@@ -117,16 +118,14 @@ end
 
 -- The id each kind is looked up by, from the event.
 local function lookup_id(ctx, kind)
-  local ed = event_data(ctx)
   if kind == "databases" then return ref(ctx.event.list_id) end
   if kind == "resources" then
-    return (ed and ref(ed.resource_id))
+    return ref(data_field(ctx, "resource_id"))
       or first_subscription_resource(ctx.event)
   end
-  if not ed then return nil end
-  if kind == "campaigns" then return ref(ed.campaign_id) end
-  if kind == "segments" then return ref(ed.segment_id) end
-  return ref(ed.message_id) -- templates
+  if kind == "campaigns" then return ref(data_field(ctx, "campaign_id")) end
+  if kind == "segments" then return ref(data_field(ctx, "segment_id")) end
+  return ref(data_field(ctx, "message_id")) -- templates
 end
 
 -- Returns the catalog entry of a kind for this event, or false; cached.
