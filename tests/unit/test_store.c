@@ -409,6 +409,7 @@ static void store_open_creates_missing_dir_and_stamps_file(void) {
   fx_close_store(&f);
   CHECK_INT(sql_int(db, "PRAGMA application_id"), HOOKD_APP_ID);
   CHECK(sql_int(db, "PRAGMA user_version") >= 1);
+  CHECK_INT(sql_int(db, "PRAGMA page_size"), 16384); /* a new store's */
   CHECK_INT(sql_int(db, "SELECT count(*) FROM sqlite_master WHERE name = "
                         "'outbox'"), 1);
   /* A second open of the same files finds them ours and current. */
@@ -1272,6 +1273,8 @@ static void store_migrates_rows_of_events_into_chunks(void) {
   REQUIRE(sql_exec(f.db, sql) == 0 && sql_exec(f.db, v5_history) == 0);
   REQUIRE(fx_open(&f) == 0);
   CHECK(sql_int(f.db, "PRAGMA user_version") >= 6);
+  /* An existing store keeps the page size it was made with. */
+  CHECK_INT(sql_int(f.db, "PRAGMA page_size"), 4096);
   CHECK_INT(sql_int(f.db, "SELECT count(*) FROM sqlite_master WHERE name "
                           "IN ('events', 'events_by_date')"), 0);
   CHECK_INT(hk_store_count(f.s, "history"), 3);
