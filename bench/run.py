@@ -400,8 +400,8 @@ def parse_args():
                     "round them again")
     ap.add_argument("--request-size", type=int, default=1000,
                     help="events per ingest request")
-    ap.add_argument("--threads", type=int, choices=range(1, 5), default=1,
-                    metavar="1..4", help="concurrent posting connections")
+    ap.add_argument("--threads", type=int, choices=range(1, 9), default=1,
+                    metavar="1..8", help="concurrent posting connections")
     ap.add_argument("--scenario", type=scenario_list, default="all",
                     help="all (= %s), %s, or several joined by commas" % (
                         ", ".join(DEFAULT_SCENARIOS),

@@ -43,8 +43,8 @@ def parse_args():
     ap.add_argument("--events", type=int, default=TARGET_EVENTS,
                     help="events of the throughput and backlog runs")
     ap.add_argument("--hookd", default=os.path.join(ROOT, "build", "hookd"))
-    ap.add_argument("--threads", type=int, choices=range(1, 5), default=1,
-                    metavar="1..4", help="posting connections (run.py)")
+    ap.add_argument("--threads", type=int, choices=range(1, 9), default=1,
+                    metavar="1..8", help="posting connections (run.py)")
     ap.add_argument("--sink", choices=("c", "python"),
                     help="sink of the throughput runs (run.py --sink)")
     ap.add_argument("--no-brokers", action="store_true",
