@@ -942,28 +942,28 @@ int hk_json_encode_append(lua_State *L, int idx, hk_buf *out, char *err,
 
 /* ---- the Lua module ------------------------------------------------------ */
 
-static int l_decode(lua_State *L) {
+/* json.decode(text) and json.decode_event(text) -> value | nil, error;
+ * the second leaves the top-level containers of an object to be decoded
+ * when first read (see lua_event.h). */
+static int decode_with(lua_State *L,
+                       int (*decode)(lua_State *, const char *, size_t,
+                                     char *, size_t)) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
   char err[160];
 
-  if (hk_json_decode_push(L, s, len, err, sizeof err) == 0) return 1;
+  if (decode(L, s, len, err, sizeof err) == 0) return 1;
   lua_pushnil(L);
   lua_pushstring(L, err);
   return 2;
 }
 
-/* json.decode_event(text): as decode, with the top-level containers of
- * an object decoded when first read (see lua_event.h). */
-static int l_decode_event(lua_State *L) {
-  size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
-  char err[160];
+static int l_decode(lua_State *L) {
+  return decode_with(L, hk_json_decode_push);
+}
 
-  if (hk_json_decode_event_push(L, s, len, err, sizeof err) == 0) return 1;
-  lua_pushnil(L);
-  lua_pushstring(L, err);
-  return 2;
+static int l_decode_event(lua_State *L) {
+  return decode_with(L, hk_json_decode_event_push);
 }
 
 static int l_encode(lua_State *L) {
