@@ -365,20 +365,22 @@ static bool noted(const hk_event_lazy *lazy, const char *key, size_t len) {
   return false;
 }
 
-/* An event's top-level member, its key decoded at the top of the stack
- * and d->p at its value: a container is noted and skipped (returns 1,
- * the key popped), anything else is for the caller to decode (0). A key
- * that repeats or is written with escapes, or too many containers, and
- * the event is decoded whole: d->whole is set and -1 returned. */
+/* An event's top-level member, its key (as written, key_len bytes with
+ * its quotes) decoded at the top of the stack and d->p at its value: a
+ * container is noted and skipped (returns 1, the key popped), anything
+ * else is for the caller to decode (0). When a key may repeat one of a
+ * container (the same text, or any key written with escapes once a
+ * container was noted), or there are too many containers, the event is
+ * decoded whole: d->whole is set and -1 returned. */
 static int keep_as_text(decoder *d, const char *key, size_t key_len) {
   hk_event_lazy *lazy = d->lazy;
   const char *value = d->p;
+  bool escaped = memchr(key, '\\', key_len) != NULL;
   bool repeat = noted(lazy, key + 1, key_len - 2);
 
   if (*value != '{' && *value != '[') {
-    if (!repeat) return 0;
-  } else if (!repeat && lazy->n < HK_EVENT_LAZY_MAX &&
-             memchr(key, '\\', key_len) == NULL) {
+    if (!repeat && (lazy->n == 0 || !escaped)) return 0;
+  } else if (!repeat && lazy->n < HK_EVENT_LAZY_MAX && !escaped) {
     lua_pushvalue(d->L, -1);
     lua_rawget(d->L, -3);
     repeat = !lua_isnil(d->L, -1);

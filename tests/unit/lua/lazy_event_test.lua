@@ -87,6 +87,7 @@ check("a key given twice: the last one wins, as in a whole decode",
     for _, text in ipairs({
       '{"a":{"x":1},"a":2}', '{"a":1,"a":{"x":1}}',
       '{"a":{"x":1},"a":{"y":2}}', '{"a":{"x":1},"b":[1],"a":[3]}',
+      '{"a":{"x":1},"\\u0061":2}', '{"\\u0061":2,"a":{"x":1}}',
     }) do
       same_as_whole(json.decode_event(text), text, text)
     end
