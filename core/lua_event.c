@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "guard.h"
 #include "lua_json.h"
 #include "splice.h"
 
@@ -58,17 +59,49 @@ static int find(lua_State *L, const lazy_state *s, int key_idx) {
   return -1;
 }
 
+/* A decoding run in protected mode, so that the guard is always resumed
+ * even when it raises (out of memory). */
+typedef struct decode_job {
+  const char *text;
+  size_t len;
+  int rc;
+  char err[160];
+} decode_job;
+
+static int decode_protected(lua_State *L) {
+  decode_job *j = lua_touserdata(L, 1);
+
+  j->rc = hk_json_decode_push(L, j->text, j->len, j->err, sizeof j->err);
+  return j->rc == 0 ? 1 : 0;
+}
+
+/* Decodes the JSON text and pushes it, outside the limits of the hook
+ * whose code may be reading it: the event was decoded for it, as it
+ * would have been whole before the call. Raises on an error. */
+static void push_decoded(lua_State *L, const char *key, size_t key_len,
+                         const char *text, size_t len) {
+  decode_job job = {text, len, 0, ""};
+  hk_guard_pause saved;
+  int status;
+
+  lua_pushcfunction(L, decode_protected);
+  lua_pushlightuserdata(L, &job);
+  hk_guard_pause_begin(&saved);
+  status = lua_pcall(L, 1, 1, 0);
+  hk_guard_pause_end(&saved);
+  if (status != 0) lua_error(L); /* its message is on the stack */
+  if (job.rc != 0) {
+    lua_pushlstring(L, key, key_len);
+    luaL_error(L, "event member %s: %s", lua_tostring(L, -1), job.err);
+  }
+}
+
 /* Decodes container i and pushes it; marks it resolved. */
 static void push_container(lua_State *L, lazy_state *s, int i) {
-  char err[160];
   const char *bytes = state_bytes(s);
 
-  if (hk_json_decode_push(L, bytes + s->e[i].value, s->e[i].value_len, err,
-                          sizeof err) != 0)
-  {
-    lua_pushlstring(L, bytes + s->e[i].key, s->e[i].key_len);
-    luaL_error(L, "event member %s: %s", lua_tostring(L, -1), err);
-  }
+  push_decoded(L, bytes + s->e[i].key, s->e[i].key_len,
+               bytes + s->e[i].value, s->e[i].value_len);
   s->resolved |= 1u << i;
 }
 
@@ -182,14 +215,12 @@ static int peek_text(lua_State *L, const lazy_state *s, int i,
                      const char *name) {
   const char *bytes = state_bytes(s), *value;
   size_t value_len;
-  char err[160];
   int found = hk_splice_member(bytes + s->e[i].value, s->e[i].value_len,
                                name, &value, &value_len);
 
   if (found < 0) return -1;
   if (found == 0) lua_pushnil(L);
-  else if (hk_json_decode_push(L, value, value_len, err, sizeof err) != 0)
-    luaL_error(L, "event member %s: %s", name, err);
+  else push_decoded(L, name, strlen(name), value, value_len);
   return 0;
 }
 

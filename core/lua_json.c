@@ -992,6 +992,7 @@ static int set_kind(lua_State *L, const char *key) {
   }
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
+  hk_event_materialize(L, 1); /* its own metatable goes */
   push_mt(L, key);
   lua_setmetatable(L, 1);
   return 1;

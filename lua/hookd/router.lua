@@ -28,6 +28,7 @@ local order = {}   -- loaded hooks sorted by id: the routing order
 local attempted = {}
 
 local decode, emit, failed = json.decode, core.emit, core.failed
+local decode_event = json.decode_event
 local event_at, emit_event = core.event, core.emit_event
 local null = json.null
 
@@ -213,7 +214,7 @@ local function run_example(hook, t)
   if not ok then
     return "the event cannot be encoded as JSON: " .. first_line(text)
   end
-  return examples.verdict(t.expect, trial(hook, decode(text),
+  return examples.verdict(t.expect, trial(hook, decode_event(text),
     example_message))
 end
 
@@ -609,7 +610,7 @@ function M.test_message(id, body)
   event, err = test_event(hook, doc)
   if not event then return { "request", err } end
   local event_text = json.encode(event)
-  event = decode(event_text)
+  event = decode_event(event_text)
   if hook.isolate then event = deep_copy(event) end
   local status, msg, route, key, encoded = pipeline.run(hook, event,
     template.new_context(event, catalog), live_message, true)
@@ -680,7 +681,9 @@ function M.try_events(events)
   if trying == nil then return nil, "no hook loaded" end
   local lines = {}
   for i = 1, #events do
-    local status, value = trial(trying, decode(events[i]), live_message)
+    -- Decoded as the router decodes what it routes (core.event).
+    local status, value = trial(trying, decode_event(events[i]),
+      live_message)
     lines[i] = status == "message" and value or (status .. ": " .. value)
   end
   return lines

@@ -55,13 +55,18 @@ local function whole(t)
   return t
 end
 
+-- pairs hands out this next, not the raw one, so that no hook can get
+-- hold of a next that skips the check.
+local function safe_next(t, k) return raw_next(whole(t), k) end
+
 local WALKERS = {
-  next = function(t, k) return raw_next(whole(t), k) end,
-  pairs = function(t) return raw_next, whole(t), nil end,
+  next = safe_next,
+  pairs = function(t) return safe_next, whole(t), nil end,
   rawget = function(t, k) return raw_rawget(whole(t), k) end,
   rawset = function(t, k, v) return raw_rawset(whole(t), k, v) end,
   setmetatable = function(t, mt) return raw_setmetatable(whole(t), mt) end,
 }
+local raw_foreach = table.foreach
 
 -- The bytecode of a function is of no use without a loader, which hooks
 -- do not get; it is removed from the shared string library too, since
@@ -361,6 +366,7 @@ function M.new_env(hook_id, lib_dir)
   base.string.dump = nil -- bytecode is for loaders, which hooks do not get
   base.table = copy(table)
   base.table.sort = guarded_sort
+  base.table.foreach = function(t, f) return raw_foreach(whole(t), f) end
   base.math = copy(math)
   base.math.random, base.math.randomseed = make_random(hook_id)
   base.os = {time = os.time, date = os.date, clock = os.clock}

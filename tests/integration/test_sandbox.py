@@ -236,6 +236,34 @@ for i = 1, 200000 do big[i] = string.rep("z", 100) .. i end
     return true end,""", "used more than 16 MiB of memory",
                             hook_memory_limit_mb=16)
 
+    def test_decoding_a_member_the_hook_reads_is_not_the_hooks_cost(self):
+        # Nested members are decoded when the hook's code first reads them;
+        # that is the router's work, as when events were decoded whole, so
+        # a member bigger than the hook's memory limit still reads fine,
+        # and what the hook then allocates itself is limited as before.
+        h = self.start({"reader": http_hook(self.sink.url("/r"), extra="""
+  filter = function(e)
+    local n = #e.event_data.items
+    if e.event_data.grow then
+      local t = {} for i = 1, 1e9 do t[i] = {i} end
+    end
+    return n == 200000 end,"""),
+                        "good": http_hook(self.sink.url("/good"))},
+                       hook_memory_limit_mb=16, hook_cpu_limit_ms=20000,
+                       max_message_bytes=4 << 20)
+        big = click(1)
+        big["event_data"] = {"items": [{"k": i} for i in range(200000)]}
+        grows = click(2)
+        grows["event_data"] = {"items": [], "grow": True}
+        h.post_events([big, grows])
+        self.sink.wait_messages("/good", 2)
+        [m] = self.sink.wait_messages("/r", 1)
+        self.assertEqual(len(m["event_data"]["items"]), 200000)
+        h.wait_hook("reader", lambda x: x["counters"]["failed"] == 1,
+                    "the growing call stopped")
+        self.assertIn("used more than 16 MiB of memory",
+                      h.wait_log("event_failed=1"))
+
     def test_catastrophic_pattern_is_stopped_by_the_cpu_limit(self):
         # Days of backtracking in the library's C matcher; here the guard
         # stops it like any loop, through the method call too.

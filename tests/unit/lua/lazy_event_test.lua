@@ -128,6 +128,16 @@ check("hook code sees every member however it looks", function()
         return n
       end,
       raw = function(event) return rawget(event, "event_data") end,
+      bypass = function(event)
+        local n, keys = 0, {}
+        for _ in (pairs({})), event do n = n + 1 end
+        table.foreach(event, function(k) keys[#keys + 1] = k end)
+        return n, #keys
+      end,
+      kind = function(event)
+        json.object(event)
+        return event.event_data ~= nil, json.encode(event)
+      end,
       meta = function(event)
         local before = getmetatable(event)
         setmetatable(event, {__index = function() return "x" end})
@@ -142,6 +152,12 @@ check("hook code sees every member however it looks", function()
   eq(hook.walk(json.decode_event(TEXT)), want, "pairs")
   eq(hook.step(json.decode_event(TEXT)), 9, "next")
   eq(hook.raw(json.decode_event(TEXT)).campaign_id, 973, "rawget")
+  local n, foreach_n = hook.bypass(json.decode_event(TEXT))
+  eq(n, 9, "the next that pairs hands out")
+  eq(foreach_n, 9, "table.foreach")
+  local has_data, text = hook.kind(json.decode_event(TEXT))
+  eq(has_data, true, "json.object keeps the containers")
+  same_as_whole(json.decode(text), TEXT, "encoded after json.object")
   local before, subs, missing = hook.meta(json.decode_event(TEXT))
   eq(before, nil, "getmetatable hides the runtime's metatable")
   eq(type(subs), "table", "a container after setmetatable")
