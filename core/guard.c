@@ -201,24 +201,6 @@ void hk_guard_stop(lua_State *L) {
   guard_L = NULL;
 }
 
-void hk_guard_pause_begin(hk_guard_pause *saved) {
-  saved->active = guard_state.active;
-  saved->ticks = guard_state.ticks;
-  saved->memory = mem_total;
-  guard_state.active = 0;
-}
-
-/* The call's memory allowance moves up by what the pause kept, and its
- * ticks go back to where they were. A count hook the signal handler set
- * just before the pause still stops the hook's code, as it should. */
-void hk_guard_pause_end(const hk_guard_pause *saved) {
-  if (!saved->active) return;
-  if (mem_total > saved->memory && mem_call_seen == guard_state.calls)
-    mem_call_start += mem_total - saved->memory;
-  guard_state.ticks = saved->ticks;
-  guard_state.active = 1;
-}
-
 /* Marking the call is done here, in one call from Lua, because the
  * runtime's routing runs interpreted (the hook code it calls is kept out
  * of the JIT compiler), where each access to shared C memory through FFI

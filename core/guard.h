@@ -27,18 +27,6 @@ void hk_guard_set_limits(int cpu_ms, size_t memory_bytes,
 /* Bytes the Lua state holds now. */
 size_t hk_guard_memory(void);
 
-/* Work the runtime does for hook code in the middle of a call of it
- * (decoding a member of an event when the hook first reads it) is not
- * the hook's: between pause and resume it counts against neither the
- * call's CPU time nor its memory. Calls nest with their own saved. */
-typedef struct hk_guard_pause {
-  int active;
-  int ticks;
-  size_t memory;
-} hk_guard_pause;
-void hk_guard_pause_begin(hk_guard_pause *saved);
-void hk_guard_pause_end(const hk_guard_pause *saved);
-
 /* core.guard_call(fn, handler, a, b) -> ok, result, stopped: calls
  * fn(a, b) as hook code, like xpcall with handler. stopped is 0, or why
  * the guard stopped it: 1 for CPU, 2 for its memory, 3 for the memory of

@@ -13,7 +13,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "guard.h"
 #include "lua_json.h"
 #include "splice.h"
 
@@ -59,40 +58,17 @@ static int find(lua_State *L, const lazy_state *s, int key_idx) {
   return -1;
 }
 
-/* A decoding run in protected mode, so that the guard is always resumed
- * even when it raises (out of memory). */
-typedef struct decode_job {
-  const char *text;
-  size_t len;
-  int rc;
-  char err[160];
-} decode_job;
-
-static int decode_protected(lua_State *L) {
-  decode_job *j = lua_touserdata(L, 1);
-
-  j->rc = hk_json_decode_push(L, j->text, j->len, j->err, sizeof j->err);
-  return j->rc == 0 ? 1 : 0;
-}
-
-/* Decodes the JSON text and pushes it, outside the limits of the hook
- * whose code may be reading it: the event was decoded for it, as it
- * would have been whole before the call. Raises on an error. */
+/* Decodes the JSON text and pushes it; raises on an error. When hook
+ * code reads the member, this counts against its limits like any of its
+ * work: the decoder keeps events of large members whole (see
+ * HK_EVENT_LAZY_BYTES), so that is little. */
 static void push_decoded(lua_State *L, const char *key, size_t key_len,
                          const char *text, size_t len) {
-  decode_job job = {text, len, 0, ""};
-  hk_guard_pause saved;
-  int status;
+  char err[160];
 
-  lua_pushcfunction(L, decode_protected);
-  lua_pushlightuserdata(L, &job);
-  hk_guard_pause_begin(&saved);
-  status = lua_pcall(L, 1, 1, 0);
-  hk_guard_pause_end(&saved);
-  if (status != 0) lua_error(L); /* its message is on the stack */
-  if (job.rc != 0) {
+  if (hk_json_decode_push(L, text, len, err, sizeof err) != 0) {
     lua_pushlstring(L, key, key_len);
-    luaL_error(L, "event member %s: %s", lua_tostring(L, -1), job.err);
+    luaL_error(L, "event member %s: %s", lua_tostring(L, -1), err);
   }
 }
 

@@ -370,8 +370,8 @@ static bool noted(const hk_event_lazy *lazy, const char *key, size_t len) {
  * container is noted and skipped (returns 1, the key popped), anything
  * else is for the caller to decode (0). When a key may repeat one of a
  * container (the same text, or any key written with escapes once a
- * container was noted), or too many containers or gigabytes of them, the
- * event is decoded whole: d->whole is set and -1 returned. */
+ * container was noted), or too many containers or too many bytes of
+ * them, the event is decoded whole: d->whole is set and -1 returned. */
 static int keep_as_text(decoder *d, const char *key, size_t key_len) {
   hk_event_lazy *lazy = d->lazy;
   const char *value = d->p;
@@ -386,9 +386,8 @@ static int keep_as_text(decoder *d, const char *key, size_t key_len) {
     repeat = !lua_isnil(d->L, -1);
     lua_pop(d->L, 1);
     d->p = hk_json_skip_value(value, d->end);
-    /* The state keeps 32-bit offsets: an event of gigabytes goes whole. */
-    if (!repeat && lazy->bytes + key_len + (size_t)(d->p - value) <
-                       (size_t)UINT32_MAX) {
+    if (!repeat && lazy->bytes + key_len + (size_t)(d->p - value) <=
+                       HK_EVENT_LAZY_BYTES) {
       lazy->m[lazy->n].key = key + 1;
       lazy->m[lazy->n].key_len = key_len - 2;
       lazy->m[lazy->n].value = value;

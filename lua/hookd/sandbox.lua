@@ -64,7 +64,10 @@ local WALKERS = {
   pairs = function(t) return safe_next, whole(t), nil end,
   rawget = function(t, k) return raw_rawget(whole(t), k) end,
   rawset = function(t, k, v) return raw_rawset(whole(t), k, v) end,
-  setmetatable = function(t, mt) return raw_setmetatable(whole(t), mt) end,
+  -- An event given as the metatable is read raw for its metamethods.
+  setmetatable = function(t, mt)
+    return raw_setmetatable(whole(t), mt and whole(mt))
+  end,
 }
 local raw_foreach = table.foreach
 

@@ -236,11 +236,12 @@ for i = 1, 200000 do big[i] = string.rep("z", 100) .. i end
     return true end,""", "used more than 16 MiB of memory",
                             hook_memory_limit_mb=16)
 
-    def test_decoding_a_member_the_hook_reads_is_not_the_hooks_cost(self):
-        # Nested members are decoded when the hook's code first reads them;
-        # that is the router's work, as when events were decoded whole, so
-        # a member bigger than the hook's memory limit still reads fine,
-        # and what the hook then allocates itself is limited as before.
+    def test_an_event_of_big_members_is_decoded_before_the_hook_runs(self):
+        # Small nested members are decoded when the hook's code first reads
+        # them, on the hook's limits; an event whose members hold more than
+        # 64 KiB is decoded whole beforehand, as every event once was, so a
+        # member bigger than the hook's memory limit still reads fine, and
+        # what the hook then allocates itself is limited as before.
         h = self.start({"reader": http_hook(self.sink.url("/r"), extra="""
   filter = function(e)
     local n = #e.event_data.items

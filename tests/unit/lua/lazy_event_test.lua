@@ -105,6 +105,10 @@ check("escaped keys, many containers, and texts that are no object",
     ev = json.decode_event(text)
     eq(getmetatable(ev), json.object_mt, "over the limit: decoded whole")
     same_as_whole(ev, text, "20 containers")
+    local big = '{"a":1,"d":[' .. string.rep('"x",', 20000) .. '"x"]}'
+    eq(getmetatable(json.decode_event(big)), json.object_mt,
+      "over 64 KiB of containers: decoded whole")
+    eq(#json.decode_event(big).d, 20001, "and complete")
     eq(json.decode_event("[1,{}]")[2] ~= nil, true, "an array")
     eq(json.decode_event('"s"'), "s", "a string")
     local bad, err = json.decode_event('{"a":1,}')
@@ -138,6 +142,10 @@ check("hook code sees every member however it looks", function()
         json.object(event)
         return event.event_data ~= nil, json.encode(event)
       end,
+      as_meta = function(event)
+        local p = setmetatable({}, event)
+        return p.x
+      end,
       meta = function(event)
         local before = getmetatable(event)
         setmetatable(event, {__index = function() return "x" end})
@@ -158,6 +166,8 @@ check("hook code sees every member however it looks", function()
   local has_data, text = hook.kind(json.decode_event(TEXT))
   eq(has_data, true, "json.object keeps the containers")
   same_as_whole(json.decode(text), TEXT, "encoded after json.object")
+  eq(hook.as_meta(json.decode_event(
+    '{"event_type":"t","__index":{"x":1}}')), 1, "an event as a metatable")
   local before, subs, missing = hook.meta(json.decode_event(TEXT))
   eq(before, nil, "getmetatable hides the runtime's metatable")
   eq(type(subs), "table", "a container after setmetatable")
