@@ -97,6 +97,15 @@ end
 
 local slow = load_patterns()
 
+-- tostring as hooks get it is a Lua function loaded as the hook's own
+-- code. The library's tostring calls a __tostring metamethod from C, so
+-- a metatable whose __tostring is tostring itself would otherwise loop in
+-- C for ever, where the CPU guard never gets to stop it; through this
+-- wrapper every round runs an instruction of hook code, and is stopped.
+local hook_tostring = guard.prepare(assert(loadstring(
+  "local tostring = ... return function(v) return tostring(v) end",
+  "@(hookd tostring)")))(tostring)
+
 -- table.sort is C: over a large array without a comparator it could run
 -- for seconds where nothing can stop it. There it gets a comparator of
 -- the same order that counts as the hook's code (it lives with the
@@ -376,6 +385,7 @@ function M.new_env(hook_id, lib_dir)
   base.bit = copy(require "bit")
   base.json = copy(hook_json)
   base.getmetatable = safe_getmetatable
+  base.tostring = hook_tostring
   base.log = make_log(hook_id)
   base.print = base.log
   base._VERSION = _VERSION

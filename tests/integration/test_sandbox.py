@@ -265,6 +265,15 @@ for i = 1, 200000 do big[i] = string.rep("z", 100) .. i end
         self.assertIn("used more than 16 MiB of memory",
                       h.wait_log("event_failed=1"))
 
+    def test_a_tostring_that_calls_itself_is_stopped(self):
+        # The library's tostring calls __tostring from C: with tostring
+        # itself as __tostring it looped in C, out of the guard's reach,
+        # and the router hung.
+        self.assert_stopped("""
+  filter = function(e)
+    return tostring(setmetatable({}, {__tostring = tostring})) ~= "" end,""",
+                            "ran longer than 50 ms of CPU")
+
     def test_catastrophic_pattern_is_stopped_by_the_cpu_limit(self):
         # Days of backtracking in the library's C matcher; here the guard
         # stops it like any loop, through the method call too.
