@@ -55,6 +55,39 @@ local function whole(t)
   return t
 end
 
+-- The CPU guard stops hook code at its next instruction, so a C function
+-- that C calls back over and over (a sort comparator, a metamethod) runs
+-- out of its reach: tostring as __tostring loops in C for ever, a slow
+-- one as comparator stalls for as long as the sort lasts. Such functions
+-- are wrapped in a Lua function loaded as the hook's own code, so every
+-- call runs an instruction the guard can stop.
+local as_hook_code = guard.prepare(assert(loadstring(
+  "local f = ... return function(...) return f(...) end",
+  "@(hookd call)")))
+local debug_getinfo = debug.getinfo
+
+local function stoppable(f)
+  if type(f) == "function" and debug_getinfo(f, "S").what == "C" then
+    return as_hook_code(f)
+  end
+  return f
+end
+
+local hook_tostring = as_hook_code(tostring)
+
+-- A metatable's C-function metamethods are wrapped when it is set (in
+-- place: the hook's own table).
+local function stoppable_metatable(mt)
+  if type(mt) ~= "table" or SHARED_MT[mt] then return mt end
+  for k, v in raw_next, mt do
+    if type(k) == "string" and k:sub(1, 2) == "__" then
+      local w = stoppable(v)
+      if w ~= v then raw_rawset(mt, k, w) end
+    end
+  end
+  return mt
+end
+
 -- pairs hands out this next, not the raw one, so that no hook can get
 -- hold of a next that skips the check.
 local function safe_next(t, k) return raw_next(whole(t), k) end
@@ -66,7 +99,7 @@ local WALKERS = {
   rawset = function(t, k, v) return raw_rawset(whole(t), k, v) end,
   -- An event given as the metatable is read raw for its metamethods.
   setmetatable = function(t, mt)
-    return raw_setmetatable(whole(t), mt and whole(mt))
+    return raw_setmetatable(whole(t), stoppable_metatable(mt and whole(mt)))
   end,
 }
 local raw_foreach = table.foreach
@@ -97,14 +130,6 @@ end
 
 local slow = load_patterns()
 
--- tostring as hooks get it is a Lua function loaded as the hook's own
--- code. The library's tostring calls a __tostring metamethod from C, so
--- a metatable whose __tostring is tostring itself would otherwise loop in
--- C for ever, where the CPU guard never gets to stop it; through this
--- wrapper every round runs an instruction of hook code, and is stopped.
-local hook_tostring = guard.prepare(assert(loadstring(
-  "local tostring = ... return function(v) return tostring(v) end",
-  "@(hookd tostring)")))(tostring)
 
 -- table.sort is C: over a large array without a comparator it could run
 -- for seconds where nothing can stop it. There it gets a comparator of
@@ -116,7 +141,7 @@ local function guarded_sort(t, less)
   if less == nil and type(t) == "table" and #t > SORT_IN_C_MAX then
     less = slow.less
   end
-  return table.sort(t, less)
+  return table.sort(t, stoppable(less))
 end
 local native = {
   find = string.find, match = string.match, gmatch = string.gmatch,

@@ -274,6 +274,29 @@ for i = 1, 200000 do big[i] = string.rep("z", 100) .. i end
     return tostring(setmetatable({}, {__tostring = tostring})) ~= "" end,""",
                             "ran longer than 50 ms of CPU")
 
+    # json.is_array walks every key of a table of 100,000: as a sort's
+    # comparator, or as a metamethod the sort calls, each call is C
+    # calling C, which the guard can stop only once a hook instruction
+    # runs in between. 2,000 items took seconds before.
+    SLOW_SORT = """
+  filter = function(e)
+    local big = {}
+    for i = 1, 100000 do big[i] = i end
+    big[100002] = 1
+    local arr = {}
+    for i = 1, 2000 do arr[i] = big end
+    %s
+    return true end,"""
+
+    def test_a_slow_c_comparator_is_stopped(self):
+        self.assert_stopped(self.SLOW_SORT % "table.sort(arr, json.is_array)",
+                            "ran longer than 50 ms of CPU")
+
+    def test_a_slow_c_metamethod_is_stopped(self):
+        self.assert_stopped(self.SLOW_SORT % (
+            "setmetatable(big, {__lt = json.is_array}) table.sort(arr)"),
+                            "ran longer than 50 ms of CPU")
+
     def test_catastrophic_pattern_is_stopped_by_the_cpu_limit(self):
         # Days of backtracking in the library's C matcher; here the guard
         # stops it like any loop, through the method call too.
