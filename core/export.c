@@ -421,6 +421,9 @@ int hk_export_control(hk_exports *xs, const char *hook, const char *what,
     set_status(x, "paused", NULL);
     copy(x->paused_by, sizeof x->paused_by, "user");
   } else if (strcmp(what, "resume") == 0) {
+    if (!is(x, "paused"))
+      return refuse(out, 409, "the export is %s: only a paused one resumes",
+                    x->status);
     if (!hk_router_hook_active(xs->router, hook))
       return refuse(out, 409, "%s is not running: activate the hook to "
                     "resume its export", hook);

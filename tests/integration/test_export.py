@@ -132,6 +132,9 @@ class Export(harness.SinkTest):
         self.start(4000, batch_size=50)
         self.export()
         wait_for("first messages", lambda: len(self.seqs()) > 0, 10)
+        status, doc = self.post("/export/resume")  # not paused: 409
+        self.assertEqual(status, 409, doc)
+        self.assertIn("only a paused one resumes", doc["error"])
         status, doc = self.post("/export/pause")
         self.assertEqual((status, doc["status"], doc["paused_by"]),
                          (200, "paused", "user"))
