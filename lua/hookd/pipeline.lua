@@ -109,7 +109,10 @@ local function work()
   out_msg = msg
   if hook.isolate and not cur_parts then -- the hook's code made it
     stage = "encode"
-    out_text = encode(msg)
+    local ok, text = pcall(encode, msg)
+    -- The codec's error says where it was called: here, not in the hook.
+    if not ok then error((tostring(text):gsub("^[^\n]-:%d+: ", "")), 0) end
+    out_text = text
   end
   return "message"
 end

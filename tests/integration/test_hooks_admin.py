@@ -331,7 +331,8 @@ class TestSends(harness.SinkTest):
 
     def test_refusals(self):
         extra = 'shape = function(m) if m.event_type == "open" then ' \
-                'error("no opens") end return nil end'
+                'error("no opens") end if m.event_type == "uclick" then ' \
+                'm.f = print return m end return nil end'
         self.hookd = h = Hookd(hooks={"a": http_hook(
             self.sink.url("/a"), extra=extra)})
         for body in ({"event_type": "bad type!"}, {"event_type": ""},
@@ -364,6 +365,13 @@ class TestSends(harness.SinkTest):
         status, doc = post(h, "/v1/hooks/a/test", {"event_type": "click"})
         self.assertEqual(status, 422, doc)
         self.assertIn("shape() returned nil", doc["error"])
+        # A message that cannot be encoded: the reason, not the runtime's
+        # own file.
+        status, doc = post(h, "/v1/hooks/a/test", {"event_type": "uclick"})
+        self.assertEqual(status, 422, doc)
+        self.assertIn("cannot encode message: cannot encode function at f",
+                      doc["error"])
+        self.assertNotIn("pipeline.lua", doc["error"])
         self.assertEqual(self.sink.requests("/a"), [])
 
     def test_unknown_but_valid_type_gets_a_generic_event(self):
