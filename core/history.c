@@ -48,7 +48,9 @@ static int exported_type(const char *type, size_t len) {
   return 1;
 }
 
-void hk_history_chunk_reset(hk_history_chunk *c, double received_at) {
+void hk_history_chunk_reset(hk_history_chunk *c, double received_at,
+                            int lines) {
+  c->lines = lines;
   hk_buf_reset(&c->meta);
   hk_buf_reset(&c->body);
   c->n = c->n_exported = 0;
@@ -59,7 +61,7 @@ void hk_history_chunk_reset(hk_history_chunk *c, double received_at) {
 int hk_history_chunk_full(const hk_history_chunk *c, size_t len,
                           size_t max_events) {
   return c->n > 0 && (c->n >= max_events ||
-                      c->body.len + len > HK_HISTORY_BYTES_MAX);
+                      c->body.len + len + 1 > HK_HISTORY_BYTES_MAX);
 }
 
 int hk_history_chunk_add(hk_history_chunk *c, double date, const char *type,
@@ -72,10 +74,11 @@ int hk_history_chunk_add(hk_history_chunk *c, double date, const char *type,
   put_u32(e + 8, (uint32_t)len);
   put_u32(e + 12, exported ? HK_HISTORY_EXPORTED : 0);
   if (hk_buf_reserve(&c->meta, sizeof e) != 0 ||
-      hk_buf_reserve(&c->body, len) != 0)
+      hk_buf_reserve(&c->body, len + 1) != 0)
     return -1;
   hk_buf_append(&c->meta, e, sizeof e);
   hk_buf_append(&c->body, json, len);
+  if (c->lines) hk_buf_putc(&c->body, '\n');
   if (c->n == 0 || date < c->first) c->first = date;
   if (c->n == 0 || date > c->last) c->last = date;
   c->n++;
@@ -83,7 +86,8 @@ int hk_history_chunk_add(hk_history_chunk *c, double date, const char *type,
   return 0;
 }
 
-int hk_history_chunk_insert(sqlite3_stmt *st, const hk_history_chunk *c) {
+int hk_history_chunk_insert(sqlite3_stmt *st, const hk_history_chunk *c,
+                            int64_t file, uint64_t offset) {
   int rc;
 
   sqlite3_bind_double(st, 1, c->received_at);
@@ -93,8 +97,13 @@ int hk_history_chunk_insert(sqlite3_stmt *st, const hk_history_chunk *c) {
   sqlite3_bind_int64(st, 5, (sqlite3_int64)c->n_exported);
   sqlite3_bind_blob(st, 6, c->meta.data ? c->meta.data : "",
                     (int)c->meta.len, SQLITE_STATIC);
-  sqlite3_bind_blob(st, 7, c->body.data ? c->body.data : "",
-                    (int)c->body.len, SQLITE_STATIC);
+  if (file >= 0) {
+    sqlite3_bind_int64(st, 7, file);
+    sqlite3_bind_int64(st, 8, (sqlite3_int64)offset);
+  } else {
+    sqlite3_bind_blob(st, 7, c->body.data ? c->body.data : "",
+                      (int)c->body.len, SQLITE_STATIC);
+  }
   rc = sqlite3_step(st);
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
@@ -116,7 +125,8 @@ void hk_history_entry_get(const void *meta, size_t i, hk_history_entry *e) {
 
 /* Adds the event of the old table's current row to c. */
 static int add_row(hk_history_chunk *c, sqlite3_stmt *rd) {
-  if (c->n == 0) hk_history_chunk_reset(c, sqlite3_column_double(rd, 0));
+  if (c->n == 0)
+    hk_history_chunk_reset(c, sqlite3_column_double(rd, 0), 0);
   return hk_history_chunk_add(
       c, sqlite3_column_double(rd, 1), (const char *)sqlite3_column_text(rd, 2),
       (size_t)sqlite3_column_bytes(rd, 2), sqlite3_column_blob(rd, 3),
@@ -138,12 +148,13 @@ int hk_history_from_events(sqlite3 *db, char *err, size_t errlen) {
   while ((step = sqlite3_step(rd)) == SQLITE_ROW) {
     if (hk_history_chunk_full(&c, (size_t)sqlite3_column_bytes(rd, 3),
                               MIGRATE_CHUNK)) {
-      if (!hk_history_chunk_insert(wr, &c)) goto done;
+      if (!hk_history_chunk_insert(wr, &c, -1, 0)) goto done;
       c.n = 0;
     }
     if (add_row(&c, rd) != 0) goto out_of_memory;
   }
-  if (step != SQLITE_DONE || (c.n > 0 && !hk_history_chunk_insert(wr, &c)))
+  if (step != SQLITE_DONE ||
+      (c.n > 0 && !hk_history_chunk_insert(wr, &c, -1, 0)))
     goto done;
   sqlite3_finalize(rd);
   rd = NULL;

@@ -192,13 +192,20 @@ static const char *const migrations[] = {
     "  WHERE chunk_first > 0;"
     "DROP TABLE outbox_v5;"
     "DROP TABLE temp.outbox_moves;",
+    /* 8: the texts of new chunks go to history files (history_files.h);
+     * a row names its file and where its texts start there. Older rows
+     * keep theirs in body. The index finds whether a file is still
+     * named once retention has deleted chunks of it. */
+    "ALTER TABLE history ADD COLUMN file INTEGER;"
+    "ALTER TABLE history ADD COLUMN file_offset INTEGER;"
+    "CREATE INDEX history_by_file ON history(file);",
 };
 
 /* What a migration does beyond its SQL, by the version it makes (NULL
  * for none); run right after that version's SQL, in its transaction. */
 static int (*const migration_steps[])(sqlite3 *db, char *err,
                                       size_t errlen) = {
-    NULL, NULL, NULL, NULL, NULL, hk_history_from_events, NULL,
+    NULL, NULL, NULL, NULL, NULL, hk_history_from_events, NULL, NULL,
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
@@ -421,7 +428,9 @@ static int open_files(hk_store *s, const char *data_dir, char *err,
                       size_t errlen) {
   long version = 0;
 
-  if (asprintf(&s->path, "%s/hookd.db", data_dir) < 0) return -1;
+  if (asprintf(&s->path, "%s/hookd.db", data_dir) < 0 ||
+      hk_history_files_init(&s->files, data_dir) != 0)
+    return -1;
   if (lock_store(s, data_dir, err, errlen) != 0) return -1;
   /* An existing store is checked before anything is written to it (every
    * version so far has all the tables). */
@@ -435,6 +444,7 @@ static int open_files(hk_store *s, const char *data_dir, char *err,
       check_tables(s->wdb, s->path, SCHEMA_VERSION, err, errlen) != 0 ||
       hk_store_check_all(s, err, errlen) != 0 ||
       hk_store_slots_load(s, err, errlen) != 0 ||
+      hk_history_files_open(&s->files, s->wdb, err, errlen) != 0 ||
       open_db(s, &s->rdb, 0, err, errlen) != 0 ||
       tune(s->rdb, s->path, 0, err, errlen) != 0)
     return -1;
@@ -453,6 +463,7 @@ hk_store *hk_store_open(uv_loop_t *loop, const char *data_dir, char *err,
   s->lock_fd = -1;
   if (open_files(s, data_dir, err, errlen) != 0) {
     hk_store_slots_free(s);
+    hk_history_files_close(&s->files);
     sqlite3_close(s->rdb);
     sqlite3_close(s->wdb);
     if (s->lock_fd >= 0) close(s->lock_fd);
@@ -501,8 +512,10 @@ hk_store *hk_store_open_readonly(const char *data_dir, char *err,
   hk_store *s = calloc(1, sizeof *s);
   struct stat st;
 
-  if (s == NULL || asprintf(&s->path, "%s/hookd.db", data_dir) < 0) {
+  if (s == NULL || asprintf(&s->path, "%s/hookd.db", data_dir) < 0 ||
+      hk_history_files_init(&s->files, data_dir) != 0) {
     snprintf(err, errlen, "store: out of memory");
+    if (s) free(s->path);
     free(s);
     return NULL;
   }
@@ -525,6 +538,7 @@ hk_store *hk_store_open_readonly(const char *data_dir, char *err,
   return s;
 fail:
   sqlite3_close(s->rdb);
+  hk_history_files_close(&s->files);
   free(s->path);
   free(s);
   return NULL;
@@ -534,6 +548,8 @@ fail:
 static void close_readonly(hk_store *s) {
   hk_store_finalize_all(s);
   sqlite3_close(s->rdb);
+  hk_history_files_close(&s->files);
+  hk_buf_free(&s->chunk_text);
   free(s->path);
   free(s);
 }
@@ -571,6 +587,24 @@ static hk_store_batch *take_due(hk_store *s) {
   }
 }
 
+/* Puts the history files' new chunks on disk before the rows that name
+ * them commit. On failure every batch that had succeeded fails with the
+ * reason, and the caller rolls the transaction back. Returns 1 or 0. */
+static int sync_history(hk_store *s, hk_store_batch *group) {
+  int rc = hk_history_files_sync(&s->files);
+
+  if (rc == 0) return 1;
+  hk_error("store", "path=%s history_sync_failed=1 error=\"%s\"",
+           s->files.dir, strerror(rc));
+  for (hk_store_batch *b = group; b; b = b->next) {
+    if (!b->ok) continue;
+    s->op_error = strerror(rc);
+    s->op_disk_full = rc == ENOSPC || rc == EDQUOT;
+    hk_store_batch_failed(s, b, "history sync");
+  }
+  return 0;
+}
+
 /* Runs the group in one transaction. A batch that fails is rolled back
  * to its savepoint and reported alone. Some errors (a full disk in the
  * middle of a statement) make SQLite roll back the whole transaction: the
@@ -591,14 +625,16 @@ again:
     b->refused = 1;
     if (sqlite3_get_autocommit(s->wdb)) goto again; /* transaction gone */
   }
-  if (sqlite3_exec(s->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+  if (!sync_history(s, group) ||
+      sqlite3_exec(s->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
     for (hk_store_batch *b = group; b; b = b->next)
       if (b->ok) hk_store_batch_fail(b, s->wdb, "commit");
     sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
     hk_store_slots_rolled_back(s);
-    return;
+  } else {
+    hk_store_slots_committed(s);
   }
-  hk_store_slots_committed(s);
+  if (s->files.n_freed > 0) hk_history_files_sweep(&s->files, s->wdb);
 }
 
 /* Sends finished batches to the loop; a failed persistent batch goes back
@@ -724,6 +760,8 @@ void hk_store_close(hk_store *s) {
   run_done(s);
   hk_store_finalize_all(s);
   hk_history_chunk_free(&s->chunk);
+  hk_history_files_close(&s->files);
+  hk_buf_free(&s->chunk_text);
   hk_store_slots_free(s);
   sqlite3_close(s->rdb);
   sqlite3_close(s->wdb);

@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 
 #include "history.h"
+#include "history_files.h"
 #include "store.h"
 
 enum store_op_kind {
@@ -120,6 +121,11 @@ struct hk_store {
   sqlite3_stmt *wstmt[OP_KINDS][OP_STATEMENTS];
   sqlite3_stmt *rstmt[RD_KINDS];
   hk_history_chunk chunk; /* writer thread only: the batch's events */
+  /* The history files: appended to by the writer thread only; their
+   * folder is read by the loop thread too. */
+  hk_history_files files;
+  hk_buf chunk_text; /* loop thread only: a chunk read from its file */
+  int op_disk_full;  /* the failure of op_error is a full disk */
   /* The writer thread's: each hook's slot and next outbox id, and the
    * statements that find them (store_slots.c). */
   struct outbox_slot *slots;
@@ -144,6 +150,10 @@ int hk_store_run_batch(hk_store *s, hk_store_batch *b);
 
 /* Fills b->error (and disk_full) from the connection's last error. */
 void hk_store_batch_fail(hk_store_batch *b, sqlite3 *db, const char *what);
+/* Records why operation what of b failed: the store's own reason
+ * (s->op_error, which it clears), when it gave one, or SQLite's. */
+void hk_store_batch_failed(hk_store *s, hk_store_batch *b,
+                           const char *what);
 
 void hk_store_finalize_all(hk_store *s);
 

@@ -3,6 +3,7 @@
  * catalog and hook state. */
 #include "store_internal.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -39,8 +40,9 @@ static const char *const read_sql[RD_KINDS] = {
                      "AND profile_id = ?2",
     /* History chunks that may hold events dated in [?2, ?3), from the
      * chunk of the event after which a page starts (history.h). */
-    [RD_EVENTS_PAGE] = "SELECT id, meta, body FROM history WHERE id >= ?1 "
-                       "AND last_date >= ?2 AND first_date < ?3 ORDER BY id",
+    [RD_EVENTS_PAGE] = "SELECT id, meta, body, file, file_offset FROM "
+                       "history WHERE id >= ?1 AND last_date >= ?2 AND "
+                       "first_date < ?3 ORDER BY id",
     /* Where the first page starts: the oldest chunk not wholly before
      * the range, found through the index by newest date. */
     [RD_EVENTS_START] = "SELECT coalesce(min(id), 0) FROM history "
@@ -377,27 +379,73 @@ typedef struct chunk_scan {
   long n;           /* passed to cb so far */
 } chunk_scan;
 
-/* Passes the events of the chunk in st's current row (id, meta, body)
- * that q looks for to its callback. Returns 0, or -1 when the chunk is
- * damaged (its entries do not fit its body). */
-static int chunk_events(sqlite3_stmt *st, chunk_scan *q) {
+/* The texts of the chunk in st's current row (id, meta, body, file,
+ * file_offset): its body, or what its history file holds for it, read
+ * into s->chunk_text (each text then ends with a newline: *sep is 1).
+ * Returns 0; 1 when retention deleted the file after the row was read;
+ * -1 when the file cannot be read (logged). */
+static int chunk_text(hk_store *s, sqlite3_stmt *st, const char **body,
+                      size_t *len, size_t *sep) {
+  const unsigned char *meta = sqlite3_column_blob(st, 1);
+  size_t entries = (size_t)sqlite3_column_bytes(st, 1) / HK_HISTORY_ENTRY;
+  int64_t file = sqlite3_column_int64(st, 3);
+  int rc;
+
+  *sep = sqlite3_column_type(st, 3) != SQLITE_NULL;
+  if (!*sep) {
+    *body = sqlite3_column_blob(st, 2);
+    *len = (size_t)sqlite3_column_bytes(st, 2);
+    return 0;
+  }
+  *len = entries;
+  for (size_t i = 0; i < entries; i++) {
+    hk_history_entry e;
+
+    hk_history_entry_get(meta, i, &e);
+    *len += e.len;
+  }
+  rc = hk_history_files_read(&s->files, file,
+                             (uint64_t)sqlite3_column_int64(st, 4), *len,
+                             &s->chunk_text);
+  *body = s->chunk_text.data;
+  if (rc == 0) return 0;
+  if (rc == ENOENT) { /* retention deleted it since the row was read */
+    hk_warn("store", "path=%s history_file=%lld missing=1 chunk=%lld "
+            "skipped=1", s->files.dir, (long long)file,
+            (long long)sqlite3_column_int64(st, 0));
+    return 1;
+  }
+  hk_error("store", "path=%s read_failed=1 error=\"history file %lld: %s\"",
+           s->files.dir, (long long)file,
+           rc == EIO ? "shorter than its chunks" : strerror(rc));
+  return -1;
+}
+
+/* Passes the events of the chunk in st's current row that q looks for
+ * to its callback. Returns 0, or -1 when the chunk is damaged (its
+ * entries do not fit its texts) or its file cannot be read. */
+static int chunk_events(hk_store *s, sqlite3_stmt *st, chunk_scan *q) {
   int64_t chunk = sqlite3_column_int64(st, 0);
   const void *meta = sqlite3_column_blob(st, 1);
   size_t entries = (size_t)sqlite3_column_bytes(st, 1) / HK_HISTORY_ENTRY;
-  const char *body = sqlite3_column_blob(st, 2);
-  size_t body_len = (size_t)sqlite3_column_bytes(st, 2), off = 0;
+  const char *body;
+  size_t body_len, off = 0, sep;
+  int rc = chunk_text(s, st, &body, &body_len, &sep);
 
+  if (rc != 0) return rc > 0 ? 0 : -1;
   for (size_t i = 0; i < entries && q->n < q->limit; i++) {
     hk_history_entry e;
     hk_event_row row;
 
     hk_history_entry_get(meta, i, &e);
-    if (e.len > body_len - off) return -1;
+    if (e.len + sep > body_len - off ||
+        (sep && body[off + e.len] != '\n'))
+      return -1;
     row.id = HK_HISTORY_ID(chunk, i);
     row.event_date = e.date;
     row.body = body + off;
     row.len = e.len;
-    off += e.len;
+    off += e.len + sep;
     if (row.id <= q->after || e.date < q->from || e.date >= q->to ||
         (!q->all && !(e.flags & HK_HISTORY_EXPORTED)))
       continue;
@@ -433,7 +481,7 @@ static long scan_chunks(hk_store *s, sqlite3_stmt *st, chunk_scan *q) {
   sqlite3_bind_double(st, 2, q->from);
   sqlite3_bind_double(st, 3, q->to);
   while (q->n < q->limit && (rc = sqlite3_step(st)) == SQLITE_ROW)
-    if (chunk_events(st, q) != 0) {
+    if (chunk_events(s, st, q) != 0) {
       hk_error("store", "path=%s read_failed=1 error=\"history chunk %lld "
                "is damaged\"", s->path,
                (long long)sqlite3_column_int64(st, 0));

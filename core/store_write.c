@@ -2,6 +2,7 @@
  * their operations on the writer thread inside the group's transaction. */
 #include "store_internal.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -310,7 +311,7 @@ void hk_store_batch_fail(hk_store_batch *b, sqlite3 *db, const char *what) {
 
 /* SQL per operation; an operation may need up to OP_STATEMENTS. */
 static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
-    [OP_EVENT] = {HK_HISTORY_INSERT_SQL},
+    [OP_EVENT] = {HK_HISTORY_INSERT_FILE_SQL},
     [OP_MESSAGE] = {"INSERT INTO outbox(id, hook, body, created_at, route, "
                     "msg_key, version) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
     [OP_CONTENT] = {"INSERT INTO content(send_message_id, body, stored_at) "
@@ -368,7 +369,7 @@ static const char *const op_sql[OP_KINDS][OP_STATEMENTS] = {
                     "AS upto FROM (SELECT id, n, last_date FROM history "
                     "INDEXED BY history_by_last_date WHERE last_date < ?1 "
                     "ORDER BY last_date LIMIT ?2)) WHERE upto - n < ?2) "
-                    "RETURNING n"},
+                    "RETURNING n, file"},
     [OP_HOOK_STATE] = {"INSERT INTO hook_state(hook, active, updated_at) "
                        "VALUES(?1, ?2, ?3) ON CONFLICT(hook) DO UPDATE SET "
                        "active = excluded.active, "
@@ -471,23 +472,39 @@ static int step_count(hk_store *s, sqlite3_stmt *st, store_op *op) {
 
 #define HISTORY_KEEP_BYTES ((size_t)4 << 20)
 
+/* Writes the chunk's texts to the history file and stores its row.
+ * Returns 1, or 0 with the connection's error or s->op_error set. */
+static int store_chunk(hk_store *s, hk_history_chunk *c) {
+  sqlite3_stmt *st = wstmt(s, OP_EVENT, 0);
+  uint64_t offset;
+  int64_t file;
+  int rc;
+
+  if (st == NULL) return 0;
+  rc = hk_history_files_append(&s->files, c->body.data, c->body.len, &file,
+                               &offset);
+  if (rc != 0) {
+    s->op_error = strerror(rc);
+    s->op_disk_full = rc == ENOSPC || rc == EDQUOT;
+    return 0;
+  }
+  return hk_history_chunk_insert(st, c, file, offset);
+}
+
 /* Stores the batch's events (its OP_EVENT operations, in order) as
  * history chunks: a row for up to HK_HISTORY_CHUNK_MAX of them (or
  * HK_HISTORY_BYTES_MAX of text). */
 static int run_history(hk_store *s, hk_store_batch *b, double now) {
   hk_history_chunk *c = &s->chunk;
-  sqlite3_stmt *st = NULL;
 
-  hk_history_chunk_reset(c, now);
+  hk_history_chunk_reset(c, now, 1);
   for (size_t i = 0; i < b->n_ops; i++) {
     const store_op *op = &b->ops[i];
 
     if (op->kind != OP_EVENT) continue;
     if (hk_history_chunk_full(c, op->s[0].len, HK_HISTORY_CHUNK_MAX)) {
-      if ((st = wstmt(s, OP_EVENT, 0)) == NULL ||
-          !hk_history_chunk_insert(st, c))
-        return 0;
-      hk_history_chunk_reset(c, now);
+      if (!store_chunk(s, c)) return 0;
+      hk_history_chunk_reset(c, now, 1);
     }
     if (hk_history_chunk_add(c, op->d[0], b->arena.data + op->s[1].off,
                              op->s[1].len, b->arena.data + op->s[0].off,
@@ -496,9 +513,7 @@ static int run_history(hk_store *s, hk_store_batch *b, double now) {
       return 0;
     }
   }
-  if (c->n > 0 && ((st = wstmt(s, OP_EVENT, 0)) == NULL ||
-                   !hk_history_chunk_insert(st, c)))
-    return 0;
+  if (c->n > 0 && !store_chunk(s, c)) return 0;
   /* The buffers are kept for the next batch, unless a large request made
    * them larger than requests usually are. */
   if (c->body.cap > HISTORY_KEEP_BYTES) hk_history_chunk_free(c);
@@ -682,8 +697,11 @@ static int run_cleanup(hk_store *s, store_op *op) {
   if (st == NULL) return 0;
   sqlite3_bind_double(st, 1, op->d[1]);
   sqlite3_bind_int(st, 2, HK_STORE_CLEANUP_CHUNK);
-  while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     op->result += sqlite3_column_int64(st, 0); /* events of the chunk */
+    if (sqlite3_column_type(st, 1) != SQLITE_NULL)
+      hk_history_files_freed(&s->files, sqlite3_column_int64(st, 1));
+  }
   return rc == SQLITE_DONE;
 }
 
@@ -809,18 +827,19 @@ static const char *const op_names[OP_KINDS] = {
     "resend", "forget", "cleanup", "hook state", "hook delete", "export",
     "dead event"};
 
-/* Records why operation what of b failed: the store's own reason, when
- * it gave one, or SQLite's. */
-static void batch_failed(hk_store *s, hk_store_batch *b, const char *what) {
+void hk_store_batch_failed(hk_store *s, hk_store_batch *b,
+                           const char *what) {
   if (s->op_error == NULL) {
     hk_store_batch_fail(b, s->wdb, what);
     return;
   }
   b->ok = 0;
-  b->disk_full = 0;
-  snprintf(b->error, sizeof b->error, "store error (%s: %s)", what,
+  b->disk_full = s->op_disk_full;
+  snprintf(b->error, sizeof b->error, "%s (%s: %s)",
+           b->disk_full ? "the store's disk is full" : "store error", what,
            s->op_error);
   s->op_error = NULL;
+  s->op_disk_full = 0;
 }
 
 int hk_store_run_batch(hk_store *s, hk_store_batch *b) {
@@ -846,7 +865,7 @@ int hk_store_run_batch(hk_store *s, hk_store_batch *b) {
   sqlite3_exec(s->wdb, "RELEASE batch", NULL, NULL, NULL);
   return 1;
 fail:
-  batch_failed(s, b, what);
+  hk_store_batch_failed(s, b, what);
   sqlite3_exec(s->wdb, "ROLLBACK TO batch; RELEASE batch", NULL, NULL, NULL);
   hk_store_slots_rolled_back(s);
   return 0;

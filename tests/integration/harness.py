@@ -66,15 +66,27 @@ def history_events(path):
     """Every event the store's history keeps, in the order received, as
     (event_date, JSON text): history rows are chunks, each with one
     16-byte entry per event in meta (date as a little-endian double, the
-    text's length, flags) and the texts one after another in body."""
+    text's length, flags). The texts are in the history file the row
+    names, from its offset, each followed by a newline; rows older than
+    history files have them one after another in body."""
     out = []
-    for meta, body in sqlite_rows(path, "SELECT meta, body FROM history "
-                                  "ORDER BY id"):
+    folder = os.path.join(os.path.dirname(path), "history")
+    for meta, body, file, offset in sqlite_rows(
+            path, "SELECT meta, body, file, file_offset FROM history "
+            "ORDER BY id"):
+        sep = 0 if file is None else 1
+        if file is not None:
+            size = sum(struct.unpack_from("<dII", meta, k)[1] + 1
+                       for k in range(0, len(meta), 16))
+            with open(os.path.join(folder, "%010d.ndjson" % file),
+                      "rb") as f:
+                f.seek(offset)
+                body = f.read(size)
         off = 0
         for k in range(0, len(meta), 16):
             date, length, _flags = struct.unpack_from("<dII", meta, k)
             out.append((date, body[off:off + length].decode()))
-            off += length
+            off += length + sep
     return out
 
 

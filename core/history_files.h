@@ -1,0 +1,71 @@
+/* The texts of history chunks live in files of their own,
+ * data_dir/history/NNNNNNNNNN.ndjson: each event's JSON text followed by a
+ * newline, one chunk after another, so a file is plain NDJSON. The
+ * history table keeps a chunk's dates and entries, the number of its
+ * file and the offset of its first byte; the texts are written once,
+ * appended in one call, rather than to SQLite's log and again at its
+ * checkpoint.
+ *
+ * Only the store's writer thread appends, and a chunk's bytes are on
+ * disk (hk_history_files_sync) before the transaction that names them
+ * commits. A file is never written again once a newer one is started,
+ * and its number is never reused: the next file is numbered past every
+ * file in the folder and every file the table names. Bytes no committed
+ * row names (a crash between writing and committing, a batch rolled
+ * back) are left where they are; files no row names are deleted when the
+ * store opens and after retention removes their last chunk. */
+#ifndef HOOKD_HISTORY_FILES_H
+#define HOOKD_HISTORY_FILES_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+/* A new file is started before a chunk would take the current one past
+ * this size (a chunk larger than that has a file to itself). */
+#define HK_HISTORY_FILE_BYTES ((uint64_t)64 << 20)
+
+typedef struct hk_history_files {
+  char *dir;            /* data_dir/history */
+  int fd;               /* the file being appended to; -1 when none */
+  int64_t file;         /* its number, or the next one's when fd is -1 */
+  uint64_t end;         /* where its next chunk goes */
+  uint64_t file_bytes;  /* HK_HISTORY_FILE_BYTES; smaller in tests */
+  int unsynced;         /* written since the last sync */
+  int64_t *freed;       /* files retention took chunks from */
+  size_t n_freed, freed_cap;
+} hk_history_files;
+
+/* Names the folder of data_dir's history files, for reading only.
+ * Returns 0, or -1 when memory runs out. */
+int hk_history_files_init(hk_history_files *h, const char *data_dir);
+/* For the writer: creates the folder when missing, deletes the files no
+ * row of db's history table names, and picks the next file's number.
+ * Returns 0, or -1 with err set. */
+int hk_history_files_open(hk_history_files *h, sqlite3 *db, char *err,
+                          size_t errlen);
+/* Appends len bytes as one chunk and says where they went. Returns 0, or
+ * an errno value (nothing is counted as written then). */
+int hk_history_files_append(hk_history_files *h, const void *p, size_t len,
+                            int64_t *file, uint64_t *offset);
+/* Puts what was appended since the last call on disk. Returns 0, or an
+ * errno value: the file is then given up, and the next chunk starts a
+ * new one (after a failed fsync, what the kernel holds of a file cannot
+ * be trusted). */
+int hk_history_files_sync(hk_history_files *h);
+/* Notes that retention deleted a chunk of file, in the open transaction. */
+void hk_history_files_freed(hk_history_files *h, int64_t file);
+/* After the transaction ended (committed or not): deletes the noted files
+ * that no row names any more, except the one being appended to. */
+void hk_history_files_sweep(hk_history_files *h, sqlite3 *db);
+void hk_history_files_close(hk_history_files *h);
+
+/* Reads len bytes at offset of file into out (replacing what it held).
+ * Returns 0; ENOENT when the file is gone (retention deleted it); EIO
+ * when it is shorter than that; or another errno value. */
+int hk_history_files_read(const hk_history_files *h, int64_t file,
+                          uint64_t offset, size_t len, hk_buf *out);
+
+#endif
