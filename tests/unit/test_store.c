@@ -1291,6 +1291,140 @@ done:
   fx_done(&f);
 }
 
+/* ---- history files ------------------------------------------------------- */
+
+/* The path of history file n of the fixture's store. */
+static void history_file(const fixture *f, int n, char *path, size_t len) {
+  snprintf(path, len, "%s/history/%010d.ndjson", f->dir, n);
+}
+
+/* A commit of the events {"n":first} .. {"n":first + count - 1}, dated
+ * date. */
+static int fx_numbered(fixture *f, int first, int count, double date) {
+  hk_store_batch *b = hk_store_batch_new();
+  outcome o;
+
+  for (int i = first; i < first + count; i++)
+    add_numbered(b, i, "click", date);
+  return fx_commit(f, b, &o) && o.ok;
+}
+
+/* A request's texts are appended to a history file as NDJSON; its row
+ * keeps an empty body and names the file and the offset. After a
+ * restart chunks go to a new file, and a page reads across both. */
+static void store_history_texts_go_to_files(void) {
+  seen_events v = {0};
+  char path[160], *data = NULL;
+  size_t len = 0;
+  fixture f;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  REQUIRE(fx_numbered(&f, 0, 2, 100) && fx_numbered(&f, 2, 1, 100));
+  history_file(&f, 1, path, sizeof path);
+  REQUIRE((data = read_all(path, &len)) != NULL);
+  CHECK(len == 24 && memcmp(data, "{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n",
+                            24) == 0);
+  CHECK_INT(sql_int(f.db, "SELECT count(*) FROM history WHERE file = 1 "
+                          "AND length(body) = 0"), 2);
+  CHECK_INT(sql_int(f.db, "SELECT max(file_offset) FROM history"), 16);
+  REQUIRE(fx_reopen(&f) == 0 && fx_numbered(&f, 3, 1, 100));
+  history_file(&f, 2, path, sizeof path);
+  CHECK(access(path, F_OK) == 0);
+  CHECK_INT(hk_store_events_page(f.s, 0, 1000, 0, 10, see_event, &v), 4);
+  CHECK(v.n == 4 && strcmp(v.text[1], "{\"n\":1}") == 0 &&
+        strcmp(v.text[3], "{\"n\":3}") == 0 && v.date[3] == 100);
+  /* A file cut short is damage, told as a failed read. */
+  REQUIRE(truncate(path, 4) == 0);
+  memset(&v, 0, sizeof v);
+  CHECK_INT(hk_store_events_page(f.s, 0, 1000, 0, 10, see_event, &v), -1);
+done:
+  free(data);
+  fx_done(&f);
+}
+
+/* Files no row names (left by a crash between writing and committing)
+ * are deleted when the store opens; other files in the folder are left
+ * alone, and the next file is numbered past every one there was. */
+static void store_unnamed_history_files_are_deleted_on_open(void) {
+  char stray[160], notes[160], next[160];
+  fixture f;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  REQUIRE(fx_numbered(&f, 0, 1, 100));
+  fx_close_store(&f);
+  history_file(&f, 9, stray, sizeof stray);
+  snprintf(notes, sizeof notes, "%s/history/notes.txt", f.dir);
+  REQUIRE(write_all(stray, "{\"n\":99}\n", 9) == 0 &&
+          write_all(notes, "x", 1) == 0);
+  REQUIRE(fx_open(&f) == 0 && fx_numbered(&f, 1, 1, 100));
+  history_file(&f, 10, next, sizeof next);
+  CHECK(access(stray, F_OK) != 0 && access(notes, F_OK) == 0 &&
+        access(next, F_OK) == 0);
+  history_file(&f, 1, next, sizeof next);
+  CHECK(access(next, F_OK) == 0);
+  CHECK_INT(hk_store_events_count(f.s, 0, 1000), 2);
+done:
+  fx_done(&f);
+}
+
+/* Retention deletes a file once its last chunk is gone, but not the file
+ * being appended to, which goes after a newer one is started. A chunk
+ * whose file is gone when it is read is skipped. */
+static void store_cleanup_deletes_emptied_history_files(void) {
+  char path[160];
+  hk_store_batch *b;
+  fixture f;
+  outcome o;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  f.s->files.file_bytes = 1; /* a file per chunk */
+  REQUIRE(fx_numbered(&f, 0, 2, 100) && fx_numbered(&f, 2, 1, 5000) &&
+          fx_numbered(&f, 3, 1, 100));
+  b = hk_store_batch_new();
+  hk_store_add_cleanup(b, 0, 1000);
+  REQUIRE(fx_commit(&f, b, &o) && o.ok);
+  CHECK_INT(o.result[0], 3);
+  history_file(&f, 1, path, sizeof path);
+  CHECK(access(path, F_OK) != 0);
+  history_file(&f, 3, path, sizeof path); /* being appended to */
+  CHECK(access(path, F_OK) == 0);
+  REQUIRE(fx_numbered(&f, 4, 1, 5000));
+  CHECK(access(path, F_OK) != 0);
+  history_file(&f, 2, path, sizeof path);
+  REQUIRE(unlink(path) == 0);
+  CHECK_INT(hk_store_events_page(f.s, 0, 1e4, 0, 10, see_event,
+                                 &(seen_events){0}), 1);
+done:
+  fx_done(&f);
+}
+
+/* A history file that cannot be written refuses the batch with the
+ * reason and keeps nothing of it; the next batch starts another file. */
+static void store_history_write_failure_refuses_the_batch(void) {
+  char path[160];
+  hk_store_batch *b;
+  fixture f;
+  outcome o;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  f.s->files.file_bytes = 1;
+  REQUIRE(fx_numbered(&f, 0, 1, 100));
+  history_file(&f, 2, path, sizeof path);
+  REQUIRE(mkdir(path, 0700) == 0); /* the next file's name is taken */
+  b = hk_store_batch_new();
+  add_numbered(b, 1, "click", 100);
+  fx_submit(&f, b, &o);
+  REQUIRE(fx_wait(&f, &o, 1, 10));
+  CHECK(!o.ok && !o.disk_full && strstr(o.error, "history") &&
+        strstr(o.error, "File exists"));
+  CHECK_INT(hk_store_count(f.s, "history"), 1);
+  REQUIRE(fx_numbered(&f, 2, 1, 100));
+  CHECK_INT(sql_int(f.db, "SELECT max(file) FROM history"), 3);
+  CHECK_INT(hk_store_events_count(f.s, 0, 1000), 2);
+done:
+  fx_done(&f);
+}
+
 /* ---- persistence and closing --------------------------------------------- */
 
 /* A full disk cannot be arranged here, so the test holds SQLite's write
@@ -1792,6 +1926,10 @@ int main(int argc, char **argv) {
   RUN(store_migrates_rows_of_events_into_chunks);
   RUN(store_history_rows_are_bounded_and_ids_not_reused);
   RUN(store_history_queries_use_the_index);
+  RUN(store_history_texts_go_to_files);
+  RUN(store_unnamed_history_files_are_deleted_on_open);
+  RUN(store_cleanup_deletes_emptied_history_files);
+  RUN(store_history_write_failure_refuses_the_batch);
   RUN(store_persistent_batch_retries_until_commit);
   RUN(store_close_commits_queued_batches);
   RUN(store_outbox_ids_per_hook_ranges);
