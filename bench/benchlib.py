@@ -113,6 +113,7 @@ def cpu_sample(hookd_pid, sink_pid):
     task, irq, steal = machine_seconds()
     return {"hookd": cpu_seconds(hookd_pid), "sink": cpu_seconds(sink_pid),
             "store": thread_seconds(hookd_pid, "hookd-store"),
+            "loop": thread_seconds(hookd_pid, "hookd"),
             "poster": time.process_time(), "machine": task, "irq": irq,
             "steal": steal}
 
@@ -123,8 +124,8 @@ def cpu_shares(before, after, wall):
     process on the machine."""
     d = {k: after[k] - before[k] for k in before}
     d["other"] = d.pop("machine") - d["hookd"] - d["sink"] - d["poster"]
-    # The store's writer thread is part of hookd: its share is reported
-    # apart but not subtracted from anything.
+    # The store's writer thread and the loop thread are part of hookd:
+    # their shares are reported apart but not subtracted from anything.
     return {k: max(v, 0.0) / wall for k, v in d.items()}, d
 
 

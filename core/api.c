@@ -2,6 +2,7 @@
  * {"error": "..."} with a fitting status; ingest errors add the index of
  * the refused event. */
 #include <errno.h>
+#include <pthread.h>
 #include <http_parser.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -283,50 +284,113 @@ void hk_api_log_flush(hk_api *api) {
           "after the last one logged\"", held);
 }
 
-static void handle_events(hk_api *api, hk_http_request *req) {
-  hk_scan_options opt = {0};
-  hk_event_span *spans = NULL;
-  hk_store_batch *batch;
-  ingest_call *call;
+/* An ingest request being checked on a worker thread. Checking every
+ * byte of a request and copying its events into the store batch touch
+ * nothing but the request and the batch, so they run beside the loop,
+ * which meanwhile routes other requests; only routing, which needs the
+ * hooks' Lua state, runs on the loop. */
+typedef struct ingest_scan {
+  uv_work_t work;
+  hk_api *api;
+  hk_http_request *req;
+  hk_scan_options opt;
+  int keep_history;
+  int rc;                 /* hk_scan_events's */
   hk_scan_error err;
-  size_t n = 0;
+  hk_event_span *spans;
+  size_t n;
+  hk_store_batch *batch;  /* the events, for the history when kept */
+} ingest_scan;
+
+/* On a worker thread (of libuv's pool), named so that operators (top -H)
+ * and the benchmark can tell it from the loop. */
+static void scan_work(uv_work_t *w) {
+  static __thread int named;
+  ingest_scan *sc = w->data;
+  hk_http_request *req = sc->req;
+
+  if (!named) {
+    pthread_setname_np(pthread_self(), "hookd-worker");
+    named = 1;
+  }
+  sc->rc = hk_scan_events(req->body, req->body_len, &sc->opt, &sc->spans,
+                          &sc->n, &sc->err);
+  if (sc->rc != 0) return;
+  sc->batch = hk_store_batch_new();
+  if (sc->batch == NULL) abort();
+  reserve_for(sc->batch, sc->spans, sc->n, sc->keep_history);
+  for (size_t i = 0; sc->keep_history && i < sc->n; i++) {
+    const hk_event_span *e = &sc->spans[i];
+
+    hk_store_add_event(sc->batch, e->json, e->json_len, e->type,
+                       e->type_len, e->list_id,
+                       (double)e->date_sec + e->date_nsec / 1e9);
+  }
+}
+
+/* Back on the loop: routes the checked events and hands the batch to the
+ * store, or answers why not. */
+static void scan_done(uv_work_t *w, int status) {
+  ingest_scan *sc = w->data;
+  hk_api *api = sc->api;
+  hk_http_request *req = sc->req;
+  ingest_call *call;
   int rc;
 
-  if (refused_at_the_door(api, req)) return;
-  opt.ndjson = is_ndjson(req->content_type);
-  opt.max_depth = api->config->max_nesting_depth;
-  if (hk_scan_events(req->body, req->body_len, &opt, &spans, &n, &err) != 0) {
+  api->scanning--;
+  if (status != 0 || sc->rc != 0) {
     api->requests_refused++;
-    log_malformed(api, &err);
-    hk_api_error(req, err.http_status, err.message, err.index);
-    return;
+    if (status != 0) {
+      hk_api_error(req, 503, "the request could not be checked", -1);
+    } else {
+      log_malformed(api, &sc->err);
+      hk_api_error(req, sc->err.http_status, sc->err.message,
+                   sc->err.index);
+    }
+    goto done;
   }
   if (api->pending_bytes > api->config->max_pending_bytes) {
     api->requests_refused++;
-    free(spans);
     hk_api_error(req, 503, "busy: earlier requests are still being "
                  "stored; try again", -1);
-    return;
+    goto done;
   }
-  batch = hk_store_batch_new();
-  call = calloc(1, sizeof *call);
-  if (batch == NULL || call == NULL) abort();
-  reserve_for(batch, spans, n, api->keep_history);
-  for (size_t i = 0; api->keep_history && i < n; i++)
-    hk_store_add_event(batch, spans[i].json, spans[i].json_len,
-                       spans[i].type, spans[i].type_len, spans[i].list_id,
-                       (double)spans[i].date_sec + spans[i].date_nsec / 1e9);
-  *call = (ingest_call){api, req, hk_router_job_begin(api->router, batch), n,
-                        0};
-  if ((rc = route_spans(api, call->job, batch, spans, n)) != 0) {
-    refuse_too_big(api, call, batch, rc);
-    free(spans);
-    return;
+  if ((call = calloc(1, sizeof *call)) == NULL) abort();
+  *call = (ingest_call){api, req, hk_router_job_begin(api->router,
+                                                      sc->batch),
+                        sc->n, 0};
+  if ((rc = route_spans(api, call->job, sc->batch, sc->spans, sc->n)) !=
+      0) {
+    refuse_too_big(api, call, sc->batch, rc);
+    sc->batch = NULL;
+    goto done;
   }
-  free(spans);
-  call->bytes = hk_store_batch_bytes(batch);
+  call->bytes = hk_store_batch_bytes(sc->batch);
   api->pending_bytes += call->bytes;
-  hk_store_submit(api->store, batch, ingest_done, call);
+  hk_store_submit(api->store, sc->batch, ingest_done, call);
+  sc->batch = NULL;
+done:
+  hk_store_batch_free(sc->batch);
+  free(sc->spans);
+  free(sc);
+}
+
+static void handle_events(hk_api *api, hk_http_request *req) {
+  ingest_scan *sc;
+
+  if (refused_at_the_door(api, req)) return;
+  if ((sc = calloc(1, sizeof *sc)) == NULL) abort();
+  sc->api = api;
+  sc->req = req;
+  sc->opt.ndjson = is_ndjson(req->content_type);
+  sc->opt.max_depth = api->config->max_nesting_depth;
+  sc->keep_history = api->keep_history;
+  sc->work.data = sc;
+  api->scanning++;
+  if (uv_queue_work(api->loop, &sc->work, scan_work, scan_done) != 0) {
+    scan_work(&sc->work);
+    scan_done(&sc->work, 0);
+  }
 }
 
 long hk_api_parse_count(const char *s) {

@@ -3,6 +3,8 @@
 #ifndef HOOKD_API_H
 #define HOOKD_API_H
 
+#include <uv.h>
+
 #include "config.h"
 #include "export.h"
 #include "http_server.h"
@@ -11,6 +13,7 @@
 #include "store.h"
 
 typedef struct hk_api {
+  uv_loop_t *loop;
   const hk_config *config;
   hk_router *router;
   hk_bridge *bridge;
@@ -20,6 +23,7 @@ typedef struct hk_api {
   int keep_history; /* store accepted events in the history table */
   int closing;      /* shutting down: new events are refused */
   size_t pending_bytes; /* held by requests waiting for the store */
+  size_t scanning;      /* requests being checked on a worker thread */
   long events_accepted;
   long requests_refused;
   hk_log_limit malformed_log; /* lines about malformed requests */

@@ -197,8 +197,8 @@ static void stop_loop(app *a) {
   uv_stop(a->loop);
 }
 
-/* Shutting down: requests already routed wait for their commit and get
- * their answer; then the server closes. No new delivery starts (nor a
+/* Shutting down: requests already taken in are checked, routed and wait
+ * for their commit, and get their answer; then the server closes. No new delivery starts (nor a
  * retry, which could turn a message into a dead letter just because the
  * router was stopping); the loop stops once the deliveries in flight are
  * done or the grace period is over. What is left stays in the outbox. */
@@ -207,7 +207,8 @@ static void drain_cb(uv_timer_t *t) {
   uint64_t waited = uv_now(a->loop) - a->drain_started;
   int late = (double)waited >= a->cfg.shutdown_grace_sec * 1000.0;
 
-  if (!a->server_closed && (hk_store_pending(a->store) == 0 || late)) {
+  if (!a->server_closed &&
+      ((hk_store_pending(a->store) == 0 && a->api.scanning == 0) || late)) {
     hk_http_server_close(a->server);
     a->server_closed = 1;
   }
@@ -253,6 +254,7 @@ static void sighup_cb(uv_signal_t *s, int signum) {
 static int start_api(app *a, char *err, size_t errlen) {
   hk_http_server_options sopt = {0};
 
+  a->api.loop = a->loop;
   a->api.config = &a->cfg;
   a->api.router = a->router;
   a->api.bridge = a->bridge;
