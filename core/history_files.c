@@ -73,50 +73,105 @@ static void drop_if_unnamed(hk_history_files *h, sqlite3 *db, int64_t n) {
   free(path);
 }
 
-/* The highest file number db's history table names (0 for none). */
-static int newest_named(sqlite3 *db, int64_t *n) {
+/* The first column of sql's first row as an integer. 0, or -1. */
+static int query_int(sqlite3 *db, const char *sql, int64_t *n) {
   sqlite3_stmt *st = NULL;
   int rc;
 
-  if (sqlite3_prepare_v2(db, "SELECT coalesce(max(file), 0) FROM history",
-                         -1, &st, NULL) != SQLITE_OK)
-    return -1;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
   rc = sqlite3_step(st);
   if (rc == SQLITE_ROW) *n = sqlite3_column_int64(st, 0);
   sqlite3_finalize(st);
   return rc == SQLITE_ROW ? 0 : -1;
 }
 
-int hk_history_files_open(hk_history_files *h, sqlite3 *db, char *err,
-                          size_t errlen) {
-  int64_t newest = 0;
-  struct dirent *e;
-  DIR *d;
+/* Cuts the newest file a row names to the end of its last chunk: what is
+ * past it was written by a request that a crash caught before its commit.
+ * Its texts' lengths are in its meta (history.h), each plus a newline. */
+static void trim_newest(hk_history_files *h, sqlite3 *db) {
+  sqlite3_stmt *st = NULL;
+  uint64_t end = 0;
+  int64_t file = 0;
+  struct stat sb;
+  char *path;
 
-  if (mkdir(h->dir, 0750) != 0 && errno != EEXIST) {
-    snprintf(err, errlen, "store: cannot create %s: %s", h->dir,
-             strerror(errno));
-    return -1;
+  if (sqlite3_prepare_v2(db, "SELECT file, file_offset, meta FROM history "
+                         "WHERE file = (SELECT max(file) FROM history) "
+                         "ORDER BY file_offset DESC LIMIT 1", -1, &st,
+                         NULL) != SQLITE_OK)
+    return;
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    const unsigned char *meta = sqlite3_column_blob(st, 2);
+    int bytes = sqlite3_column_bytes(st, 2);
+
+    file = sqlite3_column_int64(st, 0);
+    end = (uint64_t)sqlite3_column_int64(st, 1);
+    for (int k = 0; k + 16 <= bytes; k += 16)
+      end += 1 + ((uint32_t)meta[k + 8] | (uint32_t)meta[k + 9] << 8 |
+                  (uint32_t)meta[k + 10] << 16 | (uint32_t)meta[k + 11] << 24);
   }
-  if ((d = opendir(h->dir)) == NULL) {
+  sqlite3_finalize(st);
+  if (file <= 0 || (path = file_path(h, file)) == NULL) return;
+  if (stat(path, &sb) == 0 && (uint64_t)sb.st_size > end &&
+      truncate(path, (off_t)end) == 0)
+    hk_info("store", "history_file=%s trimmed_bytes=%llu reason=\"written "
+            "by requests not committed before a stop\"", path,
+            (unsigned long long)((uint64_t)sb.st_size - end));
+  free(path);
+}
+
+/* Goes through the folder: the highest number there, and (unless keep)
+ * the files no row names deleted, else counted in *strays. */
+static int scan_folder(hk_history_files *h, sqlite3 *db, int keep,
+                       int64_t *newest, long *strays, char *err,
+                       size_t errlen) {
+  struct dirent *e;
+  DIR *d = opendir(h->dir);
+
+  if (d == NULL) {
     snprintf(err, errlen, "store: cannot read %s: %s", h->dir,
              strerror(errno));
-    return -1;
-  }
-  if (newest_named(db, &newest) != 0) {
-    closedir(d);
-    snprintf(err, errlen, "store: history files: %s", sqlite3_errmsg(db));
     return -1;
   }
   while ((e = readdir(d)) != NULL) {
     int64_t n = file_number(e->d_name);
 
     if (n < 0) continue;
-    if (n > newest) newest = n;
-    drop_if_unnamed(h, db, n);
+    if (n > *newest) *newest = n;
+    if (!keep) drop_if_unnamed(h, db, n);
+    else (*strays)++;
   }
   closedir(d);
+  return 0;
+}
+
+int hk_history_files_open(hk_history_files *h, sqlite3 *db, int fresh,
+                          char *err, size_t errlen) {
+  int64_t newest = 0, next = 1;
+  long strays = 0;
+
+  if (mkdir(h->dir, 0750) != 0 && errno != EEXIST) {
+    snprintf(err, errlen, "store: cannot create %s: %s", h->dir,
+             strerror(errno));
+    return -1;
+  }
+  if (query_int(db, "SELECT coalesce(max(file), 0) FROM history",
+                &newest) != 0 ||
+      query_int(db, "SELECT next FROM history_files", &next) != 0) {
+    snprintf(err, errlen, "store: history files: %s", sqlite3_errmsg(db));
+    return -1;
+  }
+  if (next - 1 > newest) newest = next - 1;
+  /* A new store did not write what the folder holds: it is left alone. */
+  if (scan_folder(h, db, fresh, &newest, &strays, err, errlen) != 0)
+    return -1;
+  if (strays > 0)
+    hk_warn("store", "history_dir=%s files=%ld left_alone=1 reason=\"the "
+            "store is new: these files are not its history\"", h->dir,
+            strays);
+  trim_newest(h, db);
   h->file = newest + 1;
+  h->recorded = next;
   return 0;
 }
 
@@ -137,13 +192,21 @@ static int start_file(hk_history_files *h) {
   int rc;
 
   if (h->fd >= 0) {
-    if ((rc = hk_history_files_sync(h)) != 0) return rc;
+    if ((rc = hk_history_files_sync(h)) != 0) {
+      h->lost = rc; /* chunks appended to it earlier must not commit */
+      return rc;
+    }
     close(h->fd);
     h->fd = -1;
     h->file++;
   }
   if ((path = file_path(h, h->file)) == NULL) return ENOMEM;
   h->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (h->fd < 0 && errno == ENOENT && mkdir(h->dir, 0750) == 0) {
+    hk_warn("store", "history_dir=%s made_again=1 reason=\"it was gone\"",
+            h->dir);
+    h->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  }
   rc = h->fd < 0 ? errno : sync_dir(h);
   if (rc != 0)
     hk_error("store", "history_file=%s create_failed=1 error=\"%s\"", path,
@@ -181,19 +244,54 @@ int hk_history_files_append(hk_history_files *h, const void *p, size_t len,
 }
 
 int hk_history_files_sync(hk_history_files *h) {
+  struct stat sb;
   int rc;
 
+  if (h->lost) {
+    rc = h->lost;
+    h->lost = 0;
+    return rc;
+  }
   if (!h->unsynced || h->fd < 0) return 0;
-  if (fdatasync(h->fd) == 0) {
+  if (fdatasync(h->fd) != 0) {
+    rc = errno;
+  } else if (fstat(h->fd, &sb) == 0 && sb.st_nlink == 0) {
+    rc = ENOENT; /* deleted by hand: what it holds is nowhere to read */
+  } else {
     h->unsynced = 0;
     return 0;
   }
-  rc = errno;
   close(h->fd);
   h->fd = -1;
   h->file++;
   h->unsynced = 0;
   return rc;
+}
+
+hk_history_mark hk_history_files_mark(const hk_history_files *h) {
+  hk_history_mark m = {h->file, h->end};
+
+  return m;
+}
+
+void hk_history_files_rewind(hk_history_files *h, hk_history_mark m) {
+  uint64_t to = m.file == h->file ? m.end : 0;
+
+  if (h->fd < 0 || h->end <= to) return;
+  if (ftruncate(h->fd, (off_t)to) == 0) h->end = to;
+}
+
+int hk_history_files_record(hk_history_files *h, sqlite3 *db) {
+  char sql[96];
+
+  if (h->fd < 0 || h->file < h->recorded) return 1;
+  snprintf(sql, sizeof sql, "UPDATE history_files SET next = %lld",
+           (long long)h->file + 1);
+  return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK;
+}
+
+void hk_history_files_recorded(hk_history_files *h) {
+  if (h->fd >= 0 && h->file >= h->recorded) h->recorded = h->file + 1;
 }
 
 void hk_history_files_freed(hk_history_files *h, int64_t file) {

@@ -195,10 +195,14 @@ static const char *const migrations[] = {
     /* 8: the texts of new chunks go to history files (history_files.h);
      * a row names its file and where its texts start there. Older rows
      * keep theirs in body. The index finds whether a file is still
-     * named once retention has deleted chunks of it. */
+     * named once retention has deleted chunks of it; history_files
+     * keeps the number the next file may take at the least, so that
+     * numbers are not used again once retention deleted their files. */
     "ALTER TABLE history ADD COLUMN file INTEGER;"
     "ALTER TABLE history ADD COLUMN file_offset INTEGER;"
-    "CREATE INDEX history_by_file ON history(file);",
+    "CREATE INDEX history_by_file ON history(file);"
+    "CREATE TABLE history_files (next INTEGER NOT NULL);"
+    "INSERT INTO history_files(next) VALUES (1);",
 };
 
 /* What a migration does beyond its SQL, by the version it makes (NULL
@@ -386,7 +390,7 @@ static int check_tables(sqlite3 *db, const char *path, long version,
                 {"profiles", 1, 0},   {"catalog", 1, 0},
                 {"hook_state", 1, 0}, {"exports", 3, 0},
                 {"profile_tombstones", 3, 0}, {"history", 6, 0},
-                {"hook_slots", 7, 0}};
+                {"hook_slots", 7, 0}, {"history_files", 8, 0}};
   char sql[160];
   long n;
 
@@ -444,7 +448,8 @@ static int open_files(hk_store *s, const char *data_dir, char *err,
       check_tables(s->wdb, s->path, SCHEMA_VERSION, err, errlen) != 0 ||
       hk_store_check_all(s, err, errlen) != 0 ||
       hk_store_slots_load(s, err, errlen) != 0 ||
-      hk_history_files_open(&s->files, s->wdb, err, errlen) != 0 ||
+      hk_history_files_open(&s->files, s->wdb, version == 0, err,
+                            errlen) != 0 ||
       open_db(s, &s->rdb, 0, err, errlen) != 0 ||
       tune(s->rdb, s->path, 0, err, errlen) != 0)
     return -1;
@@ -593,6 +598,11 @@ static hk_store_batch *take_due(hk_store *s) {
 static int sync_history(hk_store *s, hk_store_batch *group) {
   int rc = hk_history_files_sync(&s->files);
 
+  if (rc == 0 && !hk_history_files_record(&s->files, s->wdb)) {
+    for (hk_store_batch *b = group; b; b = b->next)
+      if (b->ok) hk_store_batch_fail(b, s->wdb, "history file number");
+    return 0;
+  }
   if (rc == 0) return 1;
   hk_error("store", "path=%s history_sync_failed=1 error=\"%s\"",
            s->files.dir, strerror(rc));
@@ -611,8 +621,11 @@ static int sync_history(hk_store *s, hk_store_batch *group) {
  * batches that had succeeded are then run again in a new one, without the
  * failed batch. Each pass decides at least one batch, so this ends. */
 static void commit_group(hk_store *s, hk_store_batch *group) {
+  hk_history_mark mark = hk_history_files_mark(&s->files);
+
   for (hk_store_batch *b = group; b; b = b->next) b->refused = 0;
 again:
+  hk_history_files_rewind(&s->files, mark); /* a new try writes again */
   if (sqlite3_exec(s->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
     for (hk_store_batch *b = group; b; b = b->next)
       if (!b->refused) hk_store_batch_fail(b, s->wdb, "begin");
@@ -631,8 +644,10 @@ again:
       if (b->ok) hk_store_batch_fail(b, s->wdb, "commit");
     sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
     hk_store_slots_rolled_back(s);
+    hk_history_files_rewind(&s->files, mark);
   } else {
     hk_store_slots_committed(s);
+    hk_history_files_recorded(&s->files);
   }
   if (s->files.n_freed > 0) hk_history_files_sweep(&s->files, s->wdb);
 }

@@ -843,6 +843,7 @@ void hk_store_batch_failed(hk_store *s, hk_store_batch *b,
 }
 
 int hk_store_run_batch(hk_store *s, hk_store_batch *b) {
+  hk_history_mark mark = hk_history_files_mark(&s->files);
   double now = hk_store_now();
   const char *what = "history";
 
@@ -868,6 +869,7 @@ fail:
   hk_store_batch_failed(s, b, what);
   sqlite3_exec(s->wdb, "ROLLBACK TO batch; RELEASE batch", NULL, NULL, NULL);
   hk_store_slots_rolled_back(s);
+  hk_history_files_rewind(&s->files, mark);
   return 0;
 }
 

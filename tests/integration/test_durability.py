@@ -471,13 +471,15 @@ class Durability(unittest.TestCase):
     def downgrade_to_schema_5(self, path):
         """Makes the stopped router's store what hookd of schema 5 left:
         no hook_slots, the outbox index by hook, outbox ids counted
-        across hooks, history as a row per event (none here). Its outbox gets a and b messages interleaved (one
+        across hooks, history as a row per event (none here) and no
+        history files. Its outbox gets a and b messages interleaved (one
         waiting for a retry that is due), messages of a hook with no
         file, two dead letters of a, and b's paused export with a page of
         three messages in flight, one of them already delivered."""
         db = sqlite3.connect(path)
         db.executescript("""
             DROP TABLE hook_slots;
+            DROP TABLE history_files;
             CREATE INDEX outbox_by_hook ON outbox(hook, id);
             DROP TABLE history;
             CREATE TABLE events (id INTEGER PRIMARY KEY, received_at REAL

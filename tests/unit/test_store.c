@@ -1298,6 +1298,14 @@ static void history_file(const fixture *f, int n, char *path, size_t len) {
   snprintf(path, len, "%s/history/%010d.ndjson", f->dir, n);
 }
 
+/* A batch of the one event {"n":n}. */
+static hk_store_batch *fx_numbered_batch(int n) {
+  hk_store_batch *b = hk_store_batch_new();
+
+  add_numbered(b, n, "click", 100);
+  return b;
+}
+
 /* A commit of the events {"n":first} .. {"n":first + count - 1}, dated
  * date. */
 static int fx_numbered(fixture *f, int first, int count, double date) {
@@ -1342,11 +1350,15 @@ done:
   fx_done(&f);
 }
 
-/* Files no row names (left by a crash between writing and committing)
- * are deleted when the store opens; other files in the folder are left
- * alone, and the next file is numbered past every one there was. */
+/* What a crash between writing and committing leaves is taken back when
+ * the store opens: files no row names are deleted, and the newest named
+ * file is cut to the end of its last chunk. Other files in the folder
+ * are left alone, and the next file is numbered past every one there
+ * was. */
 static void store_unnamed_history_files_are_deleted_on_open(void) {
-  char stray[160], notes[160], next[160];
+  char stray[160], notes[160], next[160], *data = NULL;
+  size_t len = 0;
+  FILE *tail;
   fixture f;
 
   REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
@@ -1356,14 +1368,91 @@ static void store_unnamed_history_files_are_deleted_on_open(void) {
   snprintf(notes, sizeof notes, "%s/history/notes.txt", f.dir);
   REQUIRE(write_all(stray, "{\"n\":99}\n", 9) == 0 &&
           write_all(notes, "x", 1) == 0);
+  history_file(&f, 1, next, sizeof next);
+  REQUIRE((tail = fopen(next, "ab")) != NULL);
+  fputs("{\"n\":98}\n{\"n\"", tail);
+  fclose(tail);
   REQUIRE(fx_open(&f) == 0 && fx_numbered(&f, 1, 1, 100));
+  REQUIRE((data = read_all(next, &len)) != NULL);
+  CHECK(len == 8 && memcmp(data, "{\"n\":0}\n", 8) == 0);
   history_file(&f, 10, next, sizeof next);
   CHECK(access(stray, F_OK) != 0 && access(notes, F_OK) == 0 &&
         access(next, F_OK) == 0);
-  history_file(&f, 1, next, sizeof next);
-  CHECK(access(next, F_OK) == 0);
   CHECK_INT(hk_store_events_count(f.s, 0, 1000), 2);
 done:
+  free(data);
+  fx_done(&f);
+}
+
+/* A new store did not write the files a history folder already holds (a
+ * database moved away, a wrong data_dir): it leaves them alone and
+ * numbers its own past them. */
+static void store_new_store_leaves_history_files_alone(void) {
+  char path[160];
+  fixture f;
+
+  REQUIRE(fx_init(&f) == 0);
+  snprintf(path, sizeof path, "%s/history", f.dir);
+  REQUIRE(mkdir(path, 0700) == 0);
+  history_file(&f, 3, path, sizeof path);
+  REQUIRE(write_all(path, "{\"n\":3}\n", 8) == 0);
+  REQUIRE(fx_open(&f) == 0 && fx_numbered(&f, 0, 1, 100));
+  CHECK(access(path, F_OK) == 0);
+  CHECK_INT(sql_int(f.db, "SELECT max(file) FROM history"), 4);
+done:
+  fx_done(&f);
+}
+
+/* Once retention deleted every file, the next one still takes a number
+ * of its own (the store keeps how far numbers went): a backup restored
+ * beside the folder never names a file that holds other texts. */
+static void store_history_file_numbers_are_not_used_again(void) {
+  hk_store_batch *b;
+  fixture f;
+  outcome o;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  REQUIRE(fx_numbered(&f, 0, 1, 100));
+  b = hk_store_batch_new();
+  hk_store_add_cleanup(b, 0, 1000);
+  REQUIRE(fx_commit(&f, b, &o) && o.ok);
+  /* The first start deletes file 1, which nothing names; the second
+   * finds neither a file nor a row. */
+  REQUIRE(fx_reopen(&f) == 0 && fx_reopen(&f) == 0);
+  CHECK_INT(hk_store_count(f.s, "history"), 0);
+  REQUIRE(fx_numbered(&f, 1, 1, 100));
+  CHECK_INT(sql_int(f.db, "SELECT max(file) FROM history"), 2);
+done:
+  fx_done(&f);
+}
+
+/* The texts of a batch rolled back are taken back from the file, so
+ * nothing of a refused request stays there; the next batch goes on at
+ * the same place. A file deleted by hand while it is written fails the
+ * batch that wrote to it (its texts would be nowhere), and the next one
+ * starts a new file. */
+static void store_refused_batch_leaves_no_texts(void) {
+  char path[160], *data = NULL;
+  size_t len = 0;
+  fixture f;
+  outcome o;
+
+  REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
+  REQUIRE(fx_numbered(&f, 0, 1, 100));
+  fx_submit(&f, bad_batch(), &o);
+  REQUIRE(fx_wait(&f, &o, 1, 10) && !o.ok);
+  REQUIRE(fx_numbered(&f, 1, 1, 100));
+  history_file(&f, 1, path, sizeof path);
+  REQUIRE((data = read_all(path, &len)) != NULL);
+  CHECK(len == 16 && memcmp(data, "{\"n\":0}\n{\"n\":1}\n", 16) == 0);
+  REQUIRE(unlink(path) == 0);
+  fx_submit(&f, fx_numbered_batch(2), &o);
+  REQUIRE(fx_wait(&f, &o, 1, 10));
+  CHECK(!o.ok && strstr(o.error, "No such file"));
+  REQUIRE(fx_numbered(&f, 3, 1, 100));
+  CHECK_INT(sql_int(f.db, "SELECT max(file) FROM history"), 2);
+done:
+  free(data);
   fx_done(&f);
 }
 
@@ -1928,6 +2017,9 @@ int main(int argc, char **argv) {
   RUN(store_history_queries_use_the_index);
   RUN(store_history_texts_go_to_files);
   RUN(store_unnamed_history_files_are_deleted_on_open);
+  RUN(store_new_store_leaves_history_files_alone);
+  RUN(store_history_file_numbers_are_not_used_again);
+  RUN(store_refused_batch_leaves_no_texts);
   RUN(store_cleanup_deletes_emptied_history_files);
   RUN(store_history_write_failure_refuses_the_batch);
   RUN(store_persistent_batch_retries_until_commit);
