@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "datetime.h"
+#include "json_lex.h"
 #include "json_scan.h"
 #include "test_util.h"
 
@@ -255,6 +256,31 @@ static void json_scan_string_bytes_found_at_every_position(void) {
                  "abcdefghijklmnopqrstuvwxyz");
     EXPECT_OK(scan_with(body, (size_t)n, 0, 0, 0), 1);
   }
+}
+
+/* Skipping a string of text already checked ends after its closing
+ * quote wherever the quote, an escaped quote or an escaped backslash is
+ * around the eight-byte words the search reads, and skipping a container
+ * skips the strings inside it. */
+static void json_lex_skip_string_at_every_position(void) {
+  static const char *mid[] = {"", "\\\"", "\\\\", "\\\\\\\"", "\xc3\xa9"};
+  char text[96], obj[128];
+  const char *end;
+  int n, m;
+
+  for (int at = 0; at < 20; at++)
+    for (size_t k = 0; k < sizeof mid / sizeof *mid; k++) {
+      n = snprintf(text, sizeof text, "\"%.*s%s%.*s\",\"x\"", at,
+                   "abcdefghijklmnopqrstuvwxyz", mid[k], 20 - at,
+                   "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+      end = hk_json_skip_string(text, text + n);
+      if (end != text + n - 4)
+        FAILF("at %d, middle %zu: ends at %d of %d", at, k,
+              (int)(end - text), n - 4);
+      m = snprintf(obj, sizeof obj, "{\"k\":[%.*s,{}]} ,", n - 4, text);
+      end = hk_json_skip_value(obj, obj + m);
+      if (end != obj + m - 2) FAILF("object at %d, middle %zu", at, k);
+    }
 }
 
 static void json_scan_unterminated_string_refused(void) {
@@ -673,6 +699,7 @@ int main(void) {
   json_scan_lone_surrogates_refused();
   json_scan_control_character_in_string_refused();
   json_scan_string_bytes_found_at_every_position();
+  json_lex_skip_string_at_every_position();
   json_scan_unterminated_string_refused();
   json_scan_valid_utf8_accepted();
   json_scan_invalid_utf8_refused_with_event_index();
