@@ -159,6 +159,7 @@ static int route_spans(hk_api *api, hk_route_job *job, hk_store_batch *b,
                        const hk_event_span *spans, size_t n) {
   const char *texts[ROUTE_CHUNK];
   size_t lens[ROUTE_CHUNK];
+  hk_event_skips skips[ROUTE_CHUNK];
 
   for (size_t i = 0; i < n; i += ROUTE_CHUNK) {
     size_t m = n - i < ROUTE_CHUNK ? n - i : ROUTE_CHUNK;
@@ -166,8 +167,9 @@ static int route_spans(hk_api *api, hk_route_job *job, hk_store_batch *b,
     for (size_t j = 0; j < m; j++) {
       texts[j] = spans[i + j].json;
       lens[j] = spans[i + j].json_len;
+      skips[j] = spans[i + j].skips;
     }
-    hk_router_route(api->router, job, texts, lens, m);
+    hk_router_route(api->router, job, texts, lens, skips, m);
     if (hk_store_batch_bytes(b) > api->config->max_pending_bytes)
       return TOO_BIG;
     if (api->pending_bytes + hk_store_batch_bytes(b) >

@@ -37,6 +37,7 @@ struct hk_bridge {
    * copied into Lua strings first. */
   const char *const *batch;
   const size_t *batch_lens;
+  const hk_event_skips *batch_skips; /* NULL when not known */
   size_t batch_n;
 };
 
@@ -184,6 +185,13 @@ static const char *batch_event(hk_bridge *b, lua_Integer i, size_t *len) {
   return b->batch[i - 1];
 }
 
+/* Where the top-level containers of event i (from 1, in the batch) end,
+ * or NULL when that is not known. */
+static const hk_event_skips *batch_skips(hk_bridge *b, lua_Integer i) {
+  if (b->batch_skips == NULL || i < 1 || (size_t)i > b->batch_n) return NULL;
+  return &b->batch_skips[i - 1];
+}
+
 /* Gives one encoded message to the core, or refuses it for its size:
  * pushes true, or nil and the reason. */
 static int hand_over(lua_State *L, hk_bridge *b, int slot, const char *text,
@@ -256,13 +264,14 @@ static int encode_extra(lua_State *L, hk_bridge *b, int idx, int as_text,
 static int splice_event(lua_State *L, hk_bridge *b, char *err,
                         size_t errlen) {
   size_t len = 0, cd_at, content_at;
-  const char *ev = lua_type(L, 2) == LUA_TNUMBER
-                       ? batch_event(b, lua_tointeger(L, 2), &len)
-                       : luaL_checklstring(L, 2, &len);
-  hk_splice how = {lua_toboolean(L, 5), NULL, 0, NULL, 0};
+  int at = lua_type(L, 2) == LUA_TNUMBER;
+  const char *ev = at ? batch_event(b, lua_tointeger(L, 2), &len)
+                      : luaL_checklstring(L, 2, &len);
+  hk_splice how = {lua_toboolean(L, 5), NULL, 0, NULL, 0, NULL};
   int rc;
 
   if (ev == NULL) return luaL_argerror(L, 2, "no such event in the batch");
+  if (at) how.skips = batch_skips(b, lua_tointeger(L, 2));
   hk_buf_reset(&b->extra);
   if (encode_extra(L, b, 3, 0, &cd_at, err, errlen) != 0) return -1;
   if (encode_extra(L, b, 4, 1, &content_at, err, errlen) != 0) return -1;
@@ -321,11 +330,13 @@ static int core_matched(lua_State *L) {
 static int core_event(lua_State *L) {
   hk_bridge *b = bridge_upvalue(L);
   size_t len = 0;
-  const char *text = batch_event(b, luaL_checkinteger(L, 1), &len);
+  lua_Integer i = luaL_checkinteger(L, 1);
+  const char *text = batch_event(b, i, &len);
   char err[160];
 
   if (text == NULL) return luaL_argerror(L, 1, "no such event in the batch");
-  if (hk_json_decode_event_push(L, text, len, err, sizeof err) != 0)
+  if (hk_json_decode_event_skips(L, text, len, batch_skips(b, i), err,
+                                 sizeof err) != 0)
     return luaL_error(L, "event %d: %s", (int)lua_tointeger(L, 1), err);
   return 1;
 }
@@ -399,12 +410,14 @@ static int core_store_put_json(lua_State *L) {
 static int core_event_member(lua_State *L) {
   hk_bridge *b = bridge_upvalue(L);
   size_t len = 0, value_len = 0;
-  const char *text = batch_event(b, luaL_checkinteger(L, 1), &len);
+  lua_Integer i = luaL_checkinteger(L, 1);
+  const char *text = batch_event(b, i, &len);
   const char *name = luaL_checkstring(L, 2), *value = NULL;
   int found;
 
   if (text == NULL) return luaL_argerror(L, 1, "no such event in the batch");
-  found = hk_splice_member(text, len, name, &value, &value_len);
+  found = hk_splice_member_skips(text, len, batch_skips(b, i), name, &value,
+                                 &value_len);
   if (found > 0) lua_pushlstring(L, value, value_len);
   else if (found == 0) lua_pushnil(L);
   else lua_pushboolean(L, 0);
@@ -626,9 +639,11 @@ static void push_events(lua_State *L, const char *const *events,
 
 /* Makes events the batch core.event reads, and pushes its size and seq. */
 static void open_batch(hk_bridge *b, const char *const *events,
-                       const size_t *lens, size_t n, long seq) {
+                       const size_t *lens, const hk_event_skips *skips,
+                       size_t n, long seq) {
   b->batch = events;
   b->batch_lens = lens;
+  b->batch_skips = skips;
   b->batch_n = n;
   lua_pushnumber(b->L, (lua_Number)n);
   lua_pushnumber(b->L, (lua_Number)seq);
@@ -637,15 +652,17 @@ static void open_batch(hk_bridge *b, const char *const *events,
 static void close_batch(hk_bridge *b) {
   b->batch = NULL;
   b->batch_lens = NULL;
+  b->batch_skips = NULL;
   b->batch_n = 0;
 }
 
 int hk_bridge_route(hk_bridge *b, const char *const *events,
-                    const size_t *lens, size_t n, long seq) {
+                    const size_t *lens, const hk_event_skips *skips,
+                    size_t n, long seq) {
   char err[1024];
   int rc;
 
-  open_batch(b, events, lens, n, seq);
+  open_batch(b, events, lens, skips, n, seq);
   rc = call_router(b, "route", 2, 0, err, sizeof err);
   close_batch(b);
   if (rc != 0) {
@@ -662,7 +679,7 @@ long hk_bridge_route_export(hk_bridge *b, const char *id,
   long captured;
   int rc;
 
-  open_batch(b, events, lens, n, seq);
+  open_batch(b, events, lens, NULL, n, seq);
   lua_pushstring(b->L, id);
   rc = call_router(b, "route_export", 3, 1, err, sizeof err);
   close_batch(b);

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "json_lex.h"
+
 typedef struct hk_bridge hk_bridge;
 
 /* What the runtime reports back while routing. slot is the number the
@@ -77,10 +79,12 @@ void hk_bridge_unload_hook(hk_bridge *b, const char *id);
 
 /* Routes a batch of events (each one valid JSON object text) through every
  * loaded hook, in one call into Lua. Results arrive through the callbacks.
- * seq names the store batch they go into. Returns 0, or -1 when the
- * runtime itself failed (logged). */
+ * skips (one per event, or NULL) say where each event's top-level
+ * objects and arrays end (json_lex.h). seq names the store batch they go
+ * into. Returns 0, or -1 when the runtime itself failed (logged). */
 int hk_bridge_route(hk_bridge *b, const char *const *events,
-                    const size_t *lens, size_t n, long seq);
+                    const size_t *lens, const hk_event_skips *skips,
+                    size_t n, long seq);
 
 /* Routes stored events through hook id alone, as a historical export
  * does (its filters, no content; see router.lua). Returns the number of

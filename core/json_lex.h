@@ -1,13 +1,29 @@
 /* Lexical pieces shared by the ingest scanner (json_scan.c), the Lua
  * JSON codec (lua_json.c) and the splice (splice.c): byte classes inside
- * strings, white space, \u hex digits, and skipping a value of text that
- * was already validated. */
+ * strings, white space, \u hex digits, skipping a value of text that was
+ * already validated, and the skips the scanner notes for the others. */
 #ifndef HOOKD_JSON_LEX_H
 #define HOOKD_JSON_LEX_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+/* Where one of an event's top-level object or array values starts and
+ * ends (after its closing bracket), as byte offsets in the event's text.
+ * The ingest scanner notes them while it checks a request, so that the
+ * loop, which reads the same text again to make Lua tables and messages,
+ * can step over those values instead of reading them a second time. */
+typedef struct hk_event_skip {
+  uint32_t start, end;
+} hk_event_skip;
+
+/* An event's skips, in the order of its text. */
+typedef struct hk_event_skips {
+  const hk_event_skip *at;
+  size_t n;
+} hk_event_skips;
+
 
 /* Byte classes inside a JSON string: QUOTE, BSLASH and CTRL end a plain run
  * (and need escaping when encoding), HIGH starts a UTF-8 sequence. */
@@ -118,6 +134,31 @@ static inline const char *hk_json_skip_value(const char *p, const char *end) {
     p++;
   }
   return end;
+}
+
+/* The end of the top-level value at v of the event text (which ends at
+ * end): from skips for an object or array they know (their next entry to
+ * look at is *next, moved on), else read from the text. A skip is taken
+ * only when it ends right after the value's closing bracket and before
+ * the ',' or '}' that must follow a member. */
+static inline const char *hk_event_value_end(const hk_event_skips *skips,
+                                             size_t *next, const char *text,
+                                             const char *v,
+                                             const char *end) {
+  size_t at = (size_t)(v - text);
+
+  if (skips != NULL && (*v == '{' || *v == '[')) {
+    while (*next < skips->n && skips->at[*next].start < at) (*next)++;
+    if (*next < skips->n && skips->at[*next].start == at) {
+      const char *to = text + skips->at[(*next)++].end, *after;
+
+      if (to > v && to <= end && to[-1] == (*v == '{' ? '}' : ']') &&
+          (after = hk_json_skip_ws(to, end)) < end &&
+          (*after == ',' || *after == '}'))
+        return to;
+    }
+  }
+  return hk_json_skip_value(v, end);
 }
 
 #endif

@@ -56,6 +56,11 @@ typedef struct scanner {
   hk_event_span *spans;   /* owned until handed to the caller */
   size_t count;
   size_t cap;
+  /* The top-level containers of the events (their spans' skips.at are
+   * indexes into it until the end), and the event being scanned. */
+  hk_event_skip *skips;
+  size_t n_skips, skips_cap;
+  const char *event;
 } scanner;
 
 static int scan_value(scanner *sc, int depth);
@@ -302,6 +307,26 @@ static int scan_envelope_value(scanner *sc, int depth, env_field *f) {
 
 /* One "key": value pair; sc->p is at the key's quote. env is non-NULL only
  * for an event's top-level object. */
+/* Notes that a top-level container of the event being scanned starts at
+ * value and ends at sc->p. Only a note: without room, or beyond 4 GiB,
+ * it is left out, and a reader steps over that value on its own. */
+static void note_skip(scanner *sc, const char *value) {
+  size_t start = (size_t)(value - sc->event);
+  size_t end = (size_t)(sc->p - sc->event);
+
+  if (end > UINT32_MAX) return;
+  if (sc->n_skips == sc->skips_cap) {
+    size_t cap = sc->skips_cap ? sc->skips_cap * 2 : 64;
+    hk_event_skip *grown = realloc(sc->skips, cap * sizeof *grown);
+
+    if (grown == NULL) return;
+    sc->skips = grown;
+    sc->skips_cap = cap;
+  }
+  sc->skips[sc->n_skips].start = (uint32_t)start;
+  sc->skips[sc->n_skips++].end = (uint32_t)end;
+}
+
 static int scan_member(scanner *sc, int depth, envelope *env) {
   const char *key = sc->p + 1, *p;
   env_field *slot;
@@ -318,7 +343,9 @@ static int scan_member(scanner *sc, int depth, envelope *env) {
   if (env != NULL &&
       (slot = envelope_slot(env, key, key_len, esc)) != NULL)
     return scan_envelope_value(sc, depth, slot);
-  return scan_value(sc, depth);
+  if (scan_value(sc, depth) != 0) return -1;
+  if (env != NULL && (*p == '{' || *p == '[')) note_skip(sc, p);
+  return 0;
 }
 
 /* sc->p is at '{'; depth is this object's depth. */
@@ -509,14 +536,18 @@ static int scan_event(scanner *sc) {
                   {NULL, 0, ENV_MISSING}};
   hk_event_span span;
   const char *start = sc->p;
+  size_t first_skip = sc->n_skips;
 
   if (*start != '{') {
     content_error(sc, sc->index, 400, "event must be a JSON object");
     return scan_value(sc, 0);
   }
+  sc->event = start;
   if (scan_object(sc, 1, &env) != 0) return -1;
   span.json = start;
   span.json_len = (size_t)(sc->p - start);
+  span.skips.at = (const hk_event_skip *)(uintptr_t)first_skip;
+  span.skips.n = sc->n_skips - first_skip;
   if (!envelope_check(sc, &env, &span)) return 0;
   span.list_id = list_id_value(&env.list_id);
   add_span(sc, &span);
@@ -614,6 +645,7 @@ static void scanner_init(scanner *sc, const char *body, size_t len,
 /* Forgets the outcome of a previous attempt (spans stay allocated). */
 static void scanner_reset(scanner *sc) {
   sc->count = 0;
+  sc->n_skips = 0;
   sc->syn_reason = NULL;
   sc->syn_at = NULL;
   sc->content_failed = false;
@@ -675,6 +707,30 @@ static int fall_back_to_ndjson(scanner *sc, const char *start,
   return -1;
 }
 
+/* Moves the skips behind the spans, in their allocation, and points each
+ * span at its own. Returns 0, or -1 with an error set. */
+static int hand_over(scanner *sc) {
+  size_t head = sc->count * sizeof *sc->spans;
+  hk_event_span *all;
+  hk_event_skip *skips;
+
+  if (sc->count == 0) return 0;
+  all = realloc(sc->spans, head + sc->n_skips * sizeof *skips);
+  if (all == NULL) {
+    content_error(sc, -1, 413, "out of memory for %zu events", sc->count);
+    return -1;
+  }
+  sc->spans = all;
+  skips = (hk_event_skip *)(void *)((char *)all + head);
+  if (sc->n_skips > 0)
+    memcpy(skips, sc->skips, sc->n_skips * sizeof *skips);
+  for (size_t i = 0; i < sc->count; i++)
+    all[i].skips.at = skips + (uintptr_t)all[i].skips.at;
+  free(sc->skips);
+  sc->skips = NULL;
+  return 0;
+}
+
 int hk_scan_events(const char *body, size_t len, const hk_scan_options *opt,
                    hk_event_span **spans, size_t *count, hk_scan_error *err) {
   scanner sc;
@@ -700,11 +756,16 @@ int hk_scan_events(const char *body, size_t len, const hk_scan_options *opt,
   } else {
     rc = fall_back_to_ndjson(&sc, start, err);
   }
+  if (rc == 0 && hand_over(&sc) != 0) {
+    *err = sc.content;
+    rc = -1;
+  }
   if (rc != 0) goto fail;
   *spans = sc.spans;
   *count = sc.count;
   return 0;
 fail:
   free(sc.spans);
+  free(sc.skips);
   return -1;
 }

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "json_lex.h"
+
 /* One accepted event: its JSON text inside the body, the two envelope
  * fields every event must have, already checked, and its list_id. */
 typedef struct hk_event_span {
@@ -21,6 +23,9 @@ typedef struct hk_event_span {
    * negative (-0 too), a fraction, an exponent, too big, or any other
    * type. Only recorded: an odd list_id never makes an event invalid. */
   int64_t list_id;
+  /* Where its top-level objects and arrays end (json_lex.h); kept in the
+   * same allocation as the spans. */
+  hk_event_skips skips;
 } hk_event_span;
 
 typedef struct hk_scan_error {

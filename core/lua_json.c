@@ -172,6 +172,8 @@ typedef struct decoder {
   const char *err_at;
   hk_event_lazy *lazy; /* an event's top-level containers kept as text */
   bool whole;          /* set when lazy must be given up: decode whole */
+  hk_event_skips skips; /* where those containers end, when known */
+  size_t next_skip;
 } decoder;
 
 static int dec_value(decoder *d);
@@ -385,7 +387,8 @@ static int keep_as_text(decoder *d, const char *key, size_t key_len) {
     lua_rawget(d->L, -3);
     repeat = !lua_isnil(d->L, -1);
     lua_pop(d->L, 1);
-    d->p = hk_json_skip_value(value, d->end);
+    d->p = hk_event_value_end(&d->skips, &d->next_skip, d->base, value,
+                              d->end);
     if (!repeat && lazy->bytes + key_len + (size_t)(d->p - value) <=
                        HK_EVENT_LAZY_BYTES) {
       lazy->m[lazy->n].key = key + 1;
@@ -499,11 +502,13 @@ static int dec_value(decoder *d) {
  * containers of an object to keep as text. Returns 0, or -1 with the
  * reason in err (and d.whole set when only laziness was given up). */
 static int decode_push(lua_State *L, const char *s, size_t len,
-                       hk_event_lazy *lazy, char *err, size_t errlen,
-                       bool *whole) {
+                       hk_event_lazy *lazy, const hk_event_skips *skips,
+                       char *err, size_t errlen, bool *whole) {
   int top = lua_gettop(L);
   decoder d = {L, s, s, s + len, 0, top + 1, top + 2, top + 3, NULL, NULL,
-               lazy, false};
+               lazy, false, {NULL, 0}, 0};
+
+  if (skips != NULL) d.skips = *skips;
 
   if (!lua_checkstack(L, 8)) {
     snprintf(err, errlen, "Lua stack full");
@@ -535,17 +540,23 @@ int hk_json_decode_push(lua_State *L, const char *s, size_t len, char *err,
                         size_t errlen) {
   bool whole;
 
-  return decode_push(L, s, len, NULL, err, errlen, &whole);
+  return decode_push(L, s, len, NULL, NULL, err, errlen, &whole);
 }
 
 int hk_json_decode_event_push(lua_State *L, const char *s, size_t len,
                               char *err, size_t errlen) {
+  return hk_json_decode_event_skips(L, s, len, NULL, err, errlen);
+}
+
+int hk_json_decode_event_skips(lua_State *L, const char *s, size_t len,
+                               const hk_event_skips *skips, char *err,
+                               size_t errlen) {
   hk_event_lazy lazy;
   bool whole = false;
 
   lazy.n = 0;
   lazy.bytes = 0;
-  if (decode_push(L, s, len, &lazy, err, errlen, &whole) == 0) {
+  if (decode_push(L, s, len, &lazy, skips, err, errlen, &whole) == 0) {
     if (lazy.n > 0) hk_event_attach(L, lua_gettop(L), &lazy);
     return 0;
   }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "buf.h"
+#include "json_lex.h"
 
 /* Opens the module: pushes its table (decode, encode, null, array, object,
  * is_array, number, is_number_literal, copy, array_mt, object_mt,
@@ -27,6 +28,11 @@ int hk_json_decode_push(lua_State *L, const char *s, size_t len, char *err,
  * decoded whole. */
 int hk_json_decode_event_push(lua_State *L, const char *s, size_t len,
                               char *err, size_t errlen);
+/* The same, stepping over the top-level containers skips says end where
+ * (noted by the ingest scanner over the same text; may be NULL). */
+int hk_json_decode_event_skips(lua_State *L, const char *s, size_t len,
+                               const hk_event_skips *skips, char *err,
+                               size_t errlen);
 
 /* Pushes the metatable that marks decoded objects (json.object_mt). */
 void hk_json_push_object_mt(lua_State *L);

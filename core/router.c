@@ -610,9 +610,9 @@ hk_route_job *hk_router_job_begin(hk_router *r, hk_store_batch *batch) {
 
 void hk_router_route(hk_router *r, hk_route_job *job,
                      const char *const *events, const size_t *lens,
-                     size_t n) {
+                     const hk_event_skips *skips, size_t n) {
   r->job = job;
-  hk_bridge_route(r->bridge, events, lens, n, job->seq);
+  hk_bridge_route(r->bridge, events, lens, skips, n, job->seq);
   r->job = NULL;
 }
 

@@ -46,7 +46,7 @@ int hk_router_module_dependents(hk_router *r, const char *path,
 hk_route_job *hk_router_job_begin(hk_router *r, hk_store_batch *batch);
 void hk_router_route(hk_router *r, hk_route_job *job,
                      const char *const *events, const size_t *lens,
-                     size_t n);
+                     const hk_event_skips *skips, size_t n);
 void hk_router_job_finish(hk_router *r, hk_route_job *job, int committed);
 /* Routes stored events through hook id alone, as a historical export,
  * into job. Returns the events it captured, or -1 (logged). */

@@ -61,13 +61,31 @@ typedef struct member {
 
 /* Reads the member at p (a key's opening quote); false at the object's
  * end. */
-static int next_member(const char *p, const char *end, member *m) {
+/* The event being walked, and where its top-level containers end when
+ * that is known (json_lex.h). */
+typedef struct walk {
+  const char *ev, *end;
+  hk_event_skips skips;
+  size_t next_skip;
+} walk;
+
+static walk walk_of(const char *ev, size_t len, const hk_event_skips *skips) {
+  walk w = {ev, ev + len, {NULL, 0}, 0};
+
+  if (skips != NULL) w.skips = *skips;
+  return w;
+}
+
+
+static int next_member(walk *w, const char *p, member *m) {
+  const char *end = w->end;
+
   if (p >= end || *p != '"') return 0;
   m->key = p;
   p = hk_json_skip_string(p, end);
   m->key_len = (size_t)(p - m->key);
   m->value = hk_json_skip_ws(hk_json_skip_ws(p, end) + 1, end);
-  p = hk_json_skip_value(m->value, end);
+  p = hk_event_value_end(&w->skips, &w->next_skip, w->ev, m->value, end);
   m->value_len = (size_t)(p - m->value);
   p = hk_json_skip_ws(p, end);
   if (p < end && *p == ',') p = hk_json_skip_ws(p + 1, end);
@@ -103,11 +121,12 @@ int hk_splice_message(hk_buf *out, const char *ev, size_t len,
   const char *keys[MAX_MEMBERS];
   size_t start = out->len, lens[MAX_MEMBERS], n = 0;
   int first = 1, kept_cd = 0, had_content = 0, rc = 0;
+  walk w = walk_of(ev, len, how->skips);
   member m;
 
   if (p >= end) return 1;
   rc |= hk_buf_putc(out, '{');
-  for (; next_member(p, end, &m); p = m.next, n++) {
+  for (; next_member(&w, p, &m); p = m.next, n++) {
     if (memchr(m.key, '\\', m.key_len) != NULL ||
         repeated(keys, lens, n, m.key, m.key_len))
       goto unspliceable;
@@ -131,11 +150,18 @@ unspliceable:
 
 int hk_splice_member(const char *ev, size_t len, const char *name,
                      const char **value, size_t *value_len) {
+  return hk_splice_member_skips(ev, len, NULL, name, value, value_len);
+}
+
+int hk_splice_member_skips(const char *ev, size_t len,
+                           const hk_event_skips *skips, const char *name,
+                           const char **value, size_t *value_len) {
   const char *end = ev + len, *p = first_member(ev, end);
+  walk w = walk_of(ev, len, skips);
   int found = 0;
   member m;
 
-  for (; next_member(p, end, &m); p = m.next) {
+  for (; next_member(&w, p, &m); p = m.next) {
     if (memchr(m.key, '\\', m.key_len) != NULL) return -1;
     if (!key_is(m.key, m.key_len, name)) continue;
     if (found) return -1;

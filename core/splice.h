@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "buf.h"
+#include "json_lex.h"
 
 /* What the message replaces or adds; a NULL text means none. */
 typedef struct hk_splice {
@@ -19,6 +20,8 @@ typedef struct hk_splice {
   const char *content;     /* JSON content to add when the event has none
                               (and keep_content is set) */
   size_t content_len;
+  const hk_event_skips *skips; /* where the event's top-level objects and
+                                  arrays end, when known; or NULL */
 } hk_splice;
 
 /* Appends the message for the event text ev (one JSON object, already
@@ -37,5 +40,9 @@ int hk_splice_message(hk_buf *out, const char *ev, size_t len,
  * name given twice (decoding keeps the last). */
 int hk_splice_member(const char *ev, size_t len, const char *name,
                      const char **value, size_t *value_len);
+/* The same, stepping over the containers skips says end where (or NULL). */
+int hk_splice_member_skips(const char *ev, size_t len,
+                           const hk_event_skips *skips, const char *name,
+                           const char **value, size_t *value_len);
 
 #endif

@@ -283,6 +283,47 @@ static void json_lex_skip_string_at_every_position(void) {
     }
 }
 
+/* Each event's span says where its top-level objects and arrays start
+ * and end, in its own text; values nested deeper, strings holding
+ * brackets and the envelope are not noted. The same for a JSON array
+ * body and for NDJSON taken after the JSON attempt failed. */
+static void check_skips(int line, const hk_event_span *s,
+                        const char *const *want, size_t n) {
+  if (s->skips.n != n) {
+    test_failf(__FILE__, line, "%zu skips, want %zu", s->skips.n, n);
+    return;
+  }
+  for (size_t k = 0; k < n; k++) {
+    const hk_event_skip *sk = &s->skips.at[k];
+
+    if (sk->end > s->json_len || sk->end - sk->start != strlen(want[k]) ||
+        memcmp(s->json + sk->start, want[k], strlen(want[k])) != 0)
+      test_failf(__FILE__, line, "skip %zu is \"%.*s\", want %s", k,
+                 (int)(sk->end - sk->start), s->json + sk->start, want[k]);
+  }
+}
+
+static void json_scan_notes_top_level_containers(void) {
+  static const char *a[] = {"{\"x\":[1,{\"y\":\"}]\"}]}", "[ ]"};
+  static const char *b[] = {"{}"};
+  const char body[] = EV(",\"d\":{\"x\":[1,{\"y\":\"}]\"}]},\"s\":\"{\","
+                         "\"l\":[ ]") "\n\n" EV(",\"n\":1,\"e\":{}") "\n";
+  char arr[256];
+  int n;
+
+  EXPECT_OK(scan_with(body, strlen(body), 1, 0, 0), 2);
+  check_skips(__LINE__, &spans[0], a, 2);
+  check_skips(__LINE__, &spans[1], b, 1);
+  EXPECT_OK(scan_with(body, strlen(body), 0, 0, 0), 2); /* after JSON */
+  check_skips(__LINE__, &spans[0], a, 2);
+  check_skips(__LINE__, &spans[1], b, 1);
+  n = snprintf(arr, sizeof arr, "[%.*s, %s]", (int)(strchr(body, '\n') -
+               body), body, EV(""));
+  EXPECT_OK(scan_with(arr, (size_t)n, 0, 0, 0), 2);
+  check_skips(__LINE__, &spans[0], a, 2);
+  check_skips(__LINE__, &spans[1], NULL, 0);
+}
+
 static void json_scan_unterminated_string_refused(void) {
   EXPECT_ERR(SCAN(EV(",\"a\":\"xyz")), -1, "unterminated string at byte 62");
 }
@@ -700,6 +741,7 @@ int main(void) {
   json_scan_control_character_in_string_refused();
   json_scan_string_bytes_found_at_every_position();
   json_lex_skip_string_at_every_position();
+  json_scan_notes_top_level_containers();
   json_scan_unterminated_string_refused();
   json_scan_valid_utf8_accepted();
   json_scan_invalid_utf8_refused_with_event_index();

@@ -2,8 +2,10 @@
  * text keeps every other member byte for byte, drops the inline profile,
  * keeps or drops content, and keeps or replaces custom_data. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "json_scan.h"
 #include "splice.h"
 #include "test_util.h"
 
@@ -30,7 +32,7 @@ static void check_splice(int line, const char *ev, const hk_splice *how,
 
 #define CHECK_SPLICE(ev, how, want) check_splice(__LINE__, ev, how, want)
 
-static const hk_splice built = {0, "{\"a\":\"x\"}", 9, NULL, 0};
+static const hk_splice built = {0, "{\"a\":\"x\"}", 9, NULL, 0, NULL};
 
 static void splice_drops_profile_and_adds_custom_data(void) {
   CHECK_SPLICE("{\"event_type\":\"click\",\"profile\":{\"n\":1},\"list_id\":1}",
@@ -75,7 +77,7 @@ static void splice_replaces_empty_null_or_array_custom_data(void) {
 /* Without custom_data to add, the event must bring its own: the caller
  * judged by an event its hook changed, and builds the message itself. */
 static void splice_without_custom_data_needs_the_events_own(void) {
-  hk_splice none = {0, NULL, 0, NULL, 0};
+  hk_splice none = {0, NULL, 0, NULL, 0, NULL};
 
   CHECK_SPLICE("{\"custom_data\":{\"a\":1}}", &none,
                "{\"custom_data\":{\"a\":1}}");
@@ -91,7 +93,7 @@ static void splice_refuses_repeated_keys(void) {
 }
 
 static void splice_drops_content_unless_kept(void) {
-  hk_splice keep = {1, "{}", 2, NULL, 0};
+  hk_splice keep = {1, "{}", 2, NULL, 0, NULL};
 
   CHECK_SPLICE("{\"content\":{\"email\":{}},\"e\":1}", &built,
                "{\"e\":1,\"custom_data\":{\"a\":\"x\"}}");
@@ -100,7 +102,7 @@ static void splice_drops_content_unless_kept(void) {
 }
 
 static void splice_adds_looked_up_content_only_when_missing(void) {
-  hk_splice add = {1, "{}", 2, "{\"sms\":1}", 9};
+  hk_splice add = {1, "{}", 2, "{\"sms\":1}", 9, NULL};
 
   CHECK_SPLICE("{\"e\":1}", &add,
                "{\"e\":1,\"custom_data\":{},\"content\":{\"sms\":1}}");
@@ -151,6 +153,44 @@ static void member_leaves_escaped_or_repeated_keys_to_a_decoder(void) {
   CHECK_MEMBER("{\"content\":1,\"k\\n\":2}", "content", -1, NULL);
 }
 
+/* With the skips the ingest scanner noted, the message is the same; a
+ * skip that does not fit the text is not followed. */
+static void splice_steps_over_noted_containers(void) {
+  const char *ev = "{\"event_type\":\"click\",\"event_date\":"
+                   "\"2018-03-04T13:13:19Z\",\"d\":{\"x\":[1,\"]}\"]},"
+                   "\"profile\":{\"p\":[{}]},\"l\":[2]}";
+  hk_event_span *spans = NULL;
+  hk_scan_error err;
+  hk_splice how = built;
+  hk_event_skip bad[3];
+  hk_event_skips wrong = {bad, 3};
+  const char *want = "{\"event_type\":\"click\",\"event_date\":"
+                     "\"2018-03-04T13:13:19Z\",\"d\":{\"x\":[1,\"]}\"]},"
+                     "\"l\":[2],\"custom_data\":{\"a\":\"x\"}}";
+  const char *value;
+  size_t n = 0, value_len;
+
+  if (hk_scan_events(ev, strlen(ev), NULL, &spans, &n, &err) != 0 ||
+      n != 1 || spans[0].skips.n != 3) {
+    test_failf(__FILE__, __LINE__, "scan: %s", err.message);
+    free(spans);
+    return;
+  }
+  how.skips = &spans[0].skips;
+  CHECK_SPLICE(ev, &how, want);
+  if (hk_splice_member_skips(ev, strlen(ev), &spans[0].skips, "l", &value,
+                             &value_len) != 1 ||
+      value_len != 3 || memcmp(value, "[2]", 3) != 0)
+    test_failf(__FILE__, __LINE__, "member l with skips");
+  for (int k = 0; k < 3; k++) {
+    bad[k] = spans[0].skips.at[k];
+    bad[k].end -= 2; /* inside the value: not after its bracket */
+  }
+  how.skips = &wrong;
+  CHECK_SPLICE(ev, &how, want);
+  free(spans);
+}
+
 int main(void) {
   splice_drops_profile_and_adds_custom_data();
   splice_keeps_untouched_bytes();
@@ -165,5 +205,6 @@ int main(void) {
   member_gives_the_value_as_written();
   member_is_only_looked_for_at_the_top();
   member_leaves_escaped_or_repeated_keys_to_a_decoder();
+  splice_steps_over_noted_containers();
   return test_finish("test_splice");
 }
