@@ -198,10 +198,11 @@ static void stop_loop(app *a) {
 }
 
 /* Shutting down: requests already taken in are checked, routed and wait
- * for their commit, and get their answer; then the server closes. No new delivery starts (nor a
- * retry, which could turn a message into a dead letter just because the
- * router was stopping); the loop stops once the deliveries in flight are
- * done or the grace period is over. What is left stays in the outbox. */
+ * for their commit, and get their answer; then the server closes. No new
+ * delivery starts (nor a retry, which could turn a message into a dead
+ * letter just because the router was stopping); the loop stops once the
+ * deliveries in flight are done or the grace period is over. What is
+ * left stays in the outbox. */
 static void drain_cb(uv_timer_t *t) {
   app *a = t->data;
   uint64_t waited = uv_now(a->loop) - a->drain_started;
