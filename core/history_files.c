@@ -329,6 +329,21 @@ void hk_history_files_close(hk_history_files *h) {
   h->n_freed = h->freed_cap = 0;
 }
 
+long long hk_history_files_bytes(const hk_history_files *h) {
+  DIR *d = opendir(h->dir);
+  struct dirent *e;
+  struct stat sb;
+  long long total = 0;
+
+  if (d == NULL) return 0;
+  while ((e = readdir(d)) != NULL)
+    if (file_number(e->d_name) >= 0 &&
+        fstatat(dirfd(d), e->d_name, &sb, 0) == 0)
+      total += (long long)sb.st_size;
+  closedir(d);
+  return total;
+}
+
 int hk_history_files_read(const hk_history_files *h, int64_t file,
                           uint64_t offset, size_t len, hk_buf *out) {
   char *path = file_path(h, file);

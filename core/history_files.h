@@ -89,6 +89,9 @@ void hk_history_files_freed(hk_history_files *h, int64_t file);
 void hk_history_files_sweep(hk_history_files *h, sqlite3 *db);
 void hk_history_files_close(hk_history_files *h);
 
+/* The bytes of the history files in the folder (for the metrics). */
+long long hk_history_files_bytes(const hk_history_files *h);
+
 /* Reads len bytes at offset of file into out (replacing what it held).
  * Returns 0; ENOENT when the file is gone (retention deleted it); EIO
  * when it is shorter than that; or another errno value. */

@@ -141,6 +141,8 @@ static void process_lines(hk_api *api, hk_buf *out) {
        "Store batches waiting for their commit."},
       {"hookd_lua_memory_bytes", "gauge",
        "Memory of the Lua state that runs the hooks."},
+      {"hookd_history_bytes", "gauge",
+       "Size of the history files (the texts of accepted events)."},
   };
 
   head(out, &f[0]);
@@ -153,6 +155,9 @@ static void process_lines(hk_api *api, hk_buf *out) {
   hk_buf_printf(out, "%s %zu\n", f[3].name, hk_store_pending(api->store));
   head(out, &f[4]);
   hk_buf_printf(out, "%s %zu\n", f[4].name, hk_guard_memory());
+  head(out, &f[5]);
+  hk_buf_printf(out, "%s %lld\n", f[5].name,
+                hk_store_history_bytes(api->store));
 }
 
 void hk_api_metrics(hk_api *api, hk_http_request *req) {

@@ -489,6 +489,10 @@ hk_store *hk_store_open(uv_loop_t *loop, const char *data_dir, char *err,
 
 const char *hk_store_path(const hk_store *s) { return s->path; }
 
+long long hk_store_history_bytes(const hk_store *s) {
+  return hk_history_files_bytes(&s->files);
+}
+
 /* A reader reads only what this build knows exactly: an older store needs
  * migrating, which only the router does, and a newer one may mean
  * something else (check_identity refuses it). */

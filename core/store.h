@@ -44,6 +44,8 @@ hk_store *hk_store_open_readonly(const char *data_dir, char *err,
 void hk_store_close(hk_store *s);
 
 const char *hk_store_path(const hk_store *s);
+/* The bytes of the store's history files (data_dir/history). */
+long long hk_store_history_bytes(const hk_store *s);
 
 /* ---- batches of writes ---- */
 

@@ -47,6 +47,10 @@ class Metrics(harness.SinkTest):
         self.assertEqual(status, 200, body)
         return parse(body)
 
+    def history_text_bytes(self):
+        return sum(len(text.encode()) + 1 for _, text in
+                   harness.history_events(self.hookd.db_path()))
+
     def test_counts_follow_the_traffic(self):
         # The first request fails (retried), the rest succeed.
         self.sink.script("/a", responses=[{"status": 503}])
@@ -86,6 +90,9 @@ class Metrics(harness.SinkTest):
                                state="running"), 1)
         self.assertEqual(value(m, "hookd_hook_loads_total", hook="a"), 1)
         self.assertGreater(value(m, "hookd_store_bytes"), 0)
+        # The texts of the events accepted, each with a newline.
+        self.assertEqual(value(m, "hookd_history_bytes"),
+                         self.history_text_bytes())
         self.assertGreaterEqual(value(m, "hookd_hook_lua_seconds_total",
                                       hook="a"), 0)
 
