@@ -48,6 +48,18 @@ static int exported_type(const char *type, size_t len) {
   return 1;
 }
 
+/* Turns the line breaks of an event's text into spaces, so that it is
+ * one line of its history file. In a checked event they can only be
+ * white space between values: inside strings they must be escaped. */
+static void one_line(char *text, size_t len) {
+  static const char breaks[] = {'\n', '\r'};
+  char *end = text + len;
+
+  for (size_t k = 0; k < sizeof breaks; k++)
+    for (char *p = text; (p = memchr(p, breaks[k], (size_t)(end - p)));)
+      *p++ = ' ';
+}
+
 void hk_history_chunk_reset(hk_history_chunk *c, double received_at,
                             int lines) {
   c->lines = lines;
@@ -78,7 +90,10 @@ int hk_history_chunk_add(hk_history_chunk *c, double date, const char *type,
     return -1;
   hk_buf_append(&c->meta, e, sizeof e);
   hk_buf_append(&c->body, json, len);
-  if (c->lines) hk_buf_putc(&c->body, '\n');
+  if (c->lines) {
+    one_line(c->body.data + c->body.len - len, len);
+    hk_buf_putc(&c->body, '\n');
+  }
   if (c->n == 0 || date < c->first) c->first = date;
   if (c->n == 0 || date > c->last) c->last = date;
   c->n++;

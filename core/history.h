@@ -68,7 +68,9 @@ void hk_history_chunk_reset(hk_history_chunk *c, double received_at,
  * HK_HISTORY_BYTES_MAX. */
 int hk_history_chunk_full(const hk_history_chunk *c, size_t len,
                           size_t max_events);
-/* Adds one event. Returns 0, or -1 when memory runs out. */
+/* Adds one event (in a chunk for a history file, on one line: its line
+ * breaks, white space between values, become spaces). Returns 0, or -1
+ * when memory runs out. */
 int hk_history_chunk_add(hk_history_chunk *c, double date, const char *type,
                          size_t type_len, const char *json, size_t len);
 /* Stores c's row with st, reset by the caller: HK_HISTORY_INSERT_SQL

@@ -1,6 +1,7 @@
 /* The texts of history chunks live in files of their own,
- * data_dir/history/NNNNNNNNNN.ndjson: each event's JSON text followed by a
- * newline, one chunk after another, so a file is plain NDJSON. The
+ * data_dir/history/NNNNNNNNNN.ndjson: each event's JSON text on one line
+ * (history.c turns its line breaks into spaces) followed by a newline,
+ * one chunk after another, so a file is plain NDJSON. The
  * history table keeps a chunk's dates and entries, the number of its
  * file and the offset of its first byte; the texts are written once,
  * appended in one call, rather than to SQLite's log and again at its

@@ -225,6 +225,9 @@ static void signal_cb(uv_signal_t *s, int signum) {
   app *a = s->data;
 
   if (a->stopping) {
+    hk_warn("main", "signal=%d exiting_now=1 reason=\"second signal: "
+            "requests waiting for their commit are committed but not "
+            "answered\"", signum);
     stop_loop(a);
     return;
   }

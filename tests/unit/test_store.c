@@ -1317,30 +1317,37 @@ static int fx_numbered(fixture *f, int first, int count, double date) {
   return fx_commit(f, b, &o) && o.ok;
 }
 
-/* A request's texts are appended to a history file as NDJSON; its row
- * keeps an empty body and names the file and the offset. After a
- * restart chunks go to a new file, and a page reads across both. */
+/* A request's texts are appended to a history file as NDJSON, an event
+ * sent on several lines on one; its row keeps an empty body and names
+ * the file and the offset. After a restart chunks go to a new file, and
+ * a page reads across both. */
 static void store_history_texts_go_to_files(void) {
   seen_events v = {0};
   char path[160], *data = NULL;
+  hk_store_batch *b;
   size_t len = 0;
   fixture f;
+  outcome o;
 
   REQUIRE(fx_init(&f) == 0 && fx_open(&f) == 0);
   REQUIRE(fx_numbered(&f, 0, 2, 100) && fx_numbered(&f, 2, 1, 100));
+  b = hk_store_batch_new();
+  hk_store_add_event(b, "{\r\n\"p\":\n[1]}", 12, "click", 5, 7, 100);
+  REQUIRE(fx_commit(&f, b, &o));
   history_file(&f, 1, path, sizeof path);
   REQUIRE((data = read_all(path, &len)) != NULL);
-  CHECK(len == 24 && memcmp(data, "{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n",
-                            24) == 0);
+  CHECK(len == 37 && memcmp(data, "{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n"
+                            "{  \"p\": [1]}\n", 37) == 0);
   CHECK_INT(sql_int(f.db, "SELECT count(*) FROM history WHERE file = 1 "
-                          "AND length(body) = 0"), 2);
-  CHECK_INT(sql_int(f.db, "SELECT max(file_offset) FROM history"), 16);
+                          "AND length(body) = 0"), 3);
+  CHECK_INT(sql_int(f.db, "SELECT max(file_offset) FROM history"), 24);
   REQUIRE(fx_reopen(&f) == 0 && fx_numbered(&f, 3, 1, 100));
   history_file(&f, 2, path, sizeof path);
   CHECK(access(path, F_OK) == 0);
-  CHECK_INT(hk_store_events_page(f.s, 0, 1000, 0, 10, see_event, &v), 4);
-  CHECK(v.n == 4 && strcmp(v.text[1], "{\"n\":1}") == 0 &&
-        strcmp(v.text[3], "{\"n\":3}") == 0 && v.date[3] == 100);
+  CHECK_INT(hk_store_events_page(f.s, 0, 1000, 0, 10, see_event, &v), 5);
+  CHECK(v.n == 5 && strcmp(v.text[1], "{\"n\":1}") == 0 &&
+        strcmp(v.text[3], "{  \"p\": [1]}") == 0 &&
+        strcmp(v.text[4], "{\"n\":3}") == 0 && v.date[4] == 100);
   /* A file cut short is damage, told as a failed read. */
   REQUIRE(truncate(path, 4) == 0);
   memset(&v, 0, sizeof v);
