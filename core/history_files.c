@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "history.h"
 #include "log.h"
 
 #define NAME_DIGITS 10
@@ -87,7 +88,7 @@ static int query_int(sqlite3 *db, const char *sql, int64_t *n) {
 
 /* Cuts the newest file a row names to the end of its last chunk: what is
  * past it was written by a request that a crash caught before its commit.
- * Its texts' lengths are in its meta (history.h), each plus a newline. */
+ * The chunk's texts' lengths are in its meta, each plus a newline. */
 static void trim_newest(hk_history_files *h, sqlite3 *db) {
   sqlite3_stmt *st = NULL;
   uint64_t end = 0;
@@ -101,14 +102,17 @@ static void trim_newest(hk_history_files *h, sqlite3 *db) {
                          NULL) != SQLITE_OK)
     return;
   if (sqlite3_step(st) == SQLITE_ROW) {
-    const unsigned char *meta = sqlite3_column_blob(st, 2);
-    int bytes = sqlite3_column_bytes(st, 2);
+    const void *meta = sqlite3_column_blob(st, 2);
+    size_t entries = (size_t)sqlite3_column_bytes(st, 2) / HK_HISTORY_ENTRY;
 
     file = sqlite3_column_int64(st, 0);
     end = (uint64_t)sqlite3_column_int64(st, 1);
-    for (int k = 0; k + 16 <= bytes; k += 16)
-      end += 1 + ((uint32_t)meta[k + 8] | (uint32_t)meta[k + 9] << 8 |
-                  (uint32_t)meta[k + 10] << 16 | (uint32_t)meta[k + 11] << 24);
+    for (size_t i = 0; i < entries; i++) {
+      hk_history_entry e;
+
+      hk_history_entry_get(meta, i, &e);
+      end += (uint64_t)e.len + 1;
+    }
   }
   sqlite3_finalize(st);
   if (file <= 0 || (path = file_path(h, file)) == NULL) return;
