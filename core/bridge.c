@@ -315,6 +315,30 @@ static int core_emit_event(lua_State *L) {
   return hand_over(L, b, slot, b->scratch.data, b->scratch.len, &meta);
 }
 
+/* core.splice(event, custom_data, content, keep_content) -> the message
+ * text | false (cannot splice: build the message) | nil, reason. The
+ * message core.emit_event would send, for `hookd try` to print. */
+static int core_splice(lua_State *L) {
+  hk_bridge *b = bridge_upvalue(L);
+  char err[256];
+  int rc;
+
+  lua_pushnil(L); /* the event goes to 2, where splice_event reads it */
+  lua_insert(L, 1);
+  rc = splice_event(L, b, err, sizeof err);
+  if (rc > 0) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (rc < 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot encode message: %s", err);
+    return 2;
+  }
+  lua_pushlstring(L, b->scratch.data, b->scratch.len);
+  return 1;
+}
+
 /* core.matched(slot, count) */
 static int core_matched(lua_State *L) {
   hk_bridge *b = bridge_upvalue(L);
@@ -448,6 +472,7 @@ static const luaL_Reg core_funcs[] = {
     {"log", core_log},         {"now", core_now},
     {"read_file", core_read_file}, {"emit", core_emit},
     {"event", core_event},     {"emit_event", core_emit_event},
+    {"splice", core_splice},
     {"matched", core_matched}, {"failed", core_failed},
     {"guard_call", hk_guard_call},     {"check_regex", core_check_regex},
     {"suspended", core_suspended}, {NULL, NULL}};

@@ -155,19 +155,43 @@ local function compile(id, slot, chunkname, src)
   }
 end
 
+-- The message of `hookd try` made as route_one makes it from the event's
+-- text (parts: custom_data, content, keep_content): spliced, or built
+-- from the text decoded again when it cannot be. Returns true and the
+-- JSON text on one line, or false and why.
+local function spliced(hook, text, ctx, build, cd, content, keep)
+  local out, err = core.splice(text, cd, content, keep)
+  -- A line break in a message can only be white space between values:
+  -- printed as a space, the message stays one line.
+  if out then return true, (out:gsub("[\r\n]", " ")) end
+  if out == nil then return false, err end
+  local ok, msg = pcall(build, hook.settings, decode_event(text), ctx)
+  if not ok then return false, first_line(msg) end
+  return pcall(json.encode, msg)
+end
+
 -- One event through one hook, for `hookd try` and the examples: what
 -- route_one does, but the outcome is returned rather than sent, and a
--- drop says which stage made it. Returns "message" and its JSON text,
--- "dropped" and why, or "error" and the error (file:line when Lua knows
--- it). Nothing is emitted, counted or stored, and a CPU breach here never
--- counts toward suspending the running version.
-local function trial(hook, event, build)
+-- drop says which stage made it. text and parts, when given, are the
+-- event as it came and live_parts: the message is then made from the
+-- text as the router makes it.
+-- Returns "message" and its JSON text, "dropped" and why, or "error" and
+-- the error (file:line when Lua knows it). Nothing is emitted, counted
+-- or stored, and a CPU breach here never counts toward suspending the
+-- running version.
+local function trial(hook, event, build, text, parts)
   local why = filters.explain(hook.match, event)
   if why then return "dropped", why end
   local ctx = template.new_context(event, catalog)
   if hook.isolate then event = deep_copy(event) end
-  local status, msg, where, _, encoded = pipeline.run(hook, event, ctx,
-    build)
+  local status, msg, where, keep, encoded = pipeline.run(hook, event, ctx,
+    build, false, text and parts)
+  if status == "parts" then
+    local ok, out = spliced(hook, text, ctx, build, msg, where, keep)
+    if ok then return "message", out end
+    return "error", hook.settings.file .. ": the message cannot be " ..
+      "encoded as JSON: " .. first_line(out)
+  end
   if status == "filtered" then
     return "dropped", "filter() returned false"
   elseif status == "dropped" then
@@ -683,7 +707,7 @@ function M.try_events(events)
   for i = 1, #events do
     -- Decoded as the router decodes what it routes (core.event).
     local status, value = trial(trying, decode_event(events[i]),
-      live_message)
+      live_message, events[i], live_parts)
     lines[i] = status == "message" and value or (status .. ": " .. value)
   end
   return lines

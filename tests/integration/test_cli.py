@@ -158,6 +158,36 @@ class Cli(unittest.TestCase):
                          973)
         self.assertTrue(lines[1].startswith("dropped:"))
 
+    def test_try_prints_the_bytes_the_router_sends(self):
+        # Members copied as they came (number and escapes included), the
+        # profile left out, custom_data last; an event the router cannot
+        # splice (a key given twice) is built, with its last value.
+        d = tempfile.mkdtemp()
+        events = os.path.join(d, "ev.ndjson")
+        head = ('{"event_type":"click","event_date":"2026-11-20T10:00:00Z",'
+                '"list_id":111,')
+        with open(events, "w") as f:
+            f.write(head + '"profile":{"a":1}, "event_data" : {"x":1.50,'
+                    '"u":"\\u00e9\\/"},"m":1E2}\n')
+            f.write(head + '"m":1,"m":2}\n')
+            f.write(head + '"d":{"a":\r\t1}}\n')
+        hook = os.path.join(d, "h.lua")
+        with open(hook, "w") as f:
+            f.write('return {database = 111, actions = {"click"}, '
+                    'custom_data = {k = "v"}, '
+                    'send = {type = "http", url = "http://127.0.0.1:1/"}}')
+        code, out, err = run("try", hook, events)
+        self.assertEqual(code, 0, err)
+        lines = out.splitlines()
+        self.assertEqual(lines[0], head + '"event_data" : {"x":1.50,'
+                         '"u":"\\u00e9\\/"},"m":1E2,'
+                         '"custom_data":{"k":"v"}}')
+        self.assertEqual(json.loads(lines[1])["m"], 2)
+        self.assertEqual(lines[1].count('"m"'), 1)
+        # An event's line breaks are white space: printed as spaces.
+        self.assertEqual(lines[2], head + '"d":{"a": \t1},'
+                         '"custom_data":{"k":"v"}}')
+
     def test_try_exits_nonzero_when_an_event_fails(self):
         hook = os.path.join(tempfile.mkdtemp(), "h.lua")
         with open(hook, "w") as f:
@@ -176,6 +206,7 @@ class Cli(unittest.TestCase):
         code, out, err = run("try", hook, os.path.join(FIXTURES, "click.json"))
         self.assertEqual(code, 0, err)
         self.assertEqual(json.loads(out)["event_type"], "click")
+        self.assertEqual(out.count("\n"), 1) # the message on one line
 
 
 
