@@ -289,20 +289,14 @@ static int splice_event(lua_State *L, hk_bridge *b, char *err,
   return rc;
 }
 
-/* core.emit_event(slot, event, custom_data, content, keep_content, route,
- * key) -> true | false (cannot splice: build the message) | nil, reason.
- * The message is the event's own text (event: its text, or its index in
- * the batch being routed) with custom_data and content as splice.h says. */
-static int core_emit_event(lua_State *L) {
-  hk_bridge *b = bridge_upvalue(L);
-  int slot = (int)luaL_checkinteger(L, 1);
-  hk_emit_meta meta = {NULL, NULL, 0};
+/* Splices the message of the event at 2 (see splice_event) into
+ * b->scratch and returns 0; or, when there is none to hand on, pushes
+ * false (cannot splice: build the message) or nil and the reason, and
+ * returns how many values it pushed. */
+static int splice_or_push(lua_State *L, hk_bridge *b) {
   char err[256];
-  int rc;
+  int rc = splice_event(L, b, err, sizeof err);
 
-  meta.route = luaL_optstring(L, 6, NULL);
-  meta.key = luaL_optlstring(L, 7, NULL, &meta.key_len);
-  rc = splice_event(L, b, err, sizeof err);
   if (rc > 0) {
     lua_pushboolean(L, 0);
     return 1;
@@ -312,6 +306,21 @@ static int core_emit_event(lua_State *L) {
     lua_pushfstring(L, "cannot encode message: %s", err);
     return 2;
   }
+  return 0;
+}
+
+/* core.emit_event(slot, event, custom_data, content, keep_content, route,
+ * key) -> true | false (cannot splice: build the message) | nil, reason.
+ * The message is the event's own text (event: its text, or its index in
+ * the batch being routed) with custom_data and content as splice.h says. */
+static int core_emit_event(lua_State *L) {
+  hk_bridge *b = bridge_upvalue(L);
+  int slot = (int)luaL_checkinteger(L, 1), pushed;
+  hk_emit_meta meta = {NULL, NULL, 0};
+
+  meta.route = luaL_optstring(L, 6, NULL);
+  meta.key = luaL_optlstring(L, 7, NULL, &meta.key_len);
+  if ((pushed = splice_or_push(L, b)) > 0) return pushed;
   return hand_over(L, b, slot, b->scratch.data, b->scratch.len, &meta);
 }
 
@@ -320,21 +329,11 @@ static int core_emit_event(lua_State *L) {
  * message core.emit_event would send, for `hookd try` to print. */
 static int core_splice(lua_State *L) {
   hk_bridge *b = bridge_upvalue(L);
-  char err[256];
-  int rc;
+  int pushed;
 
   lua_pushnil(L); /* the event goes to 2, where splice_event reads it */
   lua_insert(L, 1);
-  rc = splice_event(L, b, err, sizeof err);
-  if (rc > 0) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  if (rc < 0) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "cannot encode message: %s", err);
-    return 2;
-  }
+  if ((pushed = splice_or_push(L, b)) > 0) return pushed;
   lua_pushlstring(L, b->scratch.data, b->scratch.len);
   return 1;
 }
