@@ -138,6 +138,18 @@ void hk_history_entry_get(const void *meta, size_t i, hk_history_entry *e) {
   e->flags = get_u32(p + 12);
 }
 
+uint64_t hk_history_text_bytes(const void *meta, size_t entries) {
+  uint64_t n = entries;
+
+  for (size_t i = 0; i < entries; i++) {
+    hk_history_entry e;
+
+    hk_history_entry_get(meta, i, &e);
+    n += e.len;
+  }
+  return n;
+}
+
 /* Adds the event of the old table's current row to c. */
 static int add_row(hk_history_chunk *c, sqlite3_stmt *rd) {
   if (c->n == 0)

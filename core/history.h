@@ -83,6 +83,9 @@ void hk_history_chunk_free(hk_history_chunk *c);
 
 /* Entry i of meta (which holds at least i + 1 entries). */
 void hk_history_entry_get(const void *meta, size_t i, hk_history_entry *e);
+/* The bytes the texts of a chunk with these entries take in a history
+ * file: each text and its newline. */
+uint64_t hk_history_text_bytes(const void *meta, size_t entries);
 
 /* Moves the rows of the old events table, in id order, into chunks of
  * up to 1,000 and drops the table; part of the store's migration, inside

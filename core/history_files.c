@@ -87,8 +87,7 @@ static int query_int(sqlite3 *db, const char *sql, int64_t *n) {
 }
 
 /* Cuts the newest file a row names to the end of its last chunk: what is
- * past it was written by a request that a crash caught before its commit.
- * The chunk's texts' lengths are in its meta, each plus a newline. */
+ * past it was written by a request that a crash caught before its commit. */
 static void trim_newest(hk_history_files *h, sqlite3 *db) {
   sqlite3_stmt *st = NULL;
   uint64_t end = 0;
@@ -106,13 +105,8 @@ static void trim_newest(hk_history_files *h, sqlite3 *db) {
     size_t entries = (size_t)sqlite3_column_bytes(st, 2) / HK_HISTORY_ENTRY;
 
     file = sqlite3_column_int64(st, 0);
-    end = (uint64_t)sqlite3_column_int64(st, 1);
-    for (size_t i = 0; i < entries; i++) {
-      hk_history_entry e;
-
-      hk_history_entry_get(meta, i, &e);
-      end += (uint64_t)e.len + 1;
-    }
+    end = (uint64_t)sqlite3_column_int64(st, 1) +
+          hk_history_text_bytes(meta, entries);
   }
   sqlite3_finalize(st);
   if (file <= 0 || (path = file_path(h, file)) == NULL) return;

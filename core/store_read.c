@@ -397,13 +397,7 @@ static int chunk_text(hk_store *s, sqlite3_stmt *st, const char **body,
     *len = (size_t)sqlite3_column_bytes(st, 2);
     return 0;
   }
-  *len = entries;
-  for (size_t i = 0; i < entries; i++) {
-    hk_history_entry e;
-
-    hk_history_entry_get(meta, i, &e);
-    *len += e.len;
-  }
+  *len = (size_t)hk_history_text_bytes(meta, entries);
   rc = hk_history_files_read(&s->files, file,
                              (uint64_t)sqlite3_column_int64(st, 4), *len,
                              &s->chunk_text);

@@ -130,7 +130,6 @@ end
 
 local slow = load_patterns()
 
-
 -- table.sort is C: over a large array without a comparator it could run
 -- for seconds where nothing can stop it. There it gets a comparator of
 -- the same order that counts as the hook's code (it lives with the
