@@ -179,7 +179,10 @@ static int hex_value(char ch) {
 }
 
 /* Percent-decodes src[0..n) into dst (room for n bytes); returns the decoded
- * length, or -1 for a broken escape or an encoded NUL. */
+ * length, or -1 for a broken escape, an encoded NUL or an encoded '/'. A
+ * "%2F" decoded would split a path segment in two: "/v1/hooks/a%2Fstop"
+ * would reach what "/v1/hooks/a/stop" does, behind the back of a proxy
+ * that allows paths by their text. */
 static long percent_decode(char *dst, const char *src, size_t n) {
   size_t i, o = 0;
 
@@ -193,7 +196,8 @@ static long percent_decode(char *dst, const char *src, size_t n) {
     if (i + 2 >= n) return -1;
     hi = hex_value(src[i + 1]);
     lo = hex_value(src[i + 2]);
-    if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) return -1;
+    if (hi < 0 || lo < 0 || (hi == 0 && lo == 0) || hi * 16 + lo == '/')
+      return -1;
     dst[o++] = (char)(hi * 16 + lo);
     i += 2;
   }
@@ -858,7 +862,8 @@ static int on_message_complete(http_parser *p) {
   hk_conn *c = p->data;
 
   if (req_complete(c->cur, p, c->server->head_as_get) != 0)
-    return conn_refuse(c, 400, "malformed HTTP request: invalid path");
+    return conn_refuse(c, 400, "malformed HTTP request: invalid path (a "
+                       "broken %%-escape, or an encoded NUL or '/')");
   c->req_due = 0;
   c->ready = 1;
   http_parser_pause(p, 1);
