@@ -75,11 +75,17 @@ class HookOps(harness.SinkTest):
         h = self.start({"a": self.slow_hook()})
         for path in ("/v1/hooks/nope/stop", "/v1/hooks/nope/activate",
                      "/v1/hooks/nope/clone", "/v1/hooks/nope/test",
-                     "/v1/hooks/nope/export", "/v1/hooks/..%2Fa/stop",
+                     "/v1/hooks/nope/export",
                      "/v1/hooks/" + "x" * 200 + "/stop"):
             status, doc = post(h, path, {"id": "b", "name": "B"})
             self.assertEqual(status, 404, path)
             self.assertIn("error", doc)
+        # An encoded '/' never reaches a hook: the path is refused whole.
+        for path in ("/v1/hooks/..%2Fa/stop", "/v1/hooks/a%2Fstop"):
+            status, doc = post(h, path, {"id": "b", "name": "B"})
+            self.assertEqual(status, 400, path)
+            self.assertIn("'/'", doc["error"])
+        self.assertEqual(h.hook("a")["state"], "running")
         self.assertEqual(http("DELETE", h.base + "/v1/hooks/nope")[0], 404)
         self.assertEqual(post(h, "/v1/hooks/a/explode")[0], 404)
 
