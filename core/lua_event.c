@@ -27,7 +27,7 @@ typedef struct lazy_entry {
 
 typedef struct lazy_state {
   uint32_t n;        /* containers */
-  uint32_t resolved; /* bit i: container i was read or set */
+  uint32_t resolved; /* bit i: member i was read or set */
   lazy_entry e[];    /* then the keys and values, one after another */
 } lazy_state;
 

@@ -1,27 +1,32 @@
 /* Events decoded on demand. Routing reads a few top-level fields of each
  * event (its type, database, profile id, dates) and seldom its nested
  * objects and arrays (event_data, subscription, profile, content,
- * custom_data), which are most of its values. So an event is decoded with
- * its top-level numbers, strings, booleans and nulls in the table and its
- * containers kept as text beside it; a container is decoded the first time
- * it is read. Code that walks the table (pairs, next, rawget, the encoder,
- * json.copy) first has every container decoded ("materialized"), after
- * which the table is an ordinary decoded object. */
+ * custom_data), which are most of its values, or its other top-level
+ * strings (hashes, secondary ids), each a Lua string to make and collect.
+ * So an event is decoded with its top-level numbers, booleans, nulls and
+ * event_type, event_date and profile_id in the table and its other
+ * members ("kept as text") beside it; such a member is decoded the first
+ * time it is read. Code that walks the table (pairs, next, rawget, the
+ * encoder, json.copy) first has every member decoded ("materialized"),
+ * after which the table is an ordinary decoded object. */
 #ifndef HOOKD_LUA_EVENT_H
 #define HOOKD_LUA_EVENT_H
 
 #include <lua.h>
 #include <stddef.h>
 
-/* Containers an event may keep as text, and their bytes; an event with
- * more is decoded whole. Decoding 64 KiB takes well under a millisecond
- * and about a megabyte, so a hook that reads such a member pays little
- * of its limits for it, while a larger event is decoded before the hook
- * runs, as every event was before. */
-#define HK_EVENT_LAZY_MAX 16
+/* Members an event may keep as text, and their bytes; an event with more
+ * containers is decoded whole. Strings take at most half of the places,
+ * so that many of them never cost an event its laziness; strings beyond
+ * that are decoded. Decoding 64 KiB takes well under a millisecond and
+ * about a megabyte, so a hook that reads such a member pays little of its
+ * limits for it, while a larger event is decoded before the hook runs, as
+ * every event was before. */
+#define HK_EVENT_LAZY_MAX 32
+#define HK_EVENT_LAZY_STRINGS (HK_EVENT_LAZY_MAX / 2)
 #define HK_EVENT_LAZY_BYTES ((size_t)64 << 10)
 
-/* The containers the decoder left as text, noted while it decodes the
+/* The members the decoder left as text, noted while it decodes the
  * top-level object: keys and values point into the event's text. */
 typedef struct hk_event_lazy {
   int n;
@@ -33,14 +38,14 @@ typedef struct hk_event_lazy {
 } hk_event_lazy;
 
 /* The decoder that notes them is hk_json_decode_event_push (lua_json.h).
- * This keeps the containers noted in lazy with the table at idx
+ * This keeps the members noted in lazy with the table at idx
  * (absolute) and gives it the events' metatable. */
 void hk_event_attach(lua_State *L, int idx, const hk_event_lazy *lazy);
 
-/* Whether the table at idx (absolute) still keeps containers as text. */
+/* Whether the table at idx (absolute) still keeps members as text. */
 int hk_event_is_lazy(lua_State *L, int idx);
 
-/* Decodes every container the table at idx (absolute) still keeps as
+/* Decodes every member the table at idx (absolute) still keeps as
  * text into it and makes it an ordinary decoded object. Does nothing for
  * any other value. Raises a Lua error only when out of memory. */
 void hk_event_materialize(lua_State *L, int idx);
@@ -51,7 +56,7 @@ void hk_event_materialize(lua_State *L, int idx);
  * does not decode all of it. */
 int hk_event_peek(lua_State *L);
 
-/* Pushes the metatable of events that keep containers as text. */
+/* Pushes the metatable of events that keep members as text. */
 void hk_event_push_mt(lua_State *L);
 
 #endif

@@ -358,8 +358,8 @@ static int dec_open(decoder *d, int mt, int narr, int nrec) {
   return 0;
 }
 
-/* Whether key (as written, without its quotes) is one of the containers
- * noted so far. */
+/* Whether key (as written, without its quotes) is one of the members
+ * kept as text so far. */
 static bool noted(const hk_event_lazy *lazy, const char *key, size_t len) {
   for (int i = 0; i < lazy->n; i++)
     if (lazy->m[i].key_len == len && memcmp(lazy->m[i].key, key, len) == 0)
@@ -367,38 +367,73 @@ static bool noted(const hk_event_lazy *lazy, const char *key, size_t len) {
   return false;
 }
 
+/* The top-level strings decoded with the table (key as written, with its
+ * quotes): the fields routing and most hooks read of every event. Other
+ * top-level strings (hashes, secondary ids) are kept as text: each would
+ * otherwise be a new Lua string to make and collect for every event. */
+static bool eager_string(const char *key, size_t key_len) {
+  static const char *const names[] = {"\"event_type\"", "\"event_date\"",
+                                      "\"profile_id\""};
+
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (key_len == strlen(names[i]) && memcmp(key, names[i], key_len) == 0)
+      return true;
+  return false;
+}
+
+/* Notes the member at key (with its quotes) whose value is value..d->p as
+ * kept as text, if there is room; returns whether it did. */
+static bool note(hk_event_lazy *lazy, const char *key, size_t key_len,
+                 const char *value, const char *value_end) {
+  size_t len = (size_t)(value_end - value);
+
+  if (lazy->n >= HK_EVENT_LAZY_MAX ||
+      lazy->bytes + key_len - 2 + len > HK_EVENT_LAZY_BYTES)
+    return false;
+  lazy->m[lazy->n].key = key + 1;
+  lazy->m[lazy->n].key_len = key_len - 2;
+  lazy->m[lazy->n].value = value;
+  lazy->m[lazy->n].value_len = len;
+  lazy->bytes += key_len - 2 + len;
+  lazy->n++;
+  return true;
+}
+
 /* An event's top-level member, its key (as written, key_len bytes with
  * its quotes) decoded at the top of the stack and d->p at its value: a
- * container is noted and skipped (returns 1, the key popped), anything
- * else is for the caller to decode (0). When a key may repeat one of a
- * container (the same text, or any key written with escapes once a
- * container was noted), or too many containers or too many bytes of
- * them, the event is decoded whole: d->whole is set and -1 returned. */
+ * container, or a string other than the eager ones, is noted and skipped
+ * (returns 1, the key popped); anything else is for the caller to decode
+ * (0), a string too when there is no room left to keep it. When a key may
+ * repeat one kept (the same text, or any key written with escapes once a
+ * member was kept), or a container finds no room, the event is decoded
+ * whole: d->whole is set and -1 returned. */
 static int keep_as_text(decoder *d, const char *key, size_t key_len) {
   hk_event_lazy *lazy = d->lazy;
   const char *value = d->p;
   bool escaped = memchr(key, '\\', key_len) != NULL;
   bool repeat = noted(lazy, key + 1, key_len - 2);
+  bool container = *value == '{' || *value == '[';
+  bool text = *value == '"' && !escaped && lazy->n < HK_EVENT_LAZY_STRINGS &&
+              !eager_string(key, key_len);
 
-  if (*value != '{' && *value != '[') {
-    if (!repeat && (lazy->n == 0 || !escaped)) return 0;
-  } else if (!repeat && lazy->n < HK_EVENT_LAZY_MAX && !escaped) {
+  if (!repeat && !container && !text && (lazy->n == 0 || !escaped))
+    return 0;
+  if (!repeat && !escaped && (container || text)) {
     lua_pushvalue(d->L, -1);
     lua_rawget(d->L, -3);
     repeat = !lua_isnil(d->L, -1);
     lua_pop(d->L, 1);
-    d->p = hk_event_value_end(&d->skips, &d->next_skip, d->base, value,
-                              d->end);
-    if (!repeat && lazy->bytes + key_len + (size_t)(d->p - value) <=
-                       HK_EVENT_LAZY_BYTES) {
-      lazy->m[lazy->n].key = key + 1;
-      lazy->m[lazy->n].key_len = key_len - 2;
-      lazy->m[lazy->n].value = value;
-      lazy->m[lazy->n].value_len = (size_t)(d->p - value);
-      lazy->bytes += key_len - 2 + (size_t)(d->p - value);
-      lazy->n++;
-      lua_pop(d->L, 1);
-      return 1;
+    if (!repeat) {
+      const char *value_end =
+          text ? hk_json_skip_string(value, d->end)
+               : hk_event_value_end(&d->skips, &d->next_skip, d->base,
+                                    value, d->end);
+      if (note(lazy, key, key_len, value, value_end)) {
+        d->p = value_end;
+        lua_pop(d->L, 1);
+        return 1;
+      }
+      if (text) return 0;
     }
   }
   d->whole = true;

@@ -82,6 +82,34 @@ check("encode, copy and materialize see every member", function()
   same_as_whole(ev, TEXT, "materialized")
 end)
 
+check("strings other than type, date and profile id wait to be read",
+  function()
+    local text = '{"event_type":"click","event_date":"2026-11-01T00:00:01Z",' ..
+      '"profile_id":"p1","_md5":"0123abcd","note":"a\\"b\\u00e9\\n",' ..
+      '"n":5,"t":true}'
+    local ev = json.decode_event(text)
+    eq(rawget(ev, "event_type"), "click", "event_type in the table")
+    eq(rawget(ev, "event_date"), "2026-11-01T00:00:01Z", "event_date too")
+    eq(rawget(ev, "profile_id"), "p1", "profile_id too")
+    eq(rawget(ev, "n"), 5, "numbers too")
+    eq(rawget(ev, "_md5"), nil, "another string is not, before a read")
+    eq(ev._md5, "0123abcd", "read")
+    eq(rawget(ev, "_md5"), "0123abcd", "and kept once read")
+    eq(ev.note, 'a"b\195\169\n', "escapes decoded on the read")
+    eq(json.peek(ev, "note", "x"), nil, "peek into a string")
+    same_as_whole(json.decode_event(text), text, "every member")
+    local twice = '{"s":"first-one","b":1,"s":"second"}'
+    same_as_whole(json.decode_event(twice), twice, "a string key twice")
+    local parts = {}
+    for i = 1, 40 do parts[i] = ('"s%d":"v%d"'):format(i, i) end
+    text = "{" .. table.concat(parts, ",") .. ',"c":{"k":1}}'
+    ev = json.decode_event(text)
+    eq(ev.s1, "v1", "a string kept as text")
+    eq(rawget(ev, "s40"), "v40", "strings beyond the limit are decoded")
+    eq(rawget(ev, "c"), nil, "a container after them still waits")
+    same_as_whole(ev, text, "40 strings and a container")
+  end)
+
 check("a key given twice: the last one wins, as in a whole decode",
   function()
     for _, text in ipairs({
@@ -100,11 +128,11 @@ check("escaped keys, many containers, and texts that are no object",
     eq(ev.profile.email, "e", "escaped key")
     same_as_whole(ev, text, text)
     local parts = {}
-    for i = 1, 20 do parts[i] = ('"c%d":{"v":%d}'):format(i, i) end
+    for i = 1, 40 do parts[i] = ('"c%d":{"v":%d}'):format(i, i) end
     text = "{" .. table.concat(parts, ",") .. "}"
     ev = json.decode_event(text)
     eq(getmetatable(ev), json.object_mt, "over the limit: decoded whole")
-    same_as_whole(ev, text, "20 containers")
+    same_as_whole(ev, text, "40 containers")
     local big = '{"a":1,"d":[' .. string.rep('"x",', 20000) .. '"x"]}'
     eq(getmetatable(json.decode_event(big)), json.object_mt,
       "over 64 KiB of containers: decoded whole")
