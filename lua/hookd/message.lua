@@ -48,7 +48,8 @@ local function build_custom_data(hook, event, ctx, profile_lookup)
   if fields then add_profile_fields(out, fields, event, profile_lookup) end
   local templates = hook.custom_data
   if templates then
-    if not ctx then ctx = template.new_context(event, nil) end
+    if type(ctx) == "function" then ctx = ctx()
+    elseif not ctx then ctx = template.new_context(event, nil) end
     for key, compiled in pairs(templates) do
       out[key] = render(compiled, ctx)
     end
@@ -67,7 +68,8 @@ end
 -- custom_data templates; when that gives nothing it is sent as {}.
 --
 -- ctx is the event's template.new_context(event, catalog), shared by all
--- hooks for the event; nil is allowed (names then render as "").
+-- hooks for the event, or a function that returns it, called only when a
+-- template is rendered; nil is allowed (names then render as "").
 --
 -- profile_lookup(list_id, profile_id, field) -> value | nil is optional.
 -- It is called only for a field the inline profile lacks and only when the

@@ -514,13 +514,29 @@ local function takers_of(event, takers)
   return k
 end
 
+-- The event being routed, and its template context once a message needs
+-- one (see routed_context): most events a filter drops never need it.
+local routed_event, routed_ctx = nil, nil
+
+-- The context of routed_event, made on first use and then shared by every
+-- hook that takes the event, so its catalog entries and date forms are
+-- looked up once.
+local function routed_context()
+  local ctx = routed_ctx
+  if not ctx then
+    ctx = template.new_context(routed_event, catalog)
+    routed_ctx = ctx
+  end
+  return ctx
+end
+
 function M.route(count, seq)
   local n, matched, takers = #order, {}, {}
   for h = 1, n do matched[h] = 0 end
   lookups.begin(seq or 0)
   for i = 1, count do
     local event = event_at(i)
-    local ctx = nil
+    routed_event, routed_ctx = event, nil
     sample_tick = sample_tick + 1
     local timed = sample_tick % SAMPLE_EVERY == 0
     lookups.capture(event, event.event_type, i)
@@ -529,8 +545,8 @@ function M.route(count, seq)
       local h = takers[j]
       local hook = order[h]
       local t0 = timed and now()
-      ctx = ctx or template.new_context(event, catalog)
-      if route_one(hook, event, ctx, live_message, live_parts, i, j < k) then
+      if route_one(hook, event, routed_context, live_message, live_parts, i,
+          j < k) then
         matched[h] = matched[h] + 1
       end
       if t0 then
@@ -539,6 +555,7 @@ function M.route(count, seq)
       end
     end
   end
+  routed_event, routed_ctx = nil, nil
   for h = 1, n do
     if matched[h] > 0 then core.matched(order[h].slot, matched[h]) end
   end

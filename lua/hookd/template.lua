@@ -131,6 +131,10 @@ end
 -- Returns the catalog entry of a kind for this event, or false; cached.
 local function entry(ctx, kind)
   local cache = ctx.entries
+  if not cache then
+    cache = {}
+    ctx.entries = cache
+  end
   local e = cache[kind]
   if e ~= nil then return e end
   e = false
@@ -265,7 +269,7 @@ end
 -- for the same event, so dates are parsed and names looked up once.
 -- catalog may be nil (every name renders as ""). The event is not changed.
 function M.new_context(event, catalog)
-  return { event = event, catalog = catalog, entries = {},
+  return { event = event, catalog = catalog, entries = false,
     date_loaded = false }
 end
 
