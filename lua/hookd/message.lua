@@ -12,6 +12,8 @@ local type, pairs, next, setmetatable, getmetatable =
 local render = template.render
 local object_mt, array_mt, null = json.object_mt, json.array_mt, json.null
 local materialize = json.materialize
+-- (narray, nhash): a table made with room for that many values.
+local new_table = require "table.new"
 
 -- Whether the event brought custom_data to keep: an object with at least
 -- one key. Missing, null, {} (and non-objects such as [] or "x") do not
@@ -39,14 +41,31 @@ local function add_profile_fields(out, fields, event, profile_lookup)
   end
 end
 
+local counted = setmetatable({}, { __mode = "k" }) -- templates -> count
+
+-- How many keys custom_data built by hook may get: its profile fields
+-- and its templates (counted once per set of templates).
+local function keys_built(fields, templates)
+  local n = 0
+  if templates then
+    n = counted[templates]
+    if not n then
+      n = 0
+      for _ in pairs(templates) do n = n + 1 end
+      counted[templates] = n
+    end
+  end
+  return n + (fields and #fields or 0)
+end
+
 -- custom_data built for the hook: profile fields, then templates (a
 -- template key equal to a profile field wins). Empty gives {} — an empty
 -- object is sent rather than omitting the key, so receivers always find it.
 local function build_custom_data(hook, event, ctx, profile_lookup)
-  local out = setmetatable({}, object_mt)
-  local fields = hook.profile_fields
+  local fields, templates = hook.profile_fields, hook.custom_data
+  local out = setmetatable(new_table(0, keys_built(fields, templates)),
+    object_mt)
   if fields then add_profile_fields(out, fields, event, profile_lookup) end
-  local templates = hook.custom_data
   if templates then
     if type(ctx) == "function" then ctx = ctx()
     elseif not ctx then ctx = template.new_context(event, nil) end

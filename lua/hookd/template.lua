@@ -268,9 +268,11 @@ end
 -- Creates the per-event context. One context serves every hook rendering
 -- for the same event, so dates are parsed and names looked up once.
 -- catalog may be nil (every name renders as ""). The event is not changed.
+-- Every field is named here, so the table is made with room for them and
+-- for two date forms, rather than grown as they are added.
 function M.new_context(event, catalog)
   return { event = event, catalog = catalog, entries = false,
-    date_loaded = false }
+    date_loaded = false, date_sec = false, date_nsec = false }
 end
 
 local scratch = {} -- reused by render; rendering never re-enters itself
