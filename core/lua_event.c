@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "json_lex.h"
 #include "lua_json.h"
 #include "splice.h"
 
@@ -62,10 +63,36 @@ static int find(lua_State *L, const lazy_state *s, int key_idx) {
  * code reads the member, this counts against its limits like any of its
  * work: the decoder keeps events of large members whole (see
  * HK_EVENT_LAZY_BYTES), so that is little. */
+/* Pushes the value if it is one of the common simple ones: a string of
+ * printable ASCII without escapes, or an integer of at most 15 digits.
+ * Returns whether it did; anything else is for the decoder. */
+static int push_simple(lua_State *L, const char *text, size_t len) {
+  const unsigned char *p = (const unsigned char *)text;
+  size_t digits = len - (len > 0 && *p == '-');
+  double v = 0;
+
+  if (len >= 2 && p[0] == '"') {
+    if (hk_json_plain_run(p + 1, p + len) != p + len - 1 ||
+        p[len - 1] != '"')
+      return 0;
+    lua_pushlstring(L, text + 1, len - 2);
+    return 1;
+  }
+  if (digits == 0 || digits > 15 || (digits > 1 && p[len - digits] == '0'))
+    return 0;
+  for (size_t i = len - digits; i < len; i++) {
+    if (p[i] < '0' || p[i] > '9') return 0;
+    v = v * 10 + (p[i] - '0');
+  }
+  lua_pushnumber(L, digits == len ? v : -v);
+  return 1;
+}
+
 static void push_decoded(lua_State *L, const char *key, size_t key_len,
                          const char *text, size_t len) {
   char err[160];
 
+  if (push_simple(L, text, len)) return;
   if (hk_json_decode_push(L, text, len, err, sizeof err) != 0) {
     lua_pushlstring(L, key, key_len);
     luaL_error(L, "event member %s: %s", lua_tostring(L, -1), err);

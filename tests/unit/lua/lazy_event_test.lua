@@ -97,6 +97,18 @@ check("strings other than type, date and profile id wait to be read",
     eq(rawget(ev, "_md5"), "0123abcd", "and kept once read")
     eq(ev.note, 'a"b\195\169\n', "escapes decoded on the read")
     eq(json.peek(ev, "note", "x"), nil, "peek into a string")
+    local ids = json.decode_event('{"d":{"a":-12,"b":1234567890123456,' ..
+      '"c":"x\\u0041","e":"\195\169","f":0,"g":12.5,"h":"","i":true},' ..
+      '"s":"plain text"}')
+    eq(json.peek(ids, "d", "a"), -12, "a negative integer")
+    eq(json.peek(ids, "d", "b"), 1234567890123456, "16 digits")
+    eq(json.peek(ids, "d", "c"), "xA", "an escape")
+    eq(json.peek(ids, "d", "e"), "\195\169", "UTF-8")
+    eq(json.peek(ids, "d", "f"), 0, "zero")
+    eq(json.peek(ids, "d", "g"), 12.5, "a fraction")
+    eq(json.peek(ids, "d", "h"), "", "an empty string")
+    eq(json.peek(ids, "d", "i"), true, "true")
+    eq(ids.s, "plain text", "a string read")
     same_as_whole(json.decode_event(text), text, "every member")
     local twice = '{"s":"first-one","b":1,"s":"second"}'
     same_as_whole(json.decode_event(twice), twice, "a string key twice")
