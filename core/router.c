@@ -236,8 +236,9 @@ static void suspended_cb(void *ctx, int slot, const char *reason) {
   h->suspended = 1;
   snprintf(text, sizeof text, "suspended: %s", reason);
   set_str(&h->error, text);
-  hk_error("hook", "hook=%s suspended=1 reason=\"%s\" until=reload", h->id,
-           reason);
+  hk_error("hook", "hook=%s version=%ld dest=%s suspended=1 reason=\"%s\" "
+           "until=reload", h->id, h->version,
+           h->destination ? h->destination : "-", reason);
 }
 
 hk_router *hk_router_create(uv_loop_t *loop, hk_bridge *bridge,
@@ -755,8 +756,9 @@ void hk_router_test_failed(hk_router *r, const char *id, const char *reason) {
 
   if (h == NULL) return;
   h->counters.test_failed++;
-  hk_warn("hook", "hook=%s version=%ld test_send=1 delivered=0 "
+  hk_warn("hook", "hook=%s version=%ld dest=%s test_send=1 delivered=0 "
           "reason=\"%s\"", h->id, h->version,
+          h->destination ? h->destination : "-",
           hk_log_escape(quoted, sizeof quoted, reason));
 }
 

@@ -218,7 +218,9 @@ class HookRuntime(harness.SinkTest):
                                  "suspended")
         self.assertEqual(h["counters"]["failed"], 10, "no calls after 10")
         self.assertIn("CPU limit", h["error"])
-        self.hookd.wait_log("hook=spinner suspended=1")
+        line = self.hookd.wait_log(" suspended=1 ")
+        self.assertIn("hook=spinner version=1 dest=%s " %
+                      self.sink.url("/spin"), line)
         self.sink.wait_messages("/other", 12)
         self.hookd.write_hook("spinner", hook(self.sink.url("/spin")))
         self.hookd.wait_hook("spinner", lambda h: h["state"] == "running",
