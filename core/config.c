@@ -10,6 +10,25 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "buf.h"
+
+char *hk_read_stream(FILE *f, size_t *len) {
+  hk_buf b = HK_BUF_INIT;
+  char chunk[65536];
+  size_t n;
+
+  errno = 0;
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+    if (hk_buf_append(&b, chunk, n) != 0) goto fail;
+  if (ferror(f)) goto fail;
+  hk_buf_cstr(&b);
+  return hk_buf_steal(&b, len);
+fail:
+  if (errno == 0) errno = EIO;
+  hk_buf_free(&b);
+  return NULL;
+}
+
 char *hk_read_file(const char *path, size_t *len) {
   struct stat st;
   FILE *f;
@@ -22,6 +41,10 @@ char *hk_read_file(const char *path, size_t *len) {
   }
   f = fopen(path, "rb");
   if (f == NULL) return NULL;
+  if (fstat(fileno(f), &st) == 0 && !S_ISREG(st.st_mode)) {
+    data = hk_read_stream(f, len); /* a FIFO or a device: no size */
+    goto done;
+  }
   if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 ||
       fseek(f, 0, SEEK_SET) != 0)
     goto done;

@@ -4,6 +4,7 @@
 #define HOOKD_CONFIG_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "bridge.h"
 
@@ -41,9 +42,14 @@ typedef struct hk_config {
 int hk_config_load(hk_bridge *b, const char *path, hk_config *cfg, char *err,
                    size_t errlen);
 
-/* Reads a whole file into a malloc'd NUL-terminated buffer. Returns NULL
- * with errno set on failure. */
+/* Reads a whole file into a malloc'd NUL-terminated buffer: a regular
+ * file by its size, anything else (a FIFO, a device) to its end. Returns
+ * NULL with errno set on failure. */
 char *hk_read_file(const char *path, size_t *len);
+
+/* Reads what is left of f to its end (standard input, a pipe) the same
+ * way. */
+char *hk_read_stream(FILE *f, size_t *len);
 
 /* Returns lua_dir from the file without the runtime (a light scan), so the
  * runtime can be started from the right folder; NULL when unset. */

@@ -46,7 +46,7 @@ static int check_file(hk_bridge *b, hk_router *r, const char *path) {
     return 1;
   }
   file_id(path, id, sizeof id);
-  if (hk_router_load_file(r, id, path) == 0) goto done;
+  if (hk_router_load_text(r, id, path, src, len, 0) == 0) goto done;
   /* The router keeps only the first problem, in one line; the runtime
    * finds them all again, with lines, and adds the router's own. */
   hk_router_render_hook(r, id, &view);
@@ -199,23 +199,6 @@ static long try_spans(hk_bridge *b, const hk_event_span *spans, size_t n) {
   return errors;
 }
 
-/* Reads a whole stream (standard input). NULL with errno on failure. */
-static char *read_stream(FILE *f, size_t *len) {
-  hk_buf b = HK_BUF_INIT;
-  char chunk[65536];
-  size_t n;
-
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-    if (hk_buf_append(&b, chunk, n) != 0) goto fail;
-  if (ferror(f)) goto fail;
-  hk_buf_cstr(&b);
-  return hk_buf_steal(&b, len);
-fail:
-  if (errno == 0) errno = EIO;
-  hk_buf_free(&b);
-  return NULL;
-}
-
 static int blank(const char *s, size_t len) {
   for (size_t i = 0; i < len; i++)
     if (!strchr(" \t\r\n", s[i])) return 0;
@@ -230,7 +213,7 @@ static int try_stream(hk_bridge *b, const hk_try_options *opt) {
   hk_event_span *spans = NULL;
   hk_scan_error serr;
   size_t len, n = 0;
-  char *text = from_stdin ? read_stream(stdin, &len)
+  char *text = from_stdin ? hk_read_stream(stdin, &len)
                           : hk_read_file(opt->events_path, &len);
   long errors = 0;
   int rc = 2;

@@ -530,10 +530,18 @@ static void apply_stored_state(hk_router *r, hk_hook *h) {
 }
 
 int hk_router_load_file(hk_router *r, const char *id, const char *path) {
+  size_t len = 0;
+  char *src = hk_read_file(path, &len);
+  int rc = hk_router_load_text(r, id, path, src, len, src ? 0 : errno);
+
+  free(src);
+  return rc;
+}
+
+int hk_router_load_text(hk_router *r, const char *id, const char *path,
+                        const char *src, size_t len, int read_errno) {
   hk_hook *h = hook_get_or_add(r, id);
   char err[1024];
-  char *src = NULL;
-  size_t len = 0;
   int rc = -1;
 
   if (h == NULL) return -1;
@@ -542,9 +550,8 @@ int hk_router_load_file(hk_router *r, const char *id, const char *path) {
   /* A hook seen for the first time may be stored as stopped: nothing of
    * its outbox leaves before its state is known (apply_stored_state). */
   if (!h->loaded) hk_dispatch_hold(h->dispatch, 1);
-  src = hk_read_file(path, &len);
   if (src == NULL) {
-    snprintf(err, sizeof err, "%s: %s", path, strerror(errno));
+    snprintf(err, sizeof err, "%s: %s", path, strerror(read_errno));
   } else if (len == 0) {
     snprintf(err, sizeof err, "%s: the file is empty", path);
   } else if (load_source(r, h, src, len, err, sizeof err) == 0) {
@@ -569,7 +576,6 @@ int hk_router_load_file(hk_router *r, const char *id, const char *path) {
              h->loaded ? h->version : 0L,
              hk_log_escape(quoted, sizeof quoted, err));
   }
-  free(src);
   return rc;
 }
 

@@ -28,6 +28,12 @@ hk_router *hk_router_create(uv_loop_t *loop, hk_bridge *bridge,
  * keeps running and the error is kept for the API. Returns 0 or -1. */
 int hk_router_load_file(hk_router *r, const char *id, const char *path);
 
+/* The same for a file already read: src and len its text, or src NULL and
+ * read_errno why it could not be read. `hookd check` reads each file once
+ * (it may be a FIFO) and hands the text to the runtime twice. */
+int hk_router_load_text(hk_router *r, const char *id, const char *path,
+                        const char *src, size_t len, int read_errno);
+
 /* The hook's file is gone: it stops capturing; what it queued is still
  * delivered. */
 void hk_router_remove(hk_router *r, const char *id);

@@ -158,6 +158,37 @@ class Cli(unittest.TestCase):
                          973)
         self.assertTrue(lines[1].startswith("dropped:"))
 
+    def test_check_and_try_read_fifos(self):
+        # A shell's <(...) hands over a FIFO, which has no size to read by
+        # and can be read only once.
+        d = tempfile.mkdtemp(prefix="hookd-cli-")
+        hook_fifo, events_fifo = (os.path.join(d, "h.lua"),
+                                  os.path.join(d, "ev.ndjson"))
+        os.mkfifo(hook_fifo)
+        os.mkfifo(events_fifo)
+        with open(os.path.join(FIXTURES, "click.json")) as f:
+            click = f.read().replace("\n", " ")
+        src = ('return {database = 111, actions = {"click"}, '
+               'send = {type = "http", url = "http://127.0.0.1:1/"}}')
+
+        def feed(path, text):
+            return subprocess.Popen(["sh", "-c", 'printf "%s" "$1" > "$2"',
+                                     "feed", text, path])
+
+        writer = feed(hook_fifo, src)
+        code, out, err = run("check", hook_fifo)
+        writer.wait(10)
+        self.assertEqual((code, out.strip()), (0, "all hooks ok (1 file)"),
+                         err)
+        with open(os.path.join(d, "copy.lua"), "w") as f:
+            f.write(src)
+        writers = [feed(events_fifo, click + "\n")]
+        code, out, err = run("try", os.path.join(d, "copy.lua"), events_fifo)
+        for w in writers:
+            w.wait(10)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out)["event_data"]["campaign_id"], 973)
+
     def test_try_prints_the_bytes_the_router_sends(self):
         # Members copied as they came (number and escapes included), the
         # profile left out, custom_data last; an event the router cannot
