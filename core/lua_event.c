@@ -27,7 +27,7 @@ typedef struct lazy_entry {
 } lazy_entry;
 
 typedef struct lazy_state {
-  uint32_t n;        /* containers */
+  uint32_t n;        /* members kept as text */
   uint32_t resolved; /* bit i: member i was read or set */
   lazy_entry e[];    /* then the keys and values, one after another */
 } lazy_state;
@@ -59,13 +59,9 @@ static int find(lua_State *L, const lazy_state *s, int key_idx) {
   return -1;
 }
 
-/* Decodes the JSON text and pushes it; raises on an error. When hook
- * code reads the member, this counts against its limits like any of its
- * work: the decoder keeps events of large members whole (see
- * HK_EVENT_LAZY_BYTES), so that is little. */
 /* Pushes the value if it is one of the common simple ones: a string of
- * printable ASCII without escapes, or an integer of at most 15 digits.
- * Returns whether it did; anything else is for the decoder. */
+ * ASCII without escapes or control characters, or an integer of at most
+ * 15 digits. Returns whether it did; anything else is for the decoder. */
 static int push_simple(lua_State *L, const char *text, size_t len) {
   const unsigned char *p = (const unsigned char *)text;
   size_t digits = len - (len > 0 && *p == '-');
@@ -88,6 +84,10 @@ static int push_simple(lua_State *L, const char *text, size_t len) {
   return 1;
 }
 
+/* Decodes the JSON text and pushes it; raises on an error. When hook
+ * code reads the member, this counts against its limits like any of its
+ * work: the decoder keeps events of large members whole (see
+ * HK_EVENT_LAZY_BYTES), so that is little. */
 static void push_decoded(lua_State *L, const char *key, size_t key_len,
                          const char *text, size_t len) {
   char err[160];
