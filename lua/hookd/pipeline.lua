@@ -35,19 +35,22 @@ local function key_text(v)
   return nil
 end
 
--- The value at a dotted path of the event. Reads are raw, so that no
--- metamethod a hook left runs here; only the event's own, which decodes a
--- nested member on first read, is let through.
+-- A member of a table, read raw, so that no metamethod a hook left runs
+-- here; only the event's own, which decodes a member kept as text (a
+-- container, or a string such as a list_id given as one) on first read,
+-- is let through.
 local event_mt = json.event_mt
+local function member(t, key)
+  if getmetatable(t) == event_mt then return t[key] end
+  return rawget(t, key)
+end
+
+-- The value at a dotted path of the event.
 local function field_at(event, path)
   local v = event
   for part in path:gmatch("[^.]+") do
     if type(v) ~= "table" then return nil end
-    if getmetatable(v) == event_mt then
-      v = v[part]
-    else
-      v = rawget(v, part)
-    end
+    v = member(v, part)
   end
   return v
 end
@@ -57,11 +60,11 @@ end
 -- "<list_id>.<event_type>" ("none" for an event without a database), or
 -- a Kafka topic and key. nil for HTTP hooks.
 function M.destination(send, event)
-  local t, et = send.type, rawget(event, "event_type")
+  local t, et = send.type, member(event, "event_type")
   if t == "rabbitmq_queue" then
     return send.queue ~= "" and send.queue or et
   elseif t == "rabbitmq_exchange" then
-    return (id_key(rawget(event, "list_id")) or "none") .. "." .. et
+    return (id_key(member(event, "list_id")) or "none") .. "." .. et
   elseif t == "kafka" then
     local key = send.key and key_text(field_at(event, send.key)) or nil
     return send.topic ~= "" and send.topic or et, key

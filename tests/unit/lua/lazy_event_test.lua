@@ -122,6 +122,21 @@ check("strings other than type, date and profile id wait to be read",
     same_as_whole(ev, text, "40 strings and a container")
   end)
 
+check("where a broker message goes reads members kept as text", function()
+  local pipeline = require "hookd.pipeline"
+  local ev = json.decode_event('{"event_type":"rk","list_id":"111",' ..
+    '"_md5":"abc","event_data":{"k":"v"}}')
+  eq(rawget(ev, "list_id"), nil, "a string list_id is kept as text")
+  eq(pipeline.destination({ type = "rabbitmq_exchange" }, ev), "111.rk",
+    "the exchange's routing key")
+  local topic, key = pipeline.destination({ type = "kafka", topic = "t",
+    key = "_md5" }, json.decode_event('{"event_type":"rk","_md5":"abc"}'))
+  eq(topic .. "/" .. key, "t/abc", "a Kafka key from a kept string")
+  _, key = pipeline.destination({ type = "kafka", topic = "t",
+    key = "event_data.k" }, ev)
+  eq(key, "v", "a Kafka key inside a kept container")
+end)
+
 check("a key given twice: the last one wins, as in a whole decode",
   function()
     for _, text in ipairs({
