@@ -1,12 +1,13 @@
-/* Events whose containers are decoded when first read (see lua_event.h).
+/* Events whose members are decoded when first read (see lua_event.h).
  *
  * The table keeps, under a key no Lua code can write (a light userdata),
- * a userdata holding each container's key and JSON text. Its metatable's
- * __index decodes a container the first time it is read and stores it in
- * the table, so later reads are plain table reads; __newindex notes a
- * container that code sets before reading it. Either way the container
- * counts as resolved: should code then remove it, a later read gives nil,
- * not the text again. */
+ * a userdata holding the key and JSON text of each member kept as text (a
+ * container, or a string other than the few routing reads). Its
+ * metatable's __index decodes such a member the first time it is read
+ * and stores it in the table, so later reads are plain table reads;
+ * __newindex notes a member that code sets before reading it. Either way
+ * the member counts as resolved: should code then remove it, a later read
+ * gives nil, not the text again. */
 #include "lua_event.h"
 
 #include <lauxlib.h>
@@ -21,7 +22,7 @@
 static const char k_event_mt_key = 'e';
 static const char k_state_key = 's';
 
-/* One container kept as text: offsets into the state's bytes. */
+/* One member kept as text: offsets into the state's bytes. */
 typedef struct lazy_entry {
   uint32_t key, key_len, value, value_len;
 } lazy_entry;
@@ -47,7 +48,7 @@ static lazy_state *state_of(lua_State *L, int idx) {
   return s;
 }
 
-/* The container named by the string at key_idx, or -1. */
+/* The member kept as text named by the string at key_idx, or -1. */
 static int find(lua_State *L, const lazy_state *s, int key_idx) {
   size_t len;
   const char *key = lua_tolstring(L, key_idx, &len);
@@ -99,8 +100,8 @@ static void push_decoded(lua_State *L, const char *key, size_t key_len,
   }
 }
 
-/* Decodes container i and pushes it; marks it resolved. */
-static void push_container(lua_State *L, lazy_state *s, int i) {
+/* Decodes member i and pushes it; marks it resolved. */
+static void push_member(lua_State *L, lazy_state *s, int i) {
   const char *bytes = state_bytes(s);
 
   push_decoded(L, bytes + s->e[i].key, s->e[i].key_len,
@@ -108,21 +109,21 @@ static void push_container(lua_State *L, lazy_state *s, int i) {
   s->resolved |= 1u << i;
 }
 
-/* __index(t, k): a container not read yet, decoded and kept in t. */
+/* __index(t, k): a member not read yet, decoded and kept in t. */
 static int event_index(lua_State *L) {
   lazy_state *s;
   int i;
 
   if (lua_type(L, 2) != LUA_TSTRING || (s = state_of(L, 1)) == NULL) return 0;
   if ((i = find(L, s, 2)) < 0 || (s->resolved & (1u << i))) return 0;
-  push_container(L, s, i);
+  push_member(L, s, i);
   lua_pushvalue(L, 2);
   lua_pushvalue(L, -2);
   lua_rawset(L, 1);
   return 1;
 }
 
-/* __newindex(t, k, v): sets the key; a container set before it was read
+/* __newindex(t, k, v): sets the key; a member set before it was read
  * is resolved with the value given. */
 static int event_newindex(lua_State *L) {
   lazy_state *s;
@@ -200,7 +201,7 @@ void hk_event_materialize(lua_State *L, int idx) {
     for (uint32_t i = 0; i < s->n; i++) {
       if (s->resolved & (1u << i)) continue;
       lua_pushlstring(L, bytes + s->e[i].key, s->e[i].key_len);
-      push_container(L, s, (int)i);
+      push_member(L, s, (int)i);
       lua_rawset(L, idx);
     }
     lua_pushlightuserdata(L, (void *)&k_state_key);

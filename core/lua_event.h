@@ -15,10 +15,11 @@
 #include <lua.h>
 #include <stddef.h>
 
-/* Members an event may keep as text, and their bytes; an event with more
- * containers is decoded whole. Strings take at most half of the places,
- * so that many of them never cost an event its laziness; strings beyond
- * that are decoded. Decoding 64 KiB takes well under a millisecond and
+/* Members an event may keep as text, and their bytes; an event whose
+ * containers find no room is decoded whole. Strings are kept only while
+ * fewer than half of the places are taken (later ones are decoded), so
+ * containers always have at least the 16 places they had before strings
+ * were kept. Decoding 64 KiB takes well under a millisecond and
  * about a megabyte, so a hook that reads such a member pays little of its
  * limits for it, while a larger event is decoded before the hook runs, as
  * every event was before. */
