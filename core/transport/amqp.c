@@ -481,29 +481,40 @@ static void conf_free(amqp_conf *f) {
   free(f->ca_file);
 }
 
-/* "amqp://host:port/<vhost, percent-encoded> queue=NAME" (or exchange=),
- * without credentials; "queue=(route)" when each message names its queue;
- * " queue_type=quorum" after it for quorum queues. */
-static void describe_build(hk_amqp *a) {
-  const amqp_conf *f = &a->conf;
-  char vhost[3 * 256 + 1];
+/* src percent-encoded into dst (cap bytes) but for letters, digits and
+ * "-._~", cut to fit: a name may hold spaces, quotes or '=', which would
+ * otherwise read as other fields of the log lines that show it. */
+static void encode_name(char *dst, size_t cap, const char *src) {
   size_t j = 0;
-  int v6 = strchr(f->host, ':') != NULL;
 
-  for (const char *p = f->vhost; *p && j + 4 < sizeof vhost; p++) {
+  for (const char *p = src; *p && j + 4 < cap; p++) {
     unsigned char ch = (unsigned char)*p;
     if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
         (ch >= '0' && ch <= '9') || strchr("-._~", ch) != NULL)
-      vhost[j++] = (char)ch;
+      dst[j++] = (char)ch;
     else
-      j += (size_t)snprintf(vhost + j, 4, "%%%02X", ch);
+      j += (size_t)snprintf(dst + j, 4, "%%%02X", ch);
   }
-  vhost[j] = '\0';
-  snprintf(a->desc, sizeof a->desc, "%s://%s%.255s%s:%d/%.300s %s=%.255s%s",
+  dst[j] = '\0';
+}
+
+/* "amqp://host:port/VHOST queue=NAME" (or exchange=), without
+ * credentials, the vhost and the name percent-encoded; "queue=(route)"
+ * when each message names its queue; " queue_type=quorum" after it for
+ * quorum queues. */
+static void describe_build(hk_amqp *a) {
+  const amqp_conf *f = &a->conf;
+  char vhost[3 * 256 + 1], name[3 * 256 + 1];
+  int v6 = strchr(f->host, ':') != NULL;
+
+  encode_name(vhost, sizeof vhost, f->vhost);
+  if (!f->is_exchange && f->queue[0] == '\0')
+    snprintf(name, sizeof name, "(route)");
+  else
+    encode_name(name, sizeof name, f->is_exchange ? f->exchange : f->queue);
+  snprintf(a->desc, sizeof a->desc, "%s://%s%.255s%s:%d/%.300s %s=%.300s%s",
            f->tls ? "amqps" : "amqp", v6 ? "[" : "", f->host, v6 ? "]" : "",
-           f->port, vhost, f->is_exchange ? "exchange" : "queue",
-           f->is_exchange ? f->exchange
-                          : (f->queue[0] ? f->queue : "(route)"),
+           f->port, vhost, f->is_exchange ? "exchange" : "queue", name,
            f->quorum ? " queue_type=quorum" : "");
 }
 

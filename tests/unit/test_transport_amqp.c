@@ -990,6 +990,13 @@ static void test_describe_and_secrets(void) {
            broker_port);
   CHECK(strcmp(x->ops->describe(x), expect) == 0);
   CHECK(strstr(r->ops->describe(r), "queue=(route)") != NULL);
+  /* A name with spaces, quotes or '=' cannot pass for other fields of a
+   * log line that shows the destination. */
+  hk_tx_target *odd = make("rabbitmq_queue", "queue", "q x\"y hook=b", NULL);
+  REQUIRE(odd != NULL);
+  CHECK(strstr(odd->ops->describe(odd), "/%2F queue=q%20x%22y%20hook%3Db") !=
+        NULL);
+  destroy(odd);
   /* Wrong password: RETRY (fixable), and the reason does not quote it. */
   REQUIRE(send_wait(t, m, 1, &o, 15) == 0);
   CHECK(o.res[0].status == HK_TX_RETRY);
