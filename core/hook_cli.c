@@ -223,7 +223,10 @@ static int try_stream(hk_bridge *b, const hk_try_options *opt) {
     return 2;
   }
   if (blank(text, len)) {
-    rc = 0; /* no events, nothing to say */
+    /* Nothing to try is no failure, but a mistyped path in <(cat ...)
+     * looks the same: say so. */
+    fprintf(stderr, "hookd: %s: no events\n", name);
+    rc = 0;
   } else if (hk_scan_events(text, len, &sopt, &spans, &n, &serr) != 0) {
     if (serr.index >= 0)
       fprintf(stderr, "hookd: %s: event %ld: %s\n", name, serr.index + 1,

@@ -188,6 +188,12 @@ class Cli(unittest.TestCase):
             w.wait(10)
         self.assertEqual(code, 0, err)
         self.assertEqual(json.loads(out)["event_data"]["campaign_id"], 973)
+        # Nothing to try is said, not taken for success in silence.
+        writers = [feed(events_fifo, " \n")]
+        code, out, err = run("try", os.path.join(d, "copy.lua"), events_fifo)
+        writers[0].wait(10)
+        self.assertEqual((code, out), (0, ""))
+        self.assertIn(events_fifo + ": no events", err)
 
     def test_try_prints_the_bytes_the_router_sends(self):
         # Members copied as they came (number and escapes included), the
