@@ -60,7 +60,9 @@ end
 -- "<list_id>.<event_type>" ("none" for an event without a database), or
 -- a Kafka topic and key. nil for HTTP hooks.
 function M.destination(send, event)
-  local t, et = send.type, member(event, "event_type")
+  local t = send.type
+  if t == "http" then return nil end
+  local et = member(event, "event_type")
   if t == "rabbitmq_queue" then
     return send.queue ~= "" and send.queue or et
   elseif t == "rabbitmq_exchange" then
