@@ -872,11 +872,17 @@ static void test_finish(hk_dispatch *d, const hk_tx_result *res) {
   hk_tx_done_cb cb = d->test_cb;
   void *ctx = d->test_ctx;
 
-  if (res->status == HK_TX_OK) d->counters->test_sent++;
-  else d->counters->test_failed++;
-  hk_info("dispatch", "hook=%s dest=%s test_send=1 delivered=%d "
-          "reason=\"%s\"", d->hook_id, dest(d), res->status == HK_TX_OK,
-          quote(res->reason));
+  if (res->status == HK_TX_OK) {
+    d->counters->test_sent++;
+    hk_info("dispatch", "hook=%s dest=%s test_send=1 delivered=1 "
+            "reason=\"%s\"", d->hook_id, dest(d), quote(res->reason));
+  } else {
+    /* A failed test is for the operator who sent it, like a failure of
+     * the hook's code on the test event (router.c). */
+    d->counters->test_failed++;
+    hk_warn("dispatch", "hook=%s dest=%s test_send=1 delivered=0 "
+            "reason=\"%s\"", d->hook_id, dest(d), quote(res->reason));
+  }
   test_clear(d);
   cb(ctx, res);
   if (!may_send(d)) return;

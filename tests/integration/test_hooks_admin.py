@@ -334,6 +334,9 @@ class TestSends(harness.SinkTest):
         self.assertFalse(doc["delivered"])
         self.assertIsNone(doc["status"])
         self.assertIn("error=", doc["reason"])
+        line = h.wait_log("test_send=1 delivered=0")
+        self.assertTrue(line.startswith("warn dispatch "), line)
+        self.assertIn("hook=a dest=http://127.0.0.1:9/nowhere ", line)
 
     def test_refusals(self):
         extra = 'shape = function(m) if m.event_type == "open" then ' \
