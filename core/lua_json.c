@@ -372,13 +372,10 @@ static bool noted(const hk_event_lazy *lazy, const char *key, size_t len) {
  * top-level strings (hashes, secondary ids) are kept as text: each would
  * otherwise be a new Lua string to make and collect for every event. */
 static bool eager_string(const char *key, size_t key_len) {
-  static const char *const names[] = {"\"event_type\"", "\"event_date\"",
-                                      "\"profile_id\""};
-
-  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-    if (key_len == strlen(names[i]) && memcmp(key, names[i], key_len) == 0)
-      return true;
-  return false;
+  /* All three are 12 bytes with their quotes. */
+  return key_len == 12 && (memcmp(key, "\"event_type\"", 12) == 0 ||
+                           memcmp(key, "\"event_date\"", 12) == 0 ||
+                           memcmp(key, "\"profile_id\"", 12) == 0);
 }
 
 /* Notes the member at key (with its quotes) whose value is value..d->p as
