@@ -360,7 +360,7 @@ static int core_event(lua_State *L) {
   if (text == NULL) return luaL_argerror(L, 1, "no such event in the batch");
   if (hk_json_decode_event_skips(L, text, len, batch_skips(b, i), err,
                                  sizeof err) != 0)
-    return luaL_error(L, "event %d: %s", (int)lua_tointeger(L, 1), err);
+    return luaL_error(L, "event %d: %s", (int)i, err);
   return 1;
 }
 
