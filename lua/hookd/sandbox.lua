@@ -261,19 +261,81 @@ end
 
 -- log(...) from a hook: one info line whose text is a quoted field, so
 -- a hook cannot add key=value fields of its own (or lines) to the log.
-local function quoted(text)
-  return '"' .. text:gsub('[%c"\\]', function(c)
+local function hex(c) return string.format("\\x%02x", c:byte()) end
+
+-- Whether a run of bytes from 0x80 up is well-formed UTF-8.
+local function utf8_run(run)
+  local i, n = 1, #run
+  while i <= n do
+    local b, len, lo, hi = run:byte(i), 0, 0x80, 0xBF
+    if b >= 0xC2 and b <= 0xDF then len = 1
+    elseif b >= 0xE0 and b <= 0xEF then
+      len = 2
+      if b == 0xE0 then lo = 0xA0 elseif b == 0xED then hi = 0x9F end
+    elseif b >= 0xF0 and b <= 0xF4 then
+      len = 3
+      if b == 0xF0 then lo = 0x90 elseif b == 0xF4 then hi = 0x8F end
+    else
+      return false
+    end
+    if i + len > n then return false end
+    local c = run:byte(i + 1)
+    if c < lo or c > hi then return false end
+    for j = i + 2, i + len do
+      c = run:byte(j)
+      if c < 0x80 or c > 0xBF then return false end
+    end
+    i = i + len + 1
+  end
+  return true
+end
+
+-- The text escaped: quotes, backslashes, control characters, and bytes
+-- that are not UTF-8 (which would make the log a binary file to tools).
+local function escaped(text)
+  local out = text:gsub('[%c"\\]', function(c)
     if c == '"' or c == "\\" then return "\\" .. c end
     if c == "\n" then return "\\n" end
-    return string.format("\\x%02x", c:byte())
-  end) .. '"'
+    return hex(c)
+  end)
+  -- Runs of bytes from 0x80 up, found without a pattern quantifier (the
+  -- shared string library matches those slowly, for hooks' sake).
+  local at = out:find("[\128-\255]")
+  if not at then return out end
+  local parts, from, n = {}, 1, #out
+  while at do
+    local to = at
+    while to < n and out:byte(to + 1) >= 0x80 do to = to + 1 end
+    local run = out:sub(at, to)
+    parts[#parts + 1] = out:sub(from, at - 1)
+    parts[#parts + 1] = utf8_run(run) and run or run:gsub(".", hex)
+    from = to + 1
+    at = out:find("[\128-\255]", from)
+  end
+  parts[#parts + 1] = out:sub(from)
+  return table.concat(parts)
+end
+
+-- The first n bytes of escaped text at most, not cutting an escape.
+local function cut(s, n)
+  if #s <= n then return s end
+  local i = 1
+  while true do
+    local w = 1
+    if s:byte(i) == 92 then w = s:byte(i + 1) == 120 and 4 or 2 end
+    if i + w - 1 > n then break end
+    i = i + w
+  end
+  return s:sub(1, i - 1)
 end
 
 -- At most LOG_BURST lines at once and LOG_RATE a second per hook, each
--- cut to LOG_MAX bytes before it is escaped: a hook cannot flood the log
--- (or spend the runtime's time escaping megabytes). Lines held back are
--- counted in the next one written.
-local LOG_RATE, LOG_BURST, LOG_MAX = 20, 100, 2000
+-- cut to LOG_MAX bytes before it is escaped and to LOG_ESCAPED after, so
+-- that the line stays within the core's 2048 bytes with its closing quote
+-- and the count that follows it: a hook cannot flood the log (or spend
+-- the runtime's time escaping megabytes). Lines held back are counted in
+-- the next one written.
+local LOG_RATE, LOG_BURST, LOG_MAX, LOG_ESCAPED = 20, 100, 2000, 1800
 
 local function make_log(hook_id)
   local tokens, at, held = LOG_BURST, core.now(), 0
@@ -291,7 +353,8 @@ local function make_log(hook_id)
       parts[i] = tostring((select(i, ...))):sub(1, LOG_MAX)
     end
     local text = table.concat(parts, " "):sub(1, LOG_MAX)
-    core.log("info", "hook", "hook=" .. hook_id .. " msg=" .. quoted(text) ..
+    core.log("info", "hook", "hook=" .. hook_id .. ' msg="' ..
+      cut(escaped(text), LOG_ESCAPED) .. '"' ..
       (held > 0 and " held_back=" .. held or ""))
     held = 0
   end

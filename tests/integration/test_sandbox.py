@@ -112,6 +112,30 @@ class Sandbox(harness.SinkTest):
                       'line \\"q\\""', line)
         self.assertNotIn("\nerror", "".join(self.hookd.drain_log()))
 
+    def test_long_or_binary_log_text_keeps_the_line_whole(self):
+        # Escaping can make a text four times longer: the line is cut
+        # after it, so that the closing quote and the count of held-back
+        # lines survive; bytes that are not UTF-8 are escaped too.
+        h = self.start({"l": http_hook(self.sink.url("/l"), extra="""
+  filter = function(e)
+    log("bad \\255\\192 utf8 ok \\195\\169")
+    for i = 1, 150 do log(string.rep("\\1", 600)) end
+    return true
+  end,""")})
+        h.post_events([click(1)])
+        self.sink.wait_messages("/l", 1)
+        time.sleep(0.2)  # a token for the next line, which counts the rest
+        h.post_events([click(2)])
+        self.sink.wait_messages("/l", 2)
+        bad = h.wait_log(" utf8 ok ")
+        self.assertIn('msg="bad \\xff\\xc0 utf8 ok \u00e9"', bad)
+        lines = [l for l in h.drain_log() if "hook=l msg=" in l]
+        long = [l for l in lines if "\\x01" in l]
+        self.assertTrue(long)
+        for line in long:
+            self.assertRegex(line, r'\\x01"( held_back=\d+)?$')
+        self.assertTrue(any("held_back=" in l for l in lines))
+
     def test_one_hook_cannot_change_the_json_module_of_another(self):
         self.start({
             "a": http_hook(self.sink.url("/a"), extra="""
