@@ -623,11 +623,12 @@ static int sync_history(hk_store *s, hk_store_batch *group) {
   return 0;
 }
 
-/* Runs the group in one transaction. A batch that fails is rolled back
- * to its savepoint and reported alone. Some errors (a full disk in the
- * middle of a statement) make SQLite roll back the whole transaction: the
- * batches that had succeeded are then run again in a new one, without the
- * failed batch. Each pass decides at least one batch, so this ends. */
+/* Runs the group in one transaction. A batch that fails is refused alone:
+ * the transaction is rolled back and the group's other batches are run
+ * again in a new one, without it. Failures are rare (a full disk, a
+ * hook's ids used up), so the others pay for a second pass then rather
+ * than a savepoint each time. Each pass decides at least one batch, so
+ * this ends. */
 static void commit_group(hk_store *s, hk_store_batch *group) {
   hk_history_mark mark = hk_history_files_mark(&s->files);
 
@@ -644,7 +645,10 @@ again:
     b->ok = hk_store_run_batch(s, b);
     if (b->ok) continue;
     b->refused = 1;
-    if (sqlite3_get_autocommit(s->wdb)) goto again; /* transaction gone */
+    if (!sqlite3_get_autocommit(s->wdb))
+      sqlite3_exec(s->wdb, "ROLLBACK", NULL, NULL, NULL);
+    hk_store_slots_rolled_back(s);
+    goto again;
   }
   if (!sync_history(s, group) ||
       sqlite3_exec(s->wdb, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {

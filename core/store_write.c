@@ -842,15 +842,16 @@ void hk_store_batch_failed(hk_store *s, hk_store_batch *b,
   s->op_disk_full = 0;
 }
 
+/* Runs the batch's operations in the open transaction, without a
+ * savepoint of its own: a savepoint makes SQLite copy every page the
+ * batch changes to a journal first, which cost more than the batches
+ * themselves. On failure the caller rolls the whole transaction back and
+ * runs the other batches of the group again. */
 int hk_store_run_batch(hk_store *s, hk_store_batch *b) {
   hk_history_mark mark = hk_history_files_mark(&s->files);
   double now = hk_store_now();
   const char *what = "history";
 
-  if (sqlite3_exec(s->wdb, "SAVEPOINT batch", NULL, NULL, NULL) != SQLITE_OK) {
-    hk_store_batch_fail(b, s->wdb, "savepoint");
-    return 0;
-  }
   if (!run_history(s, b, now)) goto fail;
   for (size_t i = 0, n; i < b->n_ops; i += n) {
     b->ops[i].result = 0; /* the batch may be run again */
@@ -863,12 +864,9 @@ int hk_store_run_batch(hk_store *s, hk_store_batch *b) {
     what = op_names[b->ops[i].kind];
     goto fail;
   }
-  sqlite3_exec(s->wdb, "RELEASE batch", NULL, NULL, NULL);
   return 1;
 fail:
   hk_store_batch_failed(s, b, what);
-  sqlite3_exec(s->wdb, "ROLLBACK TO batch; RELEASE batch", NULL, NULL, NULL);
-  hk_store_slots_rolled_back(s);
   hk_history_files_rewind(&s->files, mark);
   return 0;
 }
