@@ -98,6 +98,8 @@ struct hk_conn {
   unsigned paused : 1;  /* not read until its unsent output drains */
   unsigned refused : 1; /* over the connection limit: only gets a 503 */
   unsigned idle_queued : 1; /* linked in the server's idle queue */
+  unsigned in_body : 1;     /* between the head and the end of a body of
+                               known length */
   char hdr_name[16];    /* start of the current header name */
   size_t hdr_name_len;
   hk_buf *hdr_target; /* where the current header value goes, or NULL */
@@ -601,12 +603,24 @@ static void conn_timer_cb(uv_timer_t *t) {
   conn_arm_next(c);
 }
 
+/* Reads into the shared buffer, except the rest of a body of known
+ * length, which is read straight into the request's own buffer (made at
+ * its full size with the head): a large body is then never copied. Only
+ * what remains of the body is asked for, so the next request's bytes
+ * still go through the shared buffer. */
 static void conn_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   hk_conn *c = h->data;
+  hk_buf *b = c->cur != NULL ? &c->cur->body : NULL;
+  uint64_t rest = c->parser.content_length;
 
   (void)hint;
   buf->base = c->server->rbuf;
   buf->len = sizeof c->server->rbuf;
+  if (c->in_body && c->in_off >= c->in.len && b != NULL && rest > 0 &&
+      rest < b->cap - b->len) {
+    buf->base = b->data + b->len;
+    buf->len = (size_t)rest;
+  }
 }
 
 static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
@@ -709,6 +723,7 @@ static int on_message_begin(http_parser *p) {
   hk_conn *c = p->data;
 
   req_free(c->cur);
+  c->in_body = 0;
   c->cur = calloc(1, sizeof *c->cur);
   if (c->cur == NULL) return refuse_no_memory(c);
   /* A request is in progress: the connection is no longer one to close
@@ -816,6 +831,7 @@ static int on_headers_complete(http_parser *p) {
     r->body.data = malloc((size_t)p->content_length + 1);
     if (r->body.data == NULL) return refuse_no_memory(c);
     r->body.cap = (size_t)p->content_length + 1;
+    c->in_body = 1;
   }
   trim_right(&r->expect);
   if ((chunked || (has_length && p->content_length > 0)) &&
@@ -852,6 +868,10 @@ static int on_body(http_parser *p, const char *at, size_t len) {
 
   if (len > max - b->len)
     return conn_refuse(c, 413, "request body exceeds %zu bytes", max);
+  if (at == b->data + b->len) { /* read in place (conn_alloc_cb) */
+    b->len += len;
+    return 0;
+  }
   if (body_append(b, at, len, max) != 0) return refuse_no_memory(c);
   return 0;
 }
@@ -866,6 +886,7 @@ static int on_message_complete(http_parser *p) {
                        "broken %%-escape, or an encoded NUL or '/')");
   c->req_due = 0;
   c->ready = 1;
+  c->in_body = 0;
   http_parser_pause(p, 1);
   return 0;
 }

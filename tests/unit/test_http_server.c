@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,6 +131,14 @@ static void answer_big(hk_http_request *req) {
   free(body);
 }
 
+/* FNV-1a of the bytes, for answers that tell which body arrived. */
+static uint32_t fnv1a(const char *p, size_t n) {
+  uint32_t h = 2166136261u;
+
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 16777619u;
+  return h;
+}
+
 static void answer(hk_http_request *req) {
   char body[300];
   int n;
@@ -138,7 +147,11 @@ static void answer(hk_http_request *req) {
     answer_big(req);
     return;
   }
-  n = snprintf(body, sizeof body, "answer:%s", req->path);
+  if (strncmp(req->path, "/sum/", 5) == 0)
+    n = snprintf(body, sizeof body, "answer:%s;len=%zu;sum=%08x", req->path,
+                 req->body_len, fnv1a(req->body, req->body_len));
+  else
+    n = snprintf(body, sizeof body, "answer:%s", req->path);
 
   hk_http_respond(req, 200, "text/plain", "X-Test: yes\r\n", body,
                   (size_t)n);
@@ -801,6 +814,58 @@ static void http_pipelined_requests_answered_in_order(void) {
   CHECK_STR(rd_body(&h, 1), "answer:/second");
   CHECK_STR(rd_body(&h, 2), "answer:/third");
   CHECK(h.closed);
+  harness_free(&h);
+}
+
+/* Two large bodies and a GET in one stream: each body is read partly
+ * with its head and the rest in place, and the bytes after it still
+ * reach the next request. */
+#define PIPE_BODY 300000
+
+static char *pattern_body(int seed) {
+  char *p = malloc(PIPE_BODY);
+
+  for (size_t i = 0; i < PIPE_BODY; i++)
+    p[i] = (char)('a' + (i * (size_t)seed + i / 5) % 26);
+  return p;
+}
+
+static void pipelined_bodies_client(harness *h) {
+  char head[128];
+  int fd = tcp_connect(h->port), ok = fd >= 0;
+
+  for (int k = 1; ok && k <= 2; k++) {
+    char *body = pattern_body(k + 2);
+
+    snprintf(head, sizeof head, "POST /sum/%d HTTP/1.1\r\nHost: t\r\n"
+             "Content-Length: %d\r\n\r\n", k, PIPE_BODY);
+    ok = send_str(fd, head) == 0 && send_all(fd, body, PIPE_BODY) == 0;
+    free(body);
+  }
+  if (ok && send_str(fd, "GET /third HTTP/1.1\r\nHost: t\r\n"
+                         "Connection: close\r\n\r\n") == 0)
+    read_responses(fd, &h->rd, 3);
+  if (fd >= 0) close(fd);
+}
+
+static void http_pipelined_large_bodies_arrive_intact(void) {
+  harness h;
+  char want[2][128];
+
+  for (int k = 1; k <= 2; k++) {
+    char *body = pattern_body(k + 2);
+
+    snprintf(want[k - 1], sizeof want[0], "answer:/sum/%d;len=%d;sum=%08x",
+             k, PIPE_BODY, fnv1a(body, PIPE_BODY));
+    free(body);
+  }
+  harness_init(&h);
+  h.mode = ANSWER_TIMER;
+  harness_must_run(&h, pipelined_bodies_client);
+  CHECK(h.rd.n == 3);
+  CHECK_STR(rd_body(&h, 0), want[0]);
+  CHECK_STR(rd_body(&h, 1), want[1]);
+  CHECK_STR(rd_body(&h, 2), "answer:/third");
   harness_free(&h);
 }
 
@@ -1764,6 +1829,7 @@ int main(int argc, char **argv) {
   RUN(http_keepalive_reuses_connection);
   RUN(http_pipelined_requests_answered_in_order);
   RUN(http_pipelined_sync_answers_in_order);
+  RUN(http_pipelined_large_bodies_arrive_intact);
   RUN(http_connection_close_is_honoured);
   RUN(http10_closes_after_answer);
   RUN(http_oversized_content_length_gets_413);
