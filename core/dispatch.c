@@ -151,8 +151,11 @@ static void timer_start(hk_dispatch *d, double seconds) {
 
 static size_t window_size(const hk_dispatch *d) {
   /* A broker hook's rounds in flight stay in the window, with room for the
-   * next round behind them. */
-  size_t w = d->settings.batch_size * (d->tx ? ROUNDS_MAX + 2 : 2);
+   * next round behind them. An HTTP hook's window holds the batch in
+   * flight, the next one, and what a commit of several ingest requests
+   * brings at once: at twice batch_size most messages of a busy hook
+   * found it full, and were read back from the store. */
+  size_t w = d->settings.batch_size * (d->tx ? ROUNDS_MAX + 2 : 8);
 
   if (w < WINDOW_MIN) w = WINDOW_MIN;
   return w > WINDOW_MAX ? WINDOW_MAX : w;
