@@ -161,6 +161,10 @@ static void push_numlit(lua_State *L, const char *s, size_t len, int mt) {
 
 /* ---- decode -------------------------------------------------------------- */
 
+/* How many keys of the members decoded into an event's table are kept to
+ * tell repeats without asking the table; events have fewer. */
+#define HK_EVENT_EAGER_MAX 32
+
 typedef struct decoder {
   lua_State *L;
   const char *base; /* start of the text, for byte offsets */
@@ -174,6 +178,15 @@ typedef struct decoder {
   bool whole;          /* set when lazy must be given up: decode whole */
   hk_event_skips skips; /* where those containers end, when known */
   size_t next_skip;
+  /* The keys of an event's members decoded into its table so far (as
+   * written, without quotes), to tell a kept member that repeats one;
+   * when one had escapes or they were too many, the table is asked. */
+  struct {
+    const char *key;
+    size_t len;
+  } eager[HK_EVENT_EAGER_MAX];
+  int n_eager;
+  bool eager_unsure;
 } decoder;
 
 static int dec_value(decoder *d);
@@ -264,7 +277,9 @@ static __attribute__((noinline)) int dec_push_escaped(decoder *d,
 }
 
 /* d->p is at the opening quote; pushes the string. */
-static int dec_string(decoder *d) {
+/* Checks the string at d->p and steps over it; pushes it unless only
+ * checked (push false). */
+static int dec_string_as(decoder *d, bool push) {
   const unsigned char *start = (const unsigned char *)d->p + 1;
   const unsigned char *p = start, *end = (const unsigned char *)d->end;
   bool escaped = false;
@@ -276,6 +291,7 @@ static int dec_string(decoder *d) {
     switch (hk_json_str_class[*p]) {
     case HK_STR_QUOTE:
       d->p = (const char *)p + 1;
+      if (!push) return 0;
       if (escaped)
         return dec_push_escaped(d, (const char *)start, (size_t)(p - start));
       lua_pushlstring(d->L, (const char *)start, (size_t)(p - start));
@@ -294,6 +310,8 @@ static int dec_string(decoder *d) {
     }
   }
 }
+
+static int dec_string(decoder *d) { return dec_string_as(d, true); }
 
 /* Pushes a double parsed from the validated literal s (not NUL-terminated);
  * a value beyond double range stays a literal. */
@@ -396,14 +414,49 @@ static bool note(hk_event_lazy *lazy, const char *key, size_t key_len,
   return true;
 }
 
+/* Whether the key (as written, with its quotes) names a member already
+ * decoded into the event's table, at the top of the stack. */
+static bool decoded_before(decoder *d, const char *key, size_t key_len) {
+  const char *value = d->p;
+  bool found = false;
+
+  if (!d->eager_unsure) {
+    for (int i = 0; i < d->n_eager; i++)
+      if (d->eager[i].len == key_len - 2 &&
+          memcmp(d->eager[i].key, key + 1, key_len - 2) == 0)
+        return true;
+    return false;
+  }
+  d->p = key;
+  if (dec_string(d) == 0) {
+    lua_rawget(d->L, -2);
+    found = !lua_isnil(d->L, -1);
+    lua_pop(d->L, 1);
+  }
+  d->p = value;
+  return found;
+}
+
+/* Notes that the member whose key is at key is decoded into the table. */
+static void note_decoded(decoder *d, const char *key, size_t key_len) {
+  if (d->n_eager == HK_EVENT_EAGER_MAX || memchr(key, '\\', key_len)) {
+    d->eager_unsure = true;
+    return;
+  }
+  d->eager[d->n_eager].key = key + 1;
+  d->eager[d->n_eager].len = key_len - 2;
+  d->n_eager++;
+}
+
 /* An event's top-level member, its key (as written, key_len bytes with
- * its quotes) decoded at the top of the stack and d->p at its value: a
+ * its quotes) checked but not decoded, and d->p at its value: a
  * container, or a string other than the eager ones, is noted and skipped
- * (returns 1, the key popped); anything else is for the caller to decode
- * (0), a string too when there is no room left to keep it. When a key may
- * repeat one kept (the same text, or any key written with escapes once a
- * member was kept), or a container finds no room, the event is decoded
- * whole: d->whole is set and -1 returned. */
+ * (returns 1); anything else is for the caller to decode (0), a string
+ * too when there is no room left to keep it. Keeping a member makes no
+ * Lua string of its key. When a key may repeat one kept (the same text,
+ * or any key written with escapes once a member was kept), or a
+ * container finds no room, the event is decoded whole: d->whole is set
+ * and -1 returned. */
 static int keep_as_text(decoder *d, const char *key, size_t key_len) {
   hk_event_lazy *lazy = d->lazy;
   const char *value = d->p;
@@ -416,10 +469,7 @@ static int keep_as_text(decoder *d, const char *key, size_t key_len) {
   if (!repeat && !container && !text && (lazy->n == 0 || !escaped))
     return 0;
   if (!repeat && !escaped && (container || text)) {
-    lua_pushvalue(d->L, -1);
-    lua_rawget(d->L, -3);
-    repeat = !lua_isnil(d->L, -1);
-    lua_pop(d->L, 1);
+    repeat = decoded_before(d, key, key_len);
     if (!repeat) {
       const char *value_end =
           text ? hk_json_skip_string(value, d->end)
@@ -427,7 +477,6 @@ static int keep_as_text(decoder *d, const char *key, size_t key_len) {
                                     value, d->end);
       if (note(lazy, key, key_len, value, value_end)) {
         d->p = value_end;
-        lua_pop(d->L, 1);
         return 1;
       }
       if (text) return 0;
@@ -439,6 +488,7 @@ static int keep_as_text(decoder *d, const char *key, size_t key_len) {
 
 static int dec_object(decoder *d) {
   const char *p, *end = d->end, *key, *key_end;
+  bool top = d->lazy != NULL && d->depth == 0; /* an event's own members */
 
   if (dec_open(d, d->mt_object, 0,
                d->depth == 0 ? HINT_TOP_OBJECT : HINT_OBJECT) != 0)
@@ -448,16 +498,22 @@ static int dec_object(decoder *d) {
   for (;;) {
     if (p >= end || *p != '"') return dec_expected(d, p, "expected a key");
     d->p = key = p;
-    if (dec_string(d) != 0) return -1;
+    /* An event's keys are made Lua strings only for the members decoded
+     * now, not for those kept as text. */
+    if (dec_string_as(d, !top) != 0) return -1;
     key_end = d->p;
     p = hk_json_skip_ws(d->p, end);
     if (p >= end || *p != ':') return dec_expected(d, p, "expected ':'");
     d->p = p = hk_json_skip_ws(p + 1, end);
     if (p >= end) return dec_expected(d, p, "expected a value");
-    if (d->lazy != NULL && d->depth == 1) {
+    if (top) {
       int kept = keep_as_text(d, key, (size_t)(key_end - key));
       if (kept < 0) return -1;
       if (kept) goto next;
+      d->p = key;
+      if (dec_string(d) != 0) return -1;
+      note_decoded(d, key, (size_t)(key_end - key));
+      d->p = p;
     }
     if (dec_value(d) != 0) return -1;
     lua_rawset(d->L, -3);
@@ -537,8 +593,9 @@ static int decode_push(lua_State *L, const char *s, size_t len,
                        hk_event_lazy *lazy, const hk_event_skips *skips,
                        char *err, size_t errlen, bool *whole) {
   int top = lua_gettop(L);
-  decoder d = {L, s, s, s + len, 0, top + 1, top + 2, top + 3, NULL, NULL,
-               lazy, false, {NULL, 0}, 0};
+  decoder d = {.L = L, .base = s, .p = s, .end = s + len,
+               .mt_array = top + 1, .mt_object = top + 2,
+               .mt_number = top + 3, .lazy = lazy};
 
   if (skips != NULL) d.skips = *skips;
 

@@ -32,6 +32,14 @@ local function same_as_whole(ev, text, what)
   eq(canonical(ev), canonical(json.decode(text)), what)
 end
 
+-- The same, each member read by name before anything else reads it.
+local function fields_as_whole(ev, text, what)
+  for k, v in pairs(json.decode(text)) do
+    eq(canonical(ev[k]), canonical(v), what .. ": " .. k)
+  end
+  same_as_whole(ev, text, what)
+end
+
 check("scalars are in the table, containers only once read", function()
   local ev = json.decode_event(TEXT)
   eq(rawget(ev, "event_type"), "click", "event_type")
@@ -143,10 +151,29 @@ check("a key given twice: the last one wins, as in a whole decode",
       '{"a":{"x":1},"a":2}', '{"a":1,"a":{"x":1}}',
       '{"a":{"x":1},"a":{"y":2}}', '{"a":{"x":1},"b":[1],"a":[3]}',
       '{"a":{"x":1},"\\u0061":2}', '{"\\u0061":2,"a":{"x":1}}',
+      '{"s":1,"s":"text"}', '{"s":true,"t":2,"s":["x"]}',
     }) do
-      same_as_whole(json.decode_event(text), text, text)
+      fields_as_whole(json.decode_event(text), text, text)
     end
+    -- More members decoded at once than the decoder remembers by name:
+    -- a repeat of the last is still found.
+    local parts = {}
+    for i = 1, 40 do parts[i] = ('"n%d":%d'):format(i, i) end
+    local text = "{" .. table.concat(parts, ",") .. ',"n40":{"x":1}}'
+    fields_as_whole(json.decode_event(text), text, "a repeat after 40 numbers")
   end)
+
+check("a kept member's key is checked like any other", function()
+  for _, case in ipairs({
+    { '{"a\1":{"x":1}}', "control character in string" },
+    { '{"a\255":"text"}', "invalid UTF-8" },
+    { '{"a\237\160\128":[1]}', "invalid UTF-8" },
+  }) do
+    local ev, err = json.decode_event(case[1])
+    eq(ev, nil, case[2])
+    eq(err:find(case[2], 1, true) ~= nil, true, err)
+  end
+end)
 
 check("escaped keys, many containers, and texts that are no object",
   function()
