@@ -302,6 +302,7 @@ typedef struct ingest_scan {
   hk_event_span *spans;
   size_t n;
   hk_store_batch *batch;  /* the events, for the history when kept */
+  struct ingest_scan *next; /* in api's queue of checked requests */
 } ingest_scan;
 
 /* On a worker thread (of libuv's pool), named so that operators (top -H)
@@ -330,27 +331,14 @@ static void scan_work(uv_work_t *w) {
   }
 }
 
-/* Back on the loop: routes the checked events and hands the batch to the
- * store, or answers why not. */
-static void scan_done(uv_work_t *w, int status) {
-  ingest_scan *sc = w->data;
+/* Routes checked events and hands the batch to the store, or answers why
+ * not. */
+static void route_checked(ingest_scan *sc) {
   hk_api *api = sc->api;
   hk_http_request *req = sc->req;
   ingest_call *call;
   int rc;
 
-  api->scanning--;
-  if (status != 0 || sc->rc != 0) {
-    api->requests_refused++;
-    if (status != 0) {
-      hk_api_error(req, 503, "the request could not be checked", -1);
-    } else {
-      log_malformed(api, &sc->err);
-      hk_api_error(req, sc->err.http_status, sc->err.message,
-                   sc->err.index);
-    }
-    goto done;
-  }
   if (api->pending_bytes > api->config->max_pending_bytes) {
     api->requests_refused++;
     hk_api_error(req, 503, "busy: earlier requests are still being "
@@ -372,6 +360,70 @@ static void scan_done(uv_work_t *w, int status) {
   hk_store_submit(api->store, sc->batch, ingest_done, call);
   sc->batch = NULL;
 done:
+  hk_store_batch_free(sc->batch);
+  free(sc->spans);
+  free(sc);
+}
+
+/* Checked requests wait in a queue and are routed one per turn of the
+ * loop, after the turn's reads and completions: while one is routed, the
+ * workers check the next ones, which the loop has read meanwhile. Routed
+ * as soon as each check finished, a request held up the reads of the
+ * others, whose checks then started only when it was done, and the loop
+ * sat waiting for them. The idle handle keeps the loop from blocking
+ * while requests wait. */
+static void route_next_cb(uv_check_t *h) {
+  hk_api *api = h->data;
+  ingest_scan *sc = api->ready_head;
+
+  if (sc != NULL) {
+    api->ready_head = sc->next;
+    if (api->ready_head == NULL) api->ready_tail = NULL;
+    route_checked(sc);
+    api->scanning--;
+  }
+  if (api->ready_head == NULL) {
+    uv_check_stop(&api->route_check);
+    uv_idle_stop(&api->route_idle);
+  }
+}
+
+static void keep_turning_cb(uv_idle_t *h) { (void)h; }
+
+static void queue_checked(hk_api *api, ingest_scan *sc) {
+  if (!api->route_handles) {
+    uv_check_init(api->loop, &api->route_check);
+    uv_idle_init(api->loop, &api->route_idle);
+    api->route_check.data = api;
+    api->route_handles = 1;
+  }
+  sc->next = NULL;
+  if (api->ready_tail) api->ready_tail->next = sc;
+  else api->ready_head = sc;
+  api->ready_tail = sc;
+  uv_check_start(&api->route_check, route_next_cb);
+  uv_idle_start(&api->route_idle, keep_turning_cb);
+}
+
+/* Back on the loop: queues the checked events for routing, or answers
+ * why they were refused. */
+static void scan_done(uv_work_t *w, int status) {
+  ingest_scan *sc = w->data;
+  hk_api *api = sc->api;
+  hk_http_request *req = sc->req;
+
+  if (status == 0 && sc->rc == 0) {
+    queue_checked(api, sc);
+    return;
+  }
+  api->scanning--;
+  api->requests_refused++;
+  if (status != 0) {
+    hk_api_error(req, 503, "the request could not be checked", -1);
+  } else {
+    log_malformed(api, &sc->err);
+    hk_api_error(req, sc->err.http_status, sc->err.message, sc->err.index);
+  }
   hk_store_batch_free(sc->batch);
   free(sc->spans);
   free(sc);

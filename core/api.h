@@ -23,7 +23,12 @@ typedef struct hk_api {
   int keep_history; /* store accepted events in the history table */
   int closing;      /* shutting down: new events are refused */
   size_t pending_bytes; /* held by requests waiting for the store */
-  size_t scanning;      /* requests being checked on a worker thread */
+  size_t scanning;      /* requests being checked on a worker thread, or
+                           checked and waiting to be routed */
+  struct ingest_scan *ready_head, *ready_tail; /* checked, to be routed */
+  uv_check_t route_check; /* routes one of them per turn of the loop */
+  uv_idle_t route_idle;   /* keeps the loop turning while some wait */
+  int route_handles;      /* the two handles are initialized */
   long events_accepted;
   long requests_refused;
   hk_log_limit malformed_log; /* lines about malformed requests */
