@@ -164,7 +164,8 @@ static int core_read_file(lua_State *L) {
     lua_pushfstring(L, "%s: not a readable regular file", path);
     return 2;
   }
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) hk_buf_append(&b, chunk, n);
+  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+    hk_buf_append(&b, chunk, n);
   fclose(f);
   lua_pushlstring(L, b.data ? b.data : "", b.len);
   hk_buf_free(&b);
