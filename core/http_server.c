@@ -146,6 +146,7 @@ struct hk_http_server {
   int head_as_get;
   int port;
   int closing;
+  int draining; /* every answer from now on ends its connection */
   int accept_paused;
   int handles; /* listener handles plus live connections; freed at 0 when
                   closing */
@@ -1494,7 +1495,7 @@ void hk_http_respond(hk_http_request *req, int status,
     hk_warn("http", "bad_status=%d answered=500", status);
     status = 500;
   }
-  closing = !r->keep_alive || c->server->closing;
+  closing = !r->keep_alive || c->server->closing || c->server->draining;
   if (build_response(&out, r, status, content_type, extra_headers, body,
                      body_len, closing) != 0) {
     hk_buf_free(&out);
@@ -1527,6 +1528,8 @@ void hk_http_server_stats_get(const hk_http_server *s,
     out->unsent += conn_unsent(c);
   }
 }
+
+void hk_http_server_drain(hk_http_server *s) { s->draining = 1; }
 
 void hk_http_server_close(hk_http_server *s) {
   if (s == NULL || s->closing) return;

@@ -92,6 +92,11 @@ void hk_http_respond(hk_http_request *req, int status,
                      const char *content_type, const char *extra_headers,
                      const char *body, size_t body_len);
 
+/* The server is about to close: each answer from now on says
+ * "Connection: close" and ends its connection, so that a client does not
+ * send its next request on a connection the server is about to close. */
+void hk_http_server_drain(hk_http_server *s);
+
 /* Stops listening and closes all connections, logging refusals still
  * only counted. Requests still waiting for an answer are answered by
  * nobody: their hk_http_respond calls become no-ops that only free. The

@@ -170,7 +170,8 @@ static void cleanup_done(hk_store_batch *b, int ok, void *ctx) {
     return;
   }
   if (deleted > 0) hk_debug("store", "cleanup_deleted=%lld", deleted);
-  if (deleted >= HK_STORE_CLEANUP_CHUNK && !a->stopping) cleanup_cb(&a->cleanup);
+  if (deleted >= HK_STORE_CLEANUP_CHUNK && !a->stopping)
+    cleanup_cb(&a->cleanup);
 }
 
 /* Deletes content older than HOOK_CONTENT_CLEANUP_HOURS and events older
@@ -233,6 +234,7 @@ static void signal_cb(uv_signal_t *s, int signum) {
   }
   a->stopping = 1;
   a->api.closing = 1;
+  hk_http_server_drain(a->server);
   hk_api_log_flush(&a->api);
   hk_info("main", "signal=%d shutting_down=1", signum);
   hk_plugins_stop(a->plugins);

@@ -180,6 +180,7 @@ static void test_handler(hk_http_request *req, void *data) {
 
   capture_request(h, req);
   atomic_fetch_add(&h->calls, 1);
+  if (strcmp(req->path, "/drain") == 0) hk_http_server_drain(h->srv);
   if (strcmp(req->path, "/stall") == 0) {
     /* The loop sees nothing meanwhile: clients can line up events. */
     struct timespec ts = {0, STALL_MS * 1000000L};
@@ -895,6 +896,26 @@ static void http_connection_close_is_honoured(void) {
 
   harness_init(&h);
   harness_must_run(&h, connection_close_client);
+  CHECK(h.rd.n == 1 && h.rd.status[0] == 200);
+  CHECK(strstr(hk_buf_cstr(&h.rd.raw), "\r\nConnection: close\r\n") != NULL);
+  CHECK(h.closed);
+  harness_free(&h);
+}
+
+/* Once the server drains (hookd stopping), an answer on a keep-alive
+ * connection says "Connection: close" and the connection ends, so the
+ * client does not send its next request into the server's close. */
+static void drain_client(harness *h) {
+  static const char req[] = "GET /drain HTTP/1.1\r\nHost: t\r\n\r\n";
+
+  raw_exchange_closing(h, req, sizeof req - 1);
+}
+
+static void http_answers_end_their_connection_once_draining(void) {
+  harness h;
+
+  harness_init(&h);
+  harness_must_run(&h, drain_client);
   CHECK(h.rd.n == 1 && h.rd.status[0] == 200);
   CHECK(strstr(hk_buf_cstr(&h.rd.raw), "\r\nConnection: close\r\n") != NULL);
   CHECK(h.closed);
@@ -1831,6 +1852,7 @@ int main(int argc, char **argv) {
   RUN(http_pipelined_sync_answers_in_order);
   RUN(http_pipelined_large_bodies_arrive_intact);
   RUN(http_connection_close_is_honoured);
+  RUN(http_answers_end_their_connection_once_draining);
   RUN(http10_closes_after_answer);
   RUN(http_oversized_content_length_gets_413);
   RUN(http_slow_request_head_gets_408);
