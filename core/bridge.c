@@ -732,6 +732,13 @@ void hk_bridge_settle(hk_bridge *b, long seq) {
     hk_error("lua", "settle failed: %s", err);
 }
 
+void hk_bridge_flush_logs(hk_bridge *b) {
+  char err[512];
+
+  if (call_router(b, "flush_logs", 0, 0, err, sizeof err) != 0)
+    hk_error("lua", "flush_logs failed: %s", err);
+}
+
 /* Copies the strings of the array at the top of the stack into out. */
 static void take_strings(lua_State *L, hk_strlist *out) {
   size_t n = lua_objlen(L, -1);

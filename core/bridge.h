@@ -97,6 +97,10 @@ long hk_bridge_route_export(hk_bridge *b, const char *id,
  * it kept for it. */
 void hk_bridge_settle(hk_bridge *b, long seq);
 
+/* Writes the log lines the runtime held back by their rate limits (at
+ * shutdown: nothing may come after to carry their counts). */
+void hk_bridge_flush_logs(hk_bridge *b);
+
 /* Strings returned by a runtime function (see hk_bridge_call_strings). */
 typedef struct hk_strlist {
   char **s;

@@ -236,6 +236,7 @@ static void signal_cb(uv_signal_t *s, int signum) {
   a->api.closing = 1;
   hk_http_server_drain(a->server);
   hk_api_log_flush(&a->api);
+  hk_bridge_flush_logs(a->bridge);
   hk_info("main", "signal=%d shutting_down=1", signum);
   hk_plugins_stop(a->plugins);
   hk_exports_quiet(a->api.exports);

@@ -173,16 +173,26 @@ end
 -- What an event brought that cannot be kept (content without a usable
 -- send_message_id, an import's profile without a usable list_id and
 -- profile_id) is logged, at most once a second, with how many there were
--- since the last such line; the event itself is routed as usual.
+-- since the last such line (the reason is the latest one's); the event
+-- itself is routed as usual. What is held back is logged at shutdown
+-- too (flush_not_kept).
 local unkept, unkept_logged_at = 0, -math.huge
+local unkept_what, unkept_why
+
+local function log_not_kept()
+  core.log("warn", "router", string.format(
+    'not_stored=%s events=%d reason="%s"', unkept_what, unkept, unkept_why))
+  unkept, unkept_logged_at = 0, core.now()
+end
 
 local function not_kept(what, why)
-  unkept = unkept + 1
-  local t = core.now()
-  if t - unkept_logged_at < 1 then return end
-  core.log("warn", "router", string.format(
-    'not_stored=%s events=%d reason="%s"', what, unkept, why))
-  unkept, unkept_logged_at = 0, t
+  unkept, unkept_what, unkept_why = unkept + 1, what, why
+  if core.now() - unkept_logged_at >= 1 then log_not_kept() end
+end
+
+-- Logs the events held back since the last such line, if any.
+function M.flush_not_kept()
+  if unkept > 0 then log_not_kept() end
 end
 
 local NO_SEND_ID = "a send's content without a usable send_message_id " ..

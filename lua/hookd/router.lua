@@ -108,6 +108,8 @@ function M.set_catalog_entry(kind, id, text)
 end
 
 M.settle = lookups.settle
+-- At shutdown: the log lines held back by their rate limits.
+M.flush_logs = lookups.flush_not_kept
 M.check_content = lookups.check_content
 M.check_profile = lookups.check_profile
 

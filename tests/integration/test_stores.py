@@ -211,6 +211,13 @@ class Stores(unittest.TestCase):
         line = self.hookd.wait_log("not_stored=profile")
         self.assertIn("events=5", line)  # 3 sends and 1 import held back
         self.assertIn("usable list_id", line)
+        # Held back and followed by nothing: logged when hookd stops.
+        self.post(sends[:2])
+        self.assertEqual(len(self.sink.wait_messages("/c", 8)), 8)
+        self.assertEqual(self.hookd.stop(), 0)
+        lines = [l for l in self.hookd.drain_log() if "not_stored=" in l]
+        self.assertEqual(len(lines), 3, lines)  # the two above, then this
+        self.assertIn("not_stored=content events=2", lines[2])
 
     def test_stored_content_is_attached_as_its_text(self):
         """A hook without shape attaches stored content as the text it was
