@@ -63,6 +63,7 @@ typedef struct hk_req {
   hk_buf content_type;
   hk_buf authorization;
   hk_buf content_encoding;
+  hk_buf transfer_encoding; /* every Transfer-Encoding line, joined */
   hk_buf expect;
   char *path_query; /* decoded path, NUL, raw query, NUL */
   unsigned has_content_type : 1;
@@ -100,7 +101,7 @@ struct hk_conn {
   unsigned idle_queued : 1; /* linked in the server's idle queue */
   unsigned in_body : 1;     /* between the head and the end of a body of
                                known length */
-  char hdr_name[16];    /* start of the current header name */
+  char hdr_name[20];    /* start of the current header name */
   size_t hdr_name_len;
   hk_buf *hdr_target; /* where the current header value goes, or NULL */
   int refuse_status;  /* set by a parser callback that refused the request */
@@ -245,6 +246,7 @@ static void req_free(hk_req *r) {
   hk_buf_free(&r->content_type);
   hk_buf_free(&r->authorization);
   hk_buf_free(&r->content_encoding);
+  hk_buf_free(&r->transfer_encoding);
   hk_buf_free(&r->expect);
   free(r->path_query);
   free(r);
@@ -791,6 +793,12 @@ static hk_buf *header_target(hk_conn *c) {
     b = &r->content_encoding;
   } else if (header_is(c, "expect")) {
     b = &r->expect;
+  } else if (header_is(c, "transfer-encoding")) {
+    /* Codings add up over several lines, as they do within one. */
+    if (r->transfer_encoding.len > 0 &&
+        hk_buf_append(&r->transfer_encoding, ", ", 2) != 0)
+      return NULL;
+    return &r->transfer_encoding;
   }
   if (b != NULL) hk_buf_reset(b);
   return b;
@@ -818,6 +826,17 @@ static void conn_send_continue(hk_conn *c) {
     conn_write(c, &out);
 }
 
+/* Whether the Transfer-Encoding value is "chunked" alone: another coding
+ * (gzip, say) would leave the body unreadable as JSON. */
+static int only_chunked(hk_buf *te) {
+  const char *v;
+
+  trim_right(te);
+  v = hk_buf_cstr(te);
+  while (*v == ' ' || *v == '\t') v++;
+  return strcasecmp(v, "chunked") == 0;
+}
+
 static int on_headers_complete(http_parser *p) {
   hk_conn *c = p->data;
   hk_req *r = c->cur;
@@ -826,6 +845,10 @@ static int on_headers_complete(http_parser *p) {
   size_t max = c->server->max_body;
 
   c->head_due = 0;
+  if (p->uses_transfer_encoding && !only_chunked(&r->transfer_encoding))
+    return conn_refuse(c, 501, "Transfer-Encoding %.60s is not supported: "
+                       "send the body as it is, or chunked",
+                       hk_buf_cstr(&r->transfer_encoding));
   if (has_length && p->content_length > max)
     return conn_refuse(c, 413, "request body exceeds %zu bytes", max);
   if (has_length && p->content_length > 0) {

@@ -902,6 +902,56 @@ static void http_connection_close_is_honoured(void) {
   harness_free(&h);
 }
 
+/* A body under another transfer coding than chunked (gzip, say) cannot
+ * be read: 501, on one line or over two, and nothing is dispatched. */
+static void gzip_chunked_client(harness *h) {
+  static const char req[] =
+      "POST /te HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked"
+      "\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+
+  raw_exchange_closing(h, req, sizeof req - 1);
+}
+
+static void two_lines_client(harness *h) {
+  static const char req[] =
+      "POST /te HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+
+  raw_exchange_closing(h, req, sizeof req - 1);
+}
+
+static void upper_chunked_client(harness *h) {
+  static const char req[] =
+      "POST /te HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:  Chunked \r\n"
+      "Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+
+  raw_exchange_closing(h, req, sizeof req - 1);
+}
+
+static void http_transfer_codings_but_chunked_get_501(void) {
+  void (*clients[])(harness *) = {gzip_chunked_client, two_lines_client};
+
+  for (size_t i = 0; i < 2; i++) {
+    harness h;
+
+    harness_init(&h);
+    harness_must_run(&h, clients[i]);
+    CHECK(h.rd.n == 1 && h.rd.status[0] == 501);
+    CHECK(strstr(hk_buf_cstr(&h.rd.raw), "gzip") != NULL);
+    CHECK(atomic_load(&h.calls) == 0);
+    harness_free(&h);
+  }
+  {
+    harness h;
+
+    harness_init(&h);
+    harness_must_run(&h, upper_chunked_client);
+    CHECK(h.rd.n == 1 && h.rd.status[0] == 200);
+    CHECK(h.body_len == 5);
+    harness_free(&h);
+  }
+}
+
 /* Once the server drains (hookd stopping), an answer on a keep-alive
  * connection says "Connection: close" and the connection ends, so the
  * client does not send its next request into the server's close. */
@@ -1853,6 +1903,7 @@ int main(int argc, char **argv) {
   RUN(http_pipelined_large_bodies_arrive_intact);
   RUN(http_connection_close_is_honoured);
   RUN(http_answers_end_their_connection_once_draining);
+  RUN(http_transfer_codings_but_chunked_get_501);
   RUN(http10_closes_after_answer);
   RUN(http_oversized_content_length_gets_413);
   RUN(http_slow_request_head_gets_408);
