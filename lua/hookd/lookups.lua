@@ -197,10 +197,10 @@ end
 
 local NO_SEND_ID = "a send's content without a usable send_message_id " ..
   "(event_data.send_message_id or send_message_id: a non-empty string " ..
-  "or a non-negative integer)"
+  "without NUL or a non-negative integer)"
 local NO_PROFILE_ID = "an import's profile without a usable list_id " ..
-  "(a non-negative integer) and profile_id (a non-empty string or a " ..
-  "non-negative integer)"
+  "(a non-negative integer) and profile_id (a non-empty string without " ..
+  "NUL or a non-negative integer)"
 
 -- Takes what an event brings for the stores: content on send events, and
 -- a profile on import events. What is kept here is a copy: the last hook
