@@ -23,6 +23,10 @@ class Examples(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.sink = Sink()
+        # Class cleanups run also when setUpClass fails half way: a hookd
+        # left running would hold ctest's output pipe open, and ctest would
+        # wait for it until its timeout.
+        cls.addClassCleanup(cls.sink.stop)
         with open(os.path.join(SOURCE_DIR, "examples", "main.json")) as f:
             cfg = json.load(f)
         dests = cfg["destinations"]
@@ -31,6 +35,7 @@ class Examples(unittest.TestCase):
         cls.hookd = Hookd({}, {"destinations": dests,
                                "HOOK_RETRY_PERIOD_SEC": 0.2},
                           env={"CRM_TOKEN": "example-token"})
+        cls.addClassCleanup(cls.hookd.stop)
         for src in glob.glob(os.path.join(SOURCE_DIR, "plugins", "*.lua")):
             shutil.copy(src, cls.hookd.plugins)
         for hook_id in ("crm", "warehouse", "utm_clicks"):

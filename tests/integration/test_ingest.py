@@ -15,8 +15,13 @@ class Ingest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.sink = Sink()
+        # Class cleanups run also when setUpClass fails half way: a hookd
+        # left running would hold ctest's output pipe open, and ctest would
+        # wait for it until its timeout.
+        cls.addClassCleanup(cls.sink.stop)
         cls.hookd = Hookd({"all": http_hook(cls.sink.url("/all"))},
                           {"max_body_bytes": 1000000})
+        cls.addClassCleanup(cls.hookd.stop)
         cls.hookd.wait_hook("all", lambda h: h["state"] == "running", "run")
 
     @classmethod

@@ -250,12 +250,17 @@ class ExampleHooks(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.sink = Sink()
+        # Class cleanups run also when setUpClass fails half way: a hookd
+        # left running would hold ctest's output pipe open, and ctest would
+        # wait for it until its timeout.
+        cls.addClassCleanup(cls.sink.stop)
         with open(os.path.join(SOURCE_DIR, "examples", "main.json")) as f:
             dests = json.load(f)["destinations"]
         for name, d in dests.items():
             d["url"] = cls.sink.url("/" + name)
         cls.hookd = Hookd({}, {"destinations": dests},
                           env={"CRM_TOKEN": "example-token"})
+        cls.addClassCleanup(cls.hookd.stop)
         shutil.rmtree(os.path.join(cls.hookd.plugins, "lib"))
         shutil.copytree(os.path.join(SOURCE_DIR, "plugins", "lib"),
                         os.path.join(cls.hookd.plugins, "lib"))
@@ -269,8 +274,10 @@ class ExampleHooks(unittest.TestCase):
             cls.ids.append(hook_id)
             cls.hookd.write_hook(hook_id, text.replace(demo, cls.sink.base))
         for hook_id in cls.ids:
+            # Generous: on a machine busy with other work, loading every
+            # example with its examples once took more than ten seconds.
             cls.hookd.wait_hook(hook_id, lambda h: h["version"] == 1 or
-                                h["error"], hook_id + " loaded")
+                                h["error"], hook_id + " loaded", timeout=30)
         cls.events = harness.example_events() + repeated_clicks(harness.example_events())
 
     @classmethod
