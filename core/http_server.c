@@ -837,6 +837,23 @@ static int only_chunked(hk_buf *te) {
   return strcasecmp(v, "chunked") == 0;
 }
 
+/* 501 for a transfer coding the server cannot read, naming it: its first
+ * 40 bytes, anything but printable ASCII shown as '?', so the answer
+ * stays valid JSON and short enough to keep its advice. */
+static int refuse_coding(hk_conn *c, const hk_buf *te) {
+  char shown[41];
+  size_t n = te->len < 40 ? te->len : 40;
+
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)te->data[i];
+
+    shown[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+  }
+  shown[n] = '\0';
+  return conn_refuse(c, 501, "Transfer-Encoding \"%s\" is not supported: "
+                     "send the body as it is, or chunked", shown);
+}
+
 static int on_headers_complete(http_parser *p) {
   hk_conn *c = p->data;
   hk_req *r = c->cur;
@@ -846,9 +863,7 @@ static int on_headers_complete(http_parser *p) {
 
   c->head_due = 0;
   if (p->uses_transfer_encoding && !only_chunked(&r->transfer_encoding))
-    return conn_refuse(c, 501, "Transfer-Encoding %.60s is not supported: "
-                       "send the body as it is, or chunked",
-                       hk_buf_cstr(&r->transfer_encoding));
+    return refuse_coding(c, &r->transfer_encoding);
   if (has_length && p->content_length > max)
     return conn_refuse(c, 413, "request body exceeds %zu bytes", max);
   if (has_length && p->content_length > 0) {

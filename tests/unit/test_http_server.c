@@ -920,6 +920,14 @@ static void two_lines_client(harness *h) {
   raw_exchange_closing(h, req, sizeof req - 1);
 }
 
+static void odd_coding_client(harness *h) {
+  char req[512];
+  int n = snprintf(req, sizeof req, "POST /te HTTP/1.1\r\nHost: t\r\n"
+                   "Transfer-Encoding: gz\xffip%0100d\r\n\r\n", 0);
+
+  raw_exchange_closing(h, req, (size_t)n);
+}
+
 static void upper_chunked_client(harness *h) {
   static const char req[] =
       "POST /te HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:  Chunked \r\n"
@@ -939,6 +947,21 @@ static void http_transfer_codings_but_chunked_get_501(void) {
     CHECK(h.rd.n == 1 && h.rd.status[0] == 501);
     CHECK(strstr(hk_buf_cstr(&h.rd.raw), "gzip") != NULL);
     CHECK(atomic_load(&h.calls) == 0);
+    harness_free(&h);
+  }
+  {
+    /* A long value with a byte that is not UTF-8: shown cut and as '?',
+     * the advice kept whole. */
+    harness h;
+    const char *raw;
+
+    harness_init(&h);
+    harness_must_run(&h, odd_coding_client);
+    raw = hk_buf_cstr(&h.rd.raw);
+    CHECK(h.rd.n == 1 && h.rd.status[0] == 501);
+    CHECK(strstr(raw, "gz?ip000") != NULL);
+    CHECK(strstr(raw, "send the body as it is, or chunked\"}") != NULL);
+    CHECK(strchr(raw, '\xff') == NULL);
     harness_free(&h);
   }
   {
