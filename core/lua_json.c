@@ -510,10 +510,16 @@ static int dec_object(decoder *d) {
       int kept = keep_as_text(d, key, (size_t)(key_end - key));
       if (kept < 0) return -1;
       if (kept) goto next;
-      d->p = key;
-      if (dec_string(d) != 0) return -1;
+      /* The key is checked already: pushed as written unless it needs
+       * its escapes decoded. */
+      if (memchr(key, '\\', (size_t)(key_end - key)) == NULL) {
+        lua_pushlstring(d->L, key + 1, (size_t)(key_end - key) - 2);
+      } else {
+        d->p = key;
+        if (dec_string(d) != 0) return -1;
+        d->p = p;
+      }
       note_decoded(d, key, (size_t)(key_end - key));
-      d->p = p;
     }
     if (dec_value(d) != 0) return -1;
     lua_rawset(d->L, -3);
