@@ -15,6 +15,11 @@
 #include "log.h"
 
 #define ROUTE_CHUNK 1024 /* events per call into the runtime */
+/* Events of a request routed per turn of the loop: a slice takes about a
+ * millisecond, so the loop's other work (answering requests the store has
+ * committed, reading the next ones, delivering) waits no longer than that
+ * while a large request is routed. */
+#define ROUTE_SLICE 256
 
 void hk_api_json(hk_http_request *req, int status, hk_buf *b) {
   hk_http_respond(req, status, NULL, NULL, b->data ? b->data : "", b->len);
@@ -302,6 +307,8 @@ typedef struct ingest_scan {
   hk_event_span *spans;
   size_t n;
   hk_store_batch *batch;  /* the events, for the history when kept */
+  ingest_call *call;      /* once routing has begun */
+  size_t routed;          /* events routed so far */
   struct ingest_scan *next; /* in api's queue of checked requests */
 } ingest_scan;
 
@@ -331,56 +338,63 @@ static void scan_work(uv_work_t *w) {
   }
 }
 
-/* Routes checked events and hands the batch to the store, or answers why
- * not. */
-static void route_checked(ingest_scan *sc) {
+/* Routes the next slice of a checked request's events. Returns 0 while
+ * events remain; 1 once the request is decided: its batch handed to the
+ * store, or an answer given saying why not. */
+static int route_some(ingest_scan *sc) {
   hk_api *api = sc->api;
-  hk_http_request *req = sc->req;
-  ingest_call *call;
+  size_t m = sc->n - sc->routed < ROUTE_SLICE ? sc->n - sc->routed
+                                               : ROUTE_SLICE;
+  ingest_call *call = sc->call;
   int rc;
 
-  if (api->pending_bytes > api->config->max_pending_bytes) {
-    api->requests_refused++;
-    hk_api_error(req, 503, "busy: earlier requests are still being "
-                 "stored; try again", -1);
-    goto done;
+  if (call == NULL) {
+    if (api->pending_bytes > api->config->max_pending_bytes) {
+      api->requests_refused++;
+      hk_api_error(sc->req, 503, "busy: earlier requests are still being "
+                   "stored; try again", -1);
+      return 1;
+    }
+    if ((call = calloc(1, sizeof *call)) == NULL) abort();
+    *call = (ingest_call){api, sc->req,
+                          hk_router_job_begin(api->router, sc->batch), sc->n,
+                          0};
+    sc->call = call;
   }
-  if ((call = calloc(1, sizeof *call)) == NULL) abort();
-  *call = (ingest_call){api, req, hk_router_job_begin(api->router,
-                                                      sc->batch),
-                        sc->n, 0};
-  if ((rc = route_spans(api, call->job, sc->batch, sc->spans, sc->n)) !=
-      0) {
+  rc = route_spans(api, call->job, sc->batch, sc->spans + sc->routed, m);
+  sc->routed += m;
+  if (rc != 0) {
     refuse_too_big(api, call, sc->batch, rc);
     sc->batch = NULL;
-    goto done;
+    return 1;
   }
+  if (sc->routed < sc->n) return 0;
   call->bytes = hk_store_batch_bytes(sc->batch);
   api->pending_bytes += call->bytes;
   hk_store_submit(api->store, sc->batch, ingest_done, call);
   sc->batch = NULL;
-done:
-  hk_store_batch_free(sc->batch);
-  free(sc->spans);
-  free(sc);
+  return 1;
 }
 
-/* Checked requests wait in a queue and are routed one per turn of the
- * loop, after the turn's reads and completions: while one is routed, the
- * workers check the next ones, which the loop has read meanwhile. Routed
- * as soon as each check finished, a request held up the reads of the
- * others, whose checks then started only when it was done, and the loop
- * sat waiting for them. The idle handle keeps the loop from blocking
- * while requests wait. */
+/* Checked requests wait in a queue and are routed in order, a slice per
+ * turn of the loop, after the turn's reads and completions: while one is
+ * routed, the workers check the next ones, which the loop has read
+ * meanwhile, and requests the store has committed are answered between
+ * slices rather than after the whole of a request. Routed at once as each
+ * check finished, a request held up the reads of the others, whose checks
+ * then started only when it was done, and the loop sat waiting for them.
+ * The idle handle keeps the loop from blocking while requests wait. */
 static void route_next_cb(uv_check_t *h) {
   hk_api *api = h->data;
   ingest_scan *sc = api->ready_head;
 
-  if (sc != NULL) {
+  if (sc != NULL && route_some(sc)) {
     api->ready_head = sc->next;
     if (api->ready_head == NULL) api->ready_tail = NULL;
-    route_checked(sc);
     api->scanning--;
+    hk_store_batch_free(sc->batch);
+    free(sc->spans);
+    free(sc);
   }
   if (api->ready_head == NULL) {
     uv_check_stop(&api->route_check);
