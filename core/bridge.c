@@ -359,8 +359,11 @@ static int core_event(lua_State *L) {
   char err[160];
 
   if (text == NULL) return luaL_argerror(L, 1, "no such event in the batch");
-  if (hk_json_decode_event_skips(L, text, len, batch_skips(b, i), err,
-                                 sizeof err) != 0)
+  for (int k = 2; k <= 1 + HK_JSON_EVENT_CTX; k++)
+    lua_pushvalue(L, lua_upvalueindex(k));
+  if (hk_json_decode_event_with(L, lua_gettop(L) - HK_JSON_EVENT_CTX + 1,
+                                text, len, batch_skips(b, i), err,
+                                sizeof err) != 0)
     return luaL_error(L, "event %d: %s", (int)i, err);
   return 1;
 }
@@ -471,7 +474,7 @@ static const luaL_Reg core_funcs[] = {
     {"uuid4", core_uuid4},     {"parse_time", core_parse_time},
     {"log", core_log},         {"now", core_now},
     {"read_file", core_read_file}, {"emit", core_emit},
-    {"event", core_event},     {"emit_event", core_emit_event},
+    {"emit_event", core_emit_event},
     {"splice", core_splice},
     {"matched", core_matched}, {"failed", core_failed},
     {"guard_call", hk_guard_call},     {"check_regex", core_check_regex},
@@ -485,6 +488,12 @@ static int open_core(lua_State *L) {
     lua_pushcclosure(L, f->func, 1);
     lua_setfield(L, -2, f->name);
   }
+  /* core.event decodes every event routed: it keeps what makes that
+   * cheaper as upvalues, after the bridge. */
+  lua_pushvalue(L, lua_upvalueindex(1));
+  hk_json_push_event_ctx(L);
+  lua_pushcclosure(L, core_event, 1 + HK_JSON_EVENT_CTX);
+  lua_setfield(L, -2, "event");
   lua_pushstring(L, HOOKD_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -154,7 +154,8 @@ void hk_event_push_mt(lua_State *L) {
   lua_rawset(L, LUA_REGISTRYINDEX);
 }
 
-void hk_event_attach(lua_State *L, int idx, const hk_event_lazy *lazy) {
+void hk_event_attach(lua_State *L, int idx, int mt,
+                     const hk_event_lazy *lazy) {
   size_t head = sizeof(lazy_state) + (size_t)lazy->n * sizeof(lazy_entry);
   lazy_state *s;
   char *bytes;
@@ -176,7 +177,8 @@ void hk_event_attach(lua_State *L, int idx, const hk_event_lazy *lazy) {
     at += (uint32_t)lazy->m[i].value_len;
   }
   lua_rawset(L, idx);
-  hk_event_push_mt(L);
+  if (mt) lua_pushvalue(L, mt);
+  else hk_event_push_mt(L);
   lua_setmetatable(L, idx);
 }
 

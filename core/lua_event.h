@@ -40,8 +40,10 @@ typedef struct hk_event_lazy {
 
 /* The decoder that notes them is hk_json_decode_event_push (lua_json.h).
  * This keeps the members noted in lazy with the table at idx
- * (absolute) and gives it the events' metatable. */
-void hk_event_attach(lua_State *L, int idx, const hk_event_lazy *lazy);
+ * (absolute) and gives it the events' metatable, found at stack slot mt
+ * (absolute), or in the registry when mt is 0. */
+void hk_event_attach(lua_State *L, int idx, int mt,
+                     const hk_event_lazy *lazy);
 
 /* Whether the table at idx (absolute) still keeps members as text. */
 int hk_event_is_lazy(lua_State *L, int idx);

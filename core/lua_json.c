@@ -187,7 +187,23 @@ typedef struct decoder {
   } eager[HK_EVENT_EAGER_MAX];
   int n_eager;
   bool eager_unsure;
+  struct key_cache *keys; /* an event's keys made Lua strings before, */
+  int key_strings;        /* and the stack slot of their table; or NULL */
 } decoder;
+
+/* The top-level keys of events repeat from one event to the next. Each
+ * made a Lua string anew costs a lookup in LuaJIT's table of strings,
+ * which is as large as the strings alive (most of them garbage waiting
+ * for the collector) and misses the cache. Keys met before are kept here
+ * instead, by a hash of their text, and their strings in a Lua table at
+ * the same index (plus one), read back without any lookup by text. */
+#define KEY_CACHE_SLOTS 128
+#define KEY_CACHE_LEN 32
+
+typedef struct key_cache {
+  unsigned char len[KEY_CACHE_SLOTS]; /* 0: the slot is empty */
+  char text[KEY_CACHE_SLOTS][KEY_CACHE_LEN];
+} key_cache;
 
 static int dec_value(decoder *d);
 
@@ -448,6 +464,30 @@ static void note_decoded(decoder *d, const char *key, size_t key_len) {
   d->n_eager++;
 }
 
+/* Pushes an event's top-level key, len bytes without escapes, from the
+ * key cache when the decoder has one. */
+static void push_key(decoder *d, const char *key, size_t len) {
+  key_cache *c = d->keys;
+  unsigned h = 2166136261u, slot;
+
+  if (c == NULL || len == 0 || len > KEY_CACHE_LEN) {
+    lua_pushlstring(d->L, key, len);
+    return;
+  }
+  for (size_t i = 0; i < len; i++)
+    h = (h ^ (unsigned char)key[i]) * 16777619u;
+  slot = h % KEY_CACHE_SLOTS;
+  if (c->len[slot] == len && memcmp(c->text[slot], key, len) == 0) {
+    lua_rawgeti(d->L, d->key_strings, (int)slot + 1);
+    return;
+  }
+  lua_pushlstring(d->L, key, len);
+  lua_pushvalue(d->L, -1);
+  lua_rawseti(d->L, d->key_strings, (int)slot + 1);
+  memcpy(c->text[slot], key, len);
+  c->len[slot] = (unsigned char)len;
+}
+
 /* An event's top-level member, its key (as written, key_len bytes with
  * its quotes) checked but not decoded, and d->p at its value: a
  * container, or a string other than the eager ones, is noted and skipped
@@ -513,7 +553,7 @@ static int dec_object(decoder *d) {
       /* The key is checked already: pushed as written unless it needs
        * its escapes decoded. */
       if (memchr(key, '\\', (size_t)(key_end - key)) == NULL) {
-        lua_pushlstring(d->L, key + 1, (size_t)(key_end - key) - 2);
+        push_key(d, key + 1, (size_t)(key_end - key) - 2);
       } else {
         d->p = key;
         if (dec_string(d) != 0) return -1;
@@ -593,15 +633,15 @@ static int dec_value(decoder *d) {
 }
 
 /* Decodes s and pushes the value; lazy, when given, notes the top-level
- * containers of an object to keep as text. Returns 0, or -1 with the
- * reason in err (and d.whole set when only laziness was given up). */
-static int decode_push(lua_State *L, const char *s, size_t len,
+ * containers of an object to keep as text. mts is the stack slot of the
+ * array, object and number metatables, one after another, or 0 to fetch
+ * them from the registry. Returns 0, or -1 with the reason in err (and
+ * d.whole set when only laziness was given up). */
+static int decode_push(lua_State *L, int mts, const char *s, size_t len,
                        hk_event_lazy *lazy, const hk_event_skips *skips,
                        char *err, size_t errlen, bool *whole) {
   int top = lua_gettop(L);
-  decoder d = {.L = L, .base = s, .p = s, .end = s + len,
-               .mt_array = top + 1, .mt_object = top + 2,
-               .mt_number = top + 3, .lazy = lazy};
+  decoder d = {.L = L, .base = s, .p = s, .end = s + len, .lazy = lazy};
 
   if (skips != NULL) d.skips = *skips;
 
@@ -609,17 +649,29 @@ static int decode_push(lua_State *L, const char *s, size_t len,
     snprintf(err, errlen, "Lua stack full");
     return -1;
   }
-  push_mt(L, &k_array_mt_key);
-  push_mt(L, &k_object_mt_key);
-  push_mt(L, &k_number_mt_key);
+  if (lazy != NULL && mts != 0) { /* an event's context is given */
+    d.key_strings = mts + 4;
+    d.keys = lua_touserdata(L, mts + 5);
+  }
+  if (mts == 0) {
+    push_mt(L, &k_array_mt_key);
+    push_mt(L, &k_object_mt_key);
+    push_mt(L, &k_number_mt_key);
+    mts = top + 1;
+  }
+  d.mt_array = mts;
+  d.mt_object = mts + 1;
+  d.mt_number = mts + 2;
   d.p = hk_json_skip_ws(s, d.end);
   if (d.p >= d.end) {
     dec_fail(&d, d.p, "expected a value");
   } else if (dec_value(&d) == 0) {
     d.p = hk_json_skip_ws(d.p, d.end);
     if (d.p == d.end) {
-      lua_replace(L, top + 1);
-      lua_settop(L, top + 1);
+      if (mts == top + 1) { /* the metatables were pushed here */
+        lua_replace(L, top + 1);
+        lua_settop(L, top + 1);
+      }
       return 0;
     }
     dec_fail(&d, d.p, "unexpected content after the value");
@@ -635,7 +687,7 @@ int hk_json_decode_push(lua_State *L, const char *s, size_t len, char *err,
                         size_t errlen) {
   bool whole;
 
-  return decode_push(L, s, len, NULL, NULL, err, errlen, &whole);
+  return decode_push(L, 0, s, len, NULL, NULL, err, errlen, &whole);
 }
 
 int hk_json_decode_event_push(lua_State *L, const char *s, size_t len,
@@ -643,19 +695,46 @@ int hk_json_decode_event_push(lua_State *L, const char *s, size_t len,
   return hk_json_decode_event_skips(L, s, len, NULL, err, errlen);
 }
 
-int hk_json_decode_event_skips(lua_State *L, const char *s, size_t len,
-                               const hk_event_skips *skips, char *err,
-                               size_t errlen) {
+/* An event, with the context of hk_json_push_event_ctx at mts (or 0:
+ * the metatables from the registry, and no key cache). */
+static int decode_event(lua_State *L, int mts, const char *s, size_t len,
+                        const hk_event_skips *skips, char *err,
+                        size_t errlen) {
   hk_event_lazy lazy;
   bool whole = false;
 
   lazy.n = 0;
   lazy.bytes = 0;
-  if (decode_push(L, s, len, &lazy, skips, err, errlen, &whole) == 0) {
-    if (lazy.n > 0) hk_event_attach(L, lua_gettop(L), &lazy);
+  if (decode_push(L, mts, s, len, &lazy, skips, err, errlen, &whole) == 0) {
+    if (lazy.n > 0) hk_event_attach(L, lua_gettop(L), mts ? mts + 3 : 0,
+                                    &lazy);
     return 0;
   }
   return whole ? hk_json_decode_push(L, s, len, err, errlen) : -1;
+}
+
+int hk_json_decode_event_skips(lua_State *L, const char *s, size_t len,
+                               const hk_event_skips *skips, char *err,
+                               size_t errlen) {
+  return decode_event(L, 0, s, len, skips, err, errlen);
+}
+
+void hk_json_push_event_ctx(lua_State *L) {
+  key_cache *c;
+
+  push_mt(L, &k_array_mt_key);
+  push_mt(L, &k_object_mt_key);
+  push_mt(L, &k_number_mt_key);
+  hk_event_push_mt(L);
+  lua_createtable(L, KEY_CACHE_SLOTS, 0);
+  c = lua_newuserdata(L, sizeof *c);
+  memset(c->len, 0, sizeof c->len);
+}
+
+int hk_json_decode_event_with(lua_State *L, int mts, const char *s,
+                              size_t len, const hk_event_skips *skips,
+                              char *err, size_t errlen) {
+  return decode_event(L, mts, s, len, skips, err, errlen);
 }
 
 void hk_json_push_object_mt(lua_State *L) { push_mt(L, &k_object_mt_key); }

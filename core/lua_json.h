@@ -34,6 +34,19 @@ int hk_json_decode_event_skips(lua_State *L, const char *s, size_t len,
                                const hk_event_skips *skips, char *err,
                                size_t errlen);
 
+/* Pushes HK_JSON_EVENT_CTX values that make decoding many events
+ * cheaper, for a caller that decodes them one after another to keep at
+ * hand (as upvalues): the metatables an event's decoding uses, which each
+ * decoding would otherwise look up, and a cache of the strings of the
+ * keys events have had. */
+#define HK_JSON_EVENT_CTX 6
+void hk_json_push_event_ctx(lua_State *L);
+/* hk_json_decode_event_skips with those values at stack slots
+ * ctx..ctx+HK_JSON_EVENT_CTX-1 (absolute). */
+int hk_json_decode_event_with(lua_State *L, int ctx, const char *s,
+                              size_t len, const hk_event_skips *skips,
+                              char *err, size_t errlen);
+
 /* Pushes the metatable that marks decoded objects (json.object_mt). */
 void hk_json_push_object_mt(lua_State *L);
 
