@@ -470,6 +470,52 @@ static void lua_json_c_encode_failure_appends_nothing(void) {
   hk_buf_free(&b);
 }
 
+/* Events decoded one after another with the context of
+ * hk_json_push_event_ctx: many more distinct keys than the key cache has
+ * places, so keys displace one another, and every event still has its
+ * own keys with their own values. */
+static void lua_json_c_event_context_keeps_each_events_keys(void) {
+  char text[128], err[128];
+  int top = lua_gettop(L), ctx;
+
+  hk_json_push_event_ctx(L);
+  ctx = top + 1;
+  CHECK(lua_gettop(L) == top + HK_JSON_EVENT_CTX);
+  for (int i = 0; i < 1000; i++) {
+    int n = snprintf(text, sizeof text,
+                     "{\"key_%d\":%d,\"event_type\":\"t%d\",\"n%d\":%d,"
+                     "\"data\":{\"a\":%d}}",
+                     i, i, i % 3, i % 7, -i, i);
+    int keys = 0;
+
+    CHECK(hk_json_decode_event_with(L, ctx, text, (size_t)n, NULL, err,
+                                    sizeof err) == 0);
+    CHECK(lua_gettop(L) == top + HK_JSON_EVENT_CTX + 1);
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+      const char *k = lua_type(L, -2) == LUA_TSTRING
+                          ? lua_tostring(L, -2) : NULL;
+      lua_pop(L, 1);
+      if (k != NULL) keys++; /* not the key of the kept texts */
+    }
+    CHECK(keys == 3); /* data is kept as text until read */
+    snprintf(text, sizeof text, "key_%d", i);
+    lua_getfield(L, -1, text);
+    CHECK(lua_tonumber(L, -1) == i);
+    snprintf(text, sizeof text, "n%d", i % 7);
+    lua_getfield(L, -2, text);
+    CHECK(lua_tonumber(L, -1) == -i);
+    lua_getfield(L, -3, "event_type");
+    snprintf(text, sizeof text, "t%d", i % 3);
+    CHECK(strcmp(lua_tostring(L, -1), text) == 0);
+    lua_getfield(L, -4, "data");
+    lua_getfield(L, -1, "a");
+    CHECK(lua_tonumber(L, -1) == i);
+    lua_pop(L, 6);
+  }
+  lua_settop(L, top);
+}
+
 static void lua_json_module_works_in_several_states(void) {
   lua_State *other = luaL_newstate();
   const char *s;
@@ -538,6 +584,7 @@ int main(void) {
   lua_json_c_decode_respects_length();
   lua_json_c_encode_appends();
   lua_json_c_encode_failure_appends_nothing();
+  lua_json_c_event_context_keeps_each_events_keys();
   lua_json_module_works_in_several_states();
   lua_close(L);
   return test_finish("test_lua_json");
