@@ -23,8 +23,13 @@
 enum { MAX_DEPTH = 512, PATH_LEVELS = 16, SEG_MAX = 40 };
 enum { STACK_BUF = 256, NUM_BUF = 64 };
 /* Initial table sizes: an event has a dozen top-level keys, nested objects
- * a handful; measured on the sample, this spares most rehashes. */
-enum { HINT_TOP_OBJECT = 16, HINT_OBJECT = 8, HINT_ARRAY = 2 };
+ * a handful; measured on the sample, this spares most rehashes. An event
+ * that keeps its containers and most strings as text has only its
+ * numbers, literals and three strings in the table, and the key of the
+ * texts: eight places hold that, and half the memory of sixteen made and
+ * swept for every event routed is worth a rehash for the few events whose
+ * kept members are all read. */
+enum { HINT_TOP_OBJECT = 16, HINT_EVENT = 8, HINT_OBJECT = 8, HINT_ARRAY = 2 };
 #define MAX_EXACT_INT 9007199254740992.0 /* 2^53 */
 
 /* Registry keys: the addresses are unique per process, the tables stored
@@ -531,7 +536,9 @@ static int dec_object(decoder *d) {
   bool top = d->lazy != NULL && d->depth == 0; /* an event's own members */
 
   if (dec_open(d, d->mt_object, 0,
-               d->depth == 0 ? HINT_TOP_OBJECT : HINT_OBJECT) != 0)
+               d->depth > 0 ? HINT_OBJECT
+               : d->lazy    ? HINT_EVENT
+                            : HINT_TOP_OBJECT) != 0)
     return -1;
   p = hk_json_skip_ws(d->p + 1, end);
   if (p < end && *p == '}') goto done;
