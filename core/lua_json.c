@@ -726,6 +726,9 @@ int hk_json_decode_event_skips(lua_State *L, const char *s, size_t len,
   return decode_event(L, 0, s, len, skips, err, errlen);
 }
 
+/* In this order, which decode_push and decode_event rely on: the array,
+ * object, number and event metatables, then the key cache's strings and
+ * the key cache itself. */
 void hk_json_push_event_ctx(lua_State *L) {
   key_cache *c;
 
