@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "json_write.h"
 #include "log.h"
 
 #define HK_HTTP_DEFAULT_MAX_BODY (1024 * 1024)
@@ -208,23 +209,6 @@ static long percent_decode(char *dst, const char *src, size_t n) {
   return (long)o;
 }
 
-/* Appends s as the inside of a JSON string. */
-static int json_escape(hk_buf *b, const char *s) {
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    int rc;
-
-    if (ch == '"' || ch == '\\')
-      rc = hk_buf_printf(b, "\\%c", ch);
-    else if (ch < 0x20)
-      rc = hk_buf_printf(b, "\\u%04x", ch);
-    else
-      rc = hk_buf_putc(b, (char)ch);
-    if (rc != 0) return -1;
-  }
-  return 0;
-}
-
 static const char *status_reason(int status) {
   const char *s = http_status_str((enum http_status)status);
 
@@ -408,9 +392,14 @@ static void conn_send_error_with(hk_conn *c, int status, const char *extra,
   int rc;
 
   hk_debug("http", "status=%d error=\"%s\"", status, msg);
-  rc = hk_buf_printf(&body, "{\"error\":\"");
-  if (rc == 0) rc = json_escape(&body, msg);
-  if (rc == 0) rc = hk_buf_printf(&body, "\"}");
+  /* Room for the message with every byte escaped: the writer, which
+   * cannot report running out of memory, then cannot run out. */
+  rc = hk_buf_reserve(&body, 6 * strlen(msg) + 16);
+  if (rc == 0) {
+    hk_buf_append(&body, "{\"error\":", 9);
+    hk_json_write_cstr(&body, msg);
+    hk_buf_putc(&body, '}');
+  }
   if (rc == 0)
     rc = build_response(&out, NULL, status, NULL, extra, body.data,
                         body.len, 1);
