@@ -904,6 +904,17 @@ static int on_body(http_parser *p, const char *at, size_t len) {
   return 0;
 }
 
+/* A chunk that announces more than the body may still take is refused
+ * before any of its bytes arrive, rather than once they have. */
+static int on_chunk_header(http_parser *p) {
+  hk_conn *c = p->data;
+  size_t max = c->server->max_body;
+
+  if (p->content_length > (uint64_t)(max - c->cur->body.len))
+    return conn_refuse(c, 413, "request body exceeds %zu bytes", max);
+  return 0;
+}
+
 /* Stops the parser after each request so the next one is parsed only once
  * this one is answered. */
 static int on_message_complete(http_parser *p) {
@@ -1351,6 +1362,7 @@ static void server_settings_init(http_parser_settings *st) {
   st->on_header_value = on_header_value;
   st->on_headers_complete = on_headers_complete;
   st->on_body = on_body;
+  st->on_chunk_header = on_chunk_header;
   st->on_message_complete = on_message_complete;
 }
 

@@ -1082,6 +1082,31 @@ static void http_oversized_chunked_body_gets_413(void) {
   harness_free(&h);
 }
 
+/* A chunk announcing more than the limit, and only a few of its bytes:
+ * answered at once, not after a timeout waiting for the rest. */
+static void huge_chunk_client(harness *h) {
+  static const char req[] = "POST /c HTTP/1.1\r\nHost: t\r\n"
+                            "Transfer-Encoding: chunked\r\n\r\n"
+                            "ffffffffff\r\nabc";
+
+  raw_exchange_closing(h, req, sizeof req - 1);
+}
+
+static void http_huge_chunk_gets_413_before_its_bytes(void) {
+  harness h;
+
+  harness_init(&h);
+  h.opts.max_body_bytes = 1024;
+  h.opts.request_timeout_ms = 5000;
+  harness_must_run(&h, huge_chunk_client);
+  CHECK(h.rd.n == 1 && h.rd.status[0] == 413);
+  CHECK_STR(rd_body(&h, 0),
+            "{\"error\":\"request body exceeds 1024 bytes\"}");
+  CHECK(h.closed);
+  CHECK(atomic_load(&h.calls) == 0);
+  harness_free(&h);
+}
+
 static void big_header_client(harness *h) {
   hk_buf req = HK_BUF_INIT;
 
@@ -1931,6 +1956,7 @@ int main(int argc, char **argv) {
   RUN(http_oversized_content_length_gets_413);
   RUN(http_slow_request_head_gets_408);
   RUN(http_oversized_chunked_body_gets_413);
+  RUN(http_huge_chunk_gets_413_before_its_bytes);
   RUN(http_oversized_headers_get_431);
   RUN(http_malformed_request_gets_400);
   RUN(http_bad_percent_escape_gets_400);
