@@ -145,13 +145,19 @@ int hk_cli_check(hk_bridge *b, hk_router *r, const char *plugins_dir,
   for (long i = 0; i < n; i++) {
     int k = 1;
 
-    /* Named files are checked whatever their name; in plugins_dir, a
-     * name the reloader would pass over is a problem of its own. */
-    if (listed && !hook_id_name(files[i]))
+    /* Named files are checked whatever their name, with a note when the
+     * reloader would pass over that name; in plugins_dir, such a name
+     * is a problem of its own. */
+    if (listed && !hook_id_name(files[i])) {
       printf("%s: not loaded: a hook file is named <id>.lua, the id of "
              "letters, digits, _ and -\n", files[i]);
-    else
+    } else {
+      if (!hook_id_name(files[i]))
+        printf("%s: note: checked, but the router loads a hook only from "
+               "a file named <id>.lua, the id of letters, digits, _ and "
+               "-\n", files[i]);
       k = check_file(b, r, files[i]);
+    }
 
     problems += k;
     broken += k > 0;

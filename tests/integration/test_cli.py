@@ -443,6 +443,15 @@ class Check(unittest.TestCase):
                       lines)
         self.assertEqual(lines[-1], "5 problems in 2 of 3 hook files")
 
+    def test_check_named_file_of_a_name_not_loaded_gets_a_note(self):
+        draft = write(self.dir, "my draft.lua", PASSING)
+        code, out, _ = self.check(draft)
+        self.assertEqual(code, 0, out)
+        self.assertEqual(out.splitlines(), [
+            draft + ": note: checked, but the router loads a hook only "
+            "from a file named <id>.lua, the id of letters, digits, _ "
+            "and -", "all hooks ok (1 file)"])
+
     def test_check_defaults_to_plugins_dir(self):
         plugins = os.path.join(os.path.dirname(self.config), "plugins")
         write(plugins, "good.lua", PASSING)
