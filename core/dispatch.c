@@ -510,9 +510,10 @@ static void resume_retry(hk_dispatch *d) {
   if (!d->tx) build_body(d);
   d->state = STATE_WAITING;
   d->retry_at = d->head->next_at;
-  hk_info("dispatch", "hook=%s dest=%s messages=%zu attempts=%d "
-          "retry_resumed=1 retry_in=%.3fs", d->hook_id, dest(d),
-          d->batch_count, d->attempts, wait > 0 ? wait : 0);
+  hk_info("dispatch", "hook=%s version=%s dest=%s messages=%zu "
+          "attempts=%d retry_resumed=1 retry_in=%.3fs", d->hook_id,
+          batch_versions(d, d->batch_count), dest(d), d->batch_count,
+          d->attempts, wait > 0 ? wait : 0);
   timer_start(d, wait);
 }
 
@@ -525,10 +526,10 @@ static void schedule_retry(hk_dispatch *d, const hk_tx_result *res) {
     wait = res->retry_after_sec < HK_RETRY_AFTER_MAX_SEC
                ? res->retry_after_sec
                : HK_RETRY_AFTER_MAX_SEC;
-  hk_warn("dispatch", "hook=%s dest=%s messages=%zu attempt=%d "
-          "retry_in=%.3fs reason=\"%s\"",
-          d->hook_id, dest(d), d->batch_count, d->attempts, wait,
-          quote(res->reason));
+  hk_warn("dispatch", "hook=%s version=%s dest=%s messages=%zu "
+          "attempt=%d retry_in=%.3fs reason=\"%s\"",
+          d->hook_id, batch_versions(d, d->batch_count), dest(d),
+          d->batch_count, d->attempts, wait, quote(res->reason));
   d->retry_at = wall_now() + wait;
   record_retry(d, d->retry_at);
   d->state = STATE_WAITING;

@@ -347,7 +347,9 @@ class Durability(unittest.TestCase):
         self.post([event(1)])
         first = wait_for("first attempt", lambda: self.sink.requests("/r"),
                          timeout=5)[0]
-        self.hookd.wait_log("retry_in=")
+        # The line names the version of the script that made the batch.
+        self.assertIn(" hook=h version=1 dest=", self.hookd.wait_log(
+            "retry_in="))
         time.sleep(max(0.0, first["t"] + down_after - time.monotonic()))
         stop()
         self.restart()
@@ -356,7 +358,8 @@ class Durability(unittest.TestCase):
     def check_retry_resumes_at_stored_time(self, stop):
         period = 4.0
         first, up = self.first_attempt_then_restart(stop, period=period)
-        self.hookd.wait_log("retry_resumed=1")
+        self.assertIn(" hook=h version=1 dest=", self.hookd.wait_log(
+            "retry_resumed=1"))
         self.hookd.wait_hook("h", lambda h: h["counters"]["sent"] == 1,
                              "sent after the resumed retry", timeout=10)
         reqs = self.sink.requests("/r")
