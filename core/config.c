@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "buf.h"
+#include "http_server.h"
 
 char *hk_read_stream(FILE *f, size_t *len) {
   hk_buf b = HK_BUF_INIT;
@@ -148,6 +149,12 @@ int hk_config_load(hk_bridge *b, const char *path, hk_config *cfg, char *err,
   cfg->path = strdup(path);
   take_fields(L, cfg);
   lua_pop(L, 1);
+  if (!hk_http_listen_addr_valid(cfg->listen)) {
+    snprintf(err, errlen, "config %s: listen \"%s\": invalid address, "
+             "want host:port (a port of 0-65535; an IPv6 host in [])",
+             path, cfg->listen ? cfg->listen : "");
+    goto done;
+  }
   rc = 0;
 done:
   free(text);

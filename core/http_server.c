@@ -1354,6 +1354,12 @@ static int parse_listen_addr(const char *addr, struct sockaddr_storage *ss) {
   return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) ? -1 : 0;
 }
 
+int hk_http_listen_addr_valid(const char *addr) {
+  struct sockaddr_storage ss;
+
+  return addr != NULL && parse_listen_addr(addr, &ss) == 0;
+}
+
 static void server_settings_init(http_parser_settings *st) {
   http_parser_settings_init(st);
   st->on_message_begin = on_message_begin;

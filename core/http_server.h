@@ -56,6 +56,10 @@ typedef struct hk_http_server_options {
                                (req->head tells them apart) */
 } hk_http_server_options;
 
+/* Whether addr is an address hk_http_server_start takes, so that a
+ * configuration can be refused before anything else is started. */
+int hk_http_listen_addr_valid(const char *addr);
+
 /* Binds and listens on addr ("127.0.0.1:8765", "[::1]:8765", ":0" etc.).
  * Returns NULL and fills err on failure. */
 hk_http_server *hk_http_server_start(uv_loop_t *loop, const char *addr,

@@ -122,11 +122,12 @@ end
 
 -- The host part of a listen address: "[::1]:8765" gives "::1",
 -- "127.0.0.1:8765" gives "127.0.0.1", ":8765" gives "" (which the server
--- binds to 127.0.0.1).
+-- binds to 127.0.0.1). nil when the address is not host:port at all: the
+-- core then refuses it as such.
 local function listen_host(listen)
   local v6 = listen:match("^%[(.*)%]:%d+$")
   if v6 then return v6 end
-  return listen:match("^(.*):%d+$") or listen
+  return listen:match("^([^%[%]]*):%d+$")
 end
 
 local function is_loopback(host)
@@ -138,7 +139,7 @@ end
 -- machines can reach it must ask for a token.
 local function check_exposure(cfg)
   local host = listen_host(cfg.listen)
-  if is_loopback(host) or cfg.api_token then return nil end
+  if not host or is_loopback(host) or cfg.api_token then return nil end
   return "listen: " .. cfg.listen .. " can be reached from other " ..
     "machines, and api_token is not set: set api_token (and ingest_token) " ..
     "or listen on 127.0.0.1"

@@ -94,6 +94,16 @@ class Cli(unittest.TestCase):
         self.assertEqual(code, 2)
         self.assertIn(str(port), err)
 
+    def test_config_bad_listen_is_refused_before_the_store(self):
+        for listen in ("127.0.0.1:99999", "127.0.0.1", "[::1]8765",
+                       "127.0.0.1:http"):
+            path = config_file({"listen": listen, "data_dir": "data"})
+            code, _, err = run("run", "--config", path)
+            self.assertEqual(code, 2, listen)
+            self.assertIn('listen "%s": invalid address' % listen, err)
+            self.assertFalse(os.path.exists(
+                os.path.join(os.path.dirname(path), "data")), listen)
+
     def test_non_loopback_listen_without_token_is_refused(self):
         for listen in ("0.0.0.0:0", "[::]:0", "192.0.2.1:8765"):
             code, _, err = run("run", "--config",
