@@ -1,5 +1,7 @@
 /* hookd's command line: run the router, check hooks, try a hook on
  * events, print the version. */
+#include <dirent.h>
+#include <errno.h>
 #include <lua.h>
 #include <signal.h>
 #include <stdio.h>
@@ -133,6 +135,20 @@ done:
   return rc;
 }
 
+/* Whether dir can be listed: checked before the store is created, so
+ * that a mistyped plugins_dir leaves no new store behind. */
+static int plugins_dir_readable(const char *dir, char *err, size_t errlen) {
+  DIR *d = opendir(dir);
+
+  if (d == NULL) {
+    snprintf(err, errlen, "cannot read plugins_dir %s: %s", dir,
+             strerror(errno));
+    return 0;
+  }
+  closedir(d);
+  return 1;
+}
+
 /* Configures the app and creates its loop, HTTP client, store (when
  * with_store) and router. Returns 0, or -1 after printing the reason. */
 static int app_open(app *a, const char *config_path, int with_store) {
@@ -145,6 +161,10 @@ static int app_open(app *a, const char *config_path, int with_store) {
   policy.period_sec = a->cfg.retry_period_sec;
   a->loop = uv_default_loop();
   if (with_store) {
+    if (!plugins_dir_readable(a->cfg.plugins_dir, err, sizeof err)) {
+      fprintf(stderr, "hookd: %s\n", err);
+      return -1;
+    }
     a->store = hk_store_open(a->loop, a->cfg.data_dir, err, sizeof err);
     if (a->store == NULL || app_sync_catalog(a, err, sizeof err) != 0) {
       fprintf(stderr, "hookd: %s\n", err);

@@ -104,6 +104,15 @@ class Cli(unittest.TestCase):
             self.assertFalse(os.path.exists(
                 os.path.join(os.path.dirname(path), "data")), listen)
 
+    def test_missing_plugins_dir_is_refused_before_the_store(self):
+        path = config_file({"plugins_dir": "nowhere", "data_dir": "data"})
+        code, _, err = run("run", "--config", path)
+        self.assertEqual(code, 2)
+        self.assertIn("cannot read plugins_dir", err)
+        self.assertIn("nowhere: No such file or directory", err)
+        self.assertFalse(os.path.exists(
+            os.path.join(os.path.dirname(path), "data")))
+
     def test_non_loopback_listen_without_token_is_refused(self):
         for listen in ("0.0.0.0:0", "[::]:0", "192.0.2.1:8765"):
             code, _, err = run("run", "--config",
