@@ -122,12 +122,19 @@ end
 
 -- The host part of a listen address: "[::1]:8765" gives "::1",
 -- "127.0.0.1:8765" gives "127.0.0.1", ":8765" gives "" (which the server
--- binds to 127.0.0.1). nil when the address is not host:port at all: the
--- core then refuses it as such.
+-- binds to 127.0.0.1). nil when it is not an address the server takes
+-- (an IPv4 or bracketed IPv6 address, localhost or nothing, then a
+-- port): the core then refuses it as such, rather than this calling a
+-- mistyped address or a host name one other machines can reach.
 local function listen_host(listen)
   local v6 = listen:match("^%[(.*)%]:%d+$")
   if v6 then return v6 end
-  return listen:match("^([^%[%]]*):%d+$")
+  local host = listen:match("^(.*):%d+$")
+  if host == "" or host == "localhost" or
+      (host and host:match("^%d+%.%d+%.%d+%.%d+$")) then
+    return host
+  end
+  return nil
 end
 
 local function is_loopback(host)

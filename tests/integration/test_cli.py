@@ -96,7 +96,8 @@ class Cli(unittest.TestCase):
 
     def test_config_bad_listen_is_refused_before_the_store(self):
         for listen in ("127.0.0.1:99999", "127.0.0.1", "[::1]8765",
-                       "127.0.0.1:http"):
+                       "127.0.0.1:http", "example.com:8765",
+                       " 127.0.0.1:8765"):
             path = config_file({"listen": listen, "data_dir": "data"})
             code, _, err = run("run", "--config", path)
             self.assertEqual(code, 2, listen)
