@@ -63,6 +63,7 @@ struct harness {
   uv_timer_t timer;
   uv_thread_t thread;
   client_fn client;
+  const char *request; /* what request_client sends */
   int port, port2;
   atomic_int calls;
   atomic_int answered;
@@ -543,6 +544,18 @@ static void raw_exchange_closing(harness *h, const char *req, size_t len) {
   raw_send_read(h, req, len, 1);
 }
 
+/* Sends h->request (text without NUL) on a connection of its own, reads
+ * one answer and notes whether the server then closed the connection. */
+static void request_client(harness *h) {
+  raw_exchange_closing(h, h->request, strlen(h->request));
+}
+
+/* Runs the server with request_client sending req. */
+static void harness_must_exchange(harness *h, const char *req) {
+  h->request = req;
+  harness_must_run(h, request_client);
+}
+
 static const char *rd_body(harness *h, int i) {
   return hk_buf_cstr(&h->rd.body[i]);
 }
@@ -884,40 +897,16 @@ static void http_pipelined_sync_answers_in_order(void) {
   harness_free(&h);
 }
 
-static void connection_close_client(harness *h) {
-  static const char req[] =
-      "GET /bye HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
-
-  raw_exchange_closing(h, req, sizeof req - 1);
-}
-
 static void http_connection_close_is_honoured(void) {
   harness h;
 
   harness_init(&h);
-  harness_must_run(&h, connection_close_client);
+  harness_must_exchange(
+      &h, "GET /bye HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
   CHECK(h.rd.n == 1 && h.rd.status[0] == 200);
   CHECK(strstr(hk_buf_cstr(&h.rd.raw), "\r\nConnection: close\r\n") != NULL);
   CHECK(h.closed);
   harness_free(&h);
-}
-
-/* A body under another transfer coding than chunked (gzip, say) cannot
- * be read: 501, on one line or over two, and nothing is dispatched. */
-static void gzip_chunked_client(harness *h) {
-  static const char req[] =
-      "POST /te HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked"
-      "\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-
-  raw_exchange_closing(h, req, sizeof req - 1);
-}
-
-static void two_lines_client(harness *h) {
-  static const char req[] =
-      "POST /te HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n"
-      "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-
-  raw_exchange_closing(h, req, sizeof req - 1);
 }
 
 static void odd_coding_client(harness *h) {
@@ -928,22 +917,21 @@ static void odd_coding_client(harness *h) {
   raw_exchange_closing(h, req, (size_t)n);
 }
 
-static void upper_chunked_client(harness *h) {
-  static const char req[] =
-      "POST /te HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:  Chunked \r\n"
-      "Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
-
-  raw_exchange_closing(h, req, sizeof req - 1);
-}
-
 static void http_transfer_codings_but_chunked_get_501(void) {
-  void (*clients[])(harness *) = {gzip_chunked_client, two_lines_client};
+  /* A body under another transfer coding than chunked (gzip, say)
+   * cannot be read: 501, on one line or over two, and nothing is
+   * dispatched. */
+  static const char *const requests[] = {
+      "POST /te HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked"
+      "\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+      "POST /te HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"};
 
   for (size_t i = 0; i < 2; i++) {
     harness h;
 
     harness_init(&h);
-    harness_must_run(&h, clients[i]);
+    harness_must_exchange(&h, requests[i]);
     CHECK(h.rd.n == 1 && h.rd.status[0] == 501);
     CHECK(strstr(hk_buf_cstr(&h.rd.raw), "gzip") != NULL);
     CHECK(atomic_load(&h.calls) == 0);
@@ -968,7 +956,10 @@ static void http_transfer_codings_but_chunked_get_501(void) {
     harness h;
 
     harness_init(&h);
-    harness_must_run(&h, upper_chunked_client);
+    harness_must_exchange(&h, "POST /te HTTP/1.1\r\nHost: t\r\n"
+                              "Transfer-Encoding:  Chunked \r\n"
+                              "Connection: close\r\n\r\n"
+                              "5\r\nhello\r\n0\r\n\r\n");
     CHECK(h.rd.n == 1 && h.rd.status[0] == 200);
     CHECK(h.body_len == 5);
     harness_free(&h);
@@ -978,34 +969,22 @@ static void http_transfer_codings_but_chunked_get_501(void) {
 /* Once the server drains (hookd stopping), an answer on a keep-alive
  * connection says "Connection: close" and the connection ends, so the
  * client does not send its next request into the server's close. */
-static void drain_client(harness *h) {
-  static const char req[] = "GET /drain HTTP/1.1\r\nHost: t\r\n\r\n";
-
-  raw_exchange_closing(h, req, sizeof req - 1);
-}
-
 static void http_answers_end_their_connection_once_draining(void) {
   harness h;
 
   harness_init(&h);
-  harness_must_run(&h, drain_client);
+  harness_must_exchange(&h, "GET /drain HTTP/1.1\r\nHost: t\r\n\r\n");
   CHECK(h.rd.n == 1 && h.rd.status[0] == 200);
   CHECK(strstr(hk_buf_cstr(&h.rd.raw), "\r\nConnection: close\r\n") != NULL);
   CHECK(h.closed);
   harness_free(&h);
 }
 
-static void http10_client(harness *h) {
-  static const char req[] = "GET /old HTTP/1.0\r\n\r\n";
-
-  raw_exchange_closing(h, req, sizeof req - 1);
-}
-
 static void http10_closes_after_answer(void) {
   harness h;
 
   harness_init(&h);
-  harness_must_run(&h, http10_client);
+  harness_must_exchange(&h, "GET /old HTTP/1.0\r\n\r\n");
   CHECK(h.rd.n == 1 && h.rd.status[0] == 200);
   CHECK_STR(rd_body(&h, 0), "answer:/old");
   CHECK(h.closed);
@@ -1014,24 +993,17 @@ static void http10_closes_after_answer(void) {
 
 /* ---- tests: limits and malformed input --------------------------------- */
 
-static void oversized_length_client(harness *h) {
-  static const char req[] =
-      "POST /big HTTP/1.1\r\nHost: t\r\nContent-Length: 1025\r\n\r\n";
-
-  raw_exchange_closing(h, req, sizeof req - 1);
-}
-
-/* Runs client against a server taking bodies of up to 1024 bytes (and
- * whole requests within 5 s, so that an answer that waits for bytes that
- * never come shows as a 408): the request is refused with 413, the
- * connection closed, and the handler never called. */
-static void check_body_refused_413(void (*client)(harness *)) {
+/* Sends req to a server taking bodies of up to 1024 bytes (and whole
+ * requests within 5 s, so that an answer that waits for bytes that never
+ * come shows as a 408): the request is refused with 413, the connection
+ * closed, and the handler never called. */
+static void check_body_refused_413(const char *req) {
   harness h;
 
   harness_init(&h);
   h.opts.max_body_bytes = 1024;
   h.opts.request_timeout_ms = 5000;
-  harness_must_run(&h, client);
+  harness_must_exchange(&h, req);
   CHECK(h.rd.n == 1 && h.rd.status[0] == 413);
   CHECK_STR(rd_body(&h, 0),
             "{\"error\":\"request body exceeds 1024 bytes\"}");
@@ -1041,22 +1013,17 @@ static void check_body_refused_413(void (*client)(harness *)) {
 }
 
 static void http_oversized_content_length_gets_413(void) {
-  check_body_refused_413(oversized_length_client);
+  check_body_refused_413("POST /big HTTP/1.1\r\nHost: t\r\n"
+                         "Content-Length: 1025\r\n\r\n");
 }
 
 /* A head that never ends: the request line and one header, no blank line. */
-static void slow_head_client(harness *h) {
-  static const char req[] = "GET /slow HTTP/1.1\r\nHost: t\r\n";
-
-  raw_exchange_closing(h, req, sizeof req - 1);
-}
-
 static void http_slow_request_head_gets_408(void) {
   harness h;
 
   harness_init(&h);
   h.opts.head_timeout_ms = 200;
-  harness_must_run(&h, slow_head_client);
+  harness_must_exchange(&h, "GET /slow HTTP/1.1\r\nHost: t\r\n");
   CHECK(h.rd.n == 1 && h.rd.status[0] == 408);
   CHECK_STR(rd_body(&h, 0),
             "{\"error\":\"request headers did not arrive in time\"}");
@@ -1065,7 +1032,7 @@ static void http_slow_request_head_gets_408(void) {
   harness_free(&h);
 }
 
-static void oversized_chunked_client(harness *h) {
+static void http_oversized_chunked_body_gets_413(void) {
   hk_buf req = HK_BUF_INIT;
 
   hk_buf_printf(&req, "POST /c HTTP/1.1\r\nHost: t\r\n"
@@ -1076,26 +1043,16 @@ static void oversized_chunked_client(harness *h) {
     hk_buf_printf(&req, "\r\n");
   }
   hk_buf_printf(&req, "0\r\n\r\n");
-  raw_exchange_closing(h, req.data, req.len);
+  check_body_refused_413(hk_buf_cstr(&req));
   hk_buf_free(&req);
-}
-
-static void http_oversized_chunked_body_gets_413(void) {
-  check_body_refused_413(oversized_chunked_client);
 }
 
 /* A chunk announcing more than the limit, and only a few of its bytes:
  * answered at once, not after a timeout waiting for the rest. */
-static void huge_chunk_client(harness *h) {
-  static const char req[] = "POST /c HTTP/1.1\r\nHost: t\r\n"
-                            "Transfer-Encoding: chunked\r\n\r\n"
-                            "ffffffffff\r\nabc";
-
-  raw_exchange_closing(h, req, sizeof req - 1);
-}
-
 static void http_huge_chunk_gets_413_before_its_bytes(void) {
-  check_body_refused_413(huge_chunk_client);
+  check_body_refused_413("POST /c HTTP/1.1\r\nHost: t\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n"
+                         "ffffffffff\r\nabc");
 }
 
 static void big_header_client(harness *h) {
@@ -1122,17 +1079,11 @@ static void http_oversized_headers_get_431(void) {
   harness_free(&h);
 }
 
-static void malformed_client(harness *h) {
-  static const char req[] = "GET / HTTP/1.1\r\nBad Header\x01: x\r\n\r\n";
-
-  raw_exchange_closing(h, req, sizeof req - 1);
-}
-
 static void http_malformed_request_gets_400(void) {
   harness h;
 
   harness_init(&h);
-  harness_must_run(&h, malformed_client);
+  harness_must_exchange(&h, "GET / HTTP/1.1\r\nBad Header\x01: x\r\n\r\n");
   CHECK(h.rd.n == 1 && h.rd.status[0] == 400);
   CHECK_STR(rd_body(&h, 0), "{\"error\":\"malformed HTTP request: "
                             "invalid character in header\"}");
