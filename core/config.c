@@ -120,6 +120,28 @@ static void take_fields(lua_State *L, hk_config *cfg) {
   cfg->max_message_bytes = (size_t)get_number(L, "max_message_bytes");
 }
 
+/* The listen address must be one the server takes; one that other
+ * machines can reach (anything but 127.x.x.x and ::1) needs api_token,
+ * since the admin API changes hooks and reads profiles. Returns 0, or -1
+ * with the reason. */
+static int check_listen(const hk_config *cfg, char *why, size_t len) {
+  int loopback = 0;
+
+  if (!hk_http_listen_addr_valid(cfg->listen, &loopback)) {
+    snprintf(why, len, "listen \"%s\": invalid address, want host:port "
+             "(a port of 0-65535; an IPv6 host in [])",
+             cfg->listen ? cfg->listen : "");
+    return -1;
+  }
+  if (!loopback && cfg->api_token == NULL) {
+    snprintf(why, len, "listen: %s can be reached from other machines, "
+             "and api_token is not set: set api_token (and ingest_token) "
+             "or listen on 127.0.0.1", cfg->listen);
+    return -1;
+  }
+  return 0;
+}
+
 int hk_config_load(hk_bridge *b, const char *path, hk_config *cfg, char *err,
                    size_t errlen) {
   lua_State *L = hk_bridge_state(b);
@@ -149,10 +171,8 @@ int hk_config_load(hk_bridge *b, const char *path, hk_config *cfg, char *err,
   cfg->path = strdup(path);
   take_fields(L, cfg);
   lua_pop(L, 1);
-  if (!hk_http_listen_addr_valid(cfg->listen)) {
-    snprintf(err, errlen, "config %s: listen \"%s\": invalid address, "
-             "want host:port (a port of 0-65535; an IPv6 host in [])",
-             path, cfg->listen ? cfg->listen : "");
+  if (check_listen(cfg, reason, sizeof reason) != 0) {
+    snprintf(err, errlen, "config %s: %s", path, reason);
     goto done;
   }
   rc = 0;

@@ -1354,10 +1354,17 @@ static int parse_listen_addr(const char *addr, struct sockaddr_storage *ss) {
   return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) ? -1 : 0;
 }
 
-int hk_http_listen_addr_valid(const char *addr) {
+int hk_http_listen_addr_valid(const char *addr, int *loopback) {
   struct sockaddr_storage ss;
+  const struct sockaddr_in *v4 = (const struct sockaddr_in *)&ss;
+  const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)&ss;
 
-  return addr != NULL && parse_listen_addr(addr, &ss) == 0;
+  memset(&ss, 0, sizeof ss);
+  if (addr == NULL || parse_listen_addr(addr, &ss) != 0) return 0;
+  *loopback = ss.ss_family == AF_INET6
+                  ? IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr)
+                  : ntohl(v4->sin_addr.s_addr) >> 24 == 127;
+  return 1;
 }
 
 static void server_settings_init(http_parser_settings *st) {

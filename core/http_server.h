@@ -57,8 +57,9 @@ typedef struct hk_http_server_options {
 } hk_http_server_options;
 
 /* Whether addr is an address hk_http_server_start takes, so that a
- * configuration can be refused before anything else is started. */
-int hk_http_listen_addr_valid(const char *addr);
+ * configuration can be refused before anything else is started; when it
+ * is, *loopback tells whether only this machine can reach it. */
+int hk_http_listen_addr_valid(const char *addr, int *loopback);
 
 /* Binds and listens on addr ("127.0.0.1:8765", "[::1]:8765", ":0" etc.).
  * Returns NULL and fills err on failure. */

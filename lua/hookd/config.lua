@@ -120,38 +120,6 @@ local function check_destinations(dests)
   end
 end
 
--- The host part of a listen address: "[::1]:8765" gives "::1",
--- "127.0.0.1:8765" gives "127.0.0.1", ":8765" gives "" (which the server
--- binds to 127.0.0.1). nil when it is not an address the server takes
--- (an IPv4 or bracketed IPv6 address, localhost or nothing, then a
--- port): the core then refuses it as such, rather than this calling a
--- mistyped address or a host name one other machines can reach.
-local function listen_host(listen)
-  local v6 = listen:match("^%[(.*)%]:%d+$")
-  if v6 then return v6 end
-  local host = listen:match("^(.*):%d+$")
-  if host == "" or host == "localhost" or
-      (host and host:match("^%d+%.%d+%.%d+%.%d+$")) then
-    return host
-  end
-  return nil
-end
-
-local function is_loopback(host)
-  return host == "" or host == "::1" or host == "localhost" or
-    host:match("^127%.%d+%.%d+%.%d+$") ~= nil
-end
-
--- The admin API changes hooks and reads profiles: on an address other
--- machines can reach it must ask for a token.
-local function check_exposure(cfg)
-  local host = listen_host(cfg.listen)
-  if not host or is_loopback(host) or cfg.api_token then return nil end
-  return "listen: " .. cfg.listen .. " can be reached from other " ..
-    "machines, and api_token is not set: set api_token (and ingest_token) " ..
-    "or listen on 127.0.0.1"
-end
-
 -- Parses and validates the text of main.json. Returns the configuration
 -- table with every key filled in, or nil and "key: reason".
 function M.parse(text, config_dir)
@@ -178,7 +146,7 @@ function M.parse(text, config_dir)
       cfg[key] = spec.kind == "path" and join(config_dir, d) or d
     end
   end
-  err = check_destinations(cfg.destinations) or check_exposure(cfg)
+  err = check_destinations(cfg.destinations)
   if err then return nil, err end
   return cfg
 end
