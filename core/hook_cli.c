@@ -143,16 +143,16 @@ int hk_cli_check(hk_bridge *b, hk_router *r, const char *plugins_dir,
     files = (const char *const *)listed;
   }
   for (long i = 0; i < n; i++) {
-    int k = 1;
+    int k = 1, loadable = hook_id_name(files[i]);
 
     /* Named files are checked whatever their name, with a note when the
      * reloader would pass over that name; in plugins_dir, such a name
      * is a problem of its own. */
-    if (listed && !hook_id_name(files[i])) {
+    if (listed && !loadable) {
       printf("%s: not loaded: a hook file is named <id>.lua, the id of "
              "letters, digits, _ and -\n", files[i]);
     } else {
-      if (!hook_id_name(files[i]))
+      if (!loadable)
         printf("%s: note: checked, but the router loads a hook only from "
                "a file named <id>.lua, the id of letters, digits, _ and "
                "-\n", files[i]);
