@@ -102,6 +102,7 @@ struct hk_conn {
   unsigned idle_queued : 1; /* linked in the server's idle queue */
   unsigned in_body : 1;     /* between the head and the end of a body of
                                known length */
+  unsigned in_chunks : 1;   /* the same for a chunked body */
   char hdr_name[20];    /* start of the current header name */
   size_t hdr_name_len;
   hk_buf *hdr_target; /* where the current header value goes, or NULL */
@@ -715,7 +716,7 @@ static int on_message_begin(http_parser *p) {
   hk_conn *c = p->data;
 
   req_free(c->cur);
-  c->in_body = 0;
+  c->in_body = c->in_chunks = 0;
   c->cur = calloc(1, sizeof *c->cur);
   if (c->cur == NULL) return refuse_no_memory(c);
   /* A request is in progress: the connection is no longer one to close
@@ -855,6 +856,7 @@ static int on_headers_complete(http_parser *p) {
     return refuse_coding(c, &r->transfer_encoding);
   if (has_length && p->content_length > max)
     return conn_refuse(c, 413, "request body exceeds %zu bytes", max);
+  c->in_chunks = chunked;
   if (has_length && p->content_length > 0) {
     r->body.data = malloc((size_t)p->content_length + 1);
     if (r->body.data == NULL) return refuse_no_memory(c);
@@ -925,7 +927,7 @@ static int on_message_complete(http_parser *p) {
                        "broken %%-escape, or an encoded NUL or '/')");
   c->req_due = 0;
   c->ready = 1;
-  c->in_body = 0;
+  c->in_body = c->in_chunks = 0;
   http_parser_pause(p, 1);
   return 0;
 }
@@ -954,8 +956,12 @@ static void conn_parse_failed(hk_conn *c, enum http_errno err) {
              c->server->max_header);
     conn_send_error(c, 431, msg);
   } else {
+    /* The parser reports a chunk size too large for 64 bits as a bad
+     * Content-Length, which the request may not even have. */
     snprintf(msg, sizeof msg, "malformed HTTP request: %s",
-             http_errno_description(err));
+             c->in_chunks && err == HPE_INVALID_CONTENT_LENGTH
+                 ? "chunk size too large"
+                 : http_errno_description(err));
     conn_send_error(c, 400, msg);
   }
 }

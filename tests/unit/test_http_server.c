@@ -1055,6 +1055,22 @@ static void http_huge_chunk_gets_413_before_its_bytes(void) {
                          "ffffffffff\r\nabc");
 }
 
+/* A chunk size beyond 64 bits: named as such, not as a Content-Length
+ * the request does not have. */
+static void http_overflowing_chunk_size_gets_400_naming_it(void) {
+  harness h;
+
+  harness_init(&h);
+  harness_must_exchange(&h, "POST /c HTTP/1.1\r\nHost: t\r\n"
+                            "Transfer-Encoding: chunked\r\n\r\n"
+                            "ffffffffffffffffffff\r\nabc");
+  CHECK(h.rd.n == 1 && h.rd.status[0] == 400);
+  CHECK_STR(rd_body(&h, 0), "{\"error\":\"malformed HTTP request: "
+                            "chunk size too large\"}");
+  CHECK(atomic_load(&h.calls) == 0);
+  harness_free(&h);
+}
+
 static void big_header_client(harness *h) {
   hk_buf req = HK_BUF_INIT;
 
@@ -1899,6 +1915,7 @@ int main(int argc, char **argv) {
   RUN(http_slow_request_head_gets_408);
   RUN(http_oversized_chunked_body_gets_413);
   RUN(http_huge_chunk_gets_413_before_its_bytes);
+  RUN(http_overflowing_chunk_size_gets_400_naming_it);
   RUN(http_oversized_headers_get_431);
   RUN(http_malformed_request_gets_400);
   RUN(http_bad_percent_escape_gets_400);
